@@ -1,0 +1,1 @@
+"""crpbot: Coinbase candles + sentiment -> causal features -> LSTM models, as Dagster assets."""

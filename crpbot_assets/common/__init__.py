@@ -1,0 +1,1 @@
+"""Pieces shared by every stage: symbols, partitions, storage, HTTP pacing, plots, settings."""

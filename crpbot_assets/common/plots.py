@@ -1,0 +1,33 @@
+"""Render matplotlib figures as markdown metadata the Dagster UI shows inline."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import dagster as dg  # noqa: E402
+
+
+def figure_markdown(fig, title: str) -> dg.MetadataValue:
+    """A PNG of `fig` embedded as a data URI in markdown; closes the figure."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return dg.MetadataValue.md(f"**{title}**\n\n![{title}](data:image/png;base64,{encoded})")
+
+
+def line_plot(series: dict[str, list[float]], title: str, xlabel: str, ylabel: str, x=None) -> dg.MetadataValue:
+    """One line per named series, as inline markdown metadata."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for name, values in series.items():
+        ax.plot(x if x is not None else range(1, len(values) + 1), values, label=name)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    if len(series) > 1:
+        ax.legend()
+    return figure_markdown(fig, title)

@@ -1,0 +1,29 @@
+"""Environment selection: CRPBOT_ENV=local (embedded defaults, replay server) or prod (real services)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENVIRONMENTS = ("local", "prod")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_REPLAY_URL = "http://127.0.0.1:8765"
+
+
+def crpbot_env() -> str:
+    """The active environment; anything but local/prod is a configuration error."""
+    value = os.environ.get("CRPBOT_ENV", "local")
+    if value not in ENVIRONMENTS:
+        raise ValueError(f"CRPBOT_ENV={value!r} is not one of {ENVIRONMENTS}")
+    return value
+
+
+def replay_url() -> str:
+    """Base URL of the local replay server that stands in for every external API."""
+    return os.environ.get("CRPBOT_REPLAY_URL", DEFAULT_REPLAY_URL).rstrip("/")
+
+
+def local_storage_uri() -> str:
+    """Where the embedded defaults keep asset files: $DAGSTER_HOME/data, else dagster_home/data in the repo."""
+    home = os.environ.get("DAGSTER_HOME") or str(REPO_ROOT / "dagster_home")
+    return os.environ.get("CRPBOT_STORAGE_URI", str(Path(home) / "data"))

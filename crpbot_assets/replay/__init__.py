@@ -1,0 +1,1 @@
+"""Local replay server: deterministic stand-ins for Coinbase, Reddit, alternative.me and Google Trends."""

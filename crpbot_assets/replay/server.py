@@ -1,0 +1,256 @@
+"""The replay HTTP server: loopback stand-ins for the external APIs, with rate limits and injectable faults.
+
+Each external API is a `ReplayService` (its routes and its own rate limit); the server routes requests,
+enforces per-client limits with 429 + Retry-After, and applies faults queued through `inject()` or
+`POST /_replay/faults {"service", "fault", "count"}`. Faults: "429", "500", "503", "timeout" (hang
+past the client's timeout), "malformed" (the service answers with a broken payload).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+from urllib.parse import parse_qs, urlparse
+
+FAULTS = ("429", "500", "503", "timeout", "malformed")
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    client: str
+    match: re.Match | None = None
+    malformed: bool = False  # a queued "malformed" fault: the handler must answer with a broken payload
+
+    def form(self) -> dict[str, str]:
+        return {k: v[-1] for k, v in parse_qs(self.body.decode()).items()}
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, value, status: int = 200, **headers) -> Response:
+        return cls(status, json.dumps(value).encode(), headers=headers)
+
+    @classmethod
+    def error(cls, status: int, message: str, **headers) -> Response:
+        return cls.json({"message": message}, status, **headers)
+
+
+Handler = Callable[[Request], Response]
+
+
+@dataclass
+class ReplayService:
+    """One external API: a name, (method, path regex, handler) routes and a per-client rate limit."""
+
+    name: str
+    routes: list[tuple[str, str, Handler]]
+    rate_per_s: float | None = None
+    burst: int = 1
+
+
+class _TokenBuckets:
+    """Server-side limiter: one bucket per (service, client); answers how long until a token is due."""
+
+    def __init__(self):
+        self._state: dict[tuple[str, str], tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, service: ReplayService, client: str) -> float:
+        if not service.rate_per_s:
+            return 0.0
+        with self._lock:
+            now = time.monotonic()
+            tokens, last = self._state.get((service.name, client), (float(service.burst), now))
+            tokens = min(service.burst, tokens + (now - last) * service.rate_per_s)
+            if tokens >= 1:
+                self._state[(service.name, client)] = (tokens - 1, now)
+                return 0.0
+            self._state[(service.name, client)] = (tokens, now)
+            return (1 - tokens) / service.rate_per_s
+
+
+class ReplayServer:
+    """Serves `services` on loopback; use as a context manager or start()/stop()."""
+
+    def __init__(self, services: list[ReplayService] | None = None, host: str = "127.0.0.1", port: int = 0,
+                 hang_s: float = 30.0):
+        self.services = services if services is not None else default_services()
+        self.hang_s = hang_s
+        self._faults: dict[str, deque[str]] = defaultdict(deque)
+        self._buckets = _TokenBuckets()
+        self._lock = threading.Lock()
+        self.stats: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.request_log: list[tuple[float, str, str, int]] = []  # (monotonic time, service, path, status)
+        self._in_flight: dict[str, int] = defaultdict(int)
+        self._routes = [(svc, method, re.compile(pattern + r"\Z"), handler)
+                        for svc in self.services for method, pattern, handler in svc.routes]
+        self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> ReplayServer:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="replay-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> ReplayServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def inject(self, service: str, fault: str, count: int = 1) -> None:
+        """Make the next `count` requests to `service` fail with `fault`."""
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; choose from {FAULTS}")
+        if service not in {s.name for s in self.services}:
+            raise ValueError(f"unknown service {service!r}")
+        with self._lock:
+            self._faults[service].extend([fault] * count)
+
+    def clear(self) -> None:
+        """Forget queued faults, counters and the request log."""
+        with self._lock:
+            self._faults.clear()
+            self.stats.clear()
+            self.request_log.clear()
+
+    def _next_fault(self, service: str) -> str | None:
+        with self._lock:
+            queue = self._faults.get(service)
+            return queue.popleft() if queue else None
+
+    def _control(self, request: Request) -> Response:
+        if request.method == "POST" and request.path == "/_replay/faults":
+            spec = json.loads(request.body or b"{}")
+            try:
+                self.inject(spec["service"], str(spec["fault"]), int(spec.get("count", 1)))
+            except (KeyError, ValueError) as exc:
+                return Response.error(400, f"bad fault spec {spec}: {exc}")
+            return Response.json({"queued": spec})
+        if request.path == "/_replay/stats":
+            return Response.json({name: dict(values) for name, values in self.stats.items()})
+        return Response.error(404, f"no control endpoint {request.path}")
+
+    def dispatch(self, request: Request) -> Response:
+        if request.path.startswith("/_replay/"):
+            return self._control(request)
+        for svc, method, pattern, handler in self._routes:
+            match = pattern.match(request.path)
+            if match and method == request.method:
+                return self._serve(svc, handler, request, match)
+        return Response.error(404, f"replay server has no route for {request.method} {request.path}")
+
+    def _serve(self, svc: ReplayService, handler: Handler, request: Request, match: re.Match) -> Response:
+        stats = self.stats[svc.name]
+        with self._lock:
+            self._in_flight[svc.name] += 1
+            stats["requests"] += 1
+            stats["max_in_flight"] = max(stats["max_in_flight"], self._in_flight[svc.name])
+        try:
+            wait = self._buckets.take(svc, request.client)
+            if wait:
+                stats["rate_limited"] += 1
+                return Response.error(429, "Too Many Requests", **{"Retry-After": f"{max(wait, 0.05):.2f}"})
+            fault = self._next_fault(svc.name)
+            if fault in ("429", "500", "503"):
+                stats[f"fault_{fault}"] += 1
+                headers = {"Retry-After": "0.1"} if fault == "429" else {}
+                return Response.error(int(fault), f"injected fault {fault}", **headers)
+            if fault == "timeout":
+                stats["fault_timeout"] += 1
+                time.sleep(self.hang_s)
+            request.match, request.malformed = match, fault == "malformed"
+            return handler(request)
+        finally:
+            with self._lock:
+                self._in_flight[svc.name] -= 1
+
+    def _handler_class(self):
+        server = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self):
+                parsed = urlparse(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                request = Request(self.command, parsed.path, {k: v[-1] for k, v in parse_qs(parsed.query).items()},
+                                  {k.lower(): v for k, v in self.headers.items()},
+                                  self.rfile.read(length) if length else b"", self.client_address[0])
+                try:
+                    response = server.dispatch(request)
+                except Exception as exc:  # a bug in a replay handler: answer 500 rather than hang the client
+                    response = Response.error(500, f"replay handler error: {type(exc).__name__}: {exc}")
+                with server._lock:
+                    server.request_log.append((time.monotonic(), request.path, request.method, response.status))
+                try:
+                    self.send_response(response.status)
+                    self.send_header("Content-Type", response.content_type)
+                    self.send_header("Content-Length", str(len(response.body)))
+                    for name, value in response.headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(response.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (e.g. its timeout fired during a "timeout" fault)
+
+            do_GET = do_POST = _handle
+
+            def log_message(self, *args):
+                pass
+
+        return _Handler
+
+
+def default_services(seed: int = 0) -> list[ReplayService]:
+    """Every service crpbot talks to, with deterministic data from `seed`."""
+    from crpbot_assets.replay import coinbase
+
+    return [coinbase.service(seed)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point `crpbot-replay`: serve every replayed API until interrupted."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    server = ReplayServer(default_services(args.seed), args.host, args.port)
+    print(f"crpbot replay server on {server.url} (services: {', '.join(s.name for s in server.services)})", flush=True)
+    try:
+        server._httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

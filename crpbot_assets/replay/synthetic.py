@@ -1,0 +1,92 @@
+"""Deterministic synthetic 1-minute candles: a seeded random walk with volatility clustering and gaps.
+
+Every UTC day is generated independently from (seed, symbol, day), bridged between daily anchor
+prices so days join continuously; any window is reproducible without generating the whole history.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+
+import numpy as np
+import polars as pl
+
+from crpbot_assets.common.symbols import HISTORY_START, SYMBOLS, listed_at
+
+MINUTES_PER_DAY = 1440
+# (price at listing in crpbot's history, daily volatility, typical 1-minute volume in coins)
+PROFILES = {"BTC-USD": (6400.0, 0.035, 8.0), "ETH-USD": (200.0, 0.045, 90.0), "SOL-USD": (32.0, 0.06, 900.0)}
+MISSING_MINUTE_P = {"BTC-USD": 0.002, "ETH-USD": 0.004, "SOL-USD": 0.01}
+OUTAGE_P = 0.02  # chance a day holds one 10-60 minute outage (no rows)
+ANCHOR_DAYS = 365 * 12
+COLUMNS = ("ts", "open", "high", "low", "close", "volume")
+
+
+def _rng(seed: int, symbol: str, *salt: int) -> np.random.Generator:
+    return np.random.default_rng([seed, SYMBOLS.index(symbol), *salt])
+
+
+@lru_cache(maxsize=16)
+def _daily_anchors(symbol: str, seed: int) -> np.ndarray:
+    """Log price at 00:00 UTC of each day since the symbol's listing (a drifting daily random walk)."""
+    price, daily_vol, _ = PROFILES[symbol]
+    steps = _rng(seed, symbol, 0).standard_t(df=4, size=ANCHOR_DAYS) * daily_vol / np.sqrt(2) + 0.0004
+    return np.log(price) + np.concatenate([[0.0], np.cumsum(steps)])
+
+
+@lru_cache(maxsize=256)
+def _day(symbol: str, day_index: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Arrays (minute offsets, open, high, low, close, volume) for day `day_index` after listing."""
+    _, daily_vol, base_volume = PROFILES[symbol]
+    anchors = _daily_anchors(symbol, seed)
+    rng = _rng(seed, symbol, 1, day_index)
+    # Volatility clustering: an AR(1) log-volatility per hour, held through the hour.
+    log_vol = np.empty(24)
+    log_vol[0] = rng.normal(0, 0.5)
+    for hour in range(1, 24):
+        log_vol[hour] = 0.85 * log_vol[hour - 1] + rng.normal(0, 0.3)
+    sigma = daily_vol / np.sqrt(MINUTES_PER_DAY) * np.exp(np.repeat(log_vol, 60) - 0.2)
+    walk = np.cumsum(rng.standard_t(df=5, size=MINUTES_PER_DAY) * sigma * np.sqrt(3 / 5))
+    target = anchors[day_index + 1] - anchors[day_index]
+    bridge = anchors[day_index] + walk - np.arange(1, MINUTES_PER_DAY + 1) / MINUTES_PER_DAY * (walk[-1] - target)
+    close = np.exp(bridge)
+    open_ = np.concatenate([[np.exp(anchors[day_index])], close[:-1]])
+    wick = np.exp(np.abs(rng.normal(0, 1, (2, MINUTES_PER_DAY))) * sigma * 0.6)
+    high = np.maximum(open_, close) * wick[0]
+    low = np.minimum(open_, close) / wick[1]
+    volume = base_volume * np.exp(rng.normal(0, 0.6, MINUTES_PER_DAY)) * (sigma / sigma.mean())
+    keep = rng.random(MINUTES_PER_DAY) >= MISSING_MINUTE_P[symbol]
+    if rng.random() < OUTAGE_P:
+        start = int(rng.integers(0, MINUTES_PER_DAY - 60))
+        keep[start : start + int(rng.integers(10, 61))] = False
+    minutes = np.flatnonzero(keep)
+    return minutes, open_[keep], high[keep], low[keep], close[keep], volume[keep]
+
+
+def candles(symbol: str, start: datetime, end: datetime, seed: int = 0, now: datetime | None = None) -> pl.DataFrame:
+    """Candles with start <= ts < end (UTC, minute-aligned), oldest first; nothing before listing or after `now`."""
+    first = max(start, listed_at(symbol))
+    last = min(end, now or datetime.now(timezone.utc))
+    listing = listed_at(symbol)
+    parts = []
+    day = (first - listing).days if first > listing else 0
+    while first < last and listing + timedelta(days=day) < last:
+        if day >= ANCHOR_DAYS:
+            raise ValueError(f"synthetic history for {symbol} ends {ANCHOR_DAYS} days after listing")
+        day_start = int((listing + timedelta(days=day)).timestamp())
+        minutes, o, h, l, c, v = _day(symbol, day, seed)
+        ts = day_start + minutes * 60
+        mask = (ts >= first.timestamp()) & (ts < last.timestamp())
+        parts.append((ts[mask], o[mask], h[mask], l[mask], c[mask], v[mask]))
+        day += 1
+    arrays = [np.concatenate([p[i] for p in parts]) if parts else np.empty(0) for i in range(6)]
+    frame = pl.DataFrame({name: values for name, values in zip(COLUMNS, arrays)})
+    return frame.with_columns(pl.from_epoch(pl.col("ts").cast(pl.Int64), time_unit="s").dt.replace_time_zone("UTC"))
+
+
+def history(symbol: str, months: int, seed: int = 0) -> pl.DataFrame:
+    """`months` whole months of candles from the symbol's listing (for benchmarks)."""
+    start = max(HISTORY_START, listed_at(symbol))
+    end_year, end_month = divmod(start.month - 1 + months, 12)
+    return candles(symbol, start, start.replace(year=start.year + end_year, month=end_month + 1), seed)
