@@ -1,0 +1,36 @@
+"""Shared fixtures: a replay server on loopback and an isolated Dagster instance + storage per test."""
+
+import os
+
+import dagster as dg
+import pytest
+
+from crpbot_assets.common.resources import PartitionedFileIOManager, StorageResource
+from crpbot_assets.replay.server import ReplayServer
+
+
+@pytest.fixture(scope="session")
+def replay():
+    """One replay server (every service) for the session; faults and counters are cleared per test."""
+    with ReplayServer(hang_s=3.0) as server:
+        yield server
+
+
+@pytest.fixture
+def replay_server(replay):
+    replay.clear()
+    yield replay
+    replay.clear()
+
+
+@pytest.fixture
+def instance(tmp_path):
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as inst:
+        yield inst
+
+
+@pytest.fixture
+def storage_resources(tmp_path):
+    """io_manager + storage resources writing under this test's tmp dir."""
+    base = str(tmp_path / "data")
+    return {"io_manager": PartitionedFileIOManager(base_uri=base), "storage": StorageResource(base_uri=base)}
