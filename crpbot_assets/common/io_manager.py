@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import polars as pl
 
-from crpbot_assets.common.storage import MissingFileError, Storage
+from crpbot_assets.common.storage import CorruptFileError, MissingFileError, Storage
 
 SUFFIX_BY_TYPE = ((pl.DataFrame, ".parquet"), (bytes, ".bin"), (dict, ".json"))
 
@@ -27,8 +27,10 @@ class PartitionedFileIOManager(dg.ConfigurableIOManager):
     """Stores polars frames as parquet, bytes as .bin and dicts as JSON under `base_uri`.
 
     Loading several upstream partitions returns one frame concatenated in partition order
-    (dicts/bytes: a {partition_key: value} mapping). An input with metadata
-    `allow_missing_partitions=True` skips partitions never materialized.
+    (dicts/bytes: a {partition_key: value} mapping); an input annotated as a `dict` always gets the
+    {partition_key: value} mapping. An input with metadata `allow_missing_partitions=True` skips
+    partitions never materialized. A run over several partitions (single-run backfill) returns a
+    {partition_key: value} mapping, and each value is written to its own partition's file.
     """
 
     base_uri: str
@@ -41,20 +43,42 @@ class PartitionedFileIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj) -> None:
         if obj is None:
             return
+        if context.has_asset_partitions and not context.has_partition_key:
+            self._write_partitions(context, obj)
+            return
+        key = context.partition_key if context.has_partition_key else None
+        uri = self._write_one(context.asset_key, key, obj)
+        context.add_output_metadata({"path": dg.MetadataValue.path(uri)})
+
+    def _write_one(self, asset_key: dg.AssetKey, partition_key: str | None, obj) -> str:
         suffix = next((s for t, s in SUFFIX_BY_TYPE if isinstance(obj, t)), None)
         if suffix is None:
-            raise TypeError(f"{context.asset_key.to_user_string()}: cannot store {type(obj).__name__}")
-        key = context.partition_key if context.has_partition_key else None
-        relative = partition_path(context.asset_key, key) + suffix
+            raise TypeError(f"{asset_key.to_user_string()}: cannot store {type(obj).__name__}")
+        relative = partition_path(asset_key, partition_key) + suffix
         write = {".parquet": self.storage.write_parquet, ".bin": self.storage.write_bytes, ".json": self.storage.write_json}
-        uri = write[suffix](relative, obj)
-        context.add_output_metadata({"path": dg.MetadataValue.path(uri)})
+        return write[suffix](relative, obj)
+
+    def _write_partitions(self, context: dg.OutputContext, obj) -> None:
+        """A multi-partition run's output: {partition_key: value} holding exactly the run's partitions."""
+        name = context.asset_key.to_user_string()
+        expected = {str(key) for key in context.asset_partition_keys}
+        if not isinstance(obj, dict) or {str(key) for key in obj} != expected:
+            got = sorted(map(str, obj)) if isinstance(obj, dict) else type(obj).__name__
+            raise TypeError(f"{name}: a run over {len(expected)} partitions must return a dict keyed by exactly "
+                            f"those partition keys; got {got}")
+        for key, value in obj.items():
+            self._write_one(context.asset_key, str(key), value)
+        context.add_output_metadata({"path": dg.MetadataValue.path(self.storage.uri(partition_path(context.asset_key, None)))})
 
     def _load_one(self, asset_key: dg.AssetKey, partition_key: str | None):
         base = partition_path(asset_key, partition_key)
         for suffix, read in ((".parquet", self.storage.read_parquet), (".json", self.storage.read_json), (".bin", self.storage.read_bytes)):
             if self.storage.exists(base + suffix):
-                return read(base + suffix)
+                try:
+                    return read(base + suffix)
+                except CorruptFileError as exc:
+                    where = f"partition {partition_key!r} of " if partition_key else ""
+                    raise CorruptFileError(f"{where}asset {asset_key.to_user_string()}: {exc}") from exc
         where = f"partition {partition_key!r} of " if partition_key else ""
         raise MissingFileError(f"{where}asset {asset_key.to_user_string()} is not materialized (no file at {self.storage.uri(base)}.*)")
 
@@ -72,6 +96,8 @@ class PartitionedFileIOManager(dg.ConfigurableIOManager):
                 if not allow_missing:
                     raise
                 context.log.warning(f"{asset_key.to_user_string()} partition {key} not materialized; skipped")
+        if _wants_mapping(context):
+            return loaded
         values = list(loaded.values())
         if values and all(isinstance(v, pl.DataFrame) for v in values):
             non_empty = [v for v in values if v.height] or values[:1]
@@ -79,3 +105,9 @@ class PartitionedFileIOManager(dg.ConfigurableIOManager):
         if not values and len(keys) > 0 and allow_missing:
             return pl.DataFrame()
         return loaded if len(keys) != 1 else values[0]
+
+
+def _wants_mapping(context: dg.InputContext) -> bool:
+    """Whether the input is annotated as a dict (one value per partition key)."""
+    typing_type = getattr(context.dagster_type, "typing_type", None)
+    return typing_type is dict or getattr(typing_type, "__origin__", None) is dict

@@ -1,0 +1,28 @@
+"""Keeps the month in progress fresh: an hourly run per listed symbol for the current month's partition."""
+
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from crpbot_assets.candles.assets import candles
+from crpbot_assets.common.partitions import symbol_month_key, symbol_month_partitions
+from crpbot_assets.common.symbols import SYMBOLS, is_listed
+
+candles_job = dg.define_asset_job(
+    "candles_job", selection=dg.AssetSelection.assets(candles), partitions_def=symbol_month_partitions,
+    description="Candles (and their checks) for the selected symbol-month partitions.",
+)
+
+
+@dg.schedule(job=candles_job, cron_schedule="5 * * * *", execution_timezone="UTC",
+             default_status=dg.DefaultScheduleStatus.STOPPED)
+def candles_current_month_schedule(context: dg.ScheduleEvaluationContext):
+    """Hourly (at :05): re-fetch the month in progress for every symbol listed by then."""
+    now = context.scheduled_execution_time or datetime.now(timezone.utc)
+    now = now.astimezone(timezone.utc)
+    month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    listed = [symbol for symbol in SYMBOLS if is_listed(symbol, now)]
+    if not listed:
+        return dg.SkipReason(f"no symbol is listed at {now:%Y-%m-%d %H:%M}")
+    return [dg.RunRequest(run_key=f"{symbol}|{now:%Y-%m-%dT%H:%M}", partition_key=symbol_month_key(symbol, month))
+            for symbol in listed]
