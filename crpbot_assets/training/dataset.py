@@ -1,0 +1,248 @@
+"""The training dataset: 1-minute features joined causally with hourly sentiment, labelled and split by time.
+
+Pure polars/numpy (no Dagster, no torch), so the remote training job can read what this writes.
+
+Rows and labels
+- One row per `features` row (minute `ts`). Its close price comes from `candles` at the same minute.
+- Sentiment: the minute's close instant (`ts + 1 minute`) is joined `asof`/backward onto the sentiment `ts`
+  (the end of each hour), so a minute sees only completed hours.
+- Label: the forward N-minute simple return `close[ts+N] / close[ts] - 1` (N = `horizon_minutes`, default 15)
+  mapped to 0 = down (< -dead zone), 1 = flat, 2 = up (> +dead zone). The price at `ts+N` must be a real candle:
+  if that minute has no trade the row keeps its features (it is still a valid input inside a window) but gets a
+  null label and is never a training target. Rows whose label would need data past the last candle are dropped.
+- `past_return` (the last completed N-minute return, known at `ts`) feeds the persistence baseline.
+- `row_valid`: every technical feature is finite. Windows containing an invalid row are never used; nothing is filled.
+
+Null sentiment
+- Sources do not cover all history (Reddit history is short, Trends may be absent). A null sentiment value is
+  imputed with the training mean of that column, i.e. 0 after standardisation; a column with no training values at
+  all scales to constant 0. The share of nulls per split is reported so the ablation can be read in that light.
+
+Splits and scaling
+- Labelled rows are split by time into train / validation / test (`val_fraction`, `test_fraction`). Between
+  segments a purge gap of `horizon_minutes + max_sequence_length + feature_lookback_minutes` minutes is dropped
+  (split = -1), so no training label overlaps validation inputs (and so on), including the features' own lookback.
+- Mean/std per feature are computed on training rows only and stored with the data (parquet key-value metadata);
+  features are stored raw (float32) and scaled on load with `scale()`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SENTIMENT_COLUMNS = (
+    "reddit_sentiment_1h",
+    "reddit_volume_1h",
+    "reddit_engagement_1h",
+    "fear_greed_index",
+    "search_interest_btc",
+    "search_interest_eth",
+    "search_interest_sol",
+)
+CLASSES = ("down", "flat", "up")
+SPLITS = {"train": 0, "val": 1, "test": 2}
+PURGED = -1
+METADATA_KEY = b"crpbot_dataset"
+FORMAT = "crpbot-dataset/1"
+
+
+class DatasetError(ValueError):
+    """The inputs cannot make a training dataset (named problem)."""
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    horizon_minutes: int = 15
+    dead_zone_bps: float = 10.0
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    max_sequence_length: int = 240
+    feature_lookback_minutes: int = 1440
+    clip: float = 10.0
+
+    @property
+    def purge_minutes(self) -> int:
+        return self.horizon_minutes + self.max_sequence_length + self.feature_lookback_minutes
+
+
+@dataclass
+class Dataset:
+    """The stored frame plus what is needed to use it: feature lists, scaler and split boundaries."""
+
+    frame: pl.DataFrame
+    feature_columns: list[str]
+    sentiment_columns: list[str]
+    mean: np.ndarray
+    std: np.ndarray
+    config: DatasetConfig
+    symbol: str = ""
+
+    @property
+    def technical_columns(self) -> list[str]:
+        return [c for c in self.feature_columns if c not in self.sentiment_columns]
+
+    def scaler(self, columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) for a subset of the feature columns, in the given order."""
+        positions = [self.feature_columns.index(c) for c in columns]
+        return self.mean[positions], self.std[positions]
+
+
+def _check_frame(frame: pl.DataFrame, name: str, required: tuple[str, ...]) -> None:
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DatasetError(f"{name}: missing column(s) {missing}; has {frame.columns}")
+    if frame["ts"].is_duplicated().any():
+        raise DatasetError(f"{name}: duplicate timestamps, e.g. {frame.filter(pl.col('ts').is_duplicated())['ts'][0]}")
+
+
+def build_dataset(
+    features: pl.DataFrame,
+    sentiment: pl.DataFrame,
+    candles: pl.DataFrame,
+    config: DatasetConfig = DatasetConfig(),
+    symbol: str = "",
+) -> Dataset:
+    """Join, label, split and fit the scaler; see the module docstring for every rule."""
+    where = f" for {symbol}" if symbol else ""
+    if features.height == 0:
+        raise DatasetError(f"features{where}: no rows (materialize `features` first)")
+    if candles.height == 0:
+        raise DatasetError(f"candles{where}: no rows (materialize `candles` first)")
+    _check_frame(features, f"features{where}", ("ts",))
+    _check_frame(candles, f"candles{where}", ("ts", "close"))
+    technical = [c for c in features.columns if c != "ts" and c not in SENTIMENT_COLUMNS]
+    non_numeric = [c for c in technical if not features.schema[c].is_numeric()]
+    if not technical or non_numeric:
+        raise DatasetError(f"features{where}: need numeric feature columns; non-numeric: {non_numeric or 'none at all'}")
+    if sentiment.height:
+        _check_frame(sentiment, f"sentiment_features{where}", ("ts", *SENTIMENT_COLUMNS))
+        sentiment = sentiment.select("ts", *SENTIMENT_COLUMNS)
+    else:  # nothing materialized: every sentiment value is null (imputed, see docstring)
+        sentiment = pl.DataFrame(schema={"ts": features.schema["ts"], **{c: pl.Float64 for c in SENTIMENT_COLUMNS}})
+
+    n = timedelta(minutes=config.horizon_minutes)
+    prices = candles.select("ts", "close").sort("ts")
+    last_candle = prices["ts"][-1]
+    dead_zone = config.dead_zone_bps / 1e4
+    frame = (
+        features.sort("ts")
+        .filter(pl.col("ts") + n <= last_candle)
+        .join(prices, on="ts", how="left")
+        .join(prices.select((pl.col("ts") - n).alias("ts"), pl.col("close").alias("_fwd")), on="ts", how="left")
+        .join(prices.select((pl.col("ts") + n).alias("ts"), pl.col("close").alias("_past")), on="ts", how="left")
+        .with_columns((pl.col("ts") + timedelta(minutes=1)).alias("_close_ts"))
+        .join_asof(sentiment.sort("ts").rename({"ts": "_sent_ts"}), left_on="_close_ts", right_on="_sent_ts", strategy="backward")
+        .with_columns(
+            (pl.col("_fwd") / pl.col("close") - 1).alias("fwd_return"),
+            (pl.col("close") / pl.col("_past") - 1).alias("past_return"),
+        )
+        .with_columns(
+            pl.when(pl.col("fwd_return") > dead_zone).then(2).when(pl.col("fwd_return") < -dead_zone).then(0)
+            .when(pl.col("fwd_return").is_not_null()).then(1).otherwise(None).cast(pl.Int8).alias("label"),
+            pl.all_horizontal([pl.col(c).cast(pl.Float64).is_finite().fill_null(False) for c in technical]).alias("row_valid"),
+        )
+    )
+    labelled = frame.filter(pl.col("label").is_not_null())["ts"]
+    if labelled.len() < 3:
+        raise DatasetError(f"features{where}: only {labelled.len()} labelled rows; need history beyond {config.horizon_minutes} minutes")
+    train_end = labelled[int(labelled.len() * (1 - config.val_fraction - config.test_fraction))]
+    val_end = labelled[int(labelled.len() * (1 - config.test_fraction))]
+    gap = timedelta(minutes=config.purge_minutes)
+    ts = pl.col("ts")
+    frame = frame.with_columns(
+        pl.when(ts < train_end).then(0)
+        .when((ts >= train_end + gap) & (ts < val_end)).then(1)
+        .when(ts >= val_end + gap).then(2)
+        .otherwise(PURGED).cast(pl.Int8).alias("split")
+    )
+    columns = technical + list(SENTIMENT_COLUMNS)
+    frame = frame.select(
+        "ts", "split", "label", "fwd_return", "past_return", "row_valid",
+        *[pl.col(c).cast(pl.Float32) for c in columns],
+    )
+    for name, code in SPLITS.items():
+        if frame.filter((pl.col("split") == code) & pl.col("label").is_not_null()).height == 0:
+            raise DatasetError(
+                f"features{where}: the {name} segment is empty after a purge gap of {config.purge_minutes} minutes; "
+                f"{labelled.len()} labelled rows from {labelled[0]} to {labelled[-1]} are too few"
+            )
+    train = frame.filter((pl.col("split") == 0) & pl.col("row_valid"))
+    mean = np.array([train[c].mean() or 0.0 for c in columns], dtype=np.float64)
+    std = np.array([train[c].std(ddof=0) or 0.0 for c in columns], dtype=np.float64)
+    mean, std = np.nan_to_num(mean), np.where(np.isfinite(std) & (std > 1e-12), std, 1.0)
+    return Dataset(frame, columns, list(SENTIMENT_COLUMNS), mean, std, config, symbol)
+
+
+def scale(frame: pl.DataFrame, columns: list[str], mean: np.ndarray, std: np.ndarray, clip: float) -> np.ndarray:
+    """Standardised float32 matrix (rows x columns); nulls/NaN become 0 (= the training mean), values clipped."""
+    raw = frame.select(columns).to_numpy().astype(np.float32, copy=False)
+    scaled = (raw - mean.astype(np.float32)) / std.astype(np.float32)
+    np.nan_to_num(scaled, copy=False, nan=0.0, posinf=clip, neginf=-clip)
+    return np.clip(scaled, -clip, clip, out=scaled)
+
+
+def summary(dataset: Dataset) -> dict:
+    """Rows per split, class balance, date ranges and sentiment null shares (asset metadata)."""
+    out: dict = {"features": len(dataset.feature_columns), "purge_minutes": dataset.config.purge_minutes}
+    for name, code in SPLITS.items():
+        part = dataset.frame.filter(pl.col("split") == code)
+        labels = part["label"].drop_nulls()
+        counts = np.bincount(labels.to_numpy(), minlength=3) if labels.len() else np.zeros(3, int)
+        out[name] = {
+            "rows": part.height,
+            "labelled_rows": labels.len(),
+            "first_ts": str(part["ts"].min()),
+            "last_ts": str(part["ts"].max()),
+            "class_share": {c: round(float(k / max(1, counts.sum())), 4) for c, k in zip(CLASSES, counts)},
+            "sentiment_null_share": {
+                c: round(float(part[c].null_count() / max(1, part.height)), 4) for c in dataset.sentiment_columns
+            },
+        }
+    out["purged_rows"] = dataset.frame.filter(pl.col("split") == PURGED).height
+    return out
+
+
+def to_parquet_bytes(dataset: Dataset) -> bytes:
+    """The frame as zstd parquet with feature lists, scaler and config in the key-value metadata."""
+    table = dataset.frame.to_arrow()
+    meta = {
+        "format": FORMAT,
+        "symbol": dataset.symbol,
+        "feature_columns": dataset.feature_columns,
+        "sentiment_columns": dataset.sentiment_columns,
+        "mean": dataset.mean.tolist(),
+        "std": dataset.std.tolist(),
+        "config": asdict(dataset.config),
+    }
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: json.dumps(meta).encode()})
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer, compression="zstd")
+    return buffer.getvalue().to_pybytes()
+
+
+def from_parquet_bytes(data: bytes, source: str = "dataset") -> Dataset:
+    """Inverse of `to_parquet_bytes`; a clear error for anything that is not a crpbot dataset."""
+    try:
+        table = pq.read_table(io.BytesIO(data))
+        meta = json.loads((table.schema.metadata or {})[METADATA_KEY])
+    except (pa.ArrowInvalid, KeyError, ValueError) as exc:
+        raise DatasetError(f"{source} is not a crpbot training dataset: {exc!r}") from exc
+    if meta.get("format") != FORMAT:
+        raise DatasetError(f"{source}: unsupported dataset format {meta.get('format')!r} (expected {FORMAT})")
+    return Dataset(
+        frame=pl.from_arrow(table),
+        feature_columns=meta["feature_columns"],
+        sentiment_columns=meta["sentiment_columns"],
+        mean=np.asarray(meta["mean"], dtype=np.float64),
+        std=np.asarray(meta["std"], dtype=np.float64),
+        config=DatasetConfig(**meta["config"]),
+        symbol=meta.get("symbol", ""),
+    )

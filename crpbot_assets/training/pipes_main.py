@@ -1,0 +1,102 @@
+"""Training entry point: `python -m crpbot_assets.training.pipes_main`, run inside Dagster Pipes.
+
+Reads `extras = {"symbol", "dataset_uri", "model_uri", "config": {...}}`, trains on CUDA when available (else
+CPU), writes the model artifact to `model_uri`, logs every epoch and reports the materialization.
+With `config.sentiment_ablation` (default true) it trains a second model on the same data without the seven
+sentiment features, so one launch (one GPU instance in prod) yields both sides of the ablation in one artifact.
+
+Imports only torch/numpy/polars/pyarrow/dagster_pipes (boto3 only when Pipes hands over S3 locations):
+the context and message channels are chosen from the bootstrap parameters, files/stdio by default and
+S3 (`{"bucket", "key"}` / `{"bucket", "key_prefix"}`) when the launcher injects through S3.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from dagster_pipes import (
+    PipesContext,
+    PipesDefaultContextLoader,
+    PipesDefaultMessageWriter,
+    PipesEnvVarParamsLoader,
+    PipesS3ContextLoader,
+    PipesS3MessageWriter,
+    open_dagster_pipes,
+)
+
+from crpbot_assets.training.artifacts import read_uri, save_artifact, variant_record, write_uri
+from crpbot_assets.training.dataset import from_parquet_bytes
+from crpbot_assets.training.train import TrainConfig, make_windows, pick_device, train_model
+
+REQUIRED_EXTRAS = ("symbol", "dataset_uri", "model_uri")
+RUN_OPTIONS = ("sentiment_ablation", "device")
+
+
+def run_training(extras: dict, log: Callable[[str], None]) -> dict:
+    """Train the variants described by `extras`, write the artifact, return materialization metadata."""
+    missing = [k for k in REQUIRED_EXTRAS if not extras.get(k)]
+    if missing:
+        raise ValueError(f"training extras lack {missing}; got keys {sorted(extras)}")
+    options = dict(extras.get("config") or {})
+    ablation = bool(options.pop("sentiment_ablation", True))
+    device = pick_device(options.pop("device", None))
+    config = TrainConfig.from_dict(options)
+    symbol = extras["symbol"]
+    started = time.perf_counter()
+    dataset = from_parquet_bytes(read_uri(extras["dataset_uri"]), extras["dataset_uri"])
+    log(f"{symbol}: dataset {dataset.frame.height:,} rows, {len(dataset.feature_columns)} features, device {device}")
+    variants_columns = {"with_sentiment": dataset.feature_columns}
+    if ablation:
+        variants_columns["without_sentiment"] = dataset.technical_columns
+    variants, metadata = {}, {"symbol": symbol, "device": str(device), "config": {"raw_value": config.__dict__, "type": "json"}}
+    for name, columns in variants_columns.items():
+        windows = make_windows(dataset, columns, config.sequence_length, device)
+        log(f"{symbol}/{name}: {len(windows.ends['train']):,} train, {len(windows.ends['val']):,} val windows")
+
+        def progress(r: dict, name=name) -> None:
+            log(
+                f"{symbol}/{name} epoch {r['epoch']}/{r['epochs']}: train loss {r['train_loss']:.4f}, val loss "
+                f"{r['val_loss']:.4f}, {r['train_seconds']:.1f}s ({r['samples_per_s']:,.0f} samples/s), best epoch {r['best_epoch']}"
+                + (" - early stop" if r["stopping"] else "")
+            )
+
+        result = train_model(windows, config, progress)
+        variants[name] = variant_record(result, config, dataset, columns)
+        metadata.update({
+            f"{name}/best_epoch": result.best_epoch,
+            f"{name}/best_val_loss": min(h["val_loss"] for h in result.history),
+            f"{name}/epochs_run": len(result.history),
+            f"{name}/samples_per_s": round(result.samples_per_s, 1),
+            f"{name}/epoch_seconds": round(result.epoch_seconds, 3),
+            f"{name}/history": {"raw_value": result.history, "type": "json"},
+            f"{name}/features": len(columns),
+        })
+        del windows
+    data = save_artifact(variants, symbol)
+    uri = write_uri(extras["model_uri"], data)
+    log(f"{symbol}: wrote {len(data):,} bytes to {uri}")
+    metadata.update({"model_uri": {"raw_value": uri, "type": "path"}, "artifact_bytes": len(data),
+                     "wall_seconds": round(time.perf_counter() - started, 2)})
+    return metadata
+
+
+def open_pipes() -> PipesContext:
+    """Pipes context whose loader/writer match the bootstrap parameters (files/stdio, or S3)."""
+    params = PipesEnvVarParamsLoader()
+    if params.is_dagster_pipes_process() and "bucket" in params.load_context_params():
+        import boto3  # only on the S3 path; honours AWS_ENDPOINT_URL_S3
+
+        client = boto3.client("s3")
+        return open_dagster_pipes(context_loader=PipesS3ContextLoader(client), message_writer=PipesS3MessageWriter(client, interval=5))
+    return open_dagster_pipes(context_loader=PipesDefaultContextLoader(), message_writer=PipesDefaultMessageWriter())
+
+
+def main() -> None:
+    with open_pipes() as pipes:
+        metadata = run_training(dict(pipes.extras), pipes.log.info)
+        pipes.report_asset_materialization(metadata=metadata)
+
+
+if __name__ == "__main__":
+    main()

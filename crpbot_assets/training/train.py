@@ -1,0 +1,215 @@
+"""Training loop: windows are strided views over one contiguous tensor; no per-sample Python anywhere.
+
+The whole scaled feature matrix lives on the device (GPU when present). A batch is one gather
+(`windows[starts]`) from the `unfold` view, so the data path costs one memory copy per batch.
+CUDA runs with mixed precision (fp16 autocast + GradScaler); CPU uses every core this process may run on.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from crpbot_assets.training.dataset import SPLITS, Dataset, scale
+from crpbot_assets.training.model import LSTMClassifier
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    hidden_size: int = 64
+    num_layers: int = 2
+    dropout: float = 0.2
+    sequence_length: int = 60
+    batch_size: int = 1024
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    epochs: int = 15
+    patience: int = 3
+    seed: int = 0
+    class_weighted: bool = True
+    max_train_windows_per_epoch: int | None = None
+    eval_batch_size: int = 8192
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown training config key(s) {unknown}; known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**known)
+
+
+@dataclass
+class Windows:
+    """Scaled rows on a device plus the end-row index of every usable window per split."""
+
+    x: torch.Tensor  # (rows, features) float32, contiguous
+    y: torch.Tensor  # (rows,) int64, -1 where unlabelled
+    ends: dict[str, torch.Tensor]  # split name -> window end rows (int64, time order)
+    length: int
+
+    def batch(self, ends: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch, length, features) inputs and labels for windows ending at `ends`: one gather."""
+        view = self.x.unfold(0, self.length, 1).transpose(1, 2)  # (rows-length+1, length, features), no copy
+        return view[ends - (self.length - 1)], self.y[ends]
+
+
+def window_ends(valid: np.ndarray, labelled: np.ndarray, split: np.ndarray, length: int) -> dict[str, np.ndarray]:
+    """End rows of windows of `length` rows that are all valid, all in one split, and end on a labelled row."""
+    bad = np.concatenate([[0], np.cumsum(~valid)])
+    end = np.arange(length - 1, len(valid))
+    clean = (bad[end + 1] - bad[end + 1 - length] == 0) & labelled[end] & (split[end] == split[end - length + 1])
+    return {name: end[clean & (split[end] == code)] for name, code in SPLITS.items()}
+
+
+def make_windows(dataset: Dataset, columns: list[str], length: int, device: torch.device | str = "cpu") -> Windows:
+    """Scale `columns` with the dataset's training scaler and index every usable window."""
+    if length > dataset.config.max_sequence_length:
+        raise ValueError(
+            f"sequence_length {length} exceeds the dataset's max_sequence_length {dataset.config.max_sequence_length} "
+            "(the purge gap was sized for it); rebuild training_dataset with a larger max_sequence_length"
+        )
+    frame = dataset.frame
+    mean, std = dataset.scaler(columns)
+    x = torch.from_numpy(scale(frame, columns, mean, std, dataset.config.clip))
+    y = torch.from_numpy(frame["label"].fill_null(-1).to_numpy().astype(np.int64))
+    ends = window_ends(
+        frame["row_valid"].to_numpy(), frame["label"].is_not_null().to_numpy(), frame["split"].to_numpy(), length
+    )
+    return Windows(x.to(device), y.to(device), {k: torch.from_numpy(v).to(device) for k, v in ends.items()}, length)
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """CUDA when available (or requested), else CPU with one intra-op thread per usable core."""
+    if requested:
+        device = torch.device(requested)
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    else:
+        torch.backends.cudnn.benchmark = True
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainResult:
+    model: LSTMClassifier
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    device: str = "cpu"
+
+    @property
+    def samples_per_s(self) -> float:
+        return float(np.mean([h["samples_per_s"] for h in self.history]))
+
+    @property
+    def epoch_seconds(self) -> float:
+        return float(np.mean([h["train_seconds"] + h["val_seconds"] for h in self.history]))
+
+
+def class_weights(y: torch.Tensor, ends: torch.Tensor, n_classes: int = 3) -> torch.Tensor:
+    """Inverse-frequency weights over the training windows' labels (mean weight 1)."""
+    counts = torch.bincount(y[ends], minlength=n_classes).float().clamp(min=1)
+    weights = counts.sum() / (n_classes * counts)
+    return weights
+
+
+def evaluate_loss(model: nn.Module, windows: Windows, ends: torch.Tensor, criterion: nn.Module, batch_size: int, amp: bool) -> float:
+    """Mean loss over the windows ending at `ends` (no gradient)."""
+    model.eval()
+    total = torch.zeros((), device=windows.x.device)
+    with torch.no_grad(), torch.autocast(windows.x.device.type, dtype=torch.float16, enabled=amp):
+        for start in range(0, len(ends), batch_size):
+            xb, yb = windows.batch(ends[start : start + batch_size])
+            total += criterion(model(xb).float(), yb) * len(yb)
+    return float(total) / max(1, len(ends))
+
+
+def train_model(
+    windows: Windows,
+    config: TrainConfig,
+    progress: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Adam + cross-entropy with early stopping on validation loss; the best epoch's weights are kept."""
+    device = windows.x.device
+    seed_everything(config.seed)
+    train_ends, val_ends = windows.ends["train"], windows.ends["val"]
+    if len(train_ends) == 0 or len(val_ends) == 0:
+        raise ValueError(f"no usable windows: train={len(train_ends)} val={len(val_ends)} (sequence_length={windows.length})")
+    model = LSTMClassifier(windows.x.shape[1], config.hidden_size, config.num_layers, config.dropout).to(device)
+    weights = class_weights(windows.y, train_ends) if config.class_weighted else None
+    criterion = nn.CrossEntropyLoss(weight=weights)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    generator = torch.Generator(device="cpu").manual_seed(config.seed)
+    result = TrainResult(model=model, device=str(device))
+    best_loss, best_state, stale = float("inf"), None, 0
+    per_epoch = min(len(train_ends), config.max_train_windows_per_epoch or len(train_ends))
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        started = time.perf_counter()
+        order = train_ends[torch.randperm(len(train_ends), generator=generator)[:per_epoch].to(device)]
+        total = torch.zeros((), device=device)
+        for start in range(0, per_epoch, config.batch_size):
+            xb, yb = windows.batch(order[start : start + config.batch_size])
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                loss = criterion(model(xb).float(), yb)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total += loss.detach() * len(yb)
+        train_loss = float(total) / per_epoch  # float() synchronises the device once per epoch
+        train_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        val_loss = evaluate_loss(model, windows, val_ends, criterion, config.eval_batch_size, amp)
+        val_seconds = time.perf_counter() - started
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "train_seconds": train_seconds,
+            "val_seconds": val_seconds,
+            "samples_per_s": per_epoch / train_seconds,
+            "windows": per_epoch,
+        }
+        result.history.append(record)
+        if val_loss < best_loss - 1e-6:
+            best_loss, best_state, stale, result.best_epoch = val_loss, copy.deepcopy(model.state_dict()), 0, epoch
+        else:
+            stale += 1
+        if progress:
+            progress({**record, "epochs": config.epochs, "best_epoch": result.best_epoch, "stopping": stale >= config.patience})
+        if stale >= config.patience:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return result
+
+
+def predict(model: nn.Module, windows: Windows, ends: torch.Tensor, batch_size: int = 8192) -> np.ndarray:
+    """Class probabilities (len(ends), 3) for the windows ending at `ends`, in float32."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(ends), batch_size):
+            xb, _ = windows.batch(ends[start : start + batch_size])
+            out.append(torch.softmax(model(xb).float(), dim=1).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 3), np.float32)
+
