@@ -232,9 +232,9 @@ class ReplayServer:
 
 def default_services(seed: int = 0) -> list[ReplayService]:
     """Every service crpbot talks to, with deterministic data from `seed`."""
-    from crpbot_assets.replay import coinbase
+    from crpbot_assets.replay import coinbase, fear_greed, reddit, trends
 
-    return [coinbase.service(seed)]
+    return [coinbase.service(seed), fear_greed.service(seed), reddit.service(seed), trends.service(seed)]
 
 
 def main(argv: list[str] | None = None) -> None:

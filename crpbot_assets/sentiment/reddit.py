@@ -1,0 +1,85 @@
+"""Reddit posts: the raw post table, append with de-duplication, and hourly sentiment aggregates per symbol."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import polars as pl
+
+POST_SCHEMA = {
+    "id": pl.String, "created_utc": pl.Float64, "subreddit": pl.String, "title": pl.String,
+    "score": pl.Int64, "num_comments": pl.Int64, "retrieved_utc": pl.Float64,
+}
+DEFAULT_SUBREDDITS = {
+    "BTC-USD": ["bitcoin", "cryptocurrency"],
+    "ETH-USD": ["ethereum", "cryptocurrency"],
+    "SOL-USD": ["solana", "cryptocurrency"],
+}
+HOURLY_COLUMNS = ("reddit_sentiment_1h", "reddit_volume_1h", "reddit_engagement_1h", "reddit_comments_1h")
+
+
+class RedditPayloadError(ValueError):
+    """A listing item without the fields a post needs."""
+
+
+def posts_frame(rows: list[dict], source: str = "reddit listing") -> pl.DataFrame:
+    """Validated raw posts (POST_SCHEMA) from dicts with those keys; errors name the post."""
+    clean = []
+    for row in rows:
+        try:
+            clean.append({
+                "id": str(row["id"]), "created_utc": float(row["created_utc"]), "subreddit": str(row["subreddit"]).lower(),
+                "title": str(row["title"]), "score": int(row["score"]), "num_comments": int(row["num_comments"]),
+                "retrieved_utc": float(row["retrieved_utc"]),
+            })
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RedditPayloadError(f"{source}: post {row.get('id', '?')!r} is malformed ({type(exc).__name__}: {exc})") from None
+    return pl.DataFrame(clean, schema=POST_SCHEMA)
+
+
+def append_posts(stored: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+    """Stored posts plus unseen new ones, one row per id; the first observation of a post wins."""
+    if stored.is_empty():
+        stored = pl.DataFrame(schema=POST_SCHEMA)
+    merged = pl.concat([stored.select(list(POST_SCHEMA)).cast(POST_SCHEMA), new.select(list(POST_SCHEMA))])
+    return merged.unique(subset="id", keep="first", maintain_order=True).sort("created_utc", "id")
+
+
+def in_window(posts: pl.DataFrame, start: datetime, end: datetime) -> pl.DataFrame:
+    """Posts created in [start, end)."""
+    return posts.filter(pl.col("created_utc").is_between(start.timestamp(), end.timestamp(), closed="left"))
+
+
+def hourly_aggregates(posts: pl.DataFrame, scores: list[float], subreddits: list[str], start: datetime,
+                      end: datetime) -> pl.DataFrame:
+    """Hourly rows (`ts` = hour end) of mean VADER compound, post count, score sum and comment sum.
+
+    `scores` are the compound scores of `posts` in row order. Hours inside the observed span (from the
+    first post's hour to the last retrieval) with no posts get count 0 and a null sentiment; hours
+    outside it are null throughout: nothing is invented where no listing reached.
+    """
+    hours = pl.datetime_range(start, end, "1h", closed="right", time_zone="UTC", eager=True).alias("ts")
+    frame = pl.DataFrame({"ts": hours}).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
+    scored = posts.with_columns(pl.Series("compound", scores, dtype=pl.Float64)).filter(
+        pl.col("subreddit").is_in([s.lower() for s in subreddits])
+    )
+    if scored.is_empty():
+        return frame.with_columns([pl.lit(None, pl.Float64).alias(c) for c in HOURLY_COLUMNS])
+    scored = scored.with_columns(
+        (pl.from_epoch(pl.col("created_utc").cast(pl.Int64), time_unit="s").dt.replace_time_zone("UTC")
+         .dt.truncate("1h").dt.cast_time_unit("us") + pl.duration(hours=1)).alias("ts")
+    )
+    agg = scored.group_by("ts").agg(
+        pl.col("compound").mean().alias("reddit_sentiment_1h"),
+        pl.len().cast(pl.Float64).alias("reddit_volume_1h"),
+        pl.col("score").sum().cast(pl.Float64).alias("reddit_engagement_1h"),
+        pl.col("num_comments").sum().cast(pl.Float64).alias("reddit_comments_1h"),
+    )
+    first_hour_end = scored["ts"].min()
+    observed_until = datetime.fromtimestamp(scored["retrieved_utc"].max(), tz=start.tzinfo)
+    covered = pl.col("ts").is_between(first_hour_end, observed_until)
+    counts = ("reddit_volume_1h", "reddit_engagement_1h", "reddit_comments_1h")
+    return frame.join(agg, on="ts", how="left").with_columns(
+        [pl.when(covered).then(pl.col(c).fill_null(0.0)).otherwise(None).alias(c) for c in counts]
+        + [pl.when(covered).then(pl.col("reddit_sentiment_1h")).otherwise(None).alias("reddit_sentiment_1h")]
+    ).select("ts", *HOURLY_COLUMNS)
