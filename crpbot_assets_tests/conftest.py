@@ -25,6 +25,7 @@ def replay_server(replay):
 
 @pytest.fixture
 def instance(tmp_path):
+    (tmp_path / "dagster_home").mkdir(exist_ok=True)  # instance_for_test writes dagster.yaml into it
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as inst:
         yield inst
 

@@ -109,5 +109,8 @@ class PartitionedFileIOManager(dg.ConfigurableIOManager):
 
 def _wants_mapping(context: dg.InputContext) -> bool:
     """Whether the input is annotated as a dict (one value per partition key)."""
-    typing_type = getattr(context.dagster_type, "typing_type", None)
+    try:
+        typing_type = context.dagster_type.typing_type
+    except dg.DagsterInvariantViolationError:  # contexts built without a type (build_input_context)
+        return False
     return typing_type is dict or getattr(typing_type, "__origin__", None) is dict

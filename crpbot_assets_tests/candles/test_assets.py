@@ -1,0 +1,217 @@
+"""The `candles` asset, its checks, storage and schedule, run through Dagster against the replay server."""
+
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from crpbot_assets.candles.assets import candles
+from crpbot_assets.candles.checks import candles_checks
+from crpbot_assets.candles.client import PROD_URL, SCHEMA
+from crpbot_assets.candles.definitions import defs
+from crpbot_assets.candles.resources import candles_resources
+from crpbot_assets.candles.schedules import candles_current_month_schedule
+from crpbot_assets.common.io_manager import PartitionedFileIOManager, partition_path
+from crpbot_assets.common.partitions import split_key, symbol_month_partitions
+from crpbot_assets.common.storage import CorruptFileError
+from crpbot_assets.replay import synthetic
+from crpbot_assets.replay.server import ReplayServer
+from crpbot_assets_tests.candles.conftest import fast_coinbase, tampered_service
+
+UTC = timezone.utc
+FEB_BTC = "2019-02-01|BTC-USD"
+
+
+@dg.asset(partitions_def=symbol_month_partitions)
+def downstream(candles: pl.DataFrame) -> None:
+    """A stand-in consumer: runs only if the blocking checks let it."""
+
+
+def run(resources, instance, key=None, first=None, last=None, extra=(), selection=None):
+    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last} if first else None
+    return dg.materialize([candles, *candles_checks, *extra], partition_key=key, tags=tags, resources=resources,
+                          instance=instance, raise_on_error=False, selection=selection)
+
+
+def stored(resources, key: str) -> str:
+    return os.path.join(resources["io_manager"].base_uri, partition_path(dg.AssetKey("candles"), key) + ".parquet")
+
+
+def checks_by_name(result) -> dict:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def month_of(key: str) -> pl.DataFrame:
+    symbol, month = split_key(key)
+    return synthetic.candles(symbol, month, month.replace(month=month.month + 1))
+
+
+def test_partition_range_materializes_in_one_run(fast, instance, storage_resources):
+    resources = {**storage_resources, "coinbase": fast_coinbase(fast)}
+    result = run(resources, instance, first="2019-01-01|BTC-USD", last=FEB_BTC.replace("BTC", "ETH"))
+    assert result.success
+    assert len(instance.get_run_records()) == 1  # 2 months x 2 symbols, one run, one process
+    events = {e.materialization.partition: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    keys = ["2019-01-01|BTC-USD", "2019-01-01|ETH-USD", FEB_BTC, "2019-02-01|ETH-USD"]
+    assert sorted(events) == keys
+    for key in keys:
+        on_disk = pl.read_parquet(stored(resources, key))
+        assert on_disk.equals(month_of(key))  # each partition's own month, identical to the served series
+        meta = events[key]
+        assert meta["rows"].value == on_disk.height and meta["listed"].value is True
+        assert meta["missing_minutes"].value == (31 if key.startswith("2019-01") else 28) * 1440 - on_disk.height
+        assert meta["requests"].value == (149 if key.startswith("2019-01") else 135) and meta["retries"].value == 0
+        assert meta["first_ts"].value == str(on_disk["ts"][0])
+    assert fast.stats["coinbase"]["requests"] == 2 * (149 + 135)
+    checks = checks_by_name(result)
+    assert set(checks) == {"candles_timestamps_valid", "candles_ohlc_valid", "candles_coverage"}
+    assert all(e.passed and e.metadata["partitions_checked"].value == 4 for e in checks.values())
+
+
+def test_sol_before_listing_is_an_empty_not_listed_partition(fast, instance, storage_resources):
+    resources = {**storage_resources, "coinbase": fast_coinbase(fast)}
+    result = run(resources, instance, key="2019-02-01|SOL-USD")
+    assert result.success and fast.stats["coinbase"].get("requests", 0) == 0
+    frame = pl.read_parquet(stored(resources, "2019-02-01|SOL-USD"))
+    assert frame.is_empty() and dict(frame.schema) == SCHEMA
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["listed"].value is False and "not listed" in meta["explanation"].value and "2021-06-01" in meta["explanation"].value
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+
+
+def test_malformed_payload_fails_the_run_and_writes_nothing(fast, instance, storage_resources):
+    resources = {**storage_resources, "coinbase": fast_coinbase(fast)}
+    fast.inject("coinbase", "malformed", 1)
+    result = run(resources, instance, first=FEB_BTC, last="2019-02-01|ETH-USD")
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "/products/" in str(failure.step_failure_data.error) and "non-numeric" in str(failure.step_failure_data.error)
+    assert not any(os.path.exists(stored(resources, k)) for k in (FEB_BTC, "2019-02-01|ETH-USD"))
+
+
+def test_failed_blocking_check_stops_downstream(instance, storage_resources):
+    def low_above_high(rows):  # the newest candle of every page gets low > high
+        if rows:
+            rows[0][1], rows[0][2] = rows[0][2] * 1.01, rows[0][1]
+        return rows
+
+    with ReplayServer([tampered_service(low_above_high)]) as server:
+        resources = {**storage_resources, "coinbase": fast_coinbase(server)}
+        result = run(resources, instance, key=FEB_BTC, extra=[downstream])
+    assert not result.success
+    check = checks_by_name(result)["candles_ohlc_valid"]
+    assert not check.passed and check.partition == FEB_BTC
+    assert FEB_BTC in check.description and "low > min(open, close): 135 rows" in check.description
+    assert checks_by_name(result)["candles_timestamps_valid"].passed
+    assert [e.asset_key for e in result.get_asset_materialization_events()] == [dg.AssetKey("candles")]
+    assert "downstream" not in {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+
+
+def test_timestamp_check_catches_planted_data(instance, storage_resources):
+    """Data the client would never produce (it sorts and de-duplicates), planted by a stand-in `candles`."""
+    good = month_of(FEB_BTC).head(5)
+    bad = pl.concat([good, good.tail(1),
+                     good.tail(1).with_columns(pl.col("ts") + pl.duration(seconds=30)),
+                     good.head(1).with_columns(pl.col("ts") - pl.duration(days=40))])
+
+    @dg.asset(name="candles", partitions_def=symbol_month_partitions)
+    def planted() -> pl.DataFrame:
+        return bad
+
+    result = dg.materialize([planted, *candles_checks, downstream], partition_key=FEB_BTC, instance=instance,
+                            resources=storage_resources, raise_on_error=False)
+    check = checks_by_name(result)["candles_timestamps_valid"]
+    assert not check.passed and not result.success
+    for problem in ("1 duplicate timestamps", "not strictly increasing", "not minute-aligned: 1 rows",
+                    "outside the month 2019-02: 1 rows"):
+        assert problem in check.description
+    assert dg.AssetKey("downstream") not in {e.asset_key for e in result.get_asset_materialization_events()}
+
+
+def test_low_coverage_warns_without_blocking(instance, storage_resources):
+    cut = int(datetime(2019, 2, 4, tzinfo=UTC).timestamp())  # drop the first 3 days: ~89% coverage
+    with ReplayServer([tampered_service(lambda rows: [r for r in rows if r[0] >= cut])]) as server:
+        resources = {**storage_resources, "coinbase": fast_coinbase(server)}
+        result = run(resources, instance, key=FEB_BTC, extra=[downstream])
+    assert result.success  # a warning, not a failure: downstream ran
+    check = checks_by_name(result)["candles_coverage"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN and "coverage 88.9" in check.description
+    assert dg.AssetKey("downstream") in {e.asset_key for e in result.get_asset_materialization_events()}
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["missing_minutes"].value == 28 * 1440 - meta["rows"].value and meta["coverage"].value < 0.9
+    assert "daily_coverage" in meta
+
+
+def test_corrupt_partition_file_names_the_partition(tmp_path):
+    manager = PartitionedFileIOManager(base_uri=str(tmp_path))
+    path = tmp_path / (partition_path(dg.AssetKey("candles"), FEB_BTC) + ".parquet")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"PAR1 truncated")
+    context = dg.build_input_context(asset_key=dg.AssetKey("candles"), partition_key=FEB_BTC,
+                                     asset_partitions_def=symbol_month_partitions)
+    with pytest.raises(CorruptFileError, match=r"partition '2019-02-01\|BTC-USD' of asset candles: corrupt parquet"):
+        manager.load_input(context)
+
+
+WRITER = """
+import sys, dagster as dg, numpy as np, polars as pl
+from crpbot_assets.common.io_manager import PartitionedFileIOManager
+from crpbot_assets.common.partitions import symbol_month_partitions
+frame = pl.DataFrame({"ts": np.arange(4_000_000), "open": np.random.default_rng(0).random(4_000_000)})
+manager = PartitionedFileIOManager(base_uri=sys.argv[1])
+context = dg.build_output_context(asset_key=dg.AssetKey("candles"), partition_key=sys.argv[2],
+                                  asset_partitions_def=symbol_month_partitions)
+print("writing", flush=True)
+while True:
+    manager.handle_output(context, frame)
+"""
+
+
+def test_io_manager_survives_a_writer_killed_mid_write(tmp_path):
+    manager = PartitionedFileIOManager(base_uri=str(tmp_path))
+    old = month_of(FEB_BTC).head(100)
+    context = dg.build_output_context(asset_key=dg.AssetKey("candles"), partition_key=FEB_BTC,
+                                      asset_partitions_def=symbol_month_partitions)
+    manager.handle_output(context, old)
+    folder = (tmp_path / partition_path(dg.AssetKey("candles"), FEB_BTC)).parent
+    child = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), FEB_BTC], stdout=subprocess.PIPE,
+                             env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        assert child.stdout.readline().strip() == b"writing"
+        deadline = time.monotonic() + 60
+        while not any(".tmp-" in name for name in os.listdir(folder)):  # the child is inside a write
+            assert time.monotonic() < deadline and child.poll() is None
+        child.kill()
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == -9
+    load = dg.build_input_context(asset_key=dg.AssetKey("candles"), partition_key=FEB_BTC,
+                                  asset_partitions_def=symbol_month_partitions)
+    loaded = manager.load_input(load)
+    assert loaded.equals(old) or loaded.height == 4_000_000  # the old file or a complete new one, never partial
+    assert all(".tmp-" in name for name in os.listdir(folder) if not name.endswith(".parquet"))
+
+
+@pytest.mark.parametrize("when, symbols", [(datetime(2021, 5, 31, 23, 5, tzinfo=UTC), ["BTC-USD", "ETH-USD"]),
+                                           (datetime(2021, 6, 1, 0, 5, tzinfo=UTC), ["BTC-USD", "ETH-USD", "SOL-USD"])])
+def test_schedule_refreshes_the_month_in_progress(instance, when, symbols):
+    requests = candles_current_month_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=when))
+    month = when.strftime("%Y-%m-01")
+    assert [r.partition_key for r in requests] == [f"{month}|{s}" for s in symbols]
+    assert len({r.run_key for r in requests}) == len(symbols)
+    for key in (r.partition_key for r in requests):
+        assert symbol_month_partitions.has_partition_key(key)
+
+
+def test_definitions_load_and_pick_the_endpoint_by_environment(storage_resources):
+    merged = dg.Definitions.merge(defs, dg.Definitions(resources=storage_resources))
+    dg.Definitions.validate_loadable(merged)
+    assert merged.resolve_job_def("candles_job") is not None
+    assert candles_resources("prod")["coinbase"].base_url == PROD_URL
+    assert candles_resources("local")["coinbase"].base_url.startswith("http://127.0.0.1")
