@@ -128,33 +128,16 @@ def build_dataset(
     else:  # nothing materialized: every sentiment value is null (imputed, see docstring)
         sentiment = pl.DataFrame(schema={"ts": features.schema["ts"], **{c: pl.Float64 for c in SENTIMENT_COLUMNS}})
 
-    n = timedelta(minutes=config.horizon_minutes)
-    prices = candles.select("ts", "close").sort("ts")
-    last_candle = prices["ts"][-1]
-    dead_zone = config.dead_zone_bps / 1e4
-    frame = (
-        features.sort("ts")
-        .filter(pl.col("ts") + n <= last_candle)
-        .join(prices, on="ts", how="left")
-        .join(prices.select((pl.col("ts") - n).alias("ts"), pl.col("close").alias("_fwd")), on="ts", how="left")
-        .join(prices.select((pl.col("ts") + n).alias("ts"), pl.col("close").alias("_past")), on="ts", how="left")
-        .with_columns((pl.col("ts") + timedelta(minutes=1)).alias("_close_ts"))
-        .join_asof(sentiment.sort("ts").rename({"ts": "_sent_ts"}), left_on="_close_ts", right_on="_sent_ts", strategy="backward")
-        .with_columns(
-            (pl.col("_fwd") / pl.col("close") - 1).alias("fwd_return"),
-            (pl.col("close") / pl.col("_past") - 1).alias("past_return"),
-        )
-        .with_columns(
-            pl.when(pl.col("fwd_return") > dead_zone).then(2).when(pl.col("fwd_return") < -dead_zone).then(0)
-            .when(pl.col("fwd_return").is_not_null()).then(1).otherwise(None).cast(pl.Int8).alias("label"),
-            pl.all_horizontal([pl.col(c).cast(pl.Float64).is_finite().fill_null(False) for c in technical]).alias("row_valid"),
-        )
+    frame = join_sentiment(label_rows(features.sort("ts"), candles, config), sentiment)
+    frame = frame.with_columns(
+        pl.all_horizontal([pl.col(c).cast(pl.Float64).is_finite().fill_null(False) for c in technical]).alias("row_valid")
     )
     labelled = frame.filter(pl.col("label").is_not_null())["ts"]
     if labelled.len() < 3:
         raise DatasetError(f"features{where}: only {labelled.len()} labelled rows; need history beyond {config.horizon_minutes} minutes")
-    train_end = labelled[int(labelled.len() * (1 - config.val_fraction - config.test_fraction))]
-    val_end = labelled[int(labelled.len() * (1 - config.test_fraction))]
+    last = labelled.len() - 1
+    train_end = labelled[min(last, int(labelled.len() * (1 - config.val_fraction - config.test_fraction)))]
+    val_end = labelled[min(last, int(labelled.len() * (1 - config.test_fraction)))]
     gap = timedelta(minutes=config.purge_minutes)
     ts = pl.col("ts")
     frame = frame.with_columns(
@@ -181,9 +164,40 @@ def build_dataset(
     return Dataset(frame, columns, list(SENTIMENT_COLUMNS), mean, std, config, symbol)
 
 
+def label_rows(features: pl.DataFrame, candles: pl.DataFrame, config: DatasetConfig) -> pl.DataFrame:
+    """`features` (sorted) + close, forward/past N-minute returns and the down/flat/up label (null if unknowable);
+    rows whose label would need candles past the last one are dropped."""
+    n = timedelta(minutes=config.horizon_minutes)
+    prices = candles.select("ts", "close").sort("ts")
+    dead_zone = config.dead_zone_bps / 1e4
+    fwd = pl.col("fwd_return")
+    return (
+        features.filter(pl.col("ts") + n <= prices["ts"][-1])
+        .join(prices, on="ts", how="left")
+        .join(prices.select((pl.col("ts") - n).alias("ts"), pl.col("close").alias("_fwd")), on="ts", how="left")
+        .join(prices.select((pl.col("ts") + n).alias("ts"), pl.col("close").alias("_past")), on="ts", how="left")
+        .with_columns(
+            (pl.col("_fwd") / pl.col("close") - 1).alias("fwd_return"),
+            (pl.col("close") / pl.col("_past") - 1).alias("past_return"),
+        )
+        .with_columns(
+            pl.when(fwd > dead_zone).then(2).when(fwd < -dead_zone).then(0).when(fwd.is_not_null()).then(1)
+            .otherwise(None).cast(pl.Int8).alias("label")
+        )
+    )
+
+
+def join_sentiment(frame: pl.DataFrame, sentiment: pl.DataFrame) -> pl.DataFrame:
+    """Attach the last sentiment row whose `ts` (end of hour) is at or before each minute's close (ts + 1 min)."""
+    return (
+        frame.with_columns((pl.col("ts") + timedelta(minutes=1)).alias("_close_ts"))
+        .join_asof(sentiment.sort("ts").rename({"ts": "_sent_ts"}), left_on="_close_ts", right_on="_sent_ts", strategy="backward")
+    )
+
+
 def scale(frame: pl.DataFrame, columns: list[str], mean: np.ndarray, std: np.ndarray, clip: float) -> np.ndarray:
-    """Standardised float32 matrix (rows x columns); nulls/NaN become 0 (= the training mean), values clipped."""
-    raw = frame.select(columns).to_numpy().astype(np.float32, copy=False)
+    """Standardised C-contiguous float32 matrix (rows x columns); nulls/NaN become 0 (= the training mean), clipped."""
+    raw = np.ascontiguousarray(frame.select(columns).to_numpy(), dtype=np.float32)
     scaled = (raw - mean.astype(np.float32)) / std.astype(np.float32)
     np.nan_to_num(scaled, copy=False, nan=0.0, posinf=clip, neginf=-clip)
     return np.clip(scaled, -clip, clip, out=scaled)

@@ -13,6 +13,7 @@ S3 (`{"bucket", "key"}` / `{"bucket", "key_prefix"}`) when the launcher injects 
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Callable
 
 from dagster_pipes import (
@@ -49,7 +50,7 @@ def run_training(extras: dict, log: Callable[[str], None]) -> dict:
     variants_columns = {"with_sentiment": dataset.feature_columns}
     if ablation:
         variants_columns["without_sentiment"] = dataset.technical_columns
-    variants, metadata = {}, {"symbol": symbol, "device": str(device), "config": {"raw_value": config.__dict__, "type": "json"}}
+    variants, metadata = {}, {"symbol": symbol, "device": str(device), "config": {"raw_value": asdict(config), "type": "json"}}
     for name, columns in variants_columns.items():
         windows = make_windows(dataset, columns, config.sequence_length, device)
         log(f"{symbol}/{name}: {len(windows.ends['train']):,} train, {len(windows.ends['val']):,} val windows")
@@ -84,7 +85,9 @@ def run_training(extras: dict, log: Callable[[str], None]) -> dict:
 def open_pipes() -> PipesContext:
     """Pipes context whose loader/writer match the bootstrap parameters (files/stdio, or S3)."""
     params = PipesEnvVarParamsLoader()
-    if params.is_dagster_pipes_process() and "bucket" in params.load_context_params():
+    if not params.is_dagster_pipes_process():
+        raise RuntimeError(f"{__name__} must be launched through Dagster Pipes (a training launcher); no Pipes context in env")
+    if "bucket" in params.load_context_params():
         import boto3  # only on the S3 path; honours AWS_ENDPOINT_URL_S3
 
         client = boto3.client("s3")
@@ -92,10 +95,17 @@ def open_pipes() -> PipesContext:
     return open_dagster_pipes(context_loader=PipesDefaultContextLoader(), message_writer=PipesDefaultMessageWriter())
 
 
+def _train_and_report(pipes: PipesContext) -> None:
+    metadata = run_training(dict(pipes.extras), pipes.log.info)
+    pipes.report_asset_materialization(metadata=metadata)
+
+
 def main() -> None:
+    if PipesContext.is_initialized():  # opened by a wrapper (the EC2 job): it owns and closes the context
+        _train_and_report(PipesContext.get())
+        return
     with open_pipes() as pipes:
-        metadata = run_training(dict(pipes.extras), pipes.log.info)
-        pipes.report_asset_materialization(metadata=metadata)
+        _train_and_report(pipes)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,184 @@
+"""Training assets per symbol: training_dataset -> lstm_model (through the launcher) -> model_evaluation.
+
+The dataset and model are files next to the IO manager's (`training_dataset/<symbol>.parquet`,
+`lstm_model/<symbol>.pt` under the shared storage), because the training job reads and writes them by URI
+wherever it runs.
+"""
+
+from typing import Protocol
+
+import dagster as dg
+import polars as pl
+
+from crpbot_assets.common.io_manager import partition_path
+from crpbot_assets.common.partitions import all_months_of_symbol, symbol_partitions
+from crpbot_assets.common.plots import line_plot
+from crpbot_assets.common.resources import StorageResource
+from crpbot_assets.training import dataset as ds
+from crpbot_assets.training.artifacts import load_artifact
+from crpbot_assets.training.evaluation import DEFAULT_FEE_BPS, evaluate_artifact, report
+
+GROUP = "training"
+
+
+def dataset_relative_path(symbol: str) -> str:
+    return partition_path(dg.AssetKey("training_dataset"), symbol) + ".parquet"
+
+
+def model_relative_path(symbol: str) -> str:
+    return partition_path(dg.AssetKey("lstm_model"), symbol) + ".pt"
+
+
+def _all_months(key: str) -> dg.AssetIn:
+    return dg.AssetIn(key=dg.AssetKey(key), partition_mapping=all_months_of_symbol, metadata={"allow_missing_partitions": True})
+
+
+class DatasetSettings(dg.Config):
+    """Label and split settings (see crpbot_assets.training.dataset for the rules)."""
+
+    horizon_minutes: int = 15
+    dead_zone_bps: float = 10.0
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    max_sequence_length: int = 240
+    feature_lookback_minutes: int = 1440
+    clip: float = 10.0
+
+
+@dg.asset(
+    partitions_def=symbol_partitions,
+    ins={"features": _all_months("features"), "sentiment_features": _all_months("sentiment_features"), "candles": _all_months("candles")},
+    kinds={"polars", "parquet"},
+    group_name=GROUP,
+)
+def training_dataset(
+    context: dg.AssetExecutionContext,
+    config: DatasetSettings,
+    storage: StorageResource,
+    features: pl.DataFrame,
+    sentiment_features: pl.DataFrame,
+    candles: pl.DataFrame,
+) -> dg.MaterializeResult:
+    """All months of `features` joined causally with hourly `sentiment_features`, labelled with the forward
+    N-minute direction (down/flat/up), split by time with purge gaps, scaler fitted on the training rows.
+    `candles` supply the close prices the labels and the persistence baseline are computed from."""
+    symbol = context.partition_key
+    context.log.info(f"{symbol}: {features.height:,} feature rows, {sentiment_features.height:,} sentiment hours, {candles.height:,} candles")
+    dataset = ds.build_dataset(features, sentiment_features, candles, ds.DatasetConfig(**config.model_dump()), symbol)
+    data = ds.to_parquet_bytes(dataset)
+    uri = storage.storage.write_bytes(dataset_relative_path(symbol), data)
+    summary = ds.summary(dataset)
+    context.log.info(f"{symbol}: wrote {dataset.frame.height:,} rows ({len(data) / 1e6:.1f} MB) to {uri}")
+    return dg.MaterializeResult(metadata={
+        "uri": dg.MetadataValue.path(uri),
+        "bytes": len(data),
+        "rows": dataset.frame.height,
+        "features": len(dataset.feature_columns),
+        **{f"{name}_rows": summary[name]["labelled_rows"] for name in ds.SPLITS},
+        **{f"{name}_range": f"{summary[name]['first_ts']} .. {summary[name]['last_ts']}" for name in ds.SPLITS},
+        "purge_minutes": summary["purge_minutes"],
+        "purged_rows": summary["purged_rows"],
+        "summary": dg.MetadataValue.json(summary),
+    })
+
+
+class TrainingLauncher(Protocol):
+    def run(self, context: dg.AssetExecutionContext, extras: dict) -> dg.PipesClientCompletedInvocation: ...
+
+
+class LstmConfig(dg.Config):
+    """Model and optimisation hyper-parameters, passed to the training entry point unchanged."""
+
+    hidden_size: int = 64
+    num_layers: int = 2
+    dropout: float = 0.2
+    sequence_length: int = 60
+    batch_size: int = 1024
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    epochs: int = 15
+    patience: int = 3
+    seed: int = 0
+    class_weighted: bool = True
+    max_train_windows_per_epoch: int | None = None
+    sentiment_ablation: bool = True
+
+
+def _loss_plot(result: dg.MaterializeResult) -> dict:
+    curves = {}
+    for key, value in (result.metadata or {}).items():
+        if key.endswith("/history"):
+            variant = key.rsplit("/", 1)[0]
+            history = value.value if isinstance(value, dg.MetadataValue) else value
+            curves[f"{variant} train"] = [h["train_loss"] for h in history]
+            curves[f"{variant} val"] = [h["val_loss"] for h in history]
+    return {"loss_curve": line_plot(curves, "Cross-entropy per epoch", "epoch", "loss")} if curves else {}
+
+
+@dg.asset(partitions_def=symbol_partitions, deps=[training_dataset], kinds={"pytorch"}, group_name=GROUP)
+def lstm_model(
+    context: dg.AssetExecutionContext,
+    config: LstmConfig,
+    storage: StorageResource,
+    training_launcher: dg.ResourceParam[TrainingLauncher],
+) -> dg.MaterializeResult:
+    """LSTM direction classifier per symbol, trained by the `training_launcher` (a local subprocess by default,
+    a GPU instance in prod) running `crpbot_assets.training.pipes_main`; with `sentiment_ablation` the same
+    model without the seven sentiment features is trained too and stored in the same artifact."""
+    symbol = context.partition_key
+    extras = {
+        "symbol": symbol,
+        "dataset_uri": storage.storage.uri(dataset_relative_path(symbol)),
+        "model_uri": storage.storage.uri(model_relative_path(symbol)),
+        "config": config.model_dump(),
+    }
+    result = training_launcher.run(context, extras).get_materialize_result()
+    return dg.MaterializeResult(
+        asset_key=result.asset_key,
+        metadata={**(result.metadata or {}), **_loss_plot(result)},
+        data_version=result.data_version,
+        tags=result.tags,
+    )
+
+
+class EvaluationConfig(dg.Config):
+    fee_bps: float = DEFAULT_FEE_BPS  # per unit of position traded; Coinbase Advanced entry-tier taker fee
+
+
+def _confusion_markdown(matrix: list[list[int]]) -> str:
+    header = "| true \\ predicted | " + " | ".join(ds.CLASSES) + " |\n|---|---|---|---|\n"
+    return header + "\n".join(f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(ds.CLASSES, matrix))
+
+
+@dg.asset(partitions_def=symbol_partitions, deps=[training_dataset, lstm_model], kinds={"pytorch", "json"}, group_name=GROUP)
+def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, storage: StorageResource) -> dg.Output[dict]:
+    """Test-segment accuracy/balanced accuracy/confusion matrix vs majority and persistence baselines, a fee-aware
+    long/flat and long/short backtest, and the sentiment ablation side by side. The JSON report is the value."""
+    symbol = context.partition_key
+    files = storage.storage
+    dataset = ds.from_parquet_bytes(files.read_bytes(dataset_relative_path(symbol)), files.uri(dataset_relative_path(symbol)))
+    artifact = load_artifact(files.read_bytes(model_relative_path(symbol)), files.uri(model_relative_path(symbol)))
+    results = evaluate_artifact(dataset, artifact, config.fee_bps)
+    summary = report(results, config.fee_bps)
+    metadata: dict = {"fee_bps": config.fee_bps}
+    for name, r in results.items():
+        for what in ("model", "majority_baseline", "persistence_baseline"):
+            metadata[f"{name}/{what}/accuracy"] = round(r[what]["accuracy"], 4)
+            metadata[f"{name}/{what}/balanced_accuracy"] = round(r[what]["balanced_accuracy"], 4)
+        metadata[f"{name}/confusion_matrix"] = dg.MetadataValue.md(_confusion_markdown(r["model"]["confusion_matrix"]))
+        for mode, bt in r["backtest"].items():
+            for stat in ("total_return", "sharpe", "max_drawdown", "trades"):
+                metadata[f"{name}/{mode}/{stat}"] = round(bt[stat], 4) if isinstance(bt[stat], float) else bt[stat]
+            metadata[f"{name}/{mode}/gross_total_return"] = round(r["backtest_gross"][mode]["total_return"], 4)
+        curves = {mode: bt["equity"].tolist() for mode, bt in r["backtest"].items()}
+        curves["buy & hold"] = r["buy_and_hold"]["equity"].tolist()
+        metadata[f"{name}/equity_curve"] = line_plot(
+            curves, f"{symbol} {name}: test equity after {config.fee_bps:g} bps fees", "time", "equity", x=r["grid_ts"].to_list()
+        )
+        context.log.info(
+            f"{symbol}/{name}: accuracy {r['model']['accuracy']:.4f} (majority {r['majority_baseline']['accuracy']:.4f}, "
+            f"persistence {r['persistence_baseline']['accuracy']:.4f}), long/short {r['backtest']['long_short']['total_return']:+.2%}"
+        )
+    for key, value in summary.get("sentiment_ablation", {}).items():
+        metadata[f"sentiment_ablation/{key}"] = round(value, 4)
+    return dg.Output(summary, metadata=metadata)

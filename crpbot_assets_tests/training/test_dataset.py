@@ -1,0 +1,123 @@
+"""The training dataset: causal sentiment join, labels, purge gaps, train-only scaling, storage round trip."""
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import polars as pl
+import pytest
+
+from crpbot_assets.training.dataset import (
+    PURGED,
+    SENTIMENT_COLUMNS,
+    SPLITS,
+    DatasetConfig,
+    DatasetError,
+    build_dataset,
+    join_sentiment,
+    label_rows,
+    from_parquet_bytes,
+    scale,
+    to_parquet_bytes,
+)
+from crpbot_assets_tests.training.helpers import SMALL_CONFIG, START, hourly_sentiment, minutes, planted
+
+
+def test_minute_sees_only_completed_hours():
+    n = 3 * 60
+    sentiment = hourly_sentiment(n).with_columns(pl.int_range(1, pl.len() + 1).cast(pl.Float64).alias("fear_greed_index"))
+    frame = join_sentiment(pl.DataFrame({"ts": minutes(n)}), sentiment)
+    value = dict(zip(frame["ts"], frame["fear_greed_index"]))
+    # The hour 00:00-01:00 is usable from 01:00 (fear_greed_index=1): minute 00:58 closes at 00:59 -> nothing yet;
+    # minute 00:59 closes at 01:00 -> that hour; minute 01:59 closes at 02:00 -> the next hour (value 2).
+    assert value[START + timedelta(minutes=58)] is None
+    assert value[START + timedelta(minutes=59)] == 1.0
+    assert value[START + timedelta(minutes=118)] == 1.0
+    assert value[START + timedelta(minutes=119)] == 2.0
+
+
+def test_labels_dead_zone_missing_target_and_trailing_rows():
+    closes = [100.0, 100.2, 100.0, 99.0, 99.0, 99.0, 99.5]
+    ts = minutes(len(closes))
+    candles = pl.DataFrame({"ts": ts, "close": closes}).filter(~pl.Series(range(7)).is_in([3, 6]))
+    features = pl.DataFrame({"ts": ts, "f": np.arange(7.0)})
+    frame = label_rows(features, candles, DatasetConfig(horizon_minutes=1, dead_zone_bps=10))
+    # The last candle is minute 5 (minute 6 has no trade): minutes 5 and 6 would need data past it -> dropped.
+    assert frame["ts"].to_list() == ts[:5].to_list()
+    # 0->1: +20 bps up; 1->2: -20 bps down; 2->3: target minute has no candle -> no label (row kept as input);
+    # 3: no close of its own -> no label; 4->5: 0 bps flat.
+    assert frame["label"].to_list() == [2, 0, None, None, 1]
+    assert frame["fwd_return"][0] == pytest.approx(0.002)
+    assert frame["past_return"].to_list()[:3] == [None, pytest.approx(0.002), pytest.approx(100.0 / 100.2 - 1)]
+    wide = label_rows(features, candles, DatasetConfig(horizon_minutes=2, dead_zone_bps=150))
+    assert wide["label"].to_list() == [1, None, 1, None]  # 0->2 flat (0 bps), 2->4: -1 % is inside a 150 bps zone
+
+
+def test_splits_respect_purge_gap_and_scaler_uses_training_rows_only():
+    candles, features = planted(20_000, seed=3)
+    sentiment = hourly_sentiment(20_000, null_before_hours=30)
+    config = SMALL_CONFIG
+    dataset = build_dataset(features, sentiment, candles, config)
+    frame = dataset.frame
+    gap = timedelta(minutes=config.purge_minutes)
+    assert config.purge_minutes >= config.horizon_minutes + config.max_sequence_length + config.feature_lookback_minutes
+    ranges = {name: frame.filter(pl.col("split") == code)["ts"] for name, code in SPLITS.items()}
+    assert ranges["val"].min() - ranges["train"].max() >= gap
+    assert ranges["test"].min() - ranges["val"].max() >= gap
+    assert frame.filter(pl.col("split") == PURGED).height > 0
+    # splits are contiguous in time: split codes never go back
+    order = frame.filter(pl.col("split") != PURGED)["split"].to_numpy()
+    assert np.all(np.diff(order) >= 0)
+
+    train = frame.filter((pl.col("split") == 0) & pl.col("row_valid"))
+    for column in ("signal", "noise_0", "fear_greed_index"):
+        i = dataset.feature_columns.index(column)
+        assert dataset.mean[i] == pytest.approx(train[column].mean(), rel=1e-6)
+        assert dataset.std[i] == pytest.approx(train[column].std(ddof=0), rel=1e-6)
+
+    # Changing every non-training row leaves the scaler unchanged.
+    later = features["ts"] >= ranges["train"].max() + timedelta(minutes=1)
+    shifted = features.with_columns(pl.when(later).then(pl.col("signal") * 100 + 7).otherwise(pl.col("signal")).alias("signal"))
+    again = build_dataset(shifted, sentiment, candles, config)
+    np.testing.assert_array_equal(again.mean, dataset.mean)
+    np.testing.assert_array_equal(again.std, dataset.std)
+
+
+def test_null_sentiment_is_imputed_with_training_mean():
+    candles, features = planted(6_000)
+    sentiment = hourly_sentiment(6_000, null_before_hours=20)
+    dataset = build_dataset(features, sentiment, candles, SMALL_CONFIG)
+    x = scale(dataset.frame, dataset.feature_columns, dataset.mean, dataset.std, dataset.config.clip)
+    nulls = dataset.frame["reddit_sentiment_1h"].is_null().to_numpy()
+    assert nulls.sum() > 0
+    assert np.all(x[nulls, dataset.feature_columns.index("reddit_sentiment_1h")] == 0.0)
+    assert np.isfinite(x).all()
+    # No sentiment materialized at all: every sentiment column becomes constant 0 after scaling.
+    empty = build_dataset(features, pl.DataFrame(), candles, SMALL_CONFIG)
+    x = scale(empty.frame, empty.feature_columns, empty.mean, empty.std, empty.config.clip)
+    assert np.all(x[:, [empty.feature_columns.index(c) for c in SENTIMENT_COLUMNS]] == 0.0)
+
+
+def test_bad_inputs_fail_with_named_problem():
+    candles, features = planted(6_000)
+    with pytest.raises(DatasetError, match="features for BTC-USD: no rows"):
+        build_dataset(features.clear(), pl.DataFrame(), candles, SMALL_CONFIG, "BTC-USD")
+    with pytest.raises(DatasetError, match="fear_greed_index"):
+        build_dataset(features, hourly_sentiment(6_000).drop("fear_greed_index"), candles, SMALL_CONFIG)
+    with pytest.raises(DatasetError, match="segment is empty after a purge gap"):
+        build_dataset(features, pl.DataFrame(), candles, DatasetConfig(feature_lookback_minutes=3 * 1440))
+    with pytest.raises(DatasetError, match="duplicate timestamps"):
+        build_dataset(pl.concat([features, features.head(1)]), pl.DataFrame(), candles, SMALL_CONFIG)
+    with pytest.raises(DatasetError, match="not a crpbot training dataset"):
+        from_parquet_bytes(b"not parquet", "s3://bucket/x.parquet")
+
+
+def test_parquet_round_trip_keeps_frame_scaler_and_config():
+    candles, features = planted(6_000)
+    dataset = build_dataset(features, hourly_sentiment(6_000), candles, SMALL_CONFIG, "ETH-USD")
+    back = from_parquet_bytes(to_parquet_bytes(dataset))
+    assert back.frame.equals(dataset.frame)
+    assert back.feature_columns == dataset.feature_columns and back.symbol == "ETH-USD"
+    np.testing.assert_array_equal(back.mean, dataset.mean)
+    np.testing.assert_array_equal(back.std, dataset.std)
+    assert back.config == dataset.config
+    assert datetime(2019, 1, 1, tzinfo=timezone.utc) == back.frame["ts"][0]
