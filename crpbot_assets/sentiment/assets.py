@@ -1,0 +1,216 @@
+"""Sentiment assets: Fear & Greed (daily), Reddit posts and hourly aggregates, Google Trends, and the joined
+hourly `sentiment_features` per symbol-month."""
+
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+import polars as pl
+
+from crpbot_assets.common.http import RequestStats
+from crpbot_assets.common.io_manager import partition_path
+from crpbot_assets.common.partitions import month_end, month_partitions, split_key, symbol_month_partitions
+from crpbot_assets.common.plots import line_plot
+from crpbot_assets.common.resources import StorageResource
+from crpbot_assets.sentiment.fear_greed import hourly_index, missing_days
+from crpbot_assets.sentiment.features import FEATURE_COLUMNS, TS, assemble, hour_ends
+from crpbot_assets.sentiment.reddit import POST_SCHEMA, append_posts, hourly_aggregates, in_window
+from crpbot_assets.sentiment.resources import FearGreedResource, GoogleTrendsResource, RedditResource, utc_hour
+from crpbot_assets.sentiment.trends import COLUMNS, KEYWORDS
+from crpbot_assets.sentiment.vader import compound_scores
+
+GROUP = "sentiment"
+by_month = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="month")
+
+
+def _month(key: str) -> tuple[datetime, datetime]:
+    start = datetime.strptime(key, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    return start, month_end(start)
+
+
+@dg.asset(group_name=GROUP, kinds={"polars", "parquet"})
+def fear_greed_index(context: dg.AssetExecutionContext, fear_greed: FearGreedResource) -> pl.DataFrame:
+    """alternative.me Crypto Fear & Greed Index, one row per published day: `day` (00:00 UTC),
+    `fear_greed_index` (0-100), `classification`.
+
+    Kept whole rather than partitioned: the API serves only "the last N days" (no date range), so one
+    request returns the full ~3,000-day history; per-month partitions would each re-download all of it.
+    Refreshed daily by `fear_greed_daily`. Days the source lacks stay absent (listed in metadata).
+    """
+    daily, stats = fear_greed.history(log=context.log.warning)
+    gaps = missing_days(daily)
+    recent = daily.tail(365)
+    context.add_output_metadata({
+        "rows": daily.height,
+        "first_day": str(daily["day"].min().date()) if daily.height else "none",
+        "last_day": str(daily["day"].max().date()) if daily.height else "none",
+        "latest_value": daily["fear_greed_index"][-1] if daily.height else None,
+        "missing_days": len(gaps),
+        "missing_days_sample": ", ".join(gaps[:20]) or "none",
+        "requests": stats.requests, "retries": stats.retries,
+        "last_365_days": line_plot({"index": recent["fear_greed_index"].to_list()}, "Fear & Greed, last 365 days",
+                                   "day", "index (0-100)"),
+    })
+    context.log.info(f"fear & greed: {daily.height} days, {len(gaps)} missing days")
+    return daily
+
+
+@dg.asset(partitions_def=month_partitions, group_name=GROUP, kinds={"reddit", "parquet"})
+def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, storage: StorageResource) -> pl.DataFrame:
+    """Raw Reddit posts created in the month, from every configured subreddit: `id, created_utc, subreddit,
+    title, score, num_comments, retrieved_utc` (first observation; later polls never overwrite it).
+
+    Reddit listings hold only the newest ~1000 posts, so history accumulates: each materialization reads
+    the partition's stored posts, appends the unseen ones (de-duplicated by id) and rewrites atomically.
+    The `reddit_new_posts` sensor triggers it. A month the listings no longer reach yields an empty frame
+    with `served: False` and the reason.
+    """
+    reddit.require_credentials()
+    key = context.partition_key
+    start, end = _month(key)
+    relative = partition_path(context.asset_key, key) + ".parquet"
+    files = storage.storage
+    stored = files.read_parquet(relative) if files.exists(relative) else pl.DataFrame(schema=POST_SCHEMA)
+    client, stats, fetched, reach = reddit.client(), RequestStats(), [], {}
+    subreddits = reddit.all_subreddits()
+    for i, sub in enumerate(subreddits, 1):
+        posts = reddit.newest_posts(sub, stop_before=start.timestamp(), client=client, stats=stats, log=context.log.warning)
+        oldest = posts["created_utc"].min() if posts.height else None
+        reach[sub] = "month start" if oldest is not None and oldest < start.timestamp() else (
+            datetime.fromtimestamp(oldest, timezone.utc).isoformat() if oldest is not None else "nothing listed")
+        fetched.append(posts)
+        context.log.info(f"{key}: r/{sub}: {posts.height} posts listed ({i}/{len(subreddits)} subreddits)")
+    new = in_window(pl.concat(fetched), start, end)
+    merged = append_posts(stored, new)
+    served = merged.height > 0 or datetime.now(timezone.utc) < start
+    metadata = {
+        "posts": merged.height, "new_posts": merged.height - stored.height, "previously_stored": stored.height,
+        "listings_reach_back_to": dg.MetadataValue.json(reach), "requests": stats.requests, "retries": stats.retries,
+        "served": served,
+    }
+    if not served:
+        metadata["explanation"] = (f"Reddit listings keep only the newest ~1000 posts per subreddit and reach back "
+                                   f"only to {reach}; posts of {key[:7]} can no longer be fetched and none were "
+                                   "accumulated earlier")
+    context.add_output_metadata(metadata)
+    context.log.info(f"{key}: {merged.height} posts ({merged.height - stored.height} new)")
+    return merged
+
+
+@dg.asset(
+    partitions_def=symbol_month_partitions, group_name=GROUP, kinds={"polars", "parquet"},
+    ins={"reddit_posts": dg.AssetIn(partition_mapping=by_month, metadata={"allow_missing_partitions": True})},
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def reddit_hourly(context: dg.AssetExecutionContext, reddit: RedditResource, reddit_posts: pl.DataFrame) -> pl.DataFrame:
+    """Hourly Reddit aggregates of the symbol's subreddits: `ts` (hour end), mean VADER compound of titles,
+    post count, score sum, comment count. Null outside the span the listings covered; 0 posts in a
+    covered hour is a real zero (sentiment null)."""
+    symbol, start = split_key(context.partition_key)
+    end = month_end(start)
+    posts = in_window(reddit_posts if reddit_posts.width else pl.DataFrame(schema=POST_SCHEMA), start, end)
+    subreddits = reddit.subreddits_of(symbol)
+    posts = posts.filter(pl.col("subreddit").is_in([s.lower() for s in subreddits]))
+    hourly = hourly_aggregates(posts, compound_scores(posts["title"].to_list()), subreddits, start, end)
+    covered = hourly.filter(pl.col("reddit_volume_1h").is_not_null())
+    metadata = {"posts": posts.height, "subreddits": ", ".join(subreddits), "covered_hours": covered.height,
+                "mean_sentiment": covered["reddit_sentiment_1h"].mean() if covered.height else None}
+    if covered.height > 1:
+        metadata["sentiment"] = line_plot({"VADER compound": covered["reddit_sentiment_1h"].fill_null(0.0).to_list()},
+                                          f"{symbol} Reddit sentiment per hour", "hour", "compound")
+    context.add_output_metadata(metadata)
+    return hourly
+
+
+@dg.asset(
+    partitions_def=month_partitions, group_name=GROUP, kinds={"pytrends", "parquet"},
+    ins={"previous": dg.AssetIn(
+        "google_trends_hourly", metadata={"allow_missing_partitions": True},
+        partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1,
+                                                        allow_nonexistent_upstream_partitions=True))},
+)
+def google_trends_hourly(context: dg.AssetExecutionContext, google_trends: GoogleTrendsResource,
+                         previous: dict) -> pl.DataFrame:
+    """Hourly Google search interest for Bitcoin, Ethereum and Solana (`ts` = hour start; a value is known
+    at hour end): overlapping 7-day windows stitched onto one scale (see `sentiment.trends`). When the
+    previous month is materialized its last day anchors the scale, so consecutive months share it."""
+    start, month_stop = _month(context.partition_key)
+    end = min(month_stop, utc_hour())
+    prior = next(iter(previous.values()), None)
+    overlap = timedelta(hours=google_trends.overlap_hours)
+    stats, columns, anchored = RequestStats(), {}, {}
+    hours = pl.datetime_range(start, month_stop, "1h", closed="left", time_zone="UTC", eager=True).cast(TS)
+    frame = pl.DataFrame({"ts": hours.filter(hours < end) if end > start else hours.clear()})
+    for i, (symbol, keyword) in enumerate(KEYWORDS.items(), 1):
+        column = COLUMNS[symbol]
+        if end <= start:
+            frame = frame.with_columns(pl.lit(None, pl.Float64).alias(column))
+            continue
+        anchor = None
+        if prior is not None and column in prior.columns:
+            anchor = prior.filter(pl.col("ts") >= start - overlap).select("ts", pl.col(column).alias("value")).drop_nulls()
+            anchor = anchor if anchor.height >= google_trends.overlap_hours // 2 else None
+        anchored[keyword] = anchor is not None
+        series = google_trends.hourly_interest(keyword, start, end, anchor=anchor, stats=stats, log=context.log.info)
+        frame = frame.join(series.rename({"value": column}), on="ts", how="left")
+        context.log.info(f"{context.partition_key}: {keyword} stitched ({i}/{len(KEYWORDS)} keywords)")
+    metadata = {"rows": frame.height, "anchored_to_previous_month": dg.MetadataValue.json(anchored),
+                "requests": stats.requests, "retries": stats.retries}
+    if frame.height > 1:
+        metadata["interest"] = line_plot({c: frame[c].fill_null(0.0).to_list() for c in COLUMNS.values()},
+                                         "Search interest (stitched scale)", "hour of month", "interest")
+    context.add_output_metadata(metadata)
+    return frame
+
+
+class SentimentFeaturesConfig(dg.Config):
+    fear_greed_publication_lag_hours: float = 1.0
+    """A day's index (stamped 00:00 UTC) is treated as published this long after midnight."""
+    fear_greed_max_staleness_hours: float = 26.0
+    """The latest published index is used for at most this long; a missing day then reads null."""
+
+
+@dg.asset(
+    partitions_def=symbol_month_partitions, group_name=GROUP, kinds={"polars", "parquet"},
+    ins={"google_trends_hourly": dg.AssetIn(partition_mapping=by_month)},
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def sentiment_features(context: dg.AssetExecutionContext, config: SentimentFeaturesConfig, reddit_hourly: pl.DataFrame,
+                       fear_greed_index: pl.DataFrame, google_trends_hourly: pl.DataFrame) -> pl.DataFrame:
+    """Hourly sentiment per symbol-month: `ts` = end of the hour (the instant the row becomes usable) and
+    exactly reddit_sentiment_1h, reddit_volume_1h, reddit_engagement_1h, fear_greed_index,
+    search_interest_btc/eth/sol (Float64, null without coverage). Join 1-minute rows with
+    `join_asof(on="ts", strategy="backward")` after shifting each minute to its close."""
+    symbol, start = split_key(context.partition_key)
+    hours = hour_ends(start, month_end(start))
+    fear_greed = hourly_index(fear_greed_index, hours, timedelta(hours=config.fear_greed_publication_lag_hours),
+                              timedelta(hours=config.fear_greed_max_staleness_hours))
+    frame = assemble(hours, reddit_hourly, fear_greed, google_trends_hourly)
+    nulls = {c: round(frame[c].null_count() / frame.height, 4) if frame.height else 1.0 for c in FEATURE_COLUMNS}
+    metadata = {"rows": frame.height, "null_share": dg.MetadataValue.json(nulls),
+                "first_ts": str(frame["ts"].min()) if frame.height else "none",
+                "last_ts": str(frame["ts"].max()) if frame.height else "none"}
+    if frame.height > 1:
+        metadata["fear_greed_and_search"] = line_plot(
+            {"fear & greed": frame["fear_greed_index"].fill_null(float("nan")).to_list(),
+             "search interest": frame[COLUMNS[symbol]].fill_null(float("nan")).to_list()},
+            f"{symbol} hourly sentiment", "hour of month", "value")
+    context.add_output_metadata(metadata)
+    return frame
+
+
+@dg.asset_check(asset=sentiment_features, blocking=True)
+def sentiment_features_schema(sentiment_features: pl.DataFrame) -> dg.AssetCheckResult:
+    """Exactly `ts` + the seven Float64 columns; sorted, unique hour ends of the hours of one month."""
+    expected = {"ts": TS, **{c: pl.Float64 for c in FEATURE_COLUMNS}}
+    problems = []
+    if dict(sentiment_features.schema) != expected:
+        problems.append(f"schema {dict(sentiment_features.schema)} != {expected}")
+    elif sentiment_features.height:
+        ts = sentiment_features["ts"]
+        if not ts.is_sorted() or ts.is_duplicated().any():
+            problems.append("ts not sorted and unique")
+        if ts.dt.minute().max() or ts.dt.second().max():
+            problems.append("ts not on hour boundaries")
+        if (ts - timedelta(hours=1)).dt.truncate("1mo").n_unique() > 1:
+            problems.append("rows of more than one month")
+    return dg.AssetCheckResult(passed=not problems, metadata={"problems": "; ".join(problems) or "none"})
