@@ -6,17 +6,19 @@ import polars as pl
 from crpbot_assets.candles.client import CandlesClient, empty_frame
 from crpbot_assets.candles.resources import CoinbaseResource
 from crpbot_assets.candles.validation import coverage, daily_coverage, expected_window
-from crpbot_assets.common.partitions import split_key, symbol_month_partitions
+from crpbot_assets.common.partitions import month_end, split_key, symbol_month_partitions
 from crpbot_assets.common.plots import line_plot
-from crpbot_assets.common.symbols import listed_at
+from crpbot_assets.common.symbols import is_listed, listed_at
+
+MAX_PLOTS_PER_RUN = 24  # a whole-history backfill skips the per-partition coverage plots
 
 
-def _fetch_partition(context: dg.AssetExecutionContext, client: CandlesClient, key: str) -> pl.DataFrame:
+def _fetch_partition(context: dg.AssetExecutionContext, client: CandlesClient, key: str, plot: bool) -> pl.DataFrame:
     """Fetch one symbol-month and attach its metadata to that partition's materialization."""
     symbol, month = split_key(key)
     start, end = expected_window(symbol, month)
     if start >= end:
-        listed = listed_at(symbol) < end
+        listed = is_listed(symbol, month_end(month))
         reason = ("month has not started" if listed else
                   f"{symbol} was not listed on Coinbase before {listed_at(symbol):%Y-%m-%d}")
         context.log.info(f"{key}: no candles ({reason})")
@@ -46,8 +48,8 @@ def _fetch_partition(context: dg.AssetExecutionContext, client: CandlesClient, k
         "retries": result.retries,
         "requests_per_second": round(result.requests / max(result.seconds, 1e-9), 2),
     }
-    days = daily_coverage(frame, start, end)
-    if days.height > 1:
+    days = daily_coverage(frame, start, end) if plot else None
+    if days is not None and days.height > 1:
         metadata["daily_coverage"] = line_plot({"coverage": days["coverage"].to_list()},
                                                f"{key}: share of minutes present per day", "day of month", "share")
     context.add_asset_metadata(metadata, partition_key=key)
@@ -73,7 +75,8 @@ def candles(context: dg.AssetExecutionContext, coinbase: CoinbaseResource):
     keys = list(context.partition_keys)
     client = coinbase.client()
     try:
-        frames = {str(key): _fetch_partition(context, client, str(key)) for key in keys}
+        plot = len(keys) <= MAX_PLOTS_PER_RUN
+        frames = {str(key): _fetch_partition(context, client, str(key), plot) for key in keys}
     finally:
         client.close()
     if context.has_partition_key:
