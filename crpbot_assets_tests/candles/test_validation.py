@@ -1,0 +1,46 @@
+"""Pure candle invariants: expected windows (listing, month in progress) and the check rules."""
+
+from datetime import datetime, timezone
+
+import polars as pl
+
+from crpbot_assets.candles.client import empty_frame
+from crpbot_assets.candles.validation import coverage, daily_coverage, expected_window, ohlc_problems, timestamp_problems
+from crpbot_assets.replay import synthetic
+
+UTC = timezone.utc
+FEB, MAR = datetime(2019, 2, 1, tzinfo=UTC), datetime(2019, 3, 1, tzinfo=UTC)
+
+
+def test_expected_window_respects_listing_and_the_minute_in_progress():
+    assert expected_window("BTC-USD", FEB) == (FEB, MAR)
+    start, end = expected_window("SOL-USD", FEB)
+    assert start >= end  # before listing: nothing to fetch
+    june = datetime(2021, 6, 1, tzinfo=UTC)
+    now = datetime(2021, 6, 10, 12, 34, 56, tzinfo=UTC)
+    assert expected_window("SOL-USD", june, now=now) == (june, datetime(2021, 6, 10, 12, 34, tzinfo=UTC))
+    start, end = expected_window("BTC-USD", datetime(2021, 7, 1, tzinfo=UTC), now=now)
+    assert start >= end  # a month that has not started
+
+
+def test_valid_month_has_no_problems_and_counts_gaps():
+    frame = synthetic.candles("ETH-USD", FEB, MAR)
+    assert timestamp_problems(frame, FEB) == [] and ohlc_problems(frame) == []
+    present, expected, share = coverage(frame, FEB, MAR)
+    assert present == frame.height and expected == 28 * 1440 and 0.95 < share < 1
+    days = daily_coverage(frame, FEB, MAR)
+    assert days.height == 28 and abs(days["coverage"].sum() * 1440 - frame.height) < 1e-6
+    assert timestamp_problems(empty_frame(), FEB) == [] and coverage(empty_frame(), FEB, FEB)[2] == 1.0
+
+
+def test_ohlc_rules_name_each_violation():
+    frame = synthetic.candles("BTC-USD", FEB, MAR).head(10)
+    bad = frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == 1).then(pl.col("high") * 2).otherwise(pl.col("low")).alias("low"),
+        pl.when(pl.int_range(pl.len()) == 2).then(-1.0).otherwise(pl.col("volume")).alias("volume"),
+        pl.when(pl.int_range(pl.len()) == 3).then(float("nan")).otherwise(pl.col("close")).alias("close"),
+    )
+    problems = " | ".join(ohlc_problems(bad))
+    assert "low > min(open, close): 1 rows" in problems and "negative volume: 1 rows" in problems
+    assert "null or non-finite values: 1 rows" in problems
+    assert ohlc_problems(frame.with_columns(pl.col("open").cast(pl.Float32)))[0].startswith("schema")
