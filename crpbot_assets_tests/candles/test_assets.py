@@ -68,6 +68,8 @@ def test_partition_range_materializes_in_one_run(fast, instance, storage_resourc
         assert meta["requests"].value == (149 if key.startswith("2019-01") else 135) and meta["retries"].value == 0
         assert meta["first_ts"].value == str(on_disk["ts"][0])
     assert fast.stats["coinbase"]["requests"] == 2 * (149 + 135)
+    logs = [r.user_message for r in instance.all_logs(result.run_id)]
+    assert "2019-02-01|ETH-USD: 135/135 pages fetched" in logs and any(m.endswith("/149 pages fetched") for m in logs)
     checks = checks_by_name(result)
     assert set(checks) == {"candles_timestamps_valid", "candles_ohlc_valid", "candles_coverage"}
     assert all(e.passed and e.metadata["partitions_checked"].value == 4 for e in checks.values())
@@ -94,7 +96,8 @@ def test_malformed_payload_fails_the_run_and_writes_nothing(fast, instance, stor
     assert not any(os.path.exists(stored(resources, k)) for k in (FEB_BTC, "2019-02-01|ETH-USD"))
 
 
-def test_failed_blocking_check_stops_downstream(instance, storage_resources):
+@pytest.mark.parametrize("keys", [[FEB_BTC], [FEB_BTC, "2019-02-01|ETH-USD"]], ids=["one partition", "range run"])
+def test_failed_blocking_check_stops_downstream(instance, storage_resources, keys):
     def low_above_high(rows):  # the newest candle of every page gets low > high
         if rows:
             rows[0][1], rows[0][2] = rows[0][2] * 1.01, rows[0][1]
@@ -102,13 +105,19 @@ def test_failed_blocking_check_stops_downstream(instance, storage_resources):
 
     with ReplayServer([tampered_service(low_above_high)]) as server:
         resources = {**storage_resources, "coinbase": fast_coinbase(server)}
-        result = run(resources, instance, key=FEB_BTC, extra=[downstream])
+        if len(keys) == 1:
+            result = run(resources, instance, key=keys[0], extra=[downstream])
+        else:
+            result = run(resources, instance, first=keys[0], last=keys[-1], extra=[downstream])
     assert not result.success
     check = checks_by_name(result)["candles_ohlc_valid"]
-    assert not check.passed and check.partition == FEB_BTC
-    assert FEB_BTC in check.description and "low > min(open, close): 135 rows" in check.description
+    # A one-partition run records the result on its partition; a range run records one result for the run.
+    assert not check.passed and check.partition == (keys[0] if len(keys) == 1 else None)
+    assert check.metadata["partitions_failed"].value == len(keys)
+    for key in keys:
+        assert f"{key}: low > min(open, close): 135 rows" in check.description
     assert checks_by_name(result)["candles_timestamps_valid"].passed
-    assert [e.asset_key for e in result.get_asset_materialization_events()] == [dg.AssetKey("candles")]
+    assert {e.asset_key for e in result.get_asset_materialization_events()} == {dg.AssetKey("candles")}
     assert "downstream" not in {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
 
 
