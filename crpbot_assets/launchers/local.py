@@ -16,13 +16,13 @@ class LocalTrainingLauncher(dg.ConfigurableResource):
     """`run(context, extras)` starts `python -m crpbot_assets.training.pipes_main` with PipesSubprocessClient.
 
     The subprocess uses this interpreter and finds the package even when it is not installed (PYTHONPATH).
-    `env` adds variables (e.g. CUDA_VISIBLE_DEVICES, OMP_NUM_THREADS).
+    `extra_env` adds variables (e.g. CUDA_VISIBLE_DEVICES, OMP_NUM_THREADS).
     """
 
-    env: dict[str, str] = {}
+    extra_env: dict[str, str] = {}
 
     def run(self, context: dg.AssetExecutionContext, extras: dict) -> dg.PipesClientCompletedInvocation:
         python_path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-        client = dg.PipesSubprocessClient(env={"PYTHONPATH": python_path, **self.env}, cwd=str(REPO_ROOT))
+        client = dg.PipesSubprocessClient(env={"PYTHONPATH": python_path, **self.extra_env}, cwd=str(REPO_ROOT))
         context.log.info(f"training {extras.get('symbol')} locally: {sys.executable} -m {TRAINING_MODULE}")
         return client.run(context=context, command=[sys.executable, "-m", TRAINING_MODULE], extras=extras)

@@ -101,7 +101,8 @@ class LstmConfig(dg.Config):
     seed: int = 0
     class_weighted: bool = True
     max_train_windows_per_epoch: int | None = None
-    sentiment_ablation: bool = True
+    sentiment_ablation: bool = True  # also train without the seven sentiment features (same artifact)
+    device: str | None = None  # None: CUDA when the training machine has it, else CPU
 
 
 def _loss_plot(result: dg.MaterializeResult) -> dict:
@@ -126,6 +127,8 @@ def lstm_model(
     a GPU instance in prod) running `crpbot_assets.training.pipes_main`; with `sentiment_ablation` the same
     model without the seven sentiment features is trained too and stored in the same artifact."""
     symbol = context.partition_key
+    if not storage.storage.exists(dataset_relative_path(symbol)):  # fail here, not after launching a machine
+        raise dg.Failure(f"training_dataset for {symbol} is not materialized: no file at {storage.storage.uri(dataset_relative_path(symbol))}")
     extras = {
         "symbol": symbol,
         "dataset_uri": storage.storage.uri(dataset_relative_path(symbol)),

@@ -5,9 +5,9 @@ CPU), writes the model artifact to `model_uri`, logs every epoch and reports the
 With `config.sentiment_ablation` (default true) it trains a second model on the same data without the seven
 sentiment features, so one launch (one GPU instance in prod) yields both sides of the ablation in one artifact.
 
-Imports only torch/numpy/polars/pyarrow/dagster_pipes (boto3 only when Pipes hands over S3 locations):
-the context and message channels are chosen from the bootstrap parameters, files/stdio by default and
-S3 (`{"bucket", "key"}` / `{"bucket", "key_prefix"}`) when the launcher injects through S3.
+Imports only torch/numpy/polars/pyarrow/dagster_pipes. Launched by PipesSubprocessClient it opens Pipes with
+the default (file) channels; on EC2, `crpbot_assets.launchers.ec2_job` opens Pipes over S3 first and runs this
+module, which then reuses that open context.
 """
 
 from __future__ import annotations
@@ -16,22 +16,13 @@ import time
 from dataclasses import asdict
 from typing import Callable
 
-from dagster_pipes import (
-    PipesContext,
-    PipesDefaultContextLoader,
-    PipesDefaultMessageWriter,
-    PipesEnvVarParamsLoader,
-    PipesS3ContextLoader,
-    PipesS3MessageWriter,
-    open_dagster_pipes,
-)
+from dagster_pipes import PipesContext, PipesEnvVarParamsLoader, open_dagster_pipes
 
 from crpbot_assets.training.artifacts import read_uri, save_artifact, variant_record, write_uri
 from crpbot_assets.training.dataset import from_parquet_bytes
 from crpbot_assets.training.train import TrainConfig, make_windows, pick_device, train_model
 
 REQUIRED_EXTRAS = ("symbol", "dataset_uri", "model_uri")
-RUN_OPTIONS = ("sentiment_ablation", "device")
 
 
 def run_training(extras: dict, log: Callable[[str], None]) -> dict:
@@ -83,16 +74,10 @@ def run_training(extras: dict, log: Callable[[str], None]) -> dict:
 
 
 def open_pipes() -> PipesContext:
-    """Pipes context whose loader/writer match the bootstrap parameters (files/stdio, or S3)."""
-    params = PipesEnvVarParamsLoader()
-    if not params.is_dagster_pipes_process():
+    """Open Pipes from the bootstrap environment; a clear error when not launched by Dagster."""
+    if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
         raise RuntimeError(f"{__name__} must be launched through Dagster Pipes (a training launcher); no Pipes context in env")
-    if "bucket" in params.load_context_params():
-        import boto3  # only on the S3 path; honours AWS_ENDPOINT_URL_S3
-
-        client = boto3.client("s3")
-        return open_dagster_pipes(context_loader=PipesS3ContextLoader(client), message_writer=PipesS3MessageWriter(client, interval=5))
-    return open_dagster_pipes(context_loader=PipesDefaultContextLoader(), message_writer=PipesDefaultMessageWriter())
+    return open_dagster_pipes()
 
 
 def _train_and_report(pipes: PipesContext) -> None:

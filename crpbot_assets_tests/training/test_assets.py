@@ -1,0 +1,152 @@
+"""The training assets end to end: upstream partitions -> dataset -> LocalTrainingLauncher (Pipes subprocess) -> evaluation."""
+
+import json
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from crpbot_assets.common.partitions import split_key, symbol_month_partitions
+from crpbot_assets.common.settings import REPO_ROOT
+from crpbot_assets.launchers.local import LocalTrainingLauncher
+from crpbot_assets.training.assets import (
+    DatasetSettings,
+    EvaluationConfig,
+    LstmConfig,
+    dataset_relative_path,
+    lstm_model,
+    model_evaluation,
+    model_relative_path,
+    training_dataset,
+)
+from crpbot_assets.training.definitions import defs as training_defs
+from crpbot_assets_tests.training.helpers import hourly_sentiment, planted
+
+MONTHS = ("2019-01-01", "2019-02-01")
+N_MINUTES = (31 + 28) * 1440
+CANDLES, FEATURES = planted(N_MINUTES, seed=11)
+SENTIMENT = hourly_sentiment(N_MINUTES, null_before_hours=24 * 20)
+
+
+def _month_slice(frame: pl.DataFrame, key: str) -> pl.DataFrame:
+    symbol, start = split_key(key)
+    end = datetime(start.year + start.month // 12, start.month % 12 + 1, 1, tzinfo=timezone.utc)
+    return frame.filter((pl.col("ts") >= start) & (pl.col("ts") < end)) if symbol == "BTC-USD" else frame.clear()
+
+
+# Stand-ins with the real upstream keys and partitions, writing through the shared IO manager.
+@dg.asset(name="candles", partitions_def=symbol_month_partitions)
+def candles_stub(context: dg.AssetExecutionContext) -> pl.DataFrame:
+    return _month_slice(CANDLES, context.partition_key)
+
+
+@dg.asset(name="features", partitions_def=symbol_month_partitions)
+def features_stub(context: dg.AssetExecutionContext) -> pl.DataFrame:
+    return _month_slice(FEATURES, context.partition_key)
+
+
+@dg.asset(name="sentiment_features", partitions_def=symbol_month_partitions)
+def sentiment_stub(context: dg.AssetExecutionContext) -> pl.DataFrame:
+    return _month_slice(SENTIMENT, context.partition_key)
+
+
+UPSTREAM = [candles_stub, features_stub, sentiment_stub]
+TRAINING = [training_dataset, lstm_model, model_evaluation]
+RUN_CONFIG = dg.RunConfig(ops={
+    "training_dataset": DatasetSettings(feature_lookback_minutes=60, max_sequence_length=32),
+    "lstm_model": LstmConfig(hidden_size=16, num_layers=1, sequence_length=16, batch_size=256, epochs=2,
+                             max_train_windows_per_epoch=5_000),
+    "model_evaluation": EvaluationConfig(fee_bps=25.0),
+})
+
+
+def _materialize_upstream(resources, instance):
+    for month in MONTHS:
+        key = dg.MultiPartitionKey({"symbol": "BTC-USD", "month": month})
+        assert dg.materialize(UPSTREAM, partition_key=key, resources=resources, instance=instance).success
+
+
+def test_training_graph_runs_through_the_local_pipes_launcher(storage_resources, instance):
+    resources = {**storage_resources, "training_launcher": LocalTrainingLauncher()}
+    _materialize_upstream(resources, instance)
+    result = dg.materialize(
+        [*UPSTREAM, *TRAINING], selection=TRAINING, partition_key="BTC-USD", resources=resources, instance=instance,
+        run_config=RUN_CONFIG,
+    )
+    assert result.success
+    files = storage_resources["storage"].storage
+    assert files.exists(dataset_relative_path("BTC-USD")) and files.exists(model_relative_path("BTC-USD"))
+
+    by_asset = {m.asset_key.to_user_string(): m.metadata for m in result.get_asset_materialization_events() for m in [m.materialization]}
+    dataset_meta = by_asset["training_dataset"]
+    assert dataset_meta["train_rows"].value > dataset_meta["val_rows"].value > 0 and dataset_meta["test_rows"].value > 0
+    assert dataset_meta["purge_minutes"].value == 15 + 32 + 60
+
+    model_meta = by_asset["lstm_model"]
+    assert model_meta["device"].value == "cpu"
+    assert model_meta["with_sentiment/features"].value == 5 + 7 and model_meta["without_sentiment/features"].value == 5
+    assert model_meta["with_sentiment/samples_per_s"].value > 0
+    assert len(model_meta["with_sentiment/history"].value) == 2
+    assert "data:image/png;base64," in model_meta["loss_curve"].value
+
+    logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
+    assert any("BTC-USD/with_sentiment epoch 2/2" in m for m in logs)
+    assert any("BTC-USD/without_sentiment epoch 1/2" in m for m in logs)
+
+    evaluation = by_asset["model_evaluation"]
+    assert evaluation["fee_bps"].value == 25.0
+    for variant in ("with_sentiment", "without_sentiment"):
+        assert 0 <= evaluation[f"{variant}/model/accuracy"].value <= 1
+        assert "equity" in evaluation[f"{variant}/equity_curve"].value
+    stored = storage_resources["io_manager"].storage.read_json("model_evaluation/BTC-USD.json")
+    assert set(stored["variants"]) == {"with_sentiment", "without_sentiment"}
+    assert "accuracy_delta" in stored["sentiment_ablation"]
+    # Both variants are judged on exactly the same test windows.
+    samples = {v: stored["variants"][v]["model"]["samples"] for v in stored["variants"]}
+    assert samples["with_sentiment"] == samples["without_sentiment"] > 0
+
+
+def test_training_without_a_dataset_fails_with_the_missing_uri(storage_resources, instance):
+    resources = {**storage_resources, "training_launcher": LocalTrainingLauncher()}
+    result = dg.materialize(
+        [*UPSTREAM, training_dataset, lstm_model], selection=[lstm_model], partition_key="ETH-USD", resources=resources,
+        instance=instance, raise_on_error=False,
+    )
+    assert not result.success
+    failure = json.dumps([str(e.event_specific_data) for e in result.get_step_failure_events()])
+    assert "training_dataset for ETH-USD is not materialized" in failure and "training_dataset/ETH-USD.parquet" in failure
+
+
+def test_entry_point_imports_no_dagster():
+    code = (
+        "import sys, crpbot_assets.training.pipes_main\n"
+        "bad = sorted(m for m in sys.modules if m == 'dagster' or m.startswith('dagster.'))\n"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
+
+
+def test_entry_point_outside_pipes_fails_clearly():
+    run = subprocess.run([sys.executable, "-m", "crpbot_assets.training.pipes_main"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert run.returncode != 0 and "must be launched through Dagster Pipes" in run.stderr
+
+
+def test_domain_definitions_resolve_with_shared_resources(storage_resources):
+    defs = dg.Definitions.merge(training_defs, dg.Definitions(assets=UPSTREAM, resources=storage_resources))
+    repo = defs.get_repository_def()
+    graph = repo.asset_graph
+    key = dg.AssetKey("training_dataset")
+    assert {p.to_user_string() for p in graph.get(key).parent_keys} == {"candles", "features", "sentiment_features"}
+    assert "training_launcher" in repo.get_top_level_resources()
+    assert isinstance(training_defs.resources["training_launcher"], LocalTrainingLauncher)
+
+
+@pytest.mark.parametrize("bad", [{"symbol": "BTC-USD"}, {"dataset_uri": "x", "model_uri": "y"}])
+def test_entry_point_rejects_incomplete_extras(bad):
+    from crpbot_assets.training.pipes_main import run_training
+
+    with pytest.raises(ValueError, match="training extras lack"):
+        run_training(bad, print)
