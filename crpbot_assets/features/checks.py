@@ -1,0 +1,74 @@
+"""Asset checks on `features`: finite values after warm-up, and the exact column set and dtypes.
+
+Both are blocking (training must not read broken features) and partitioned like the asset. A one-partition run
+records a per-partition result; a single-run backfill records one result for its whole range that inspects
+every partition and names the failing ones.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import dagster as dg
+import polars as pl
+
+from crpbot_assets.common.partitions import month_end, split_key, symbol_month_partitions
+from crpbot_assets.features.assets import features
+from crpbot_assets.features.compute import FEATURES_SCHEMA
+
+
+def non_finite_problems(frame: pl.DataFrame) -> list[str]:
+    """Feature columns holding null, NaN or +-inf (stored rows are all past warm-up), with counts."""
+    numeric = [c for c, dtype in frame.schema.items() if c != "ts" and dtype.is_float()]
+    if not frame.height or not numeric:
+        return []
+    counts = frame.select(
+        [(pl.col(c).is_null() | ~pl.col(c).is_finite()).sum().alias(c) for c in numeric]
+        + [pl.col(c).null_count().alias(c) for c, dtype in frame.schema.items() if c != "ts" and not dtype.is_float()]
+    ).row(0, named=True)
+    return [f"{column}: {count} null/NaN/inf" for column, count in counts.items() if count]
+
+
+def schema_problems(frame: pl.DataFrame, month_start=None) -> list[str]:
+    """Differences from `ts` + the catalogue's Float64 columns (names, order, dtypes); ts sorted inside the month."""
+    problems = []
+    expected, actual = FEATURES_SCHEMA, dict(frame.schema)
+    if missing := [c for c in expected if c not in actual]:
+        problems.append(f"missing columns {missing}")
+    if extra := [c for c in actual if c not in expected]:
+        problems.append(f"unexpected columns {extra}")
+    if wrong := {c: str(actual[c]) for c in expected if c in actual and actual[c] != expected[c]}:
+        problems.append(f"wrong dtypes {wrong} (expected ts {expected['ts']}, features Float64)")
+    if not missing and not extra and list(actual) != list(expected):
+        problems.append("columns not in catalogue order")
+    if "ts" in actual and frame.height and not wrong.get("ts"):
+        if not frame["ts"].is_sorted() or frame["ts"].n_unique() != frame.height:
+            problems.append("ts not strictly increasing")
+        if month_start is not None and (frame["ts"].min() < month_start or frame["ts"].max() >= month_end(month_start)):
+            problems.append(f"rows outside the month starting {month_start:%Y-%m-%d}")
+    return problems
+
+
+def _result(frames: dict[str, pl.DataFrame], problems_of: Callable[[str, pl.DataFrame], list[str]]) -> dg.AssetCheckResult:
+    failed = {key: found for key in sorted(frames) if (found := problems_of(key, frames[key]))}
+    return dg.AssetCheckResult(
+        passed=not failed,
+        description=("; ".join(f"{key}: {', '.join(found)}" for key, found in failed.items())[:2000] or None),
+        metadata={"partitions_checked": len(frames), "partitions_failed": len(failed),
+                  "failures": dg.MetadataValue.json(failed)},
+    )
+
+
+@dg.asset_check(asset=features, blocking=True, partitions_def=symbol_month_partitions)
+def features_finite(features: dict[str, pl.DataFrame]) -> dg.AssetCheckResult:
+    """No null, NaN or infinite feature value in any stored row (rows are stored only after warm-up)."""
+    return _result(features, lambda key, frame: non_finite_problems(frame))
+
+
+@dg.asset_check(asset=features, blocking=True, partitions_def=symbol_month_partitions)
+def features_schema(features: dict[str, pl.DataFrame]) -> dg.AssetCheckResult:
+    """Exactly `ts` (Datetime us UTC) + the catalogue's features (Float64) in order; ts increasing in the month."""
+    return _result(features, lambda key, frame: schema_problems(frame, split_key(key)[1]))
+
+
+features_checks = [features_finite, features_schema]

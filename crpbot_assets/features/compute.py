@@ -1,0 +1,145 @@
+"""Compute the feature catalogue on 1-minute candles, causally, in one polars query. No Dagster.
+
+Timing contract: the candle row at `ts` holds minute [ts, ts+1m) and is known at its close; the feature row at
+`ts` uses only candles with timestamp <= ts.
+
+Higher timeframes: 5m, 15m and 1h bars are aggregated from the 1m rows inside [start, start + tf) and become
+usable at the row `start + tf - 1m` (the bar's last minute, at whose close the bar is complete), never earlier:
+the 1h features at 10:37 come from the bar [09:00, 10:00); the bar [10:00, 11:00) is joined from row 10:59 on.
+A bar joins each 1-minute row with an as-of (backward) join on that availability time.
+
+Gap policy (no invented minutes): features are computed on the rows that exist. A missing minute is not
+filled, interpolated or zero-volume padded; lags and windows count existing bars, so a window or return that
+straddles a gap reaches further back in time. Higher-timeframe bars aggregate only the minutes present (a bar
+with no minute does not exist) and expose their coverage (`*_coverage`); `m1_gap_minutes` and
+`m1_coverage_60` tell the model where gaps were.
+
+Warm-up: a value is null until its feature's lookback (catalogue) is satisfied, counted from the first row
+given; `features_for_month` drops rows with any null, so a month computed from (previous month + month) keeps
+every row whose lookbacks the previous month covers. Nothing is zero-filled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import polars as pl
+
+from crpbot_assets.features.catalogue import CATALOGUE, FEATURE_NAMES, TIMEFRAME_MINUTES, TIMEFRAMES, Feature, TimeframeSpec
+
+CANDLE_COLUMNS = ("ts", "open", "high", "low", "close", "volume")
+TS_DTYPE = pl.Datetime("us", "UTC")
+FEATURES_SCHEMA = {"ts": TS_DTYPE, **{name: pl.Float64 for name in FEATURE_NAMES}}
+
+
+class CandleInputError(ValueError):
+    """The candles given to the feature computation break the candles contract."""
+
+
+def validate_candles(candles: pl.DataFrame, where: str = "candles") -> None:
+    """Columns, dtypes, and strictly increasing minute-aligned `ts`; a clear error naming `where` otherwise."""
+    missing = [c for c in CANDLE_COLUMNS if c not in candles.columns]
+    if missing:
+        raise CandleInputError(f"{where}: missing columns {missing} (have {candles.columns})")
+    if candles.schema["ts"] != TS_DTYPE:
+        raise CandleInputError(f"{where}: ts must be {TS_DTYPE}, got {candles.schema['ts']}")
+    wrong = {c: str(candles.schema[c]) for c in CANDLE_COLUMNS[1:] if candles.schema[c] != pl.Float64}
+    if wrong:
+        raise CandleInputError(f"{where}: price/volume columns must be Float64, got {wrong}")
+    if candles.height == 0:
+        return
+    stats = candles.select(
+        unordered=(pl.col("ts").diff() <= pl.duration(minutes=0)).any(),
+        unaligned=(pl.col("ts").dt.truncate("1m") != pl.col("ts")).any(),
+        nulls=pl.any_horizontal(pl.col(CANDLE_COLUMNS).is_null()).any(),
+    ).row(0, named=True)
+    problems = [name for name, bad in stats.items() if bad]
+    if problems:
+        raise CandleInputError(f"{where}: ts must be strictly increasing, minute-aligned and non-null; "
+                               f"found {', '.join(problems)} rows")
+
+
+def empty_features() -> pl.DataFrame:
+    """A features frame with no rows (e.g. a month before the symbol was listed)."""
+    return pl.DataFrame(schema=FEATURES_SCHEMA)
+
+
+def _masked(feature: Feature) -> pl.Expr:
+    """The feature, null until its lookback (bars, current included) is satisfied."""
+    return pl.when(pl.col("_i") >= feature.lookback - 1).then(feature.expr).otherwise(None).alias(feature.name)
+
+
+def _with_features(bars: pl.LazyFrame, spec: TimeframeSpec) -> pl.LazyFrame:
+    """Bars + the timeframe's features: helper columns level by level, then features stage by stage."""
+    bars = bars.with_row_index("_i")
+    for helpers in spec.helper_levels:
+        bars = bars.with_columns(expr.alias(name) for name, expr in helpers.items())
+    for stage in sorted({f.stage for f in spec.features}):
+        bars = bars.with_columns(_masked(f) for f in spec.features if f.stage == stage)
+    return bars
+
+
+def _aggregate(bars: pl.LazyFrame, minutes: int) -> pl.LazyFrame:
+    """OHLCV bars of `minutes` from finer bars; labelled by window start; windows without rows don't exist."""
+    return bars.group_by_dynamic("ts", every=f"{minutes}m", closed="left", label="left").agg(
+        pl.col("open").first(), pl.col("high").max(), pl.col("low").min(), pl.col("close").last(),
+        pl.col("volume").sum(), pl.col("minutes_present").sum(),
+    )
+
+
+def compute_features_lazy(candles: pl.LazyFrame) -> pl.LazyFrame:
+    """`ts` + every catalogue feature for every candle row; null where a lookback is not yet satisfied."""
+    minute = candles.select(CANDLE_COLUMNS)
+    out = _with_features(minute, TIMEFRAMES["1m"])
+    bars = minute.with_columns(minutes_present=pl.lit(1, pl.UInt32))
+    for tf in ("5m", "15m", "1h"):
+        minutes = TIMEFRAME_MINUTES[tf]
+        bars = _aggregate(bars, minutes)
+        names = [f.name for f in TIMEFRAMES[tf].features]
+        usable = (_with_features(bars, TIMEFRAMES[tf])
+                  .select((pl.col("ts") + pl.duration(minutes=minutes - 1)).alias("_usable_at"), *names))
+        out = out.join_asof(usable, left_on="ts", right_on="_usable_at", strategy="backward",
+                            check_sortedness=False).drop("_usable_at", strict=False)
+    return out.select("ts", *FEATURE_NAMES)
+
+
+def compute_features(candles: pl.DataFrame, where: str = "candles") -> pl.DataFrame:
+    """Eager `compute_features_lazy` after validating the candles contract."""
+    validate_candles(candles, where)
+    if candles.height == 0:
+        return empty_features()
+    return compute_features_lazy(candles.lazy()).collect()
+
+
+@dataclass(frozen=True)
+class MonthResult:
+    frame: pl.DataFrame
+    warmup_rows: int  # candle rows before the month used for warm-up
+    month_rows: int  # candle rows inside the month
+    dropped_rows: int  # month rows dropped because some lookback was not yet satisfied
+
+
+def features_for_month(candles: pl.DataFrame, month_start: datetime, month_end: datetime,
+                       where: str = "candles") -> MonthResult:
+    """Features for the rows in [month_start, month_end), computed on `candles` (warm-up rows + month rows).
+
+    Rows where any feature's lookback is not satisfied are dropped, never filled. Candles after `month_end`
+    are ignored (they could only leak the future).
+    """
+    candles = candles.filter(pl.col("ts") < month_end) if candles.height else candles
+    features = compute_features(candles, where)
+    in_month = features.filter(pl.col("ts") >= month_start)
+    complete = in_month.drop_nulls()
+    return MonthResult(complete, warmup_rows=features.height - in_month.height, month_rows=in_month.height,
+                       dropped_rows=in_month.height - complete.height)
+
+
+def warmup_start(month_start: datetime) -> datetime:
+    """First instant of the previous month: where a month's warm-up data begins."""
+    previous = month_start - timedelta(days=1)
+    return previous.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+__all__ = ["CATALOGUE", "FEATURE_NAMES", "FEATURES_SCHEMA", "CandleInputError", "MonthResult", "compute_features",
+           "compute_features_lazy", "empty_features", "features_for_month", "validate_candles"]
