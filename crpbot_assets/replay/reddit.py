@@ -17,6 +17,7 @@ import hashlib
 import math
 import threading
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -78,7 +79,8 @@ def newest_posts(subreddit: str, now: float, seed: int = 0, cap: int = LISTING_C
     return out[:cap]
 
 
-def service(seed: int = 0) -> ReplayService:
+def service(seed: int = 0, clock: Callable[[], float] = time.time) -> ReplayService:
+    """`clock` is the replay's notion of now (tests freeze it so no post appears between two polls)."""
     tokens: dict[str, list[float]] = {}  # token -> [window start, used]
     lock = threading.Lock()
 
@@ -116,7 +118,7 @@ def service(seed: int = 0) -> ReplayService:
         if subreddit not in POSTS_PER_HOUR:
             return Response.json({"message": "Not Found", "error": 404, "reason": "banned"}, 404, **headers)
         limit = max(1, min(PAGE_MAX, int(request.query.get("limit", "25"))))
-        posts = newest_posts(subreddit, time.time(), seed)
+        posts = newest_posts(subreddit, clock(), seed)
         after = request.query.get("after")
         start = 0
         if after:

@@ -198,19 +198,25 @@ def sentiment_features(context: dg.AssetExecutionContext, config: SentimentFeatu
     return frame
 
 
-@dg.asset_check(asset=sentiment_features, blocking=True)
-def sentiment_features_schema(sentiment_features: pl.DataFrame) -> dg.AssetCheckResult:
-    """Exactly `ts` + the seven Float64 columns; sorted, unique hour ends of the hours of one month."""
+def schema_problems(key: str, frame: pl.DataFrame) -> list[str]:
+    """What is wrong with one partition of `sentiment_features` (empty list when nothing)."""
     expected = {"ts": TS, **{c: pl.Float64 for c in FEATURE_COLUMNS}}
-    problems = []
-    if dict(sentiment_features.schema) != expected:
-        problems.append(f"schema {dict(sentiment_features.schema)} != {expected}")
-    elif sentiment_features.height:
-        ts = sentiment_features["ts"]
-        if not ts.is_sorted() or ts.is_duplicated().any():
-            problems.append("ts not sorted and unique")
-        if ts.dt.minute().max() or ts.dt.second().max():
-            problems.append("ts not on hour boundaries")
-        if (ts - timedelta(hours=1)).dt.truncate("1mo").n_unique() > 1:
-            problems.append("rows of more than one month")
-    return dg.AssetCheckResult(passed=not problems, metadata={"problems": "; ".join(problems) or "none"})
+    if dict(frame.schema) != expected:
+        return [f"schema {dict(frame.schema)} != {expected}"]
+    problems, ts = [], frame["ts"]
+    _, start = split_key(key)
+    if frame.height and (not ts.is_sorted() or ts.is_duplicated().any()):
+        problems.append("ts not sorted and unique")
+    if frame.height and (ts.dt.minute().max() or ts.dt.second().max()):
+        problems.append("ts not on hour boundaries")
+    if frame.height and (ts.min() <= start or ts.max() > month_end(start)):
+        problems.append(f"ts outside ({start}, {month_end(start)}]")
+    return problems
+
+
+@dg.asset_check(asset=sentiment_features, blocking=True, partitions_def=symbol_month_partitions)
+def sentiment_features_schema(sentiment_features: dict[str, pl.DataFrame]) -> dg.AssetCheckResult:
+    """Exactly `ts` + the seven Float64 columns; sorted, unique hour ends inside the partition's month."""
+    failures = {key: p for key, frame in sorted(sentiment_features.items()) if (p := schema_problems(key, frame))}
+    return dg.AssetCheckResult(passed=not failures, metadata={"partitions_checked": len(sentiment_features),
+                                                              "failures": dg.MetadataValue.json(failures)})

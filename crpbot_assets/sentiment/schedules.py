@@ -19,7 +19,7 @@ def google_trends_refresh(context: dg.ScheduleEvaluationContext):
     last hours are completed."""
     now = context.scheduled_execution_time
     months = {now.strftime("%Y-%m-01")}
-    if now.day == 1 and now.hour < 24:
+    if now.day == 1:
         months.add((now - timedelta(days=1)).strftime("%Y-%m-01"))
     for month in sorted(months):
         yield dg.RunRequest(run_key=f"google_trends:{month}:{now:%Y%m%dT%H%M}", partition_key=month)

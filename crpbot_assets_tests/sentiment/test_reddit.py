@@ -1,0 +1,151 @@
+"""Reddit: praw for real against the replayed OAuth + listing endpoints, append/dedup, hourly aggregates, sensor."""
+
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from crpbot_assets.common.http import ApiError, RequestStats
+from crpbot_assets.replay import reddit
+from crpbot_assets.replay.server import ReplayServer
+from crpbot_assets.sentiment.reddit import POST_SCHEMA, append_posts, hourly_aggregates, posts_frame
+from crpbot_assets.sentiment.resources import MissingCredentialsError, RedditResource
+from crpbot_assets.sentiment.sensors import reddit_new_posts
+
+from .conftest import reddit_resource
+
+UTC = timezone.utc
+
+
+def test_praw_pages_the_listing_newest_first(replay_server):
+    stats = RequestStats()
+    posts = reddit_resource(replay_server.url).newest_posts("bitcoin", limit=250, stats=stats)
+    assert posts.height == 250 and posts["id"].n_unique() == 250 and stats.requests == 3
+    assert posts["created_utc"].is_sorted(descending=True)
+    assert set(posts["subreddit"]) == {"bitcoin"} and posts["created_utc"].max() <= time.time()
+    assert posts.schema == pl.Schema(POST_SCHEMA)
+    paths = [path for _, path, _, _ in replay_server.request_log]
+    assert paths.count("/api/v1/access_token") == 1 and paths.count("/r/bitcoin/new") == 3
+
+
+def test_listing_stops_at_about_1000_posts(replay_server):
+    posts = reddit_resource(replay_server.url, max_posts=5000).newest_posts("solana")
+    assert posts.height == 1000  # Reddit's listing cap: older history is out of reach
+
+
+def test_stop_before_ends_paging_early(replay_server):
+    stats = RequestStats()
+    cutoff = time.time() - 3 * 3600
+    posts = reddit_resource(replay_server.url, max_posts=1000).newest_posts("cryptocurrency", stop_before=cutoff, stats=stats)
+    assert posts["created_utc"].min() < cutoff and stats.requests < 10
+
+
+def test_bad_credentials_and_unknown_subreddit_fail_clearly(replay_server):
+    with pytest.raises(Exception, match="401"):
+        reddit_resource(replay_server.url, client_secret="invalid").newest_posts("bitcoin", limit=5)
+    with pytest.raises(ApiError, match="r/nosuchsub not found"):
+        reddit_resource(replay_server.url).newest_posts("nosuchsub", limit=5)
+
+
+def test_429_is_retried_then_a_clear_error(replay_server):
+    stats = RequestStats()
+    resource = reddit_resource(replay_server.url)
+    client = resource.client()
+    resource.newest_posts("ethereum", limit=1, client=client)  # token fetched before the faults are queued
+    replay_server.inject("reddit", "429", 2)
+    assert resource.newest_posts("ethereum", limit=10, client=client, stats=stats).height == 10
+    assert stats.retries == 2
+    replay_server.inject("reddit", "429", 3)
+    with pytest.raises(ApiError, match=r"r/ethereum/new.*gave up after 3 attempts.*TooManyRequests"):
+        reddit_resource(replay_server.url, max_attempts=3).newest_posts("ethereum", limit=10, client=client)
+
+
+def test_malformed_listing_names_the_post(replay_server):
+    resource = reddit_resource(replay_server.url)
+    client = resource.client()
+    resource.newest_posts("solana", limit=1, client=client)
+    replay_server.inject("reddit", "malformed")
+    with pytest.raises(ValueError, match=r"r/solana/new: post '\w+' is malformed"):
+        resource.newest_posts("solana", limit=10, client=client)
+
+
+def test_missing_credentials_name_every_variable():
+    resource = RedditResource(client_id_env="CRPBOT_TEST_NO_ID", client_secret_env="CRPBOT_TEST_NO_SECRET",
+                              user_agent="crpbot-tests")
+    assert resource.missing_variables() == ["CRPBOT_TEST_NO_ID", "CRPBOT_TEST_NO_SECRET"]
+    with pytest.raises(MissingCredentialsError, match="CRPBOT_TEST_NO_ID, CRPBOT_TEST_NO_SECRET"):
+        resource.client()
+
+
+def _post(post_id, created, score=1, sub="bitcoin", title="great", retrieved=None):
+    return {"id": post_id, "created_utc": created, "subreddit": sub, "title": title, "score": score,
+            "num_comments": 2, "retrieved_utc": retrieved or created + 60}
+
+
+def test_append_dedups_by_id_and_keeps_the_first_observation():
+    stored = posts_frame([_post("a", 100.0, score=1), _post("b", 200.0, score=5)])
+    new = posts_frame([_post("b", 200.0, score=50, retrieved=9999.0), _post("c", 300.0)])
+    merged = append_posts(stored, new)
+    assert merged["id"].to_list() == ["a", "b", "c"]
+    assert merged.filter(pl.col("id") == "b")["score"].item() == 5
+    assert append_posts(pl.DataFrame(), new).height == 2
+
+
+def test_hourly_aggregates_keep_gaps_null_and_zero_hours_zero():
+    start = datetime(2024, 3, 1, tzinfo=UTC)
+    t0 = start.timestamp()
+    posts = posts_frame([
+        _post("a", t0 + 3600 * 2 + 10, score=3), _post("b", t0 + 3600 * 2 + 20, score=4),
+        _post("c", t0 + 3600 * 4 + 5, score=1, retrieved=t0 + 3600 * 6 + 1),
+        _post("x", t0 + 3600 * 2 + 30, score=100, sub="ethereum"),
+    ])
+    hourly = hourly_aggregates(posts, [0.5, -0.1, 0.2, 0.9], ["bitcoin", "cryptocurrency"], start, start + timedelta(hours=8))
+    rows = {r["ts"].hour: r for r in hourly.iter_rows(named=True)}
+    assert list(rows) == [1, 2, 3, 4, 5, 6, 7, 8]  # hour ends 01:00 .. 08:00
+    assert rows[3]["reddit_volume_1h"] == 2 and rows[3]["reddit_engagement_1h"] == 7
+    assert rows[3]["reddit_sentiment_1h"] == pytest.approx(0.2)
+    assert rows[4]["reddit_volume_1h"] == 0 and rows[4]["reddit_sentiment_1h"] is None  # covered, no posts
+    assert rows[5]["reddit_volume_1h"] == 1
+    assert rows[6]["reddit_volume_1h"] == 0  # ends at 06:00 <= last retrieval 06:00:01
+    assert rows[7]["reddit_volume_1h"] is None and rows[2]["reddit_volume_1h"] is None  # outside coverage
+
+
+def test_sensor_skips_with_the_reason_when_credentials_are_missing(instance):
+    resource = RedditResource(client_id_env="CRPBOT_TEST_NO_ID", client_secret_env="CRPBOT_TEST_NO_SECRET",
+                              user_agent_env="CRPBOT_TEST_NO_AGENT")
+    result = reddit_new_posts(dg.build_sensor_context(instance=instance, resources={"reddit": resource}))
+    assert isinstance(result, dg.SkipReason)
+    assert "CRPBOT_TEST_NO_ID, CRPBOT_TEST_NO_SECRET, CRPBOT_TEST_NO_AGENT" in result.skip_message
+
+
+FROZEN_NOW = datetime(2026, 3, 1, 10, 30, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def frozen_reddit():
+    """A Reddit replay whose clock stands still, so no post can appear between two sensor ticks."""
+    with ReplayServer([reddit.service(clock=FROZEN_NOW.timestamp)]) as server:
+        yield server
+
+
+def test_sensor_requests_runs_only_for_unseen_posts(instance, frozen_reddit):
+    resource = reddit_resource(frozen_reddit.url, subreddits={"BTC-USD": ["bitcoin"], "SOL-USD": ["solana"]})
+    first = dg.build_sensor_context(instance=instance, resources={"reddit": resource})
+    requests = reddit_new_posts(first)
+    # 100 newest posts reach back into February for r/solana (~6 posts/h), not for r/bitcoin.
+    assert sorted(r.partition_key for r in requests) == ["2026-02-01", "2026-03-01"]
+    cursor = json.loads(first.cursor)
+    assert sorted(cursor) == ["bitcoin", "solana"] and all(len(ids) == 100 for ids in cursor.values())
+
+    again = dg.build_sensor_context(instance=instance, cursor=first.cursor, resources={"reddit": resource})
+    result = reddit_new_posts(again)
+    assert isinstance(result, dg.SkipReason) and "no new posts" in result.skip_message
+
+    # Pretend the last tick had not yet seen the 3 newest bitcoin posts: exactly those are new.
+    older = dict(cursor, bitcoin=cursor["bitcoin"][3:])
+    later = dg.build_sensor_context(instance=instance, cursor=json.dumps(older), resources={"reddit": resource})
+    (request,) = reddit_new_posts(later)
+    assert request.tags["crpbot/new_posts"] == "3" and request.run_key.startswith(f"reddit_posts:{request.partition_key}:")
