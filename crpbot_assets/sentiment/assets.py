@@ -27,6 +27,19 @@ def _month(key: str) -> tuple[datetime, datetime]:
     return start, month_end(start)
 
 
+def _per_partition(context: dg.AssetExecutionContext, build) -> pl.DataFrame | dict[str, pl.DataFrame]:
+    """Run `build(key) -> (frame, metadata)` for each partition of the run, in key order; a one-partition
+    run returns the frame, a single-run range the {key: frame} mapping the IO manager writes per partition."""
+    keys = sorted(str(k) for k in context.partition_keys)
+    frames = {}
+    for i, key in enumerate(keys, 1):
+        frames[key], metadata = build(key)
+        context.add_asset_metadata(metadata, partition_key=key)
+        if len(keys) > 1:
+            context.log.info(f"{context.asset_key.to_user_string()}: {i}/{len(keys)} partitions done")
+    return frames[keys[0]] if context.has_partition_key else frames
+
+
 @dg.asset(group_name=GROUP, kinds={"polars", "parquet"})
 def fear_greed_index(context: dg.AssetExecutionContext, fear_greed: FearGreedResource) -> pl.DataFrame:
     """alternative.me Crypto Fear & Greed Index, one row per published day: `day` (00:00 UTC),
@@ -54,8 +67,9 @@ def fear_greed_index(context: dg.AssetExecutionContext, fear_greed: FearGreedRes
     return daily
 
 
-@dg.asset(partitions_def=month_partitions, group_name=GROUP, kinds={"reddit", "parquet"})
-def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, storage: StorageResource) -> pl.DataFrame:
+@dg.asset(partitions_def=month_partitions, group_name=GROUP, kinds={"reddit", "parquet"},
+          backfill_policy=dg.BackfillPolicy.single_run())
+def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, storage: StorageResource):
     """Raw Reddit posts created in the month, from every configured subreddit: `id, created_utc, subreddit,
     title, score, num_comments, retrieved_utc` (first observation; later polls never overwrite it).
 
@@ -65,81 +79,103 @@ def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, stor
     with `served: False` and the reason.
     """
     reddit.require_credentials()
-    key = context.partition_key
-    start, end = _month(key)
-    relative = partition_path(context.asset_key, key) + ".parquet"
-    files = storage.storage
-    stored = files.read_parquet(relative) if files.exists(relative) else pl.DataFrame(schema=POST_SCHEMA)
-    client, stats, fetched, reach = reddit.client(), RequestStats(), [], {}
-    subreddits = reddit.all_subreddits()
-    for i, sub in enumerate(subreddits, 1):
-        posts = reddit.newest_posts(sub, stop_before=start.timestamp(), client=client, stats=stats, log=context.log.warning)
-        oldest = posts["created_utc"].min() if posts.height else None
-        reach[sub] = "month start" if oldest is not None and oldest < start.timestamp() else (
-            datetime.fromtimestamp(oldest, timezone.utc).isoformat() if oldest is not None else "nothing listed")
-        fetched.append(posts)
-        context.log.info(f"{key}: r/{sub}: {posts.height} posts listed ({i}/{len(subreddits)} subreddits)")
-    new = in_window(pl.concat(fetched), start, end)
-    merged = append_posts(stored, new)
-    served = merged.height > 0 or datetime.now(timezone.utc) < start
-    metadata = {
-        "posts": merged.height, "new_posts": merged.height - stored.height, "previously_stored": stored.height,
-        "listings_reach_back_to": dg.MetadataValue.json(reach), "requests": stats.requests, "retries": stats.retries,
-        "served": served,
-    }
-    if not served:
-        metadata["explanation"] = (f"Reddit listings keep only the newest ~1000 posts per subreddit and reach back "
-                                   f"only to {reach}; posts of {key[:7]} can no longer be fetched and none were "
-                                   "accumulated earlier")
-    context.add_output_metadata(metadata)
-    context.log.info(f"{key}: {merged.height} posts ({merged.height - stored.height} new)")
-    return merged
+    client, files = reddit.client(), storage.storage
+
+    def build(key: str):
+        start, end = _month(key)
+        relative = partition_path(context.asset_key, key) + ".parquet"
+        stored = files.read_parquet(relative) if files.exists(relative) else pl.DataFrame(schema=POST_SCHEMA)
+        stats, fetched, reach = RequestStats(), [], {}
+        subreddits = reddit.all_subreddits()
+        for i, sub in enumerate(subreddits, 1):
+            posts = reddit.newest_posts(sub, stop_before=start.timestamp(), client=client, stats=stats,
+                                        log=context.log.warning)
+            oldest = posts["created_utc"].min() if posts.height else None
+            reach[sub] = "month start" if oldest is not None and oldest < start.timestamp() else (
+                datetime.fromtimestamp(oldest, timezone.utc).isoformat() if oldest is not None else "nothing listed")
+            fetched.append(posts)
+            context.log.info(f"{key}: r/{sub}: {posts.height} posts listed ({i}/{len(subreddits)} subreddits)")
+        merged = append_posts(stored, in_window(pl.concat(fetched), start, end))
+        served = merged.height > 0 or datetime.now(timezone.utc) < start
+        metadata = {
+            "posts": merged.height, "new_posts": merged.height - stored.height, "previously_stored": stored.height,
+            "listings_reach_back_to": dg.MetadataValue.json(reach), "requests": stats.requests,
+            "retries": stats.retries, "served": served,
+        }
+        if not served:
+            metadata["explanation"] = (f"Reddit listings keep only the newest ~1000 posts per subreddit and reach "
+                                       f"back only to {reach}; posts of {key[:7]} can no longer be fetched and none "
+                                       "were accumulated earlier")
+        context.log.info(f"{key}: {merged.height} posts ({merged.height - stored.height} new)")
+        return merged, metadata
+
+    return _per_partition(context, build)
 
 
 @dg.asset(
     partitions_def=symbol_month_partitions, group_name=GROUP, kinds={"polars", "parquet"},
+    backfill_policy=dg.BackfillPolicy.single_run(),
     ins={"reddit_posts": dg.AssetIn(partition_mapping=by_month, metadata={"allow_missing_partitions": True})},
     automation_condition=dg.AutomationCondition.eager(),
 )
-def reddit_hourly(context: dg.AssetExecutionContext, reddit: RedditResource, reddit_posts: pl.DataFrame) -> pl.DataFrame:
+def reddit_hourly(context: dg.AssetExecutionContext, reddit: RedditResource, reddit_posts: pl.DataFrame):
     """Hourly Reddit aggregates of the symbol's subreddits: `ts` (hour end), mean VADER compound of titles,
     post count, score sum, comment count. Null outside the span the listings covered; 0 posts in a
     covered hour is a real zero (sentiment null)."""
-    symbol, start = split_key(context.partition_key)
-    end = month_end(start)
-    posts = in_window(reddit_posts if reddit_posts.width else pl.DataFrame(schema=POST_SCHEMA), start, end)
-    subreddits = reddit.subreddits_of(symbol)
-    posts = posts.filter(pl.col("subreddit").is_in([s.lower() for s in subreddits]))
-    hourly = hourly_aggregates(posts, compound_scores(posts["title"].to_list()), subreddits, start, end)
-    covered = hourly.filter(pl.col("reddit_volume_1h").is_not_null())
-    metadata = {"posts": posts.height, "subreddits": ", ".join(subreddits), "covered_hours": covered.height,
-                "mean_sentiment": covered["reddit_sentiment_1h"].mean() if covered.height else None}
-    if covered.height > 1:
-        metadata["sentiment"] = line_plot({"VADER compound": covered["reddit_sentiment_1h"].fill_null(0.0).to_list()},
-                                          f"{symbol} Reddit sentiment per hour", "hour", "compound")
-    context.add_output_metadata(metadata)
-    return hourly
+    all_posts = reddit_posts if reddit_posts.width else pl.DataFrame(schema=POST_SCHEMA)
+
+    def build(key: str):
+        symbol, start = split_key(key)
+        subreddits = reddit.subreddits_of(symbol)
+        posts = in_window(all_posts, start, month_end(start)).filter(
+            pl.col("subreddit").is_in([s.lower() for s in subreddits]))
+        hourly = hourly_aggregates(posts, compound_scores(posts["title"].to_list()), subreddits, start, month_end(start))
+        covered = hourly.filter(pl.col("reddit_volume_1h").is_not_null())
+        metadata = {"posts": posts.height, "subreddits": ", ".join(subreddits), "covered_hours": covered.height,
+                    "mean_sentiment": covered["reddit_sentiment_1h"].mean() if covered.height else None}
+        if covered.height > 1:
+            metadata["sentiment"] = line_plot(
+                {"VADER compound": covered["reddit_sentiment_1h"].fill_null(0.0).to_list()},
+                f"{symbol} Reddit sentiment per hour", "hour", "compound")
+        return hourly, metadata
+
+    return _per_partition(context, build)
 
 
 @dg.asset(
     partitions_def=month_partitions, group_name=GROUP, kinds={"pytrends", "parquet"},
+    backfill_policy=dg.BackfillPolicy.single_run(),
     ins={"previous": dg.AssetIn(
         "google_trends_hourly", metadata={"allow_missing_partitions": True},
         partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1,
                                                         allow_nonexistent_upstream_partitions=True))},
 )
 def google_trends_hourly(context: dg.AssetExecutionContext, google_trends: GoogleTrendsResource,
-                         previous: dict) -> pl.DataFrame:
+                         previous: dict):
     """Hourly Google search interest for Bitcoin, Ethereum and Solana (`ts` = hour start; a value is known
     at hour end): overlapping 7-day windows stitched onto one scale (see `sentiment.trends`). When the
     previous month is materialized its last day anchors the scale, so consecutive months share it."""
-    start, month_stop = _month(context.partition_key)
+    built: dict[str, pl.DataFrame] = {}
+
+    def build(key: str):
+        start, month_stop = _month(key)
+        before = f"{start - timedelta(days=1):%Y-%m-01}"
+        frame, metadata = _trends_month(context, google_trends, start, month_stop, built.get(before, previous.get(before)))
+        built[key] = frame
+        return frame, metadata
+
+    return _per_partition(context, build)
+
+
+def _trends_month(context: dg.AssetExecutionContext, google_trends: GoogleTrendsResource, start: datetime,
+                  month_stop: datetime, prior: pl.DataFrame | None) -> tuple[pl.DataFrame, dict]:
+    """One month of stitched hourly interest for every keyword, anchored on `prior` (the month before) if it
+    covers the overlap."""
     end = min(month_stop, utc_hour())
-    prior = next(iter(previous.values()), None)
     overlap = timedelta(hours=google_trends.overlap_hours)
-    stats, columns, anchored = RequestStats(), {}, {}
+    stats, anchored = RequestStats(), {}
     hours = pl.datetime_range(start, month_stop, "1h", closed="left", time_zone="UTC", eager=True).cast(TS)
-    frame = pl.DataFrame({"ts": hours.filter(hours < end) if end > start else hours.clear()})
+    frame = pl.DataFrame({"ts": hours.filter(hours < end)})
     for i, (symbol, keyword) in enumerate(KEYWORDS.items(), 1):
         column = COLUMNS[symbol]
         if end <= start:
@@ -152,14 +188,13 @@ def google_trends_hourly(context: dg.AssetExecutionContext, google_trends: Googl
         anchored[keyword] = anchor is not None
         series = google_trends.hourly_interest(keyword, start, end, anchor=anchor, stats=stats, log=context.log.info)
         frame = frame.join(series.rename({"value": column}), on="ts", how="left")
-        context.log.info(f"{context.partition_key}: {keyword} stitched ({i}/{len(KEYWORDS)} keywords)")
+        context.log.info(f"{start:%Y-%m}: {keyword} stitched ({i}/{len(KEYWORDS)} keywords)")
     metadata = {"rows": frame.height, "anchored_to_previous_month": dg.MetadataValue.json(anchored),
                 "requests": stats.requests, "retries": stats.retries}
     if frame.height > 1:
         metadata["interest"] = line_plot({c: frame[c].fill_null(0.0).to_list() for c in COLUMNS.values()},
                                          "Search interest (stitched scale)", "hour of month", "interest")
-    context.add_output_metadata(metadata)
-    return frame
+    return frame, metadata
 
 
 class SentimentFeaturesConfig(dg.Config):
@@ -171,31 +206,37 @@ class SentimentFeaturesConfig(dg.Config):
 
 @dg.asset(
     partitions_def=symbol_month_partitions, group_name=GROUP, kinds={"polars", "parquet"},
+    backfill_policy=dg.BackfillPolicy.single_run(),
     ins={"google_trends_hourly": dg.AssetIn(partition_mapping=by_month)},
     automation_condition=dg.AutomationCondition.eager(),
 )
-def sentiment_features(context: dg.AssetExecutionContext, config: SentimentFeaturesConfig, reddit_hourly: pl.DataFrame,
-                       fear_greed_index: pl.DataFrame, google_trends_hourly: pl.DataFrame) -> pl.DataFrame:
+def sentiment_features(context: dg.AssetExecutionContext, config: SentimentFeaturesConfig,
+                       reddit_hourly: dict[str, pl.DataFrame], fear_greed_index: pl.DataFrame,
+                       google_trends_hourly: dict[str, pl.DataFrame]):
     """Hourly sentiment per symbol-month: `ts` = end of the hour (the instant the row becomes usable) and
     exactly reddit_sentiment_1h, reddit_volume_1h, reddit_engagement_1h, fear_greed_index,
     search_interest_btc/eth/sol (Float64, null without coverage). Join 1-minute rows with
     `join_asof(on="ts", strategy="backward")` after shifting each minute to its close."""
-    symbol, start = split_key(context.partition_key)
-    hours = hour_ends(start, month_end(start))
-    fear_greed = hourly_index(fear_greed_index, hours, timedelta(hours=config.fear_greed_publication_lag_hours),
-                              timedelta(hours=config.fear_greed_max_staleness_hours))
-    frame = assemble(hours, reddit_hourly, fear_greed, google_trends_hourly)
-    nulls = {c: round(frame[c].null_count() / frame.height, 4) if frame.height else 1.0 for c in FEATURE_COLUMNS}
-    metadata = {"rows": frame.height, "null_share": dg.MetadataValue.json(nulls),
-                "first_ts": str(frame["ts"].min()) if frame.height else "none",
-                "last_ts": str(frame["ts"].max()) if frame.height else "none"}
-    if frame.height > 1:
-        metadata["fear_greed_and_search"] = line_plot(
-            {"fear & greed": frame["fear_greed_index"].fill_null(float("nan")).to_list(),
-             "search interest": frame[COLUMNS[symbol]].fill_null(float("nan")).to_list()},
-            f"{symbol} hourly sentiment", "hour of month", "value")
-    context.add_output_metadata(metadata)
-    return frame
+    lag, staleness = (timedelta(hours=config.fear_greed_publication_lag_hours),
+                      timedelta(hours=config.fear_greed_max_staleness_hours))
+
+    def build(key: str):
+        symbol, start = split_key(key)
+        hours = hour_ends(start, month_end(start))
+        trends = google_trends_hourly[f"{start:%Y-%m-%d}"]
+        frame = assemble(hours, reddit_hourly[key], hourly_index(fear_greed_index, hours, lag, staleness), trends)
+        nulls = {c: round(frame[c].null_count() / frame.height, 4) if frame.height else 1.0 for c in FEATURE_COLUMNS}
+        metadata = {"rows": frame.height, "null_share": dg.MetadataValue.json(nulls),
+                    "first_ts": str(frame["ts"].min()) if frame.height else "none",
+                    "last_ts": str(frame["ts"].max()) if frame.height else "none"}
+        if frame.height > 1:
+            metadata["fear_greed_and_search"] = line_plot(
+                {"fear & greed": frame["fear_greed_index"].fill_null(float("nan")).to_list(),
+                 "search interest": frame[COLUMNS[symbol]].fill_null(float("nan")).to_list()},
+                f"{symbol} hourly sentiment", "hour of month", "value")
+        return frame, metadata
+
+    return _per_partition(context, build)
 
 
 def schema_problems(key: str, frame: pl.DataFrame) -> list[str]:

@@ -26,8 +26,9 @@ ALL = [fear_greed_index, reddit_posts, reddit_hourly, google_trends_hourly, sent
 FROZEN_NOW = datetime(2026, 3, 1, 10, 30, tzinfo=UTC)
 
 
-def _materialize(selection, resources, instance, partition_key=None):
-    result = dg.materialize(ALL, selection=selection, resources=resources, instance=instance, partition_key=partition_key)
+def _materialize(selection, resources, instance, partition_key=None, tags=None):
+    result = dg.materialize(ALL, selection=selection, resources=resources, instance=instance,
+                            partition_key=partition_key, tags=tags)
     assert result.success
     return result
 
@@ -39,7 +40,8 @@ def frozen_reddit():
 
 
 def test_sentiment_features_for_a_month(sentiment_resources, storage_resources, instance, replay_server):
-    reddit = reddit_resource(replay_server.url, max_posts=100, subreddits={"BTC-USD": ["bitcoin"]})
+    reddit = reddit_resource(replay_server.url, max_posts=100,
+                             subreddits={s: ["bitcoin"] for s in ("BTC-USD", "ETH-USD", "SOL-USD")})
     resources = {**sentiment_resources, "reddit": reddit, **storage_resources}
     storage = storage_resources["storage"].storage
     # The previous month's trends, stored on a known scale (0.37 x true): March must continue it.
@@ -57,11 +59,17 @@ def test_sentiment_features_for_a_month(sentiment_resources, storage_resources, 
     trends_meta = result.asset_materializations_for_node("google_trends_hourly")[0].metadata
     assert trends_meta["anchored_to_previous_month"].value == {"Bitcoin": True, "Ethereum": True, "Solana": True}
 
-    key = dg.MultiPartitionKey({"symbol": "BTC-USD", "month": "2024-03-01"})
-    result = _materialize([reddit_hourly, sentiment_features, sentiment_features_schema], resources, instance, key)
+    # Every symbol of the month in one run (a single-run backfill range, as the demo does).
+    keys = [str(dg.MultiPartitionKey({"symbol": s, "month": "2024-03-01"})) for s in ("BTC-USD", "SOL-USD")]
+    result = _materialize([reddit_hourly, sentiment_features, sentiment_features_schema], resources, instance,
+                          tags={"dagster/asset_partition_range_start": keys[0],
+                                "dagster/asset_partition_range_end": keys[1]})
     assert all(check.passed for check in result.get_asset_check_evaluations())
-    frame = storage.read_parquet(partition_path(dg.AssetKey("sentiment_features"), str(key)).replace(
-        str(key), "symbol=BTC-USD/month=2024-03-01") + ".parquet")
+    done = {str(m.partition) for m in result.asset_materializations_for_node("sentiment_features")}
+    assert done == {str(dg.MultiPartitionKey({"symbol": s, "month": "2024-03-01"})) for s in ("BTC-USD", "ETH-USD", "SOL-USD")}
+    frame = storage.read_parquet("sentiment_features/symbol=BTC-USD/month=2024-03-01.parquet")
+    # Reddit is null for 2024 and the other sources are market-wide: every symbol sees the same rows.
+    assert frame.equals(storage.read_parquet("sentiment_features/symbol=SOL-USD/month=2024-03-01.parquet"))
 
     assert frame.columns == ["ts", *FEATURE_COLUMNS]
     assert all(frame[c].dtype == pl.Float64 for c in FEATURE_COLUMNS)
