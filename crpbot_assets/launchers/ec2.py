@@ -43,6 +43,7 @@ MAX_USER_DATA_BYTES = 16 * 1024  # EC2's limit on raw user data
 WATCHDOG_GRACE_MINUTES = 15  # boot + installs before the job's own timeout starts counting
 ENDED_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
 MARKETS = ("on-demand", "spot")
+LAUNCHER_TAG = "crpbot/launcher"  # on every instance and volume; the host's IAM policy only terminates these
 REMOTE_PACKAGES = ("torch", "numpy", "polars", "pyarrow", "dagster-pipes", "boto3")
 _JOB_SCRIPT = re.compile(r"<<'CRPBOT_JOB'\n(.*?\n)CRPBOT_JOB\n", re.S)
 
@@ -266,7 +267,7 @@ class PipesEC2Client(dg.PipesClient, TreatAsResourceParam):
         return key
 
     def _launch(self, context, session, launch: EC2LaunchSpec, user_data: str) -> str:
-        tags = {**launch.tags, **session.default_remote_invocation_info}
+        tags = {**launch.tags, **session.default_remote_invocation_info, LAUNCHER_TAG: "ec2"}
         if context.has_assets_def:
             tags["dagster/asset-key"] = ",".join(k.to_user_string() for k in sorted(context.selected_asset_keys))
         if context.has_partition_key:

@@ -205,6 +205,7 @@ def test_round_trip_on_simulated_instance(aws, dagster_instance, tmp_path, datas
     tags = {t["Key"]: t["Value"] for t in described["Tags"]}
     assert tags["dagster/run-id"] == result.run_id
     assert tags["dagster/asset-key"] == "lstm_model" and tags["dagster/partition"] == "BTC-USD"
+    assert tags["crpbot/launcher"] == "ec2"  # what the host's IAM policy keys on
     volume_tags = {t["Key"]: t["Value"] for t in sim.volumes[0]["Tags"]}
     assert volume_tags["dagster/run-id"] == result.run_id
 

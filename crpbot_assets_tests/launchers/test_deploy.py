@@ -1,0 +1,109 @@
+"""deploy/: the production dagster.yaml runs against a real Postgres (started here) with compute logs on S3 (moto),
+and the IAM policies are well-formed and cover what the launcher calls."""
+
+import glob
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import pytest
+from moto.server import ThreadedMotoServer
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None)
+    assert found, f"PostgreSQL's {name} is needed for this test (Debian package postgresql)"
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throw-away PostgreSQL server on loopback (run as the postgres user when we are root)."""
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    data = Path(tempfile.mkdtemp(prefix="crpbot-pg-"))
+    if as_user:
+        shutil.chown(data, "postgres", "postgres")
+    port = _free_port()
+    subprocess.run([*as_user, _pg_bin("initdb"), "-D", str(data / "db"), "-U", "dagster", "--auth=trust"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_user, _pg_bin("pg_ctl"), "-D", str(data / "db"), "-l", str(data / "log"), "-w", "start",
+                    "-o", f"-p {port} -k {data} -h 127.0.0.1"], check=True, capture_output=True)
+    try:
+        yield port
+    finally:
+        subprocess.run([*as_user, _pg_bin("pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@dg.asset
+def hello(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    print("hello from the compute log")
+    return dg.MaterializeResult(metadata={"rows": 1})
+
+
+def test_production_instance_on_postgres_and_s3(postgres, tmp_path, monkeypatch):
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        env = {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(postgres), "DAGSTER_PG_DB": "postgres",
+               "DAGSTER_PG_USER": "dagster", "DAGSTER_PG_PASSWORD": "unused-with-trust", "CRPBOT_S3_BUCKET": "crpbot-logs",
+               "DAGSTER_HOME": str(tmp_path), "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        boto3.client("s3").create_bucket(Bucket="crpbot-logs")
+        shutil.copy(DEPLOY / "dagster.yaml", tmp_path / "dagster.yaml")
+        with dg.DagsterInstance.get() as instance:
+            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+            assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
+            assert type(instance.compute_log_manager).__name__ == "S3ComputeLogManager"
+            assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+            result = dg.materialize([hello], instance=instance)
+            assert result.success
+            assert instance.get_run_by_id(result.run_id).is_success
+            assert instance.get_latest_materialization_event(dg.AssetKey("hello")) is not None
+        keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="crpbot-logs").get("Contents", [])]
+        assert any(k.startswith("dagster/compute-logs/") for k in keys), keys
+    finally:
+        server.stop()
+
+
+def _actions(policy: dict) -> set[str]:
+    return {a for statement in policy["Statement"] for a in ([statement["Action"]] if isinstance(
+        statement["Action"], str) else statement["Action"])}
+
+
+def test_iam_policies_cover_the_launcher_and_nothing_broad():
+    host = json.loads((DEPLOY / "iam" / "dagster-host-policy.json").read_text())
+    instance = json.loads((DEPLOY / "iam" / "training-instance-policy.json").read_text())
+    trust = json.loads((DEPLOY / "iam" / "training-instance-trust.json").read_text())
+    assert {"ec2:RunInstances", "ec2:TerminateInstances", "ec2:DescribeInstances", "ec2:GetConsoleOutput",
+            "ec2:CreateTags", "iam:PassRole", "s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+            "s3:ListBucket"} <= _actions(host)
+    assert _actions(instance) == {"s3:GetObject", "s3:PutObject", "s3:ListBucket"}
+    assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+    for policy in (host, instance):
+        for statement in policy["Statement"]:
+            assert "*" not in str(statement["Action"]), statement
+            assert statement["Resource"] != "*" or statement["Action"] == "ec2:DescribeInstances", statement
+    terminate = next(s for s in host["Statement"] if "ec2:TerminateInstances" in str(s["Action"]))
+    assert terminate["Condition"]["StringEquals"] == {"ec2:ResourceTag/crpbot/launcher": "ec2"}
