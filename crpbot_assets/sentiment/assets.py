@@ -79,28 +79,29 @@ def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, stor
     with `served: False` and the reason.
     """
     reddit.require_credentials()
-    client, files = reddit.client(), storage.storage
+    client, files, stats = reddit.client(), storage.storage, RequestStats()
+    earliest = min(_month(str(k))[0] for k in context.partition_keys)
+    subreddits, listings = reddit.all_subreddits(), {}
+    for i, sub in enumerate(subreddits, 1):  # one pass over the listings serves every month of the run
+        listings[sub] = reddit.newest_posts(sub, stop_before=earliest.timestamp(), client=client, stats=stats,
+                                            log=context.log.warning)
+        context.log.info(f"r/{sub}: {listings[sub].height} posts listed ({i}/{len(subreddits)} subreddits)")
 
     def build(key: str):
         start, end = _month(key)
         relative = partition_path(context.asset_key, key) + ".parquet"
         stored = files.read_parquet(relative) if files.exists(relative) else pl.DataFrame(schema=POST_SCHEMA)
-        stats, fetched, reach = RequestStats(), [], {}
-        subreddits = reddit.all_subreddits()
-        for i, sub in enumerate(subreddits, 1):
-            posts = reddit.newest_posts(sub, stop_before=start.timestamp(), client=client, stats=stats,
-                                        log=context.log.warning)
+        reach = {}
+        for sub, posts in listings.items():
             oldest = posts["created_utc"].min() if posts.height else None
             reach[sub] = "month start" if oldest is not None and oldest < start.timestamp() else (
                 datetime.fromtimestamp(oldest, timezone.utc).isoformat() if oldest is not None else "nothing listed")
-            fetched.append(posts)
-            context.log.info(f"{key}: r/{sub}: {posts.height} posts listed ({i}/{len(subreddits)} subreddits)")
-        merged = append_posts(stored, in_window(pl.concat(fetched), start, end))
+        merged = append_posts(stored, in_window(pl.concat(list(listings.values())), start, end))
         served = merged.height > 0 or datetime.now(timezone.utc) < start
         metadata = {
             "posts": merged.height, "new_posts": merged.height - stored.height, "previously_stored": stored.height,
-            "listings_reach_back_to": dg.MetadataValue.json(reach), "requests": stats.requests,
-            "retries": stats.retries, "served": served,
+            "listings_reach_back_to": dg.MetadataValue.json(reach), "requests_in_run": stats.requests,
+            "retries_in_run": stats.retries, "served": served,
         }
         if not served:
             metadata["explanation"] = (f"Reddit listings keep only the newest ~1000 posts per subreddit and reach "
