@@ -12,7 +12,7 @@ from crpbot_assets.common.partitions import (
 )
 from crpbot_assets.common.plots import line_plot
 from crpbot_assets.common.symbols import is_listed, listed_at
-from crpbot_assets.features.catalogue import CATALOGUE, FEATURE_NAMES, WARMUP_NEEDED_MINUTES, catalogue_markdown
+from crpbot_assets.features.catalogue import CATALOGUE, FEATURE_NAMES, MAX_LOOKBACK_MINUTES, catalogue_markdown
 from crpbot_assets.features.compute import empty_features, features_for_month, warmup_start
 
 COLUMN_SCHEMA = dg.TableSchema(
@@ -78,7 +78,7 @@ def _month_features(context: dg.AssetExecutionContext, key: str, candles: dict[s
         "feature_catalogue": dg.MetadataValue.md(catalogue_markdown()),
         "dagster/column_schema": COLUMN_SCHEMA,
         "feature_count": len(FEATURE_NAMES),
-        "warmup_needed_minutes": WARMUP_NEEDED_MINUTES,
+        "longest_lookback_minutes": MAX_LOOKBACK_MINUTES,
     },
 )
 def features(context: dg.AssetExecutionContext, candles: dict[str, pl.DataFrame]):

@@ -37,6 +37,7 @@ class Feature:
 
     @property
     def lookback_minutes(self) -> int:
+        """Minutes of gap-free history, the current row included, the value needs."""
         return self.lookback * TIMEFRAME_MINUTES[self.timeframe]
 
 
@@ -202,9 +203,9 @@ def _build() -> dict[str, TimeframeSpec]:
 TIMEFRAMES: dict[str, TimeframeSpec] = _build()
 CATALOGUE: list[Feature] = [f for tf in TIMEFRAME_MINUTES for f in TIMEFRAMES[tf].features]
 FEATURE_NAMES: list[str] = [f.name for f in CATALOGUE]
+# Minutes of gap-free history (the current row included) after which every feature is defined: a feature of
+# `lookback` bars of `tf` minutes is first defined at the last minute of its lookback-th bar.
 MAX_LOOKBACK_MINUTES: int = max(f.lookback_minutes for f in CATALOGUE)
-# A higher-timeframe bar is usable at its last minute, one bar after it opens: the warm-up must cover both.
-WARMUP_NEEDED_MINUTES: int = max(f.lookback_minutes + TIMEFRAME_MINUTES[f.timeframe] - 1 for f in CATALOGUE)
 
 if len(set(FEATURE_NAMES)) != len(FEATURE_NAMES):
     raise ValueError("duplicate feature names in the feature catalogue")
