@@ -107,3 +107,25 @@ def test_iam_policies_cover_the_launcher_and_nothing_broad():
             assert statement["Resource"] != "*" or statement["Action"] == "ec2:DescribeInstances", statement
     terminate = next(s for s in host["Statement"] if "ec2:TerminateInstances" in str(s["Action"]))
     assert terminate["Condition"]["StringEquals"] == {"ec2:ResourceTag/crpbot/launcher": "ec2"}
+
+
+def test_compose_env_file_and_image_agree_with_the_code():
+    import re
+
+    import yaml
+
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    assert {"postgres", "webserver", "daemon"} <= set(compose["services"])
+    assert "dagster-daemon" in compose["services"]["daemon"]["command"]
+    assert compose["services"]["webserver"]["build"]["dockerfile"] == "deploy/Dockerfile"
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (DEPLOY / "crpbot.env.example").read_text(), re.M))
+    needed = set(re.findall(r"env: ([A-Z0-9_]+)", (DEPLOY / "dagster.yaml").read_text())) - {"DAGSTER_HOME"}
+    needed -= set(compose["x-dagster"]["environment"])  # set by compose itself
+    source = "\n".join(p.read_text() for p in (REPO / "crpbot_assets").rglob("*.py"))
+    needed |= set(re.findall(r'EnvVar(?:\.int)?\("([A-Z0-9_]+)"\)', source))
+    needed |= set(re.findall(r'"(CRPBOT_EC2_[A-Z0-9_]+)"', source))
+    assert needed <= documented, needed - documented
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    for path in re.findall(r"^COPY (.+) \./?\S*$", dockerfile, re.M):
+        for name in path.split():
+            assert (REPO / name).exists(), name
