@@ -12,9 +12,9 @@ from crpbot_assets.common.partitions import month_end, month_partitions, split_k
 from crpbot_assets.common.plots import line_plot
 from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.sentiment.fear_greed import hourly_index, missing_days
-from crpbot_assets.sentiment.features import FEATURE_COLUMNS, TS, assemble, hour_ends
+from crpbot_assets.sentiment.features import FEATURE_COLUMNS, TS, assemble, hour_ends, utc_hour
 from crpbot_assets.sentiment.reddit import POST_SCHEMA, append_posts, hourly_aggregates, in_window
-from crpbot_assets.sentiment.resources import FearGreedResource, GoogleTrendsResource, RedditResource, utc_hour
+from crpbot_assets.sentiment.resources import FearGreedResource, GoogleTrendsResource, RedditResource
 from crpbot_assets.sentiment.trends import COLUMNS, KEYWORDS
 from crpbot_assets.sentiment.vader import compound_scores
 

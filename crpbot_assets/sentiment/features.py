@@ -13,10 +13,14 @@ FEATURE_COLUMNS = (
 TS = pl.Datetime("us", "UTC")
 
 
+def utc_hour(now: datetime | None = None) -> datetime:
+    """The start of the current UTC hour (the end of the last completed one)."""
+    return (now or datetime.now(timezone.utc)).replace(minute=0, second=0, microsecond=0)
+
+
 def hour_ends(start: datetime, end: datetime, now: datetime | None = None) -> pl.Series:
     """Ends of the completed hours of [start, end): start+1h .. min(end, now floored to the hour)."""
-    now = now or datetime.now(timezone.utc)
-    last = min(end, now.replace(minute=0, second=0, microsecond=0))
+    last = min(end, utc_hour(now))
     if last <= start:
         return pl.Series("ts", [], dtype=TS)
     return pl.datetime_range(start, last, "1h", closed="right", time_zone="UTC", eager=True).cast(TS).alias("ts")

@@ -8,7 +8,7 @@ missing variable is a clear error naming every missing variable (and a sensor sk
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Callable, TypeVar
 
 import dagster as dg
@@ -260,8 +260,3 @@ class GoogleTrendsResource(dg.ConfigurableResource):
             if log:
                 log(f"Google Trends {keyword!r}: {i}/{len(plan)} windows")
         return stitch(windows, anchor, label=f"Google Trends {keyword!r}")
-
-
-def utc_hour(now: datetime | None = None) -> datetime:
-    """The start of the current UTC hour."""
-    return (now or datetime.now(timezone.utc)).replace(minute=0, second=0, microsecond=0)

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from crpbot_assets.common.resources import shared_resources
+from crpbot_assets.common.settings import REPO_ROOT
 from crpbot_assets.sentiment.definitions import defs
 from crpbot_assets.sentiment.schedules import fear_greed_daily, google_trends_refresh
 
@@ -47,8 +48,10 @@ def test_prod_resources_use_real_hosts_and_env_credentials():
     code = ("from crpbot_assets.sentiment.definitions import defs; r = defs.resources;"
             "print(r['reddit'].base_url, r['reddit'].client_id, r['fear_greed'].base_url, r['google_trends'].base_url);"
             "print(r['reddit'].missing_variables())")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REDDIT_")} | {"CRPBOT_ENV": "prod"}
-    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, env=env, check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REDDIT_")} | {"CRPBOT_ENV": "prod",
+                                                                                 "PYTHONPATH": str(REPO_ROOT)}
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, env=env,
+                         cwd=REPO_ROOT, check=True)
     hosts, missing = out.stdout.strip().splitlines()
     assert hosts == "https://oauth.reddit.com None https://api.alternative.me https://trends.google.com/trends"
     assert missing == "['REDDIT_CLIENT_ID', 'REDDIT_CLIENT_SECRET', 'REDDIT_USER_AGENT']"

@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+from crpbot_assets.common.settings import REPO_ROOT
+
 from crpbot_assets.sentiment.vader import compound_scores
 
 # The compound scores published with VADER (vaderSentiment README / nltk's sentiment howto).
@@ -25,9 +27,9 @@ def test_documented_scores():
 
 def _run(code: str, tmp_path) -> subprocess.CompletedProcess:
     # An empty NLTK_DATA and no network: only the packaged lexicon can make this work.
-    env = {"NLTK_DATA": str(tmp_path), "PATH": "", "HOME": str(tmp_path), "NO_PROXY": "*",
+    env = {"NLTK_DATA": str(tmp_path), "PATH": "", "HOME": str(tmp_path), "PYTHONPATH": str(REPO_ROOT),
            "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=".", timeout=60)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
 
 
 def test_scores_without_nltk_data_or_network(tmp_path):
