@@ -313,8 +313,9 @@ class PipesEC2Client(dg.PipesClient, TreatAsResourceParam):
             if status is not None:
                 if status["exit_code"] == 0:
                     return status
+                hint = " (its max runtime)" if status["exit_code"] == 124 else ""
                 raise dg.Failure(
-                    f"training job on {instance_id} exited with status {status['exit_code']}",
+                    f"training job on {instance_id} exited with status {status['exit_code']}{hint}",
                     metadata={"ec2_instance_id": instance_id, "job_log_tail": dg.MetadataValue.md(
                         f"```\n{status.get('log_tail', '')}\n```")},
                 )
