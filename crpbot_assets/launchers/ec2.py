@@ -204,6 +204,7 @@ class PipesEC2Client(dg.PipesClient, TreatAsResourceParam):
         launch: EC2LaunchSpec,
         extras: dict[str, Any] | None = None,
     ) -> dg.PipesClientCompletedInvocation:
+        """Launch `launch`, run the Pipes job with `extras`, wait, terminate; raises dg.Failure on any failure."""
         bundle_key = self._upload_bundle(Path(launch.bundle_path) if launch.bundle_path else build_bundle())
         run_prefix = f"{self.key_prefix}/runs/{context.run_id}/{uuid.uuid4().hex[:8]}"
         status_key = f"{run_prefix}/status.json"
