@@ -54,29 +54,30 @@ def hourly_aggregates(posts: pl.DataFrame, scores: list[float], subreddits: list
                       end: datetime) -> pl.DataFrame:
     """Hourly rows (`ts` = hour end) of mean VADER compound, post count, score sum and comment sum.
 
-    `scores` are the compound scores of `posts` in row order. Hours inside the observed span (from the
-    first post's hour to the last retrieval) with no posts get count 0 and a null sentiment; hours
-    outside it are null throughout: nothing is invented where no listing reached.
+    `scores` are the compound scores of `posts` in row order. An hour is covered when every subreddit was
+    observed through it: from the latest of the subreddits' first-post hours to the earliest of their last
+    retrievals (a subreddit without posts covers nothing). Covered hours without posts get count 0 and a
+    null sentiment; other hours are null throughout: nothing is invented where no listing reached.
     """
     hours = pl.datetime_range(start, end, "1h", closed="right", time_zone="UTC", eager=True).alias("ts")
     frame = pl.DataFrame({"ts": hours}).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
-    scored = posts.with_columns(pl.Series("compound", scores, dtype=pl.Float64)).filter(
-        pl.col("subreddit").is_in([s.lower() for s in subreddits])
-    )
-    if scored.is_empty():
-        return frame.with_columns([pl.lit(None, pl.Float64).alias(c) for c in HOURLY_COLUMNS])
+    wanted = sorted({s.lower() for s in subreddits})
+    scored = posts.with_columns(pl.Series("compound", scores, dtype=pl.Float64)).filter(pl.col("subreddit").is_in(wanted))
     scored = scored.with_columns(
         (pl.from_epoch(pl.col("created_utc").cast(pl.Int64), time_unit="s").dt.replace_time_zone("UTC")
          .dt.truncate("1h").dt.cast_time_unit("us") + pl.duration(hours=1)).alias("ts")
     )
+    spans = scored.group_by("subreddit").agg(pl.col("ts").min().alias("first"), pl.col("retrieved_utc").max().alias("last"))
+    if spans.height < len(wanted):
+        return frame.with_columns([pl.lit(None, pl.Float64).alias(c) for c in HOURLY_COLUMNS])
+    first_hour_end = spans["first"].max()
+    observed_until = datetime.fromtimestamp(spans["last"].min(), tz=start.tzinfo)
     agg = scored.group_by("ts").agg(
         pl.col("compound").mean().alias("reddit_sentiment_1h"),
         pl.len().cast(pl.Float64).alias("reddit_volume_1h"),
         pl.col("score").sum().cast(pl.Float64).alias("reddit_engagement_1h"),
         pl.col("num_comments").sum().cast(pl.Float64).alias("reddit_comments_1h"),
     )
-    first_hour_end = scored["ts"].min()
-    observed_until = datetime.fromtimestamp(scored["retrieved_utc"].max(), tz=start.tzinfo)
     covered = pl.col("ts").is_between(first_hour_end, observed_until)
     counts = ("reddit_volume_1h", "reddit_engagement_1h", "reddit_comments_1h")
     return frame.join(agg, on="ts", how="left").with_columns(

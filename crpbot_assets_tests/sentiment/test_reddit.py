@@ -98,19 +98,28 @@ def test_hourly_aggregates_keep_gaps_null_and_zero_hours_zero():
     start = datetime(2024, 3, 1, tzinfo=UTC)
     t0 = start.timestamp()
     posts = posts_frame([
-        _post("a", t0 + 3600 * 2 + 10, score=3), _post("b", t0 + 3600 * 2 + 20, score=4),
-        _post("c", t0 + 3600 * 4 + 5, score=1, retrieved=t0 + 3600 * 6 + 1),
+        _post("a", t0 + 3600 * 1 + 10, score=3), _post("b", t0 + 3600 * 2 + 20, score=4),
+        _post("c", t0 + 3600 * 2 + 30, score=2, sub="cryptocurrency"),
+        _post("d", t0 + 3600 * 4 + 5, score=1, retrieved=t0 + 3600 * 6 + 1),
+        _post("e", t0 + 3600 * 4 + 9, score=1, sub="cryptocurrency", retrieved=t0 + 3600 * 7 + 1),
         _post("x", t0 + 3600 * 2 + 30, score=100, sub="ethereum"),
     ])
-    hourly = hourly_aggregates(posts, [0.5, -0.1, 0.2, 0.9], ["bitcoin", "cryptocurrency"], start, start + timedelta(hours=8))
+    scores = [0.5, -0.1, 0.4, 0.2, 0.0, 0.9]
+    hourly = hourly_aggregates(posts, scores, ["bitcoin", "cryptocurrency"], start, start + timedelta(hours=8))
     rows = {r["ts"].hour: r for r in hourly.iter_rows(named=True)}
     assert list(rows) == [1, 2, 3, 4, 5, 6, 7, 8]  # hour ends 01:00 .. 08:00
-    assert rows[3]["reddit_volume_1h"] == 2 and rows[3]["reddit_engagement_1h"] == 7
-    assert rows[3]["reddit_sentiment_1h"] == pytest.approx(0.2)
+    # Covered from 03:00 (r/cryptocurrency's first post hour ends then; r/bitcoin's earlier) to 06:00:01
+    # (r/bitcoin's last retrieval; r/cryptocurrency's is later).
+    assert rows[2]["reddit_volume_1h"] is None and rows[2]["reddit_sentiment_1h"] is None  # r/bitcoin alone
+    assert rows[3]["reddit_volume_1h"] == 2 and rows[3]["reddit_engagement_1h"] == 6
+    assert rows[3]["reddit_sentiment_1h"] == pytest.approx(0.15)
     assert rows[4]["reddit_volume_1h"] == 0 and rows[4]["reddit_sentiment_1h"] is None  # covered, no posts
-    assert rows[5]["reddit_volume_1h"] == 1
-    assert rows[6]["reddit_volume_1h"] == 0  # ends at 06:00 <= last retrieval 06:00:01
-    assert rows[7]["reddit_volume_1h"] is None and rows[2]["reddit_volume_1h"] is None  # outside coverage
+    assert rows[5]["reddit_volume_1h"] == 2 and rows[5]["reddit_comments_1h"] == 4
+    assert rows[6]["reddit_volume_1h"] == 0
+    assert rows[7]["reddit_volume_1h"] is None  # after the earliest last retrieval
+    # A configured subreddit never observed: no coverage at all.
+    solo = hourly_aggregates(posts, scores, ["bitcoin", "solana"], start, start + timedelta(hours=8))
+    assert solo.drop("ts").null_count().row(0) == (8, 8, 8, 8)
 
 
 def test_sensor_skips_with_the_reason_when_credentials_are_missing(instance):
