@@ -44,6 +44,7 @@ WATCHDOG_GRACE_MINUTES = 15  # boot + installs before the job's own timeout star
 ENDED_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
 MARKETS = ("on-demand", "spot")
 LAUNCHER_TAG = "crpbot/launcher"  # on every instance and volume; the host's IAM policy only terminates these
+JOB_TAG = "crpbot/job"
 REMOTE_PACKAGES = ("torch", "numpy", "polars", "pyarrow", "dagster-pipes", "boto3")
 _JOB_SCRIPT = re.compile(r"<<'CRPBOT_JOB'\n(.*?\n)CRPBOT_JOB\n", re.S)
 
@@ -206,7 +207,8 @@ class PipesEC2Client(dg.PipesClient, TreatAsResourceParam):
     ) -> dg.PipesClientCompletedInvocation:
         """Launch `launch`, run the Pipes job with `extras`, wait, terminate; raises dg.Failure on any failure."""
         bundle_key = self._upload_bundle(Path(launch.bundle_path) if launch.bundle_path else build_bundle())
-        run_prefix = f"{self.key_prefix}/runs/{context.run_id}/{uuid.uuid4().hex[:8]}"
+        job_id = uuid.uuid4().hex[:16]  # names this launch: S3 prefix, ClientToken, `crpbot/job` tag
+        run_prefix = f"{self.key_prefix}/runs/{context.run_id}/{job_id}"
         status_key = f"{run_prefix}/status.json"
         with dg.open_pipes_session(
             context=context,
@@ -217,15 +219,18 @@ class PipesEC2Client(dg.PipesClient, TreatAsResourceParam):
             ),
         ) as session:
             user_data = self.user_data(session.get_bootstrap_env_vars(), launch, bundle_key, status_key)
-            instance_id = self._launch(context, session, launch, user_data)
-            started = time.monotonic()
+            instance_id, started = None, time.monotonic()
             try:
+                instance_id = self._launch(context, session, launch, user_data, job_id)
+                started = time.monotonic()
                 self._wait(context, launch, instance_id, status_key, started)
             except (DagsterExecutionInterruptedError, KeyboardInterrupt):
-                context.log.warning(f"[ec2] run interrupted: terminating {instance_id}")
+                context.log.warning(f"[ec2] run interrupted: terminating {instance_id or 'job ' + job_id}")
                 raise
             finally:
-                self._terminate(context, instance_id)
+                # interrupted inside run_instances: the id never came back, the tag still finds the instance
+                for launched in [instance_id] if instance_id else self._instances_of(context, job_id):
+                    self._terminate(context, launched)
             runtime_s = time.monotonic() - started
         context.log.info(f"[ec2] {instance_id} finished in {runtime_s:.0f}s")
         return dg.PipesClientCompletedInvocation(
@@ -267,8 +272,8 @@ class PipesEC2Client(dg.PipesClient, TreatAsResourceParam):
             self._s3.put_object(Bucket=self.bucket, Key=key, Body=data)
         return key
 
-    def _launch(self, context, session, launch: EC2LaunchSpec, user_data: str) -> str:
-        tags = {**launch.tags, **session.default_remote_invocation_info, LAUNCHER_TAG: "ec2"}
+    def _launch(self, context, session, launch: EC2LaunchSpec, user_data: str, job_id: str) -> str:
+        tags = {**launch.tags, **session.default_remote_invocation_info, LAUNCHER_TAG: "ec2", JOB_TAG: job_id}
         if context.has_assets_def:
             tags["dagster/asset-key"] = ",".join(k.to_user_string() for k in sorted(context.selected_asset_keys))
         if context.has_partition_key:
@@ -280,6 +285,7 @@ class PipesEC2Client(dg.PipesClient, TreatAsResourceParam):
             "InstanceType": launch.instance_type,
             "MinCount": 1,
             "MaxCount": 1,
+            "ClientToken": job_id,  # botocore's retries of this call cannot start a second instance
             "UserData": user_data,
             "InstanceInitiatedShutdownBehavior": "terminate",
             "MetadataOptions": {"HttpTokens": "required"},
@@ -384,6 +390,15 @@ class PipesEC2Client(dg.PipesClient, TreatAsResourceParam):
         except ValueError:
             pass
         return output[-chars:]
+
+    def _instances_of(self, context, job_id: str) -> list[str]:
+        try:
+            reservations = self._ec2.describe_instances(
+                Filters=[{"Name": f"tag:{JOB_TAG}", "Values": [job_id]}])["Reservations"]
+        except botocore.exceptions.ClientError as exc:
+            context.log.error(f"[ec2] could not look up the instance of job {job_id}: {exc}")
+            return []
+        return [i["InstanceId"] for r in reservations for i in r["Instances"] if i["State"]["Name"] != "terminated"]
 
     def _terminate(self, context, instance_id: str) -> None:
         try:

@@ -206,6 +206,7 @@ def test_round_trip_on_simulated_instance(aws, dagster_instance, tmp_path, datas
     assert tags["dagster/run-id"] == result.run_id
     assert tags["dagster/asset-key"] == "lstm_model" and tags["dagster/partition"] == "BTC-USD"
     assert tags["crpbot/launcher"] == "ec2"  # what the host's IAM policy keys on
+    assert f"/runs/{result.run_id}/{tags['crpbot/job']}/" in sim.user_data  # the job's S3 prefix
     volume_tags = {t["Key"]: t["Value"] for t in sim.volumes[0]["Tags"]}
     assert volume_tags["dagster/run-id"] == result.run_id
 
@@ -262,3 +263,30 @@ def test_local_uris_are_refused_before_launch(aws):
     with pytest.raises(ValueError, match=r"extras\['dataset_uri'\]='/tmp/data/ds.parquet'.*CRPBOT_STORAGE_URI"):
         _launcher(aws).run(None, extras)
     assert len(aws.ec2.describe_instances()["Reservations"]) == launched
+
+
+def test_interruption_inside_run_instances_still_terminates(aws, dagster_instance):
+    """The instance exists but the RunInstances response never reached the client: the job tag finds it."""
+    from dagster._core.errors import DagsterExecutionInterruptedError
+
+    from crpbot_assets.launchers.ec2 import PipesEC2Client
+
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+
+    def interrupt(**_):  # fires after EC2 has accepted the launch, before the caller sees the id
+        raise DagsterExecutionInterruptedError("interrupted during run_instances")
+
+    ec2.meta.events.register("after-call.ec2.RunInstances", interrupt)
+    client = PipesEC2Client(bucket=BUCKET, ec2_client=ec2, s3_client=aws.s3, poll_interval_s=0.2,
+                            message_interval_s=0.2)
+    launch = _launcher(aws).launch_spec()
+
+    @dg.asset
+    def interrupted(context: dg.AssetExecutionContext):
+        return client.run(context=context, launch=launch, extras={}).get_materialize_result()
+
+    result = dg.materialize([interrupted], instance=dagster_instance, raise_on_error=False)
+    assert not result.success
+    launched = aws.ec2.describe_instances(Filters=[{"Name": "tag:dagster/run-id", "Values": [result.run_id]}])
+    states = [i["State"]["Name"] for r in launched["Reservations"] for i in r["Instances"]]
+    assert states == ["terminated"]
