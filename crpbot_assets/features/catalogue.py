@@ -75,13 +75,14 @@ def _timeframe_features(tf: str, hp: Helpers) -> dict[str, Feature]:
     made["ret_1"] = f("ret_1", 2, "close_t / close_(t-1) - 1", ind.simple_return(C, 1))
     for n in (12, 16, 24, 15, 60, 240):
         made[f"vol_{n}"] = f(f"vol_{n}", n + 1, f"std_{n}(ln(close_t / close_(t-1))) (ddof=1)", roll("std", "r1", n))
+    range2 = hp("_hl2", ind.log_range_squared(H, L))
     for n in (16, 30):
         made[f"parkinson_{n}"] = f(f"parkinson_{n}", n, f"sqrt(mean_{n}(ln(high/low)^2) / (4 ln 2))",
-                                   ind.parkinson(H, L, n))
+                                   ind.parkinson(range2, n))
     for n in (24, 30):
         made[f"garman_klass_{n}"] = f(
             f"garman_klass_{n}", n, f"sqrt(max(0, mean_{n}(0.5 ln(high/low)^2 - (2 ln 2 - 1) ln(close/open)^2)))",
-            ind.garman_klass(O, H, L, C, n))
+            ind.garman_klass(range2, O, C, n))
     for span in (9, 21):
         made[f"ema_dist_{span}"] = f(f"ema_dist_{span}", _w(ind.span_alpha(span)),
                                      f"close / EMA_{span}(close) - 1 (alpha 2/({span}+1), seeded with first close)",
@@ -134,20 +135,25 @@ def _timeframe_features(tf: str, hp: Helpers) -> dict[str, Feature]:
     return made
 
 
-_US_PER_MINUTE = 60_000_000
-_EPOCH_MINUTE = TS.dt.epoch("us") // _US_PER_MINUTE
-_MINUTE_OF_DAY = (_EPOCH_MINUTE % 1440).cast(pl.Float64)
-_WEEKDAY = ((_EPOCH_MINUTE // 1440 + 3) % 7).cast(pl.Float64)  # 1970-01-01 was a Thursday; Monday = 0
-_TAU = 2 * math.pi
+_EPOCH_MINUTE = TS.dt.epoch("us") // 60_000_000
+_MINUTE_OF_DAY = _EPOCH_MINUTE % 1440
+_WEEKDAY = (_EPOCH_MINUTE // 1440 + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+
+
+def _cyclic(position: pl.Expr, period: int, fn) -> pl.Expr:
+    """fn(2 pi position / period) for an integer position, looked up in a table of `period` values."""
+    return pl.lit(pl.Series([fn(2 * math.pi * k / period) for k in range(period)])).gather(position)
+
+
 _MINUTE_ONLY = [
     Feature("m1_gap_minutes", "1m", 2, "minutes between this row and the previous row - 1 (0 when none is missing)",
             (_EPOCH_MINUTE.diff() - 1).cast(pl.Float64)),
     Feature("m1_coverage_60", "1m", 60, "60 / minutes spanned by the last 60 rows (1 when none is missing)",
             60.0 / (_EPOCH_MINUTE - _EPOCH_MINUTE.shift(59) + 1).cast(pl.Float64)),
-    Feature("cal_hour_sin", "1m", 1, "sin(2 pi minute_of_day / 1440) of ts (UTC)", (_MINUTE_OF_DAY * (_TAU / 1440)).sin()),
-    Feature("cal_hour_cos", "1m", 1, "cos(2 pi minute_of_day / 1440) of ts (UTC)", (_MINUTE_OF_DAY * (_TAU / 1440)).cos()),
-    Feature("cal_dow_sin", "1m", 1, "sin(2 pi weekday / 7) of ts (UTC), Monday = 0", (_WEEKDAY * (_TAU / 7)).sin()),
-    Feature("cal_dow_cos", "1m", 1, "cos(2 pi weekday / 7) of ts (UTC), Monday = 0", (_WEEKDAY * (_TAU / 7)).cos()),
+    Feature("cal_hour_sin", "1m", 1, "sin(2 pi minute_of_day / 1440) of ts (UTC)", _cyclic(_MINUTE_OF_DAY, 1440, math.sin)),
+    Feature("cal_hour_cos", "1m", 1, "cos(2 pi minute_of_day / 1440) of ts (UTC)", _cyclic(_MINUTE_OF_DAY, 1440, math.cos)),
+    Feature("cal_dow_sin", "1m", 1, "sin(2 pi weekday / 7) of ts (UTC), Monday = 0", _cyclic(_WEEKDAY, 7, math.sin)),
+    Feature("cal_dow_cos", "1m", 1, "cos(2 pi weekday / 7) of ts (UTC), Monday = 0", _cyclic(_WEEKDAY, 7, math.cos)),
 ]
 
 _SELECTION = {

@@ -80,41 +80,44 @@ def _with_features(bars: pl.LazyFrame, spec: TimeframeSpec) -> pl.LazyFrame:
     return bars
 
 
-def _aggregate(bars: pl.LazyFrame, minutes: int) -> pl.LazyFrame:
-    """OHLCV bars of `minutes` from finer bars; labelled by window start; windows without rows don't exist."""
-    return bars.group_by_dynamic("ts", every=f"{minutes}m", closed="left", label="left").agg(
-        pl.col("open").first(), pl.col("high").max(), pl.col("low").min(), pl.col("close").last(),
-        pl.col("volume").sum(), pl.col("minutes_present").sum(),
-    )
-
-
-def compute_features_lazy(candles: pl.LazyFrame) -> pl.LazyFrame:
-    """`ts` + every catalogue feature for every candle row; null where a lookback is not yet satisfied."""
-    minute = candles.select(CANDLE_COLUMNS)
-    out = _with_features(minute, TIMEFRAMES["1m"])
-    bars = minute.with_columns(minutes_present=pl.lit(1, pl.UInt32))
+def higher_timeframe_bars(candles: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """OHLCV bars per higher timeframe, labelled by window start, built from the 1m rows present (a window without
+    rows has no bar; `minutes_present` counts the rows in each). Each is aggregated from the previous one."""
+    bars, out = candles.select(CANDLE_COLUMNS).with_columns(minutes_present=pl.lit(1, pl.UInt32)), {}
     for tf in ("5m", "15m", "1h"):
+        bars = bars.group_by_dynamic("ts", every=f"{TIMEFRAME_MINUTES[tf]}m", closed="left", label="left").agg(
+            pl.col("open").first(), pl.col("high").max(), pl.col("low").min(), pl.col("close").last(),
+            pl.col("volume").sum(), pl.col("minutes_present").sum(),
+        )
+        out[tf] = bars
+    return out
+
+
+def _features_query(candles: pl.DataFrame) -> pl.LazyFrame:
+    """One query: the 1m features, and each higher timeframe's features joined as of their bar's last minute."""
+    out = _with_features(candles.lazy().select(CANDLE_COLUMNS), TIMEFRAMES["1m"])
+    for tf, bars in higher_timeframe_bars(candles).items():
         minutes = TIMEFRAME_MINUTES[tf]
-        bars = _aggregate(bars, minutes)
-        names = [f.name for f in TIMEFRAMES[tf].features]
-        usable = (_with_features(bars, TIMEFRAMES[tf])
-                  .select((pl.col("ts") + pl.duration(minutes=minutes - 1)).alias("_usable_at"), *names))
+        usable = (_with_features(bars.lazy(), TIMEFRAMES[tf])
+                  .select((pl.col("ts") + pl.duration(minutes=minutes - 1)).alias("_usable_at"),
+                          *(f.name for f in TIMEFRAMES[tf].features)))
         out = out.join_asof(usable, left_on="ts", right_on="_usable_at", strategy="backward",
-                            check_sortedness=False).drop("_usable_at", strict=False)
+                            check_sortedness=False).drop("_usable_at")
     return out.select("ts", *FEATURE_NAMES)
 
 
 def compute_features(candles: pl.DataFrame, where: str = "candles") -> pl.DataFrame:
-    """Eager `compute_features_lazy` after validating the candles contract.
+    """`ts` + every catalogue feature for every candle row; null where a lookback is not yet satisfied.
 
-    Runs on polars' in-memory engine: it is the faster one here, and its rolling kernels give bit-identical
-    results for a prefix of the series (the streaming engine splits windows into morsels and can differ in the
-    last bit, which would blur the exact look-ahead test).
+    The bars are aggregated first (small frames), then one lazy query computes every timeframe's features, its
+    independent columns in parallel. It runs on polars' in-memory engine: the faster one here, and its rolling
+    kernels give bit-identical results for a prefix of the series (the streaming engine splits windows into
+    morsels and can differ in the last bit, which would blur the exact look-ahead test).
     """
     validate_candles(candles, where)
     if candles.height == 0:
         return empty_features()
-    return compute_features_lazy(candles.lazy()).collect(engine="in-memory")
+    return _features_query(candles).collect(engine="in-memory")
 
 
 @dataclass(frozen=True)
@@ -147,4 +150,4 @@ def warmup_start(month_start: datetime) -> datetime:
 
 
 __all__ = ["CATALOGUE", "FEATURE_NAMES", "FEATURES_SCHEMA", "CandleInputError", "MonthResult", "compute_features",
-           "compute_features_lazy", "empty_features", "features_for_month", "validate_candles"]
+           "empty_features", "features_for_month", "higher_timeframe_bars", "validate_candles"]

@@ -43,14 +43,19 @@ def simple_return(close: pl.Expr, k: int) -> pl.Expr:
     return close / close.shift(k) - 1.0
 
 
-def parkinson(high: pl.Expr, low: pl.Expr, n: int) -> pl.Expr:
+def log_range_squared(high: pl.Expr, low: pl.Expr) -> pl.Expr:
+    """ln(high / low)^2, the per-bar range term of the range-based volatility estimators."""
+    return (high / low).log().pow(2)
+
+
+def parkinson(range_squared: pl.Expr, n: int) -> pl.Expr:
     """Parkinson range volatility: sqrt(mean_n(ln(h/l)^2) / (4 ln 2))."""
-    return ((high / low).log().pow(2).rolling_mean(n) / (4.0 * math.log(2.0))).sqrt()
+    return (range_squared.rolling_mean(n) / (4.0 * math.log(2.0))).sqrt()
 
 
-def garman_klass(o: pl.Expr, h: pl.Expr, l: pl.Expr, c: pl.Expr, n: int) -> pl.Expr:
-    """Garman-Klass: sqrt(mean_n(0.5 ln(h/l)^2 - (2 ln2 - 1) ln(c/o)^2)), clipped at 0 before the root."""
-    per_bar = 0.5 * (h / l).log().pow(2) - (2.0 * math.log(2.0) - 1.0) * (c / o).log().pow(2)
+def garman_klass(range_squared: pl.Expr, o: pl.Expr, c: pl.Expr, n: int) -> pl.Expr:
+    """Garman-Klass: sqrt(mean_n(0.5 ln(h/l)^2 - (2 ln 2 - 1) ln(c/o)^2)), clipped at 0 before the root."""
+    per_bar = 0.5 * range_squared - (2.0 * math.log(2.0) - 1.0) * (c / o).log().pow(2)
     return per_bar.rolling_mean(n).clip(lower_bound=0.0).sqrt()
 
 

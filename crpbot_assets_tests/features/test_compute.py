@@ -266,7 +266,10 @@ def test_known_volume_and_range_indicators():
     assert ev(frame, ind.true_range(h, l, c)) == pytest.approx([0.0, 1.0, 1.0, 2.5])
     atr = [0.0, 0.5, 0.75, 1.625]  # Wilder EMA alpha 1/2
     assert ev(frame, ind.natr(h, l, c, 2)) == pytest.approx([a / x for a, x in zip(atr, [10, 11, 10.5, 12])])
-    assert ev(frame, ind.parkinson(h, l, 2))[1] == pytest.approx(math.sqrt(math.log(1.1) ** 2 / 2 / (4 * math.log(2))))
+    r2 = math.log(11 / 10) ** 2  # bar 1's ln(h/l)^2 = ln(c/o)^2; bar 0 is flat
+    assert ev(frame, ind.parkinson(ind.log_range_squared(h, l), 2))[1] == pytest.approx(math.sqrt(r2 / 2 / (4 * math.log(2))))
+    gk = (0.5 - (2 * math.log(2) - 1)) * r2 / 2
+    assert ev(frame, ind.garman_klass(ind.log_range_squared(h, l), o, c, 2))[1] == pytest.approx(math.sqrt(gk))
 
 
 def test_known_ema_and_warmup():
