@@ -103,6 +103,7 @@ class LstmConfig(dg.Config):
     max_train_windows_per_epoch: int | None = None
     sentiment_ablation: bool = True  # also train without the seven sentiment features (same artifact)
     device: str | None = None  # None: CUDA when the training machine has it, else CPU
+    cpu_threads: int | None = None  # None: every usable core (1 can be steadier on a busy shared CPU)
 
 
 def _loss_plot(result: dg.MaterializeResult) -> dict:

@@ -32,7 +32,7 @@ def run_training(extras: dict, log: Callable[[str], None]) -> dict:
         raise ValueError(f"training extras lack {missing}; got keys {sorted(extras)}")
     options = dict(extras.get("config") or {})
     ablation = bool(options.pop("sentiment_ablation", True))
-    device = pick_device(options.pop("device", None))
+    device = pick_device(options.pop("device", None), options.pop("cpu_threads", None))
     config = TrainConfig.from_dict(options)
     symbol = extras["symbol"]
     started = time.perf_counter()

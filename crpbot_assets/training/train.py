@@ -87,14 +87,14 @@ def make_windows(dataset: Dataset, columns: list[str], length: int, device: torc
     return Windows(x.to(device), y.to(device), {k: torch.from_numpy(v).to(device) for k, v in ends.items()}, length)
 
 
-def pick_device(requested: str | None = None) -> torch.device:
-    """CUDA when available (or requested), else CPU with one intra-op thread per usable core."""
-    if requested:
-        device = torch.device(requested)
-    else:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def pick_device(requested: str | None = None, cpu_threads: int | None = None) -> torch.device:
+    """CUDA when available (or requested), else CPU with `cpu_threads` intra-op threads (default: every usable core)."""
+    device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {requested!r} requested but CUDA is not available to torch {torch.__version__}")
     if device.type == "cpu":
-        torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(cpu_threads or usable)
     else:
         torch.backends.cudnn.benchmark = True
     return device

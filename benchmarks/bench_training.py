@@ -1,0 +1,151 @@
+"""Training throughput: the full training loop vs the same model on pre-built in-memory batches (pure compute).
+
+    .venv/bin/python benchmarks/bench_training.py                  # CPU, production model defaults
+    .venv/bin/python benchmarks/bench_training.py --device cuda    # on a GPU machine (AMP), bigger sample
+
+The full loop is `train_model` (per-epoch shuffling, one gather per batch from the unfold view of the whole
+scaled matrix, forward/backward/step, loss accumulation). Pure compute replays the very same batches, already
+gathered into separate contiguous tensors on the device, through an identical model/optimizer step. Both are
+timed in alternating rounds after a warm-up, so both meet the same background load on a shared machine; the
+ratio of total throughputs is the headline. Goal: loop >= 90 % of pure compute.
+Epoch time for 1 M windows is extrapolated from the measured loop throughput unless `--full-epoch` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from crpbot_assets.training.dataset import SENTIMENT_COLUMNS, DatasetConfig, build_dataset  # noqa: E402
+from crpbot_assets.training.model import LSTMClassifier  # noqa: E402
+from crpbot_assets.training.train import TrainConfig, Windows, class_weights, make_windows, pick_device, train_model  # noqa: E402
+
+
+def synthetic_dataset(rows: int, n_features: int, seed: int = 0):
+    """A random-walk symbol with `n_features` technical columns and hourly sentiment, through build_dataset."""
+    rng = np.random.default_rng(seed)
+    start = datetime(2019, 1, 1, tzinfo=timezone.utc)
+    ts = pl.datetime_range(start, start + timedelta(minutes=rows - 1), "1m", time_unit="us", time_zone="UTC", eager=True).alias("ts")
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, rows)))
+    features = pl.DataFrame({"ts": ts, **{f"f{i:02d}": rng.normal(0, 1, rows).astype(np.float32) for i in range(n_features)}})
+    hours = pl.datetime_range(start + timedelta(hours=1), ts[-1] + timedelta(hours=1), "1h", time_unit="us", time_zone="UTC", eager=True)
+    sentiment = pl.DataFrame({"ts": hours, **{c: rng.normal(0, 1, len(hours)) for c in SENTIMENT_COLUMNS}})
+    candles = pl.DataFrame({"ts": ts, "close": close})
+    return build_dataset(features, sentiment, candles, DatasetConfig(feature_lookback_minutes=60))
+
+
+def pure_compute(batches: list[tuple[torch.Tensor, torch.Tensor]], config: TrainConfig, n_features: int, weights, device) -> float:
+    """Seconds for a fresh model's forward/backward/step over pre-built batches (the same step as train_model)."""
+    torch.manual_seed(config.seed)
+    model = LSTMClassifier(n_features, config.hidden_size, config.num_layers, config.dropout).to(device).train()
+    criterion = nn.CrossEntropyLoss(weight=weights)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    total = torch.zeros((), device=device)
+    started = time.perf_counter()
+    for xb, yb in batches:
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            loss = criterion(model(xb).float(), yb)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total += loss.detach() * len(yb)
+    float(total)  # synchronise, as train_model does once per epoch
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rows", type=int, default=None, help="dataset rows (default: 300k CPU, 1.6M CUDA)")
+    parser.add_argument("--windows", type=int, default=None, help="training windows per measured epoch (default 8k CPU, 200k CUDA)")
+    parser.add_argument("--features", type=int, default=50, help="technical features (+7 sentiment)")
+    parser.add_argument("--hidden", type=int, default=TrainConfig.hidden_size)
+    parser.add_argument("--layers", type=int, default=TrainConfig.num_layers)
+    parser.add_argument("--seq", type=int, default=TrainConfig.sequence_length)
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default: TrainConfig's on CPU, 4096 on CUDA)")
+    parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: every usable core)")
+    parser.add_argument("--full-epoch", action="store_true", help="also run one real epoch over 1M training windows")
+    args = parser.parse_args()
+
+    device = pick_device(args.device, args.threads)
+    cuda = device.type == "cuda"
+    rows = args.rows or (1_600_000 if cuda or args.full_epoch else 300_000)
+    per_epoch = args.windows or (200_000 if cuda else 8_192)
+    batch = args.batch or (4096 if cuda else TrainConfig.batch_size)
+    config = TrainConfig(hidden_size=args.hidden, num_layers=args.layers, sequence_length=args.seq, batch_size=batch,
+                         epochs=2, patience=10, max_train_windows_per_epoch=per_epoch)
+    name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {device} ({name}); torch {torch.__version__}")
+    print(f"model: LSTM hidden {config.hidden_size} x {config.num_layers} layers, sequence {config.sequence_length}, "
+          f"batch {config.batch_size}, {args.features + 7} features")
+
+    started = time.perf_counter()
+    dataset = synthetic_dataset(rows, args.features)
+    built = time.perf_counter() - started
+    started = time.perf_counter()
+    windows = make_windows(dataset, dataset.feature_columns, config.sequence_length, device)
+    staged = time.perf_counter() - started
+    n_train = len(windows.ends["train"])
+    print(f"data: {rows:,} rows -> {n_train:,} train windows; build_dataset {built:.2f}s, scale+index+to-device {staged:.2f}s")
+
+    # The batches of one shuffled epoch, pre-gathered into their own contiguous tensors on the device.
+    order = windows.ends["train"][torch.randperm(n_train, generator=torch.Generator().manual_seed(1))[:per_epoch].to(device)]
+    batches = [tuple(t.contiguous() for t in windows.batch(order[i : i + batch])) for i in range(0, per_epoch, batch)]
+    weights = class_weights(windows.y, windows.ends["train"])
+    # Rounds alternate one loop epoch (train_model: fresh model, shuffle, gather, step) and one pure-compute
+    # epoch (fresh model, same step, pre-built batches) so both meet the same background load; a short
+    # validation set keeps the rounds small (validation is timed separately below).
+    short_val = Windows(windows.x, windows.y, {**windows.ends, "val": windows.ends["val"][:64]}, windows.length)
+    one_epoch = replace(config, epochs=1)
+    n_features = windows.x.shape[1]
+    train_model(short_val, one_epoch), pure_compute(batches, config, n_features, weights, device)  # warm-up
+    wall = {"loop": [], "pure": []}
+    cpu = {"loop": [], "pure": []}  # process CPU seconds: robust to other processes on a shared CPU (not for CUDA)
+    for repeat in range(args.repeats):
+        cpu_started = time.process_time()
+        wall["loop"].append(train_model(short_val, one_epoch).history[0]["train_seconds"])
+        cpu["loop"].append(time.process_time() - cpu_started)
+        cpu_started = time.process_time()
+        wall["pure"].append(pure_compute(batches, config, n_features, weights, device))
+        cpu["pure"].append(time.process_time() - cpu_started)
+        print(f"  round {repeat + 1}: loop {per_epoch / wall['loop'][-1]:,.0f} samples/s, pure compute {per_epoch / wall['pure'][-1]:,.0f} samples/s (wall)")
+    loop, pure = per_epoch * args.repeats / sum(wall["loop"]), per_epoch * args.repeats / sum(wall["pure"])
+    ratios = [p / l for l, p in zip(wall["loop"], wall["pure"])]
+    print(f"training loop   : {loop:,.0f} samples/s over {args.repeats} rounds of {per_epoch:,} windows (best round {per_epoch / min(wall['loop']):,.0f})")
+    print(f"pure compute    : {pure:,.0f} samples/s (best round {per_epoch / min(wall['pure']):,.0f})")
+    print(f"loop / pure     : wall: {loop / pure:.3f} total, {statistics.median(ratios):.3f} median per round, "
+          f"{min(wall['pure']) / min(wall['loop']):.3f} best vs best (goal >= 0.90)")
+    if not cuda:
+        print(f"loop / pure     : CPU time: {sum(cpu['pure']) / sum(cpu['loop']):.3f} "
+              f"({per_epoch * args.repeats / sum(cpu['loop']):,.0f} vs {per_epoch * args.repeats / sum(cpu['pure']):,.0f} samples per CPU-second)")
+    result = train_model(windows, replace(config, epochs=1, max_train_windows_per_epoch=batch))
+    val_rate = len(windows.ends["val"]) / result.history[-1]["val_seconds"]
+    print(f"validation pass : {val_rate:,.0f} windows/s (no grad)")
+    print(f"1M-window epoch : {1e6 / loop:,.1f} s training (extrapolated from measured loop throughput)")
+    if args.full_epoch:
+        if n_train < 1_000_000:
+            raise SystemExit(f"--full-epoch needs >= 1M train windows; have {n_train:,} (raise --rows)")
+        full = train_model(windows, replace(config, epochs=1, max_train_windows_per_epoch=1_000_000))
+        h = full.history[0]
+        print(f"1M-window epoch : {h['train_seconds']:.2f} s measured (first epoch, includes warm-up), "
+              f"+ {h['val_seconds']:.2f} s validation over {len(windows.ends['val']):,} windows")
+
+
+if __name__ == "__main__":
+    main()
