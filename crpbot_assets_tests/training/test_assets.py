@@ -58,7 +58,7 @@ TRAINING = [training_dataset, lstm_model, model_evaluation]
 RUN_CONFIG = dg.RunConfig(ops={
     "training_dataset": DatasetSettings(feature_lookback_minutes=60, max_sequence_length=32),
     "lstm_model": LstmConfig(hidden_size=16, num_layers=1, sequence_length=16, batch_size=256, epochs=2,
-                             max_train_windows_per_epoch=5_000),
+                             max_train_windows_per_epoch=5_000, cpu_threads=1),
     "model_evaluation": EvaluationConfig(fee_bps=25.0),
 })
 

@@ -22,7 +22,7 @@ def dataset():
 
 
 def _train_and_evaluate(data, config=TINY):
-    windows = make_windows(data, data.feature_columns, config.sequence_length, pick_device("cpu"))
+    windows = make_windows(data, data.feature_columns, config.sequence_length, pick_device("cpu", cpu_threads=1))
     result = train_model(windows, config)
     artifact = {"with_sentiment": variant_record(result, config, data, data.feature_columns)}
     return result, evaluate_artifact(data, {"variants": artifact})["with_sentiment"]
