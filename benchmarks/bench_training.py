@@ -28,6 +28,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from crpbot_assets.features.catalogue import FEATURE_NAMES  # noqa: E402
 from crpbot_assets.training.dataset import SENTIMENT_COLUMNS, DatasetConfig, build_dataset  # noqa: E402
 from crpbot_assets.training.model import LSTMClassifier  # noqa: E402
 from crpbot_assets.training.train import TrainConfig, Windows, class_weights, make_windows, pick_device, train_model  # noqa: E402
@@ -73,7 +74,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rows", type=int, default=None, help="dataset rows (default: 300k CPU, 1.6M CUDA)")
     parser.add_argument("--windows", type=int, default=None, help="training windows per measured epoch (default 8k CPU, 200k CUDA)")
-    parser.add_argument("--features", type=int, default=50, help="technical features (+7 sentiment)")
+    parser.add_argument("--features", type=int, default=len(FEATURE_NAMES), help="technical features (+7 sentiment; default: the catalogue's)")
     parser.add_argument("--hidden", type=int, default=TrainConfig.hidden_size)
     parser.add_argument("--layers", type=int, default=TrainConfig.num_layers)
     parser.add_argument("--seq", type=int, default=TrainConfig.sequence_length)

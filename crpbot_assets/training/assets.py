@@ -41,7 +41,7 @@ class DatasetSettings(dg.Config):
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     max_sequence_length: int = 240
-    feature_lookback_minutes: int = 1440
+    feature_lookback_minutes: int = ds.MAX_LOOKBACK_MINUTES  # features' longest lookback (purge gap part)
     clip: float = 10.0
 
 

@@ -21,7 +21,10 @@ Null sentiment
 Splits and scaling
 - Labelled rows are split by time into train / validation / test (`val_fraction`, `test_fraction`). Between
   segments a purge gap of `horizon_minutes + max_sequence_length + feature_lookback_minutes` minutes is dropped
-  (split = -1), so no training label overlaps validation inputs (and so on), including the features' own lookback.
+  (split = -1): no training label overlaps a validation label or window, and no validation input (including the
+  features' own lookback, by default the feature catalogue's longest, ~13.4 days) reaches back into training rows.
+  Strictly, non-overlapping labels need only the horizon; the lookback part is a conservative embargo. Months of
+  data are needed for three non-empty segments; fewer gives a clear error (lower `feature_lookback_minutes`).
 - Mean/std per feature are computed on training rows only and stored with the data (parquet key-value metadata);
   features are stored raw (float32) and scaled on load with `scale()`.
 """
@@ -38,15 +41,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SENTIMENT_COLUMNS = (
-    "reddit_sentiment_1h",
-    "reddit_volume_1h",
-    "reddit_engagement_1h",
-    "fear_greed_index",
-    "search_interest_btc",
-    "search_interest_eth",
-    "search_interest_sol",
-)
+from crpbot_assets.features.catalogue import MAX_LOOKBACK_MINUTES
+from crpbot_assets.sentiment.features import FEATURE_COLUMNS as SENTIMENT_COLUMNS
+
 CLASSES = ("down", "flat", "up")
 SPLITS = {"train": 0, "val": 1, "test": 2}
 PURGED = -1
@@ -65,7 +62,7 @@ class DatasetConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     max_sequence_length: int = 240
-    feature_lookback_minutes: int = 1440
+    feature_lookback_minutes: int = MAX_LOOKBACK_MINUTES  # the feature catalogue's longest lookback
     clip: float = 10.0
 
     @property
@@ -155,7 +152,8 @@ def build_dataset(
         if frame.filter((pl.col("split") == code) & pl.col("label").is_not_null()).height == 0:
             raise DatasetError(
                 f"features{where}: the {name} segment is empty after a purge gap of {config.purge_minutes} minutes; "
-                f"{labelled.len()} labelled rows from {labelled[0]} to {labelled[-1]} are too few"
+                f"{labelled.len()} labelled rows from {labelled[0]} to {labelled[-1]} are too few "
+                "(materialize more months, or lower feature_lookback_minutes / max_sequence_length)"
             )
     train = frame.filter((pl.col("split") == 0) & pl.col("row_valid"))
     mean = np.array([train[c].mean() or 0.0 for c in columns], dtype=np.float64)
