@@ -1,0 +1,153 @@
+"""Backfill the whole history of 3 symbols through `features` with its single-run backfill policy, and measure the
+Dagster overhead against the pure computation of the same partitions in the same run.
+
+    .venv/bin/python benchmarks/bench_features_backfill.py [--last-month 2026-11-01] [--base DIR] [--keep]
+
+Candle partitions are seeded straight into the IO manager's storage from `replay.synthetic` (no HTTP). The runs
+are the ones Dagster's asset-backfill daemon would request for "all partitions of features" (its
+`build_run_requests_with_backfill_policies`: a single-run policy gives one run per partition-key range, and
+Dagster splits a symbol x month subset into one month range per symbol), executed in process one after another.
+Not included: the daemon's tick and a run launcher's process start (a few seconds per run in a deployment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dagster._core.definitions.automation_tick_evaluation_context import (  # noqa: E402
+    build_run_requests_with_backfill_policies,
+)
+from dagster._core.definitions.events import AssetKeyPartitionKey  # noqa: E402
+
+from crpbot_assets.common.io_manager import PartitionedFileIOManager, partition_path  # noqa: E402
+from crpbot_assets.common.partitions import month_end, split_key, symbol_month_partitions  # noqa: E402
+from crpbot_assets.common.storage import Storage  # noqa: E402
+from crpbot_assets.features.assets import features  # noqa: E402
+from crpbot_assets.features.checks import features_checks  # noqa: E402
+from crpbot_assets.features.compute import features_for_month, warmup_start  # noqa: E402
+from crpbot_assets.features.definitions import defs as features_defs  # noqa: E402
+from crpbot_assets.replay import synthetic  # noqa: E402
+
+warnings.filterwarnings("ignore")
+CANDLES = dg.AssetSpec("candles", partitions_def=symbol_month_partitions)
+
+
+def partition_keys(last_month: str) -> list[str]:
+    return [k for k in symbol_month_partitions.get_partition_keys() if split_key(k)[1].strftime("%Y-%m-%d") <= last_month]
+
+
+def seed_candles(storage: Storage, keys: list[str]) -> dict[str, pl.DataFrame]:
+    candles = {}
+    for key in keys:
+        symbol, month = split_key(key)
+        candles[key] = synthetic.candles(symbol, month, month_end(month))
+        storage.write_parquet(partition_path(dg.AssetKey("candles"), key) + ".parquet", candles[key])
+    return candles
+
+
+def pure_compute(candles: dict[str, pl.DataFrame], keys: list[str]) -> tuple[float, int]:
+    """The same per-partition computation as the asset, on in-memory frames: no Dagster, no files."""
+    start, rows = time.perf_counter(), 0
+    for key in keys:
+        symbol, month = split_key(key)
+        previous = f"{warmup_start(month):%Y-%m-%d}|{symbol}"
+        frames = [f for f in (candles.get(previous), candles[key]) if f is not None and f.height]
+        if frames:
+            rows += features_for_month(pl.concat(frames), month, month_end(month)).frame.height
+    return time.perf_counter() - start, rows
+
+
+def step_phases(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
+    """Seconds per phase of a run, from its event log timestamps."""
+    events = [(e.timestamp, e.step_key, e.dagster_event.event_type_value)
+              for e in instance.all_logs(run_id) if e.dagster_event]
+    at = defaultdict(dict)
+    for ts, step, kind in events:
+        at[step].setdefault(kind, ts)
+    f = at["features"]
+    phases = {
+        "load candles": f["LOADED_INPUT"] - f["STEP_START"],
+        "compute": f["STEP_OUTPUT"] - f["LOADED_INPUT"],
+        "write parquet": f["HANDLED_OUTPUT"] - f["STEP_OUTPUT"],
+        "checks (load + evaluate)": sum(s["STEP_SUCCESS"] - s["STEP_START"] for k, s in at.items()
+                                        if k and k != "features" and "STEP_SUCCESS" in s),
+    }
+    run_events = [ts for ts, step, _ in events]
+    phases["run total (event log)"] = max(run_events) - min(run_events)
+    return phases
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--last-month", default="2026-11-01", help="last month partition included (YYYY-MM-01)")
+    parser.add_argument("--base", help="storage folder (default: a temporary folder, removed afterwards)")
+    parser.add_argument("--keep", action="store_true", help="keep the storage folder")
+    args = parser.parse_args()
+    base = args.base or tempfile.mkdtemp(prefix="crpbot-features-backfill-")
+    storage = Storage(base)
+    keys = partition_keys(args.last_month)
+    try:
+        t0 = time.perf_counter()
+        candles = seed_candles(storage, keys)
+        candle_rows = sum(f.height for f in candles.values())
+        print(f"seeded {len(keys)} candle partitions ({candle_rows:,} rows, 3 symbols, "
+              f"{min(k.split('|')[0] for k in keys)} .. {args.last_month}) in {time.perf_counter() - t0:.1f}s under {base}")
+
+        pure_before_s, pure_rows = pure_compute(candles, keys)
+        print(f"pure computation before the backfill: {pure_before_s:.1f}s", flush=True)
+        with dg.instance_for_test() as instance:
+            definitions = dg.Definitions.merge(features_defs, dg.Definitions(assets=[CANDLES]))
+            requests = build_run_requests_with_backfill_policies(
+                asset_partitions=[AssetKeyPartitionKey(dg.AssetKey("features"), k) for k in keys],
+                asset_graph=definitions.resolve_asset_graph(), dynamic_partitions_store=instance)
+            print(f"backfill of {len(keys)} features partitions -> {len(requests)} run(s): "
+                  + "; ".join(f"{r.tags['dagster/asset_partition_range_start']} .. "
+                              f"{r.tags['dagster/asset_partition_range_end']}" for r in requests))
+            resources = {"io_manager": PartitionedFileIOManager(base_uri=base)}
+            backfill_start, phases, written = time.perf_counter(), defaultdict(float), 0
+            for request in requests:
+                run_start = time.perf_counter()
+                result = dg.materialize([CANDLES, features, *features_checks], instance=instance, tags=request.tags,
+                                        resources=resources, selection=dg.AssetSelection.assets(features))
+                assert result.success, f"run for {request.tags} failed"
+                events = result.get_asset_materialization_events()
+                written += sum(e.materialization.metadata["rows"].value for e in events)
+                checks_ok = all(e.passed for e in result.get_asset_check_evaluations())
+                for name, seconds in step_phases(instance, result.run_id).items():
+                    phases[name] += seconds
+                print(f"  run {result.run_id[:8]}: {len(events)} partitions in {time.perf_counter() - run_start:.1f}s,"
+                      f" checks {'passed' if checks_ok else 'FAILED'}", flush=True)
+            backfill_s = time.perf_counter() - backfill_start
+            runs = len(instance.get_run_records())
+
+        pure_after_s, _ = pure_compute(candles, keys)
+        pure_s = min(pure_before_s, pure_after_s)
+        assert pure_rows == written, f"pure computation kept {pure_rows} rows, the backfill wrote {written}"
+        print(f"backfill: {runs} runs, {len(keys)} partitions, {written:,} feature rows in {backfill_s:.1f}s "
+              f"({written / backfill_s:,.0f} rows/s)")
+        print("  phases summed over runs: " + ", ".join(f"{k} {v:.1f}s" for k, v in phases.items()))
+        print(f"pure computation of the same partitions (no Dagster, no files): {pure_s:.1f}s best of before "
+              f"{pure_before_s:.1f}s / after {pure_after_s:.1f}s "
+              f"({pure_rows:,} rows, {pure_rows / pure_s:,.0f} rows/s)")
+        overhead = backfill_s - pure_s
+        print(f"Dagster + storage overhead: {overhead:.1f}s = {overhead / pure_s:.0%} of pure compute "
+              f"(backfill / pure = {backfill_s / pure_s:.2f}x); of which checks {phases['checks (load + evaluate)']:.1f}s,"
+              f" parquet writes {phases['write parquet']:.1f}s, candle loads {phases['load candles']:.1f}s")
+    finally:
+        if not args.keep and not args.base:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
