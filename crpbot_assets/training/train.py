@@ -3,6 +3,8 @@
 The whole scaled feature matrix lives on the device (GPU when present). A batch is one gather
 (`windows[starts]`) from the `unfold` view, so the data path costs one memory copy per batch.
 CUDA runs with mixed precision (fp16 autocast + GradScaler); CPU uses every core this process may run on.
+A window is `sequence_length` consecutive rows ending on a labelled row, all valid and all in one split; minutes
+without candles are absent rows, so a window may step over a short outage (nothing is filled in).
 """
 
 from __future__ import annotations
