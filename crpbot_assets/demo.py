@@ -15,6 +15,10 @@ from datetime import datetime, timezone
 from crpbot_assets.common.settings import REPO_ROOT
 
 
+# A CPU-sized model so the demo trains 3 symbols x 2 variants in minutes; production uses LstmConfig's defaults.
+DEMO_MODEL = {"hidden_size": 32, "num_layers": 1, "sequence_length": 30}
+
+
 def _last_complete_months(count: int, now: datetime) -> list[datetime]:
     """The `count` most recent whole months before `now`, oldest first."""
     months, year, month = [], now.year, now.month
@@ -32,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--months", type=int, default=2, help="complete months to materialize (default 2)")
     parser.add_argument("--epochs", type=int, default=3, help="LSTM epochs per symbol (default 3; production 15)")
+    parser.add_argument("--windows-per-epoch", type=int, default=20_000,
+                        help="training windows sampled per epoch (default 20000; production: all)")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / "dagster_home"))
@@ -41,10 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     with ReplayServer() as replay:
         os.environ["CRPBOT_REPLAY_URL"] = replay.url
         print(f"replay server (Coinbase, Reddit, alternative.me, Google Trends) on {replay.url}", flush=True)
-        _materialize_window(args.months, args.epochs)
+        _materialize_window(args.months, DEMO_MODEL | {"epochs": args.epochs, "max_train_windows_per_epoch": args.windows_per_epoch})
 
 
-def _materialize_window(month_count: int, epochs: int) -> None:
+def _materialize_window(month_count: int, model_config: dict) -> None:
     import dagster as dg
 
     from crpbot_assets.common.partitions import symbol_month_key
@@ -81,7 +87,7 @@ def _materialize_window(month_count: int, epochs: int) -> None:
     for symbol in SYMBOLS:
         run(f"training_dataset -> lstm_model -> model_evaluation, {symbol}",
             ["training_dataset", "lstm_model", "model_evaluation"], {"dagster/partition": symbol},
-            {"ops": {"lstm_model": {"config": {"epochs": epochs}}}})
+            {"ops": {"lstm_model": {"config": model_config}}})
 
     print(f"\nDone. Asset files: {local_storage_uri()}")
     print(f"Dagster instance (runs, metadata, plots): {os.environ['DAGSTER_HOME']}")
