@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import dagster as dg  # noqa: E402
 
 
@@ -28,6 +29,10 @@ def line_plot(series: dict[str, list[float]], title: str, xlabel: str, ylabel: s
         ax.plot(x if x is not None else range(1, len(values) + 1), values, label=name)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)
+    if x is None:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    else:
+        fig.autofmt_xdate()
     if len(series) > 1:
         ax.legend()
     return figure_markdown(fig, title)
