@@ -88,7 +88,12 @@ def features(context: dg.AssetExecutionContext, candles: dict[str, pl.DataFrame]
     minute `ts`; a higher-timeframe bar is used only from its last minute on. Months before listing are empty.
 
     A range of partitions (single-run backfill) is computed in one process, each month exactly as a
-    one-partition run would, and written one file per partition.
+    one-partition run would, and written one file per partition. Dagster 1.13 gives such a run the partition
+    key range (`context.partition_keys`: the symbol x month product of the range) and, through
+    `previous_and_current_month`, the candles of every month of the range plus the month before it, as one
+    {partition_key: frame} mapping (the IO manager's answer to a dict-annotated input); the run returns
+    {partition_key: frame}. A backfill of many months x symbols becomes one run per key range: one per symbol
+    for whole histories.
     """
     keys = sorted(map(str, context.partition_keys), key=lambda k: split_key(k))
     single = context.has_partition_key

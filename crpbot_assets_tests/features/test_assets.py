@@ -157,6 +157,9 @@ def test_checks_pass_on_good_stored_features(instance, storage_resources, good_f
 @pytest.mark.parametrize("plant, failing, words", [
     (lambda f: f.with_columns(pl.when(pl.int_range(pl.len()) == 7).then(float("nan")).otherwise(pl.col("h1_rsi_14"))
                               .alias("h1_rsi_14")), "features_finite", "h1_rsi_14: 1 null/NaN/inf"),
+    (lambda f: f.with_columns(pl.when(pl.int_range(pl.len()) < 3).then(None).otherwise(pl.col("m1_rsi_14"))
+                              .alias("m1_rsi_14")), "features_finite", "m1_rsi_14: 3 null/NaN/inf"),
+    (lambda f: f.with_columns(pl.col("m15_macd") / 0.0), "features_finite", "m15_macd: "),
     (lambda f: f.with_columns(pl.col("m5_macd").cast(pl.Float32)), "features_schema", "wrong dtypes {'m5_macd': 'Float32'}"),
     (lambda f: f.drop("m1_vol_60"), "features_schema", "missing columns ['m1_vol_60']"),
     (lambda f: f.with_columns(extra=pl.lit(1.0)), "features_schema", "unexpected columns ['extra']"),
