@@ -60,17 +60,19 @@ def _timeframe_features(tf: str, hp: Helpers) -> dict[str, Feature]:
     def f(name, lookback, formula, expr, stage=1):
         return Feature(f"{p}_{name}", tf, lookback, formula, expr, stage)
 
+    derived = {"r1": ind.log_return(C, 1), "lv": V.log1p(), "sv": ind.signed_volume(C, V),
+               "tv": ind.typical_value(H, L, C, V)}  # per-bar series some windows aggregate
+
     def roll(how: str, col: str, n: int, **kwargs) -> pl.Expr:
-        base = hp(f"_{col}", {"r1": ind.log_return(C, 1), "lv": V.log1p(), "sv": ind.signed_volume(C, V),
-                              "tv": ind.typical_value(H, L, C, V)}[col]) if col in ("r1", "lv", "sv", "tv") \
-            else pl.col(col)
+        """A shared rolling window (`how` = mean/std/min/max/sum) over a candle column or a derived series."""
+        base = hp(f"_{col}", derived[col]) if col in derived else pl.col(col)
         return hp(f"_{col}_{how}_{n}", getattr(base, f"rolling_{how}")(n, **kwargs))
 
     macd_lb = _w(ind.span_alpha(26))
     signal_lb = macd_lb + _w(ind.span_alpha(9)) - 1
     made = {}
     for k in (1, 4, 5, 12, 15, 24, 60, 240):
-        expr = hp("_r1", ind.log_return(C, 1)) if k == 1 else ind.log_return(C, k)
+        expr = hp("_r1", derived["r1"]) if k == 1 else ind.log_return(C, k)
         made[f"logret_{k}"] = f(f"logret_{k}", k + 1, f"ln(close_t / close_(t-{k}))", expr)
     made["ret_1"] = f("ret_1", 2, "close_t / close_(t-1) - 1", ind.simple_return(C, 1))
     for n in (12, 16, 24, 15, 60, 240):
@@ -117,7 +119,7 @@ def _timeframe_features(tf: str, hp: Helpers) -> dict[str, Feature]:
     for n in (24, 48, 60):
         made[f"volume_z_{n}"] = f(f"volume_z_{n}", n,
                                   f"(ln(1+volume) - mean_{n}) / std_{n} of ln(1+volume) (ddof=1); 0 if flat",
-                                  ind.zscore(hp("_lv", V.log1p()), roll("mean", "lv", n), roll("std", "lv", n)))
+                                  ind.zscore(hp("_lv", derived["lv"]), roll("mean", "lv", n), roll("std", "lv", n)))
     for n in (24, 30):
         made[f"obv_slope_{n}"] = f(f"obv_slope_{n}", n + 1,
                                    f"sum_{n}(sign(close - close_prev) volume) / sum_{n}(volume); 0 if no volume",

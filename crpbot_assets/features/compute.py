@@ -1,4 +1,4 @@
-"""Compute the feature catalogue on 1-minute candles, causally, in one polars query. No Dagster.
+"""Compute the feature catalogue on 1-minute candles, causally: bars first, then one lazy polars query. No Dagster.
 
 Timing contract: the candle row at `ts` holds minute [ts, ts+1m) and is known at its close; the feature row at
 `ts` uses only candles with timestamp <= ts.
@@ -26,7 +26,14 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from crpbot_assets.features.catalogue import CATALOGUE, FEATURE_NAMES, TIMEFRAME_MINUTES, TIMEFRAMES, Feature, TimeframeSpec
+from crpbot_assets.features.catalogue import (
+    CATALOGUE,
+    FEATURE_NAMES,
+    TIMEFRAME_MINUTES,
+    TIMEFRAMES,
+    Feature,
+    TimeframeSpec,
+)
 
 CANDLE_COLUMNS = ("ts", "open", "high", "low", "close", "volume")
 TS_DTYPE = pl.Datetime("us", "UTC")
