@@ -69,17 +69,45 @@ def pure_compute(batches: list[tuple[torch.Tensor, torch.Tensor]], config: Train
     return time.perf_counter() - started
 
 
+def data_path_split(windows: Windows, order: torch.Tensor, config: TrainConfig, weights, device) -> tuple[float, float]:
+    """Median milliseconds per batch of the loop's data path (gather) and of the model step, timed alternately."""
+    torch.manual_seed(config.seed)
+    model = LSTMClassifier(windows.x.shape[1], config.hidden_size, config.num_layers, config.dropout).to(device).train()
+    criterion = nn.CrossEntropyLoss(weight=weights)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    sync = torch.cuda.synchronize if amp else (lambda: None)
+    gather, step = [], []
+    for start in range(0, len(order), config.batch_size):
+        sync()
+        t0 = time.perf_counter()
+        xb, yb = windows.batch(order[start : start + config.batch_size])
+        sync()
+        t1 = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            loss = criterion(model(xb).float(), yb)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        sync()
+        gather.append(t1 - t0)
+        step.append(time.perf_counter() - t1)
+    return statistics.median(gather[1:] or gather) * 1e3, statistics.median(step[1:] or step) * 1e3
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rows", type=int, default=None, help="dataset rows (default: 300k CPU, 1.6M CUDA)")
-    parser.add_argument("--windows", type=int, default=None, help="training windows per measured epoch (default 8k CPU, 200k CUDA)")
+    parser.add_argument("--windows", type=int, default=None, help="training windows per measured epoch (default 2048 CPU, 200k CUDA)")
     parser.add_argument("--features", type=int, default=len(FEATURE_NAMES), help="technical features (+7 sentiment; default: the catalogue's)")
     parser.add_argument("--hidden", type=int, default=TrainConfig.hidden_size)
     parser.add_argument("--layers", type=int, default=TrainConfig.num_layers)
     parser.add_argument("--seq", type=int, default=TrainConfig.sequence_length)
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: TrainConfig's on CPU, 4096 on CUDA)")
-    parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=24)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: every usable core)")
     parser.add_argument("--full-epoch", action="store_true", help="also run one real epoch over 1M training windows")
     args = parser.parse_args()
@@ -87,7 +115,7 @@ def main() -> None:
     device = pick_device(args.device, args.threads)
     cuda = device.type == "cuda"
     rows = args.rows or (1_600_000 if cuda or args.full_epoch else 300_000)
-    per_epoch = args.windows or (200_000 if cuda else 8_192)
+    per_epoch = args.windows or (200_000 if cuda else 2_048)
     batch = args.batch or (4096 if cuda else TrainConfig.batch_size)
     config = TrainConfig(hidden_size=args.hidden, num_layers=args.layers, sequence_length=args.seq, batch_size=batch,
                          epochs=2, patience=10, max_train_windows_per_epoch=per_epoch)
@@ -116,29 +144,27 @@ def main() -> None:
     one_epoch = replace(config, epochs=1)
     n_features = windows.x.shape[1]
     train_model(short_val, one_epoch), pure_compute(batches, config, n_features, weights, device)  # warm-up
-    wall = {"loop": [], "pure": []}
-    cpu = {"loop": [], "pure": []}  # process CPU seconds: robust to other processes on a shared CPU (not for CUDA)
+    loop_s, pure_s = [], []
     for repeat in range(args.repeats):
-        cpu_started = time.process_time()
-        wall["loop"].append(train_model(short_val, one_epoch).history[0]["train_seconds"])
-        cpu["loop"].append(time.process_time() - cpu_started)
-        cpu_started = time.process_time()
-        wall["pure"].append(pure_compute(batches, config, n_features, weights, device))
-        cpu["pure"].append(time.process_time() - cpu_started)
-        print(f"  round {repeat + 1}: loop {per_epoch / wall['loop'][-1]:,.0f} samples/s, pure compute {per_epoch / wall['pure'][-1]:,.0f} samples/s (wall)")
-    loop, pure = per_epoch * args.repeats / sum(wall["loop"]), per_epoch * args.repeats / sum(wall["pure"])
-    ratios = [p / l for l, p in zip(wall["loop"], wall["pure"])]
-    print(f"training loop   : {loop:,.0f} samples/s over {args.repeats} rounds of {per_epoch:,} windows (best round {per_epoch / min(wall['loop']):,.0f})")
-    print(f"pure compute    : {pure:,.0f} samples/s (best round {per_epoch / min(wall['pure']):,.0f})")
-    print(f"loop / pure     : wall: {loop / pure:.3f} total, {statistics.median(ratios):.3f} median per round, "
-          f"{min(wall['pure']) / min(wall['loop']):.3f} best vs best (goal >= 0.90)")
-    if not cuda:
-        print(f"loop / pure     : CPU time: {sum(cpu['pure']) / sum(cpu['loop']):.3f} "
-              f"({per_epoch * args.repeats / sum(cpu['loop']):,.0f} vs {per_epoch * args.repeats / sum(cpu['pure']):,.0f} samples per CPU-second)")
+        loop_s.append(train_model(short_val, one_epoch).history[0]["train_seconds"])
+        pure_s.append(pure_compute(batches, config, n_features, weights, device))
+        print(f"  round {repeat + 1}: loop {per_epoch / loop_s[-1]:,.0f} samples/s, pure compute {per_epoch / pure_s[-1]:,.0f} samples/s")
+    loop, pure = per_epoch * args.repeats / sum(loop_s), per_epoch * args.repeats / sum(pure_s)
+    ratios = [p / l for l, p in zip(loop_s, pure_s)]
+    print(f"training loop   : {loop:,.0f} samples/s over {args.repeats} rounds of {per_epoch:,} windows (best round {per_epoch / min(loop_s):,.0f})")
+    print(f"pure compute    : {pure:,.0f} samples/s (best round {per_epoch / min(pure_s):,.0f})")
+    print(f"loop / pure     : {statistics.median(ratios):.3f} median of per-round ratios; {loop / pure:.3f} total; "
+          f"{min(pure_s) / min(loop_s):.3f} best vs best (goal >= 0.90)")
+    sample = windows.ends["train"][torch.randperm(n_train, generator=torch.Generator().manual_seed(2))[: 16 * batch].to(device)]
+    gather_ms, step_ms = data_path_split(windows, sample, config, weights, device)
+    print(f"per batch       : data path (shuffled gather from the unfold view) {gather_ms:.2f} ms vs model step {step_ms:.1f} ms "
+          f"(medians, interleaved) -> the data path costs {gather_ms / (gather_ms + step_ms):.2%} of a loop step")
     result = train_model(windows, replace(config, epochs=1, max_train_windows_per_epoch=batch))
     val_rate = len(windows.ends["val"]) / result.history[-1]["val_seconds"]
     print(f"validation pass : {val_rate:,.0f} windows/s (no grad)")
-    print(f"1M-window epoch : {1e6 / loop:,.1f} s training (extrapolated from measured loop throughput)")
+    median_loop = statistics.median(per_epoch / t for t in loop_s)
+    print(f"1M-window epoch : {1e6 / median_loop:,.1f} s training, extrapolated from the median loop round "
+          f"({median_loop:,.0f} samples/s); {1e6 / batch * (gather_ms + step_ms) / 1e3:,.1f} s from the per-batch medians")
     if args.full_epoch:
         if n_train < 1_000_000:
             raise SystemExit(f"--full-epoch needs >= 1M train windows; have {n_train:,} (raise --rows)")
