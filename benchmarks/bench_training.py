@@ -24,14 +24,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crpbot_assets.features.catalogue import FEATURE_NAMES  # noqa: E402
 from crpbot_assets.training.dataset import SENTIMENT_COLUMNS, DatasetConfig, build_dataset  # noqa: E402
-from crpbot_assets.training.model import LSTMClassifier  # noqa: E402
-from crpbot_assets.training.train import TrainConfig, Windows, class_weights, make_windows, pick_device, train_model  # noqa: E402
+from crpbot_assets.training.train import (  # noqa: E402
+    TrainConfig, Windows, class_weights, make_windows, new_trainer, pick_device, train_model, train_step,
+)
 
 
 def synthetic_dataset(rows: int, n_features: int, seed: int = 0):
@@ -50,21 +50,11 @@ def synthetic_dataset(rows: int, n_features: int, seed: int = 0):
 def pure_compute(batches: list[tuple[torch.Tensor, torch.Tensor]], config: TrainConfig, n_features: int, weights, device) -> float:
     """Seconds for a fresh model's forward/backward/step over pre-built batches (the same step as train_model)."""
     torch.manual_seed(config.seed)
-    model = LSTMClassifier(n_features, config.hidden_size, config.num_layers, config.dropout).to(device).train()
-    criterion = nn.CrossEntropyLoss(weight=weights)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    model, criterion, optimizer, scaler = new_trainer(n_features, config, weights, device)
     total = torch.zeros((), device=device)
     started = time.perf_counter()
     for xb, yb in batches:
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            loss = criterion(model(xb).float(), yb)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        total += loss.detach() * len(yb)
+        total += train_step(model, xb, yb, criterion, optimizer, scaler) * len(yb)
     float(total)  # synchronise, as train_model does once per epoch
     return time.perf_counter() - started
 
@@ -72,12 +62,8 @@ def pure_compute(batches: list[tuple[torch.Tensor, torch.Tensor]], config: Train
 def data_path_split(windows: Windows, order: torch.Tensor, config: TrainConfig, weights, device) -> tuple[float, float]:
     """Median milliseconds per batch of the loop's data path (gather) and of the model step, timed alternately."""
     torch.manual_seed(config.seed)
-    model = LSTMClassifier(windows.x.shape[1], config.hidden_size, config.num_layers, config.dropout).to(device).train()
-    criterion = nn.CrossEntropyLoss(weight=weights)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    sync = torch.cuda.synchronize if amp else (lambda: None)
+    model, criterion, optimizer, scaler = new_trainer(windows.x.shape[1], config, weights, device)
+    sync = torch.cuda.synchronize if scaler.is_enabled() else (lambda: None)
     gather, step = [], []
     for start in range(0, len(order), config.batch_size):
         sync()
@@ -85,12 +71,7 @@ def data_path_split(windows: Windows, order: torch.Tensor, config: TrainConfig, 
         xb, yb = windows.batch(order[start : start + config.batch_size])
         sync()
         t1 = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            loss = criterion(model(xb).float(), yb)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        train_step(model, xb, yb, criterion, optimizer, scaler)
         sync()
         gather.append(t1 - t0)
         step.append(time.perf_counter() - t1)

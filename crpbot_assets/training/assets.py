@@ -5,10 +5,13 @@ The dataset and model are files next to the IO manager's (`training_dataset/<sym
 wherever it runs.
 """
 
-from typing import Protocol
+import dataclasses
+import typing
+from typing import Optional, Protocol
 
 import dagster as dg
 import polars as pl
+import pydantic
 
 from crpbot_assets.common.io_manager import partition_path
 from crpbot_assets.common.partitions import all_months_of_symbol, symbol_partitions
@@ -17,6 +20,7 @@ from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.training import dataset as ds
 from crpbot_assets.training.artifacts import load_artifact
 from crpbot_assets.training.evaluation import DEFAULT_FEE_BPS, evaluate_artifact, report
+from crpbot_assets.training.train import TrainConfig
 
 GROUP = "training"
 
@@ -33,16 +37,18 @@ def _all_months(key: str) -> dg.AssetIn:
     return dg.AssetIn(key=dg.AssetKey(key), partition_mapping=all_months_of_symbol, metadata={"allow_missing_partitions": True})
 
 
-class DatasetSettings(dg.Config):
-    """Label and split settings (see crpbot_assets.training.dataset for the rules)."""
+def _config_from(name: str, source: type, doc: str, **extra: tuple) -> type[dg.Config]:
+    """A Dagster Config class with the fields and defaults of the dataclass `source` (one source of truth)."""
+    hints = typing.get_type_hints(source)
+    fields = {f.name: (hints[f.name], f.default) for f in dataclasses.fields(source)}
+    return pydantic.create_model(name, __base__=dg.Config, __doc__=doc, __module__=__name__, **fields, **extra)
 
-    horizon_minutes: int = 15
-    dead_zone_bps: float = 10.0
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    max_sequence_length: int = 240
-    feature_lookback_minutes: int = ds.MAX_LOOKBACK_MINUTES  # features' longest lookback (purge gap part)
-    clip: float = 10.0
+
+DatasetSettings = _config_from(
+    "DatasetSettings", ds.DatasetConfig,
+    "Label and split settings: crpbot_assets.training.dataset.DatasetConfig (purge gap = horizon + max sequence length "
+    "+ feature lookback, by default the feature catalogue's longest).",
+)
 
 
 @dg.asset(
@@ -86,24 +92,16 @@ class TrainingLauncher(Protocol):
     def run(self, context: dg.AssetExecutionContext, extras: dict) -> dg.PipesClientCompletedInvocation: ...
 
 
-class LstmConfig(dg.Config):
-    """Model and optimisation hyper-parameters, passed to the training entry point unchanged."""
-
-    hidden_size: int = 64
-    num_layers: int = 2
-    dropout: float = 0.2
-    sequence_length: int = 60
-    batch_size: int = 1024
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    epochs: int = 15
-    patience: int = 3
-    seed: int = 0
-    class_weighted: bool = True
-    max_train_windows_per_epoch: int | None = None
-    sentiment_ablation: bool = True  # also train without the seven sentiment features (same artifact)
-    device: str | None = None  # None: CUDA when the training machine has it, else CPU
-    cpu_threads: int | None = None  # None: every usable core (1 can be steadier on a busy shared CPU)
+LstmConfig = _config_from(
+    "LstmConfig", TrainConfig,
+    "Model and optimisation hyper-parameters (crpbot_assets.training.train.TrainConfig), passed to the training "
+    "entry point unchanged; plus sentiment_ablation (also train without the seven sentiment features, same "
+    "artifact), device (None: CUDA when the training machine has it, else CPU) and cpu_threads (None: every "
+    "usable core; 1 can be steadier on a busy shared CPU).",
+    sentiment_ablation=(bool, True),
+    device=(Optional[str], None),
+    cpu_threads=(Optional[int], None),
+)
 
 
 def _loss_plot(result: dg.MaterializeResult) -> dict:

@@ -142,6 +142,26 @@ def evaluate_loss(model: nn.Module, windows: Windows, ends: torch.Tensor, criter
     return float(total) / max(1, len(ends))
 
 
+def new_trainer(n_features: int, config: TrainConfig, weights: torch.Tensor | None, device: torch.device):
+    """(model, criterion, optimizer, grad scaler) for `config`; the scaler (and so fp16 autocast) is on for CUDA."""
+    model = LSTMClassifier(n_features, config.hidden_size, config.num_layers, config.dropout).to(device)
+    criterion = nn.CrossEntropyLoss(weight=weights)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    return model, criterion, optimizer, torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+
+
+def train_step(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, criterion: nn.Module,
+               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> torch.Tensor:
+    """One optimisation step (fp16 autocast when the scaler is enabled, i.e. on CUDA); the detached loss."""
+    with torch.autocast(xb.device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
+        loss = criterion(model(xb).float(), yb)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
 def train_model(
     windows: Windows,
     config: TrainConfig,
@@ -153,12 +173,9 @@ def train_model(
     train_ends, val_ends = windows.ends["train"], windows.ends["val"]
     if len(train_ends) == 0 or len(val_ends) == 0:
         raise ValueError(f"no usable windows: train={len(train_ends)} val={len(val_ends)} (sequence_length={windows.length})")
-    model = LSTMClassifier(windows.x.shape[1], config.hidden_size, config.num_layers, config.dropout).to(device)
     weights = class_weights(windows.y, train_ends) if config.class_weighted else None
-    criterion = nn.CrossEntropyLoss(weight=weights)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    model, criterion, optimizer, scaler = new_trainer(windows.x.shape[1], config, weights, device)
+    amp = scaler.is_enabled()
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     result = TrainResult(model=model, device=str(device))
     best_loss, best_state, stale = float("inf"), None, 0
@@ -170,13 +187,7 @@ def train_model(
         total = torch.zeros((), device=device)
         for start in range(0, per_epoch, config.batch_size):
             xb, yb = windows.batch(order[start : start + config.batch_size])
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                loss = criterion(model(xb).float(), yb)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total += loss.detach() * len(yb)
+            total += train_step(model, xb, yb, criterion, optimizer, scaler) * len(yb)
         train_loss = float(total) / per_epoch  # float() synchronises the device once per epoch
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
