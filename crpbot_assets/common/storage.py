@@ -56,11 +56,11 @@ class Storage:
         """Write atomically: a temporary sibling renamed into place (S3 puts are atomic already)."""
         fs, root = self._fs_and_root()
         final = f"{root}/{relative}"
-        fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
-        if self.is_s3:
+        if self.is_s3:  # S3 has no directories (creating them would leave marker objects)
             with fs.open_output_stream(final) as out:
                 out.write(data)
             return self.uri(relative)
+        fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
         tmp = f"{final}.tmp-{uuid.uuid4().hex}"
         try:
             with open(tmp, "wb") as out:
