@@ -5,7 +5,8 @@ Pure polars/numpy (no Dagster, no torch), so the remote training job can read wh
 Rows and labels
 - One row per `features` row (minute `ts`). Its close price comes from `candles` at the same minute.
 - Sentiment: the minute's close instant (`ts + 1 minute`) is joined `asof`/backward onto the sentiment `ts`
-  (the end of each hour), so a minute sees only completed hours.
+  (the end of each hour), so a minute sees only completed hours, and only the last one: an hour (or a month)
+  without a sentiment row gives nulls, never the values of an older hour.
 - Label: the forward N-minute simple return `close[ts+N] / close[ts] - 1` (N = `horizon_minutes`, default 15)
   mapped to 0 = down (< -dead zone), 1 = flat, 2 = up (> +dead zone). The price at `ts+N` must be a real candle:
   if that minute has no trade the row keeps its features (it is still a valid input inside a window) but gets a
@@ -186,10 +187,13 @@ def label_rows(features: pl.DataFrame, candles: pl.DataFrame, config: DatasetCon
 
 
 def join_sentiment(frame: pl.DataFrame, sentiment: pl.DataFrame) -> pl.DataFrame:
-    """Attach the last sentiment row whose `ts` (end of hour) is at or before each minute's close (ts + 1 min)."""
+    """Attach the sentiment row of the last completed hour: `ts` (end of hour) at or before the minute's close
+    (ts + 1 min) and at most 59 minutes before it, so a missing hour (or month) stays null instead of repeating
+    an older hour's values."""
     return (
         frame.with_columns((pl.col("ts") + timedelta(minutes=1)).alias("_close_ts"))
-        .join_asof(sentiment.sort("ts").rename({"ts": "_sent_ts"}), left_on="_close_ts", right_on="_sent_ts", strategy="backward")
+        .join_asof(sentiment.sort("ts").rename({"ts": "_sent_ts"}), left_on="_close_ts", right_on="_sent_ts",
+                   strategy="backward", tolerance=timedelta(minutes=59))
     )
 
 

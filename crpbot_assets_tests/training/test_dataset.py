@@ -33,6 +33,12 @@ def test_minute_sees_only_completed_hours():
     assert value[START + timedelta(minutes=59)] == 1.0
     assert value[START + timedelta(minutes=118)] == 1.0
     assert value[START + timedelta(minutes=119)] == 2.0
+    # A missing hour row is not papered over with the previous hour's values.
+    gappy = join_sentiment(pl.DataFrame({"ts": minutes(n)}), sentiment.filter(pl.col("fear_greed_index") != 2.0))
+    value = dict(zip(gappy["ts"], gappy["fear_greed_index"]))
+    assert value[START + timedelta(minutes=118)] == 1.0
+    assert value[START + timedelta(minutes=119)] is None and value[START + timedelta(minutes=178)] is None
+    assert value[START + timedelta(minutes=179)] == 3.0
 
 
 def test_labels_dead_zone_missing_target_and_trailing_rows():
