@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict
 from typing import Callable
 
+import torch
 from dagster_pipes import PipesContext, PipesEnvVarParamsLoader, open_dagster_pipes
 
 from crpbot_assets.training.artifacts import read_uri, save_artifact, variant_record, write_uri
@@ -37,11 +38,13 @@ def run_training(extras: dict, log: Callable[[str], None]) -> dict:
     symbol = extras["symbol"]
     started = time.perf_counter()
     dataset = from_parquet_bytes(read_uri(extras["dataset_uri"]), extras["dataset_uri"])
-    log(f"{symbol}: dataset {dataset.frame.height:,} rows, {len(dataset.feature_columns)} features, device {device}")
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU x {torch.get_num_threads()} threads"
+    log(f"{symbol}: dataset {dataset.frame.height:,} rows, {len(dataset.feature_columns)} features, device {device} ({device_name})")
     variants_columns = {"with_sentiment": dataset.feature_columns}
     if ablation:
         variants_columns["without_sentiment"] = dataset.technical_columns
-    variants, metadata = {}, {"symbol": symbol, "device": str(device), "config": {"raw_value": asdict(config), "type": "json"}}
+    metadata = {"symbol": symbol, "device": str(device), "device_name": device_name, "config": {"raw_value": asdict(config), "type": "json"}}
+    variants = {}
     for name, columns in variants_columns.items():
         windows = make_windows(dataset, columns, config.sequence_length, device)
         log(f"{symbol}/{name}: {len(windows.ends['train']):,} train, {len(windows.ends['val']):,} val windows")
