@@ -8,10 +8,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Callable, TypeVar
 
 import requests
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+T = TypeVar("T")
 
 
 class ApiError(RuntimeError):
@@ -84,6 +86,43 @@ class RequestStats:
             self.retries += retries
 
 
+class RetryableStatus(Exception):
+    """An HTTP answer worth retrying (429/5xx), with the server's Retry-After if it sent one."""
+
+    def __init__(self, status: int, retry_after: float | None):
+        super().__init__(f"HTTP {status}")
+        self.retry_after = retry_after
+
+
+def call_with_retries(what: str, call: Callable[[], T], retryable: Callable[[Exception], float | None | bool],
+                      policy: RetryPolicy, stats: RequestStats, log=None) -> T:
+    """Run `call`, retrying exceptions `retryable` accepts (it returns Retry-After seconds, None or True for
+    "retry", False for "fatal") with the policy's bounded jittered back-off; then an ApiError naming `what`."""
+    problem = "no attempt made"
+    for attempt in range(policy.max_attempts):
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - classified by `retryable`
+            verdict = retryable(exc)
+            if verdict is False:
+                raise
+            problem = str(exc) if isinstance(exc, RetryableStatus) else f"{type(exc).__name__}: {exc}"
+            retry_after = verdict if isinstance(verdict, float) else None
+        if attempt + 1 < policy.max_attempts:
+            stats.add(retries=1)
+            pause = policy.delay(attempt, retry_after)
+            if log:
+                log(f"{what}: {problem}; retry {attempt + 1}/{policy.max_attempts - 1} in {pause:.2f}s")
+            time.sleep(pause)
+    raise ApiError(f"{what}: gave up after {policy.max_attempts} attempts; last problem: {problem}")
+
+
+def _http_retryable(exc: Exception) -> float | None | bool:
+    if isinstance(exc, RetryableStatus):
+        return exc.retry_after
+    return None if isinstance(exc, (requests.Timeout, requests.ConnectionError)) else False
+
+
 def get_json(
     session: requests.Session,
     url: str,
@@ -99,30 +138,19 @@ def get_json(
     policy = policy or RetryPolicy()
     stats = stats if stats is not None else RequestStats()
     described = f"GET {url} params={params or {}}"
-    last_problem = "no attempt made"
-    for attempt in range(policy.max_attempts):
+
+    def attempt():
         if limiter:
             limiter.acquire()
         stats.add(requests=1)
-        retry_after = None
+        response = session.get(url, params=params, headers=headers, timeout=policy.timeout_s)
+        if response.status_code in RETRYABLE_STATUS:
+            raise RetryableStatus(response.status_code, parse_retry_after(response.headers.get("Retry-After")))
+        if response.status_code >= 400:
+            raise ApiError(f"{described}: HTTP {response.status_code}: {response.text[:300]}")
         try:
-            response = session.get(url, params=params, headers=headers, timeout=policy.timeout_s)
-        except (requests.Timeout, requests.ConnectionError) as exc:
-            last_problem = f"{type(exc).__name__}: {exc}"
-        else:
-            if response.status_code < 400:
-                try:
-                    return response.json()
-                except ValueError as exc:
-                    raise ApiError(f"{described}: response is not JSON ({exc}): {response.text[:200]!r}") from exc
-            if response.status_code not in RETRYABLE_STATUS:
-                raise ApiError(f"{described}: HTTP {response.status_code}: {response.text[:300]}")
-            last_problem = f"HTTP {response.status_code}"
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        if attempt + 1 < policy.max_attempts:
-            stats.add(retries=1)
-            pause = policy.delay(attempt, retry_after)
-            if log:
-                log(f"{described}: {last_problem}; retry {attempt + 1}/{policy.max_attempts - 1} in {pause:.2f}s")
-            time.sleep(pause)
-    raise ApiError(f"{described}: gave up after {policy.max_attempts} attempts; last problem: {last_problem}")
+            return response.json()
+        except ValueError as exc:
+            raise ApiError(f"{described}: response is not JSON ({exc}): {response.text[:200]!r}") from exc
+
+    return call_with_retries(described, attempt, _http_retryable, policy, stats, log)

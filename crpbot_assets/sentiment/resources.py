@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta
-from typing import Callable, TypeVar
 
 import dagster as dg
 import polars as pl
@@ -19,13 +18,12 @@ import requests
 from pytrends.exceptions import ResponseError, TooManyRequestsError
 from pytrends.request import BASE_TRENDS_URL, TrendReq
 
-from crpbot_assets.common.http import ApiError, RateLimiter, RequestStats, RetryPolicy, get_json, parse_retry_after
+from crpbot_assets.common.http import (
+    ApiError, RateLimiter, RequestStats, RetryPolicy, call_with_retries, get_json, parse_retry_after,
+)
 from crpbot_assets.sentiment.fear_greed import parse_payload
 from crpbot_assets.sentiment.reddit import DEFAULT_SUBREDDITS, posts_frame
 from crpbot_assets.sentiment.trends import SERIES_SCHEMA, plan_windows, stitch
-
-T = TypeVar("T")
-
 
 class MissingCredentialsError(RuntimeError):
     """Reddit credentials are not configured."""
@@ -33,29 +31,6 @@ class MissingCredentialsError(RuntimeError):
 
 class TrendsPayloadError(ValueError):
     """A Google Trends response that cannot be read as interest over time."""
-
-
-def call_with_retries(what: str, call: Callable[[], T], retryable: Callable[[Exception], float | None | bool],
-                      policy: RetryPolicy, stats: RequestStats, log=None) -> T:
-    """Run `call`, retrying exceptions `retryable` accepts (it returns Retry-After seconds, None or True for
-    "retry", False for "fatal") with the policy's bounded jittered back-off; then an ApiError naming `what`."""
-    problem = "no attempt made"
-    for attempt in range(policy.max_attempts):
-        try:
-            return call()
-        except Exception as exc:  # noqa: BLE001 - classified by `retryable`
-            verdict = retryable(exc)
-            if verdict is False:
-                raise
-            problem = f"{type(exc).__name__}: {exc}"
-            retry_after = verdict if isinstance(verdict, float) else None
-        if attempt + 1 < policy.max_attempts:
-            stats.add(retries=1)
-            pause = policy.delay(attempt, retry_after)
-            if log:
-                log(f"{what}: {problem}; retry {attempt + 1}/{policy.max_attempts - 1} in {pause:.2f}s")
-            time.sleep(pause)
-    raise ApiError(f"{what}: gave up after {policy.max_attempts} attempts; last problem: {problem}")
 
 
 class FearGreedResource(dg.ConfigurableResource):
