@@ -17,6 +17,9 @@ from crpbot_assets.common.settings import REPO_ROOT
 
 # A CPU-sized model so the demo trains 3 symbols x 2 variants in minutes; production uses LstmConfig's defaults.
 DEMO_MODEL = {"hidden_size": 32, "num_layers": 1, "sequence_length": 30}
+# Two months leave no room for the default embargo (the features' 13.4-day lookback) around three segments;
+# the demo purges horizon + window + one day instead.
+DEMO_DATASET = {"feature_lookback_minutes": 1440}
 
 
 def _last_complete_months(count: int, now: datetime) -> list[datetime]:
@@ -87,7 +90,7 @@ def _materialize_window(month_count: int, model_config: dict) -> None:
     for symbol in SYMBOLS:
         run(f"training_dataset -> lstm_model -> model_evaluation, {symbol}",
             ["training_dataset", "lstm_model", "model_evaluation"], {"dagster/partition": symbol},
-            {"ops": {"lstm_model": {"config": model_config}}})
+            {"ops": {"lstm_model": {"config": model_config}, "training_dataset": {"config": DEMO_DATASET}}})
 
     print(f"\nDone. Asset files: {local_storage_uri()}")
     print(f"Dagster instance (runs, metadata, plots): {os.environ['DAGSTER_HOME']}")
