@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -80,12 +81,13 @@ def parse_page(payload, page: Page, described: str) -> np.ndarray:
     """Validate one response strictly; return its rows inside the page as an (n, 6) float array.
 
     Rows from up to MAX_LEAK before the page (a documented API quirk) are dropped; anything else outside
-    the page, a wrong shape or a non-finite/non-numeric value raises CandlePayloadError naming the request.
+    the page, a repeated time, a wrong shape or a non-finite/non-numeric value raises CandlePayloadError
+    naming the request.
     """
     if not isinstance(payload, list):
         raise CandlePayloadError(f"{described}: expected a JSON list of candles, got {type(payload).__name__}")
     first, last = page.first.timestamp(), page.last.timestamp()
-    kept = []
+    kept, seen = [], set()
     for index, row in enumerate(payload):
         if not isinstance(row, list) or len(row) != 6:
             raise CandlePayloadError(f"{described}: row {index} is not [time, low, high, open, close, volume]: {row!r:.120}")
@@ -97,19 +99,22 @@ def parse_page(payload, page: Page, described: str) -> np.ndarray:
         if ts < first - MAX_LEAK.total_seconds() or ts > last:
             when = datetime.fromtimestamp(ts, timezone.utc).isoformat()
             raise CandlePayloadError(f"{described}: row {index} at {when} lies outside the requested window")
+        if ts in seen:
+            raise CandlePayloadError(f"{described}: row {index} repeats time {ts} (two candles for one minute)")
+        seen.add(ts)
         if ts >= first:
             kept.append(row)
     return np.asarray(kept, dtype=np.float64).reshape(-1, 6)
 
 
 def to_frame(rows: np.ndarray) -> pl.DataFrame:
-    """API rows -> the candles contract: sorted by ts, one row per minute."""
+    """API rows (unique times: `parse_page` rejects repeats, pages do not overlap) -> the contract, sorted by ts."""
     frame = pl.DataFrame({
         "ts": rows[:, 0].astype(np.int64) * 1_000_000,
         "open": rows[:, 3], "high": rows[:, 2], "low": rows[:, 1], "close": rows[:, 4], "volume": rows[:, 5],
     })
     frame = frame.with_columns(pl.col("ts").cast(pl.Datetime("us")).dt.replace_time_zone("UTC"))
-    return frame.sort("ts").unique(subset="ts", keep="first", maintain_order=True).cast(SCHEMA)
+    return frame.sort("ts").cast(SCHEMA)
 
 
 class CandlesClient:
@@ -136,7 +141,7 @@ class CandlesClient:
         """Candles with start <= ts < end. Raises ApiError (naming the request) if any page fails."""
         pages = page_plan(start, end)
         url = f"{self.base_url}/products/{product}/candles"
-        stats, started = RequestStats(), datetime.now(timezone.utc)
+        stats, started = RequestStats(), time.monotonic()
         failed = threading.Event()
 
         def one(page: Page) -> np.ndarray:
@@ -162,5 +167,4 @@ class CandlesClient:
                 if progress:
                     progress(len(parts), len(pages))
         rows = np.concatenate(parts) if parts else np.empty((0, 6))
-        seconds = (datetime.now(timezone.utc) - started).total_seconds()
-        return FetchResult(to_frame(rows), len(pages), stats.requests, stats.retries, seconds)
+        return FetchResult(to_frame(rows), len(pages), stats.requests, stats.retries, time.monotonic() - started)

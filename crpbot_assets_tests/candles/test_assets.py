@@ -122,7 +122,7 @@ def test_failed_blocking_check_stops_downstream(instance, storage_resources, key
 
 
 def test_timestamp_check_catches_planted_data(instance, storage_resources):
-    """Data the client would never produce (it sorts and de-duplicates), planted by a stand-in `candles`."""
+    """Data the client would never produce (it sorts and rejects repeated times), planted by a stand-in `candles`."""
     good = month_of(FEB_BTC).head(5)
     bad = pl.concat([good, good.tail(1),
                      good.tail(1).with_columns(pl.col("ts") + pl.duration(seconds=30)),

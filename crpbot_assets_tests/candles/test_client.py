@@ -108,6 +108,7 @@ def test_parse_page_drops_the_documented_leak_before_start():
     ([row(T0 + 30)], "not minute-aligned"),
     ([row(T0 + 300)], "outside the requested window"),
     ([row(T0 - 3600)], "outside the requested window"),
+    ([row(T0 + 60), row(T0 + 60, close=1.9)], "row 1 repeats time"),
 ])
 def test_parse_page_rejects_bad_payloads(payload, problem):
     with pytest.raises(CandlePayloadError, match=f"GET x: .*{problem}"):
