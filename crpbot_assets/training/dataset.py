@@ -165,16 +165,18 @@ def build_dataset(
 
 def label_rows(features: pl.DataFrame, candles: pl.DataFrame, config: DatasetConfig) -> pl.DataFrame:
     """`features` (sorted) + close, forward/past N-minute returns and the down/flat/up label (null if unknowable);
-    rows whose label would need candles past the last one are dropped."""
+    rows whose label would need candles past the last one are dropped. Row order is kept: windows are row runs."""
     n = timedelta(minutes=config.horizon_minutes)
     prices = candles.select("ts", "close").sort("ts")
     dead_zone = config.dead_zone_bps / 1e4
     fwd = pl.col("fwd_return")
     return (
         features.filter(pl.col("ts") + n <= prices["ts"][-1])
-        .join(prices, on="ts", how="left")
-        .join(prices.select((pl.col("ts") - n).alias("ts"), pl.col("close").alias("_fwd")), on="ts", how="left")
-        .join(prices.select((pl.col("ts") + n).alias("ts"), pl.col("close").alias("_past")), on="ts", how="left")
+        .join(prices, on="ts", how="left", maintain_order="left")
+        .join(prices.select((pl.col("ts") - n).alias("ts"), pl.col("close").alias("_fwd")), on="ts", how="left",
+              maintain_order="left")
+        .join(prices.select((pl.col("ts") + n).alias("ts"), pl.col("close").alias("_past")), on="ts", how="left",
+              maintain_order="left")
         .with_columns(
             (pl.col("_fwd") / pl.col("close") - 1).alias("fwd_return"),
             (pl.col("close") / pl.col("_past") - 1).alias("past_return"),

@@ -70,7 +70,8 @@ def test_splits_respect_purge_gap_and_scaler_uses_training_rows_only():
     assert ranges["val"].min() - ranges["train"].max() >= gap
     assert ranges["test"].min() - ranges["val"].max() >= gap
     assert frame.filter(pl.col("split") == PURGED).height > 0
-    # splits are contiguous in time: split codes never go back
+    # rows stay in time order (windows are runs of rows) and splits are contiguous: split codes never go back
+    assert frame["ts"].is_sorted()
     order = frame.filter(pl.col("split") != PURGED)["split"].to_numpy()
     assert np.all(np.diff(order) >= 0)
 
