@@ -188,7 +188,7 @@ def _trends_month(context: dg.AssetExecutionContext, google_trends: GoogleTrends
             anchor = anchor if anchor.height >= google_trends.overlap_hours // 2 else None
         anchored[keyword] = anchor is not None
         series = google_trends.hourly_interest(keyword, start, end, anchor=anchor, stats=stats, log=context.log.info)
-        frame = frame.join(series.rename({"value": column}), on="ts", how="left")
+        frame = frame.join(series.rename({"value": column}), on="ts", how="left", maintain_order="left")
         context.log.info(f"{start:%Y-%m}: {keyword} stitched ({i}/{len(KEYWORDS)} keywords)")
     metadata = {"rows": frame.height, "anchored_to_previous_month": dg.MetadataValue.json(anchored),
                 "requests": stats.requests, "retries": stats.retries}

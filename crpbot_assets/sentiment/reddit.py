@@ -80,7 +80,7 @@ def hourly_aggregates(posts: pl.DataFrame, scores: list[float], subreddits: list
     )
     covered = pl.col("ts").is_between(first_hour_end, observed_until)
     counts = ("reddit_volume_1h", "reddit_engagement_1h", "reddit_comments_1h")
-    return frame.join(agg, on="ts", how="left").with_columns(
+    return frame.join(agg, on="ts", how="left", maintain_order="left").with_columns(
         [pl.when(covered).then(pl.col(c).fill_null(0.0)).otherwise(None).alias(c) for c in counts]
         + [pl.when(covered).then(pl.col("reddit_sentiment_1h")).otherwise(None).alias("reddit_sentiment_1h")]
     ).select("ts", *HOURLY_COLUMNS)

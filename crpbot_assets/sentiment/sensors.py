@@ -25,9 +25,9 @@ def reddit_new_posts(context: dg.SensorEvaluationContext, reddit: RedditResource
     client, cursor, fresh_by_month = reddit.client(), {}, {}
     for sub in reddit.all_subreddits():
         page = reddit.newest_posts(sub, limit=POLL_PAGE, client=client, log=context.log.warning)
-        cursor[sub] = page["id"].to_list()
+        cursor[sub], previous = page["id"].to_list(), set(seen.get(sub, []))
         for post_id, created in zip(page["id"], page["created_utc"]):
-            if post_id not in set(seen.get(sub, [])):
+            if post_id not in previous:
                 month = datetime.fromtimestamp(created, timezone.utc).strftime("%Y-%m-01")
                 fresh_by_month.setdefault(month, []).append(post_id)
     context.update_cursor(json.dumps(cursor))
