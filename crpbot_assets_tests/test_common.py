@@ -133,6 +133,9 @@ def test_replay_console_script_serves_and_takes_faults_over_http():
         url = f"http://127.0.0.1:{port}"
         queued = requests.post(f"{url}/_replay/faults", data=json.dumps({"service": "coinbase", "fault": "503"}))
         assert queued.status_code == 200
+        for bad in ("not json", json.dumps(["coinbase"]), json.dumps({"service": "coinbase", "fault": "418"})):
+            refused = requests.post(f"{url}/_replay/faults", data=bad)
+            assert refused.status_code == 400 and "bad fault spec" in refused.json()["message"]
         params = {"granularity": 60, "start": "2019-01-01T00:00:00Z", "end": "2019-01-01T00:04:00Z"}
         assert requests.get(f"{url}/products/BTC-USD/candles", params=params).status_code == 503
         rows = requests.get(f"{url}/products/BTC-USD/candles", params=params).json()

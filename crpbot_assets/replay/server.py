@@ -98,7 +98,7 @@ class ReplayServer:
         self._buckets = _TokenBuckets()
         self._lock = threading.Lock()
         self.stats: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        self.request_log: list[tuple[float, str, str, int]] = []  # (monotonic time, service, path, status)
+        self.request_log: list[tuple[float, str, str, int]] = []  # (monotonic time, path, method, status)
         self._in_flight: dict[str, int] = defaultdict(int)
         self._routes = [(svc, method, re.compile(pattern + r"\Z"), handler)
                         for svc in self.services for method, pattern, handler in svc.routes]
@@ -149,11 +149,11 @@ class ReplayServer:
 
     def _control(self, request: Request) -> Response:
         if request.method == "POST" and request.path == "/_replay/faults":
-            spec = json.loads(request.body or b"{}")
             try:
+                spec = json.loads(request.body or b"{}")
                 self.inject(spec["service"], str(spec["fault"]), int(spec.get("count", 1)))
-            except (KeyError, ValueError) as exc:
-                return Response.error(400, f"bad fault spec {spec}: {exc}")
+            except (KeyError, TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+                return Response.error(400, f"bad fault spec {request.body[:200]!r}: {type(exc).__name__}: {exc}")
             return Response.json({"queued": spec})
         if request.path == "/_replay/stats":
             return Response.json({name: dict(values) for name, values in self.stats.items()})
@@ -168,24 +168,28 @@ class ReplayServer:
                 return self._serve(svc, handler, request, match)
         return Response.error(404, f"replay server has no route for {request.method} {request.path}")
 
+    def _count(self, service: str, counter: str) -> None:
+        with self._lock:  # handler threads run concurrently: `+=` on a shared dict is not atomic
+            self.stats[service][counter] += 1
+
     def _serve(self, svc: ReplayService, handler: Handler, request: Request, match: re.Match) -> Response:
-        stats = self.stats[svc.name]
         with self._lock:
+            stats = self.stats[svc.name]
             self._in_flight[svc.name] += 1
             stats["requests"] += 1
             stats["max_in_flight"] = max(stats["max_in_flight"], self._in_flight[svc.name])
         try:
             wait = self._buckets.take(svc, request.client)
             if wait:
-                stats["rate_limited"] += 1
+                self._count(svc.name, "rate_limited")
                 return Response.error(429, "Too Many Requests", **{"Retry-After": f"{max(wait, 0.05):.2f}"})
             fault = self._next_fault(svc.name)
             if fault in ("429", "500", "503"):
-                stats[f"fault_{fault}"] += 1
+                self._count(svc.name, f"fault_{fault}")
                 headers = {"Retry-After": "0.1"} if fault == "429" else {}
                 return Response.error(int(fault), f"injected fault {fault}", **headers)
             if fault == "timeout":
-                stats["fault_timeout"] += 1
+                self._count(svc.name, "fault_timeout")
                 time.sleep(self.hang_s)
             request.match, request.malformed = match, fault == "malformed"
             return handler(request)
