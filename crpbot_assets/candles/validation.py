@@ -91,10 +91,16 @@ def coverage(frame: pl.DataFrame, start: datetime, end: datetime) -> tuple[int, 
 
 
 def daily_coverage(frame: pl.DataFrame, start: datetime, end: datetime) -> pl.DataFrame:
-    """Share of minutes present per UTC day in [start, end) (days with no rows show 0)."""
-    days = pl.datetime_range(start, end - timedelta(minutes=1), "1d", time_zone="UTC", eager=True)
+    """Share of each UTC day's minutes inside [start, end) that are present (a day with no rows shows 0; a
+    partial first or last day, e.g. today in the month in progress, is measured against its minutes in the window)."""
+    days, minutes = [], []
+    day = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    while day < end:
+        days.append(day)
+        minutes.append(expected_minutes(max(day, start), min(day + timedelta(days=1), end)))
+        day += timedelta(days=1)
     counts = frame.group_by(pl.col("ts").dt.truncate("1d").alias("day")).len()
-    return (pl.DataFrame({"day": days.dt.truncate("1d").cast(frame.schema["ts"])})
+    return (pl.DataFrame({"day": pl.Series(days).cast(frame.schema["ts"]), "minutes": minutes})
             .join(counts, on="day", how="left")
-            .with_columns((pl.col("len").fill_null(0) / 1440).alias("coverage"))
+            .with_columns((pl.col("len").fill_null(0) / pl.col("minutes")).alias("coverage"))
             .select("day", "coverage"))

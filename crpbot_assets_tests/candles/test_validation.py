@@ -33,6 +33,15 @@ def test_valid_month_has_no_problems_and_counts_gaps():
     assert timestamp_problems(empty_frame(), FEB) == [] and coverage(empty_frame(), FEB, FEB)[2] == 1.0
 
 
+def test_daily_coverage_measures_a_partial_day_against_its_own_minutes():
+    now = datetime(2019, 2, 11, 12, 0, tzinfo=UTC)  # the month in progress: today has 720 minutes so far
+    frame = synthetic.candles("ETH-USD", FEB, now)
+    days = daily_coverage(frame, FEB, now)
+    assert days.height == 11 and days["day"].to_list()[-1] == datetime(2019, 2, 11, tzinfo=UTC)
+    last_day = frame.filter(pl.col("ts") >= datetime(2019, 2, 11, tzinfo=UTC)).height
+    assert days["coverage"][-1] == last_day / 720 and days["coverage"].min() > 0.9
+
+
 def test_ohlc_rules_name_each_violation():
     frame = synthetic.candles("BTC-USD", FEB, MAR).head(10)
     bad = frame.with_columns(
