@@ -211,6 +211,11 @@ def train_model(
             progress({**record, "epochs": config.epochs, "best_epoch": result.best_epoch, "stopping": stale >= config.patience})
         if stale >= config.patience:
             break
+    if best_state is None:
+        raise RuntimeError(
+            f"training diverged: the validation loss was never finite in {len(result.history)} epoch(s); "
+            f"lower learning_rate (now {config.learning_rate})"
+        )
     model.load_state_dict(best_state)
     model.eval()
     return result

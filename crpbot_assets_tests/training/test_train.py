@@ -85,6 +85,13 @@ def test_training_is_deterministic_and_early_stops(dataset):
     assert len(stopped.history) < 30 and stopped.best_epoch == min(stopped.history, key=lambda h: h["val_loss"])["epoch"]
 
 
+def test_diverged_training_fails_with_a_clear_error(dataset):
+    config = TrainConfig(**{**TINY.__dict__, "epochs": 2, "max_train_windows_per_epoch": 512, "learning_rate": float("inf")})
+    windows = make_windows(dataset, dataset.feature_columns, config.sequence_length)
+    with pytest.raises(RuntimeError, match="training diverged: the validation loss was never finite in 2 epoch"):
+        train_model(windows, config)
+
+
 def test_artifact_round_trip_reproduces_predictions_exactly(dataset):
     config = TrainConfig(**{**TINY.__dict__, "epochs": 1, "max_train_windows_per_epoch": 2_000})
     columns = dataset.technical_columns
