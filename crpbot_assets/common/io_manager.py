@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import polars as pl
 
+from crpbot_assets.common.partitions import symbol_month_partitions
 from crpbot_assets.common.storage import CorruptFileError, MissingFileError, Storage
 
 SUFFIX_BY_TYPE = ((pl.DataFrame, ".parquet"), (bytes, ".bin"), (dict, ".json"))
@@ -16,8 +17,6 @@ def partition_path(asset_key: dg.AssetKey, partition_key: str | None) -> str:
     if partition_key is None:
         return base
     if "|" in partition_key:  # multi-partition keys are "dim1|dim2" in sorted dimension order
-        from crpbot_assets.common.partitions import symbol_month_partitions
-
         dims = symbol_month_partitions.get_partition_key_from_str(partition_key).keys_by_dimension
         return f"{base}/" + "/".join(f"{name}={dims[name]}" for name in ("symbol", "month"))
     return f"{base}/{partition_key}"
@@ -54,9 +53,9 @@ class PartitionedFileIOManager(dg.ConfigurableIOManager):
         suffix = next((s for t, s in SUFFIX_BY_TYPE if isinstance(obj, t)), None)
         if suffix is None:
             raise TypeError(f"{asset_key.to_user_string()}: cannot store {type(obj).__name__}")
-        relative = partition_path(asset_key, partition_key) + suffix
-        write = {".parquet": self.storage.write_parquet, ".bin": self.storage.write_bytes, ".json": self.storage.write_json}
-        return write[suffix](relative, obj)
+        storage = self.storage
+        write = {".parquet": storage.write_parquet, ".bin": storage.write_bytes, ".json": storage.write_json}[suffix]
+        return write(partition_path(asset_key, partition_key) + suffix, obj)
 
     def _write_partitions(self, context: dg.OutputContext, obj) -> None:
         """A multi-partition run's output: {partition_key: value} holding exactly the run's partitions."""
@@ -71,16 +70,15 @@ class PartitionedFileIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata({"path": dg.MetadataValue.path(self.storage.uri(partition_path(context.asset_key, None)))})
 
     def _load_one(self, asset_key: dg.AssetKey, partition_key: str | None):
-        base = partition_path(asset_key, partition_key)
-        for suffix, read in ((".parquet", self.storage.read_parquet), (".json", self.storage.read_json), (".bin", self.storage.read_bytes)):
-            if self.storage.exists(base + suffix):
+        storage, base = self.storage, partition_path(asset_key, partition_key)
+        where = (f"partition {partition_key!r} of " if partition_key else "") + f"asset {asset_key.to_user_string()}"
+        for suffix, read in ((".parquet", storage.read_parquet), (".json", storage.read_json), (".bin", storage.read_bytes)):
+            if storage.exists(base + suffix):
                 try:
                     return read(base + suffix)
                 except CorruptFileError as exc:
-                    where = f"partition {partition_key!r} of " if partition_key else ""
-                    raise CorruptFileError(f"{where}asset {asset_key.to_user_string()}: {exc}") from exc
-        where = f"partition {partition_key!r} of " if partition_key else ""
-        raise MissingFileError(f"{where}asset {asset_key.to_user_string()} is not materialized (no file at {self.storage.uri(base)}.*)")
+                    raise CorruptFileError(f"{where}: {exc}") from exc
+        raise MissingFileError(f"{where} is not materialized (no file at {storage.uri(base)}.*)")
 
     def load_input(self, context: dg.InputContext):
         asset_key = context.asset_key
