@@ -1,11 +1,11 @@
 """Keeps the month in progress fresh: an hourly run per listed symbol for the current month's partition."""
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
 from crpbot_assets.candles.assets import candles
-from crpbot_assets.common.partitions import symbol_month_key, symbol_month_partitions
+from crpbot_assets.common.partitions import month_end, symbol_month_key, symbol_month_partitions
 from crpbot_assets.common.symbols import SYMBOLS, is_listed
 
 candles_job = dg.define_asset_job(
@@ -17,12 +17,15 @@ candles_job = dg.define_asset_job(
 @dg.schedule(job=candles_job, cron_schedule="5 * * * *", execution_timezone="UTC",
              default_status=dg.DefaultScheduleStatus.STOPPED)
 def candles_current_month_schedule(context: dg.ScheduleEvaluationContext):
-    """Hourly (at :05): re-fetch the month in progress for every symbol listed by then."""
+    """Hourly (at :05): re-fetch the month in progress for every symbol listed by then. The first run of a
+    month also re-fetches the previous month, whose last run stopped before its final hour."""
     now = context.scheduled_execution_time or datetime.now(timezone.utc)
     now = now.astimezone(timezone.utc)
     month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    listed = [symbol for symbol in SYMBOLS if is_listed(symbol, now)]
-    if not listed:
-        return dg.SkipReason(f"no symbol is listed at {now:%Y-%m-%d %H:%M}")
-    return [dg.RunRequest(run_key=f"{symbol}|{now:%Y-%m-%dT%H:%M}", partition_key=symbol_month_key(symbol, month))
-            for symbol in listed]
+    months = [month]
+    if now - month < timedelta(hours=1):
+        months.insert(0, (month - timedelta(days=1)).replace(day=1))
+    requests = [dg.RunRequest(run_key=f"{symbol}|{m:%Y-%m}|{now:%Y-%m-%dT%H:%M}",
+                              partition_key=symbol_month_key(symbol, m))
+                for m in months for symbol in SYMBOLS if is_listed(symbol, min(month_end(m), now))]
+    return requests or dg.SkipReason(f"no symbol is listed at {now:%Y-%m-%d %H:%M}")

@@ -207,13 +207,18 @@ def test_io_manager_survives_a_writer_killed_mid_write(tmp_path):
     assert all(".tmp-" in name for name in os.listdir(folder) if not name.endswith(".parquet"))
 
 
-@pytest.mark.parametrize("when, symbols", [(datetime(2021, 5, 31, 23, 5, tzinfo=UTC), ["BTC-USD", "ETH-USD"]),
-                                           (datetime(2021, 6, 1, 0, 5, tzinfo=UTC), ["BTC-USD", "ETH-USD", "SOL-USD"])])
-def test_schedule_refreshes_the_month_in_progress(instance, when, symbols):
+@pytest.mark.parametrize("when, keys", [
+    (datetime(2021, 5, 31, 23, 5, tzinfo=UTC), ["2021-05-01|BTC-USD", "2021-05-01|ETH-USD"]),
+    # the month's first run also completes May's last hour (its last run fetched up to 23:04)
+    (datetime(2021, 6, 1, 0, 5, tzinfo=UTC), ["2021-05-01|BTC-USD", "2021-05-01|ETH-USD", "2021-06-01|BTC-USD",
+                                              "2021-06-01|ETH-USD", "2021-06-01|SOL-USD"]),
+    (datetime(2021, 6, 1, 1, 5, tzinfo=UTC), ["2021-06-01|BTC-USD", "2021-06-01|ETH-USD", "2021-06-01|SOL-USD"]),
+    (datetime(2018, 11, 1, 0, 5, tzinfo=UTC), ["2018-11-01|BTC-USD", "2018-11-01|ETH-USD"]),  # no month before history
+])
+def test_schedule_refreshes_the_month_in_progress(instance, when, keys):
     requests = candles_current_month_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=when))
-    month = when.strftime("%Y-%m-01")
-    assert [r.partition_key for r in requests] == [f"{month}|{s}" for s in symbols]
-    assert len({r.run_key for r in requests}) == len(symbols)
+    assert [r.partition_key for r in requests] == keys
+    assert len({r.run_key for r in requests}) == len(keys)
     for key in (r.partition_key for r in requests):
         assert symbol_month_partitions.has_partition_key(key)
 
