@@ -435,21 +435,22 @@ class EC2TrainingLauncher(dg.ConfigurableResource):
     image_id: str
     region: str | None = None
     key_prefix: str = "crpbot/ec2"
-    instance_type: str = "g4dn.xlarge"
-    market: str = "on-demand"
+    # launch settings: EC2LaunchSpec's defaults (one source of truth)
+    instance_type: str = EC2LaunchSpec.instance_type
+    market: str = EC2LaunchSpec.market
     subnet_id: str | None = None
     security_group_ids: str = ""  # comma-separated, so one env var can carry it
     iam_instance_profile: str | None = None
     key_name: str | None = None
-    max_runtime_s: int = 3 * 3600
+    max_runtime_s: int = EC2LaunchSpec.max_runtime_s
     poll_interval_s: float = 15.0
     message_interval_s: float = 5.0
     upload_interval_s: float = 10.0
     bundle_path: str | None = None
-    entry_module: str = DEFAULT_ENTRY_MODULE
+    entry_module: str = EC2LaunchSpec.entry_module
     pip_index_url: str | None = None
     requirements: list[str] | None = None
-    python_bin: str = "python3"
+    python_bin: str = EC2LaunchSpec.python_bin
     prices_per_hour: dict[str, float] = dict(DEFAULT_PRICES_PER_HOUR)
 
     def client(self) -> PipesEC2Client:
