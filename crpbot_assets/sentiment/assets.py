@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import polars as pl
 
-from crpbot_assets.common.http import RequestStats
+from crpbot_assets.common.http import RateLimiter, RequestStats
 from crpbot_assets.common.io_manager import partition_path
 from crpbot_assets.common.partitions import month_end, month_partitions, split_key, symbol_month_partitions
 from crpbot_assets.common.plots import line_plot
@@ -157,19 +157,21 @@ def google_trends_hourly(context: dg.AssetExecutionContext, google_trends: Googl
     at hour end): overlapping 7-day windows stitched onto one scale (see `sentiment.trends`). When the
     previous month is materialized its last day anchors the scale, so consecutive months share it."""
     built: dict[str, pl.DataFrame] = {}
+    limiter = RateLimiter(google_trends.requests_per_s)  # one pace for every keyword and month of the run
 
     def build(key: str):
         start, month_stop = _month(key)
         before = f"{start - timedelta(days=1):%Y-%m-01}"
-        frame, metadata = _trends_month(context, google_trends, start, month_stop, built.get(before, previous.get(before)))
+        frame, metadata = _trends_month(context, google_trends, limiter, start, month_stop,
+                                        built.get(before, previous.get(before)))
         built[key] = frame
         return frame, metadata
 
     return _per_partition(context, build)
 
 
-def _trends_month(context: dg.AssetExecutionContext, google_trends: GoogleTrendsResource, start: datetime,
-                  month_stop: datetime, prior: pl.DataFrame | None) -> tuple[pl.DataFrame, dict]:
+def _trends_month(context: dg.AssetExecutionContext, google_trends: GoogleTrendsResource, limiter: RateLimiter,
+                  start: datetime, month_stop: datetime, prior: pl.DataFrame | None) -> tuple[pl.DataFrame, dict]:
     """One month of stitched hourly interest for every keyword, anchored on `prior` (the month before) if it
     covers the overlap."""
     end = min(month_stop, utc_hour())
@@ -187,7 +189,8 @@ def _trends_month(context: dg.AssetExecutionContext, google_trends: GoogleTrends
             anchor = prior.filter(pl.col("ts") >= start - overlap).select("ts", pl.col(column).alias("value")).drop_nulls()
             anchor = anchor if anchor.height >= google_trends.overlap_hours // 2 else None
         anchored[keyword] = anchor is not None
-        series = google_trends.hourly_interest(keyword, start, end, anchor=anchor, stats=stats, log=context.log.info)
+        series = google_trends.hourly_interest(keyword, start, end, anchor=anchor, stats=stats, limiter=limiter,
+                                              log=context.log.info)
         frame = frame.join(series.rename({"value": column}), on="ts", how="left", maintain_order="left")
         context.log.info(f"{start:%Y-%m}: {keyword} stitched ({i}/{len(KEYWORDS)} keywords)")
     metadata = {"rows": frame.height, "anchored_to_previous_month": dg.MetadataValue.json(anchored),

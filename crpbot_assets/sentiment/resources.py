@@ -221,11 +221,11 @@ class GoogleTrendsResource(dg.ConfigurableResource):
         return out.filter(~pl.col("partial")).select("ts", pl.col("value").cast(pl.Float64))
 
     def hourly_interest(self, keyword: str, start: datetime, end: datetime, anchor: pl.DataFrame | None = None,
-                        stats: RequestStats | None = None, log=None) -> pl.DataFrame:
+                        stats: RequestStats | None = None, limiter: RateLimiter | None = None, log=None) -> pl.DataFrame:
         """Hourly interest over [start, end] on one scale: the anchor's when given (it must cover the
-        first `overlap_hours` before `start`), else the first window's."""
+        first `overlap_hours` before `start`), else the first window's. Pass one `limiter` to pace many calls."""
         stats = stats if stats is not None else RequestStats()
-        limiter = RateLimiter(self.requests_per_s)
+        limiter = limiter or RateLimiter(self.requests_per_s)
         overlap = timedelta(hours=self.overlap_hours)
         first = start - overlap if anchor is not None and anchor.height else start
         plan = plan_windows(first, end, timedelta(hours=self.window_hours), overlap)
