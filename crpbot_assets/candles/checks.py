@@ -5,41 +5,27 @@ single-run backfill over many partitions records one result for the run (Dagster
 check once per step), which validates every partition separately and names the failing ones.
 """
 
-from typing import Callable
-
 import dagster as dg
 import polars as pl
 
 from crpbot_assets.candles.assets import candles
 from crpbot_assets.candles.validation import coverage, expected_window, ohlc_problems, timestamp_problems
+from crpbot_assets.common.checks import partition_check_result
 from crpbot_assets.common.partitions import split_key, symbol_month_partitions
 
 COVERAGE_WARN_BELOW = 0.95
 
 
-def _summarise(frames: dict[str, pl.DataFrame], problems_of: Callable[[str, pl.DataFrame], list[str]],
-               severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
-    failures = {key: problems for key, frame in sorted(frames.items()) if (problems := problems_of(key, frame))}
-    description = "; ".join(f"{key}: {', '.join(p)}" for key, p in failures.items()) or None
-    return dg.AssetCheckResult(
-        passed=not failures,
-        severity=severity,
-        description=description[:2000] if description else None,
-        metadata={"partitions_checked": len(frames), "partitions_failed": len(failures),
-                  "failed_partitions": dg.MetadataValue.json(failures)},
-    )
-
-
 @dg.asset_check(asset=candles, blocking=True, partitions_def=symbol_month_partitions)
 def candles_timestamps_valid(candles: dict[str, pl.DataFrame]) -> dg.AssetCheckResult:
     """Timestamps strictly increasing (so unique), minute-aligned and inside the partition's month."""
-    return _summarise(candles, lambda key, frame: timestamp_problems(frame, split_key(key)[1]))
+    return partition_check_result(candles, lambda key, frame: timestamp_problems(frame, split_key(key)[1]))
 
 
 @dg.asset_check(asset=candles, blocking=True, partitions_def=symbol_month_partitions)
 def candles_ohlc_valid(candles: dict[str, pl.DataFrame]) -> dg.AssetCheckResult:
     """low <= min(open, close), max(open, close) <= high, prices > 0, volume >= 0, no null/NaN/inf."""
-    return _summarise(candles, lambda key, frame: ohlc_problems(frame))
+    return partition_check_result(candles, lambda key, frame: ohlc_problems(frame))
 
 
 def _coverage_problems(key: str, frame: pl.DataFrame) -> list[str]:
@@ -51,7 +37,7 @@ def _coverage_problems(key: str, frame: pl.DataFrame) -> list[str]:
 @dg.asset_check(asset=candles, partitions_def=symbol_month_partitions)
 def candles_coverage(candles: dict[str, pl.DataFrame]) -> dg.AssetCheckResult:
     """Share of the month's tradable minutes present; warns below COVERAGE_WARN_BELOW (gaps are never filled)."""
-    return _summarise(candles, _coverage_problems, dg.AssetCheckSeverity.WARN)
+    return partition_check_result(candles, _coverage_problems, severity=dg.AssetCheckSeverity.WARN)
 
 
 candles_checks = [candles_timestamps_valid, candles_ohlc_valid, candles_coverage]

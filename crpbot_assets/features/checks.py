@@ -8,11 +8,10 @@ every partition and names the failing ones.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import dagster as dg
 import polars as pl
 
+from crpbot_assets.common.checks import partition_check_result
 from crpbot_assets.common.partitions import month_end, split_key, symbol_month_partitions
 from crpbot_assets.features.assets import features
 from crpbot_assets.features.compute import FEATURES_SCHEMA
@@ -50,18 +49,6 @@ def schema_problems(frame: pl.DataFrame, month_start=None) -> list[str]:
     return problems
 
 
-def _result(name: str, frames: dict[str, pl.DataFrame],
-            problems_of: Callable[[str, pl.DataFrame], list[str]]) -> dg.AssetCheckResult:
-    failed = {key: found for key in sorted(frames) if (found := problems_of(key, frames[key]))}
-    return dg.AssetCheckResult(
-        check_name=name,
-        passed=not failed,
-        description=("; ".join(f"{key}: {', '.join(found)}" for key, found in failed.items())[:2000] or None),
-        metadata={"partitions_checked": len(frames), "partitions_failed": len(failed),
-                  "failures": dg.MetadataValue.json(failed)},
-    )
-
-
 CHECKS = {
     "features_finite": "No null, NaN or infinite feature value in any stored row (rows are stored only after warm-up).",
     "features_schema": "Exactly `ts` (Datetime us UTC) + the catalogue's features (Float64) in order; ts increasing "
@@ -76,8 +63,9 @@ CHECKS = {
 )
 def features_quality(features: dict[str, pl.DataFrame]):
     """Both checks from one read of the stored partitions (a backfill range is read once, not once per check)."""
-    yield _result("features_finite", features, lambda key, frame: non_finite_problems(frame))
-    yield _result("features_schema", features, lambda key, frame: schema_problems(frame, split_key(key)[1]))
+    yield partition_check_result(features, lambda key, frame: non_finite_problems(frame), check_name="features_finite")
+    yield partition_check_result(features, lambda key, frame: schema_problems(frame, split_key(key)[1]),
+                                 check_name="features_schema")
 
 
 features_checks = [features_quality]
