@@ -66,12 +66,10 @@ def _day(symbol: str, day_index: int, seed: int) -> tuple[np.ndarray, ...]:
 
 def candles(symbol: str, start: datetime, end: datetime, seed: int = 0, now: datetime | None = None) -> pl.DataFrame:
     """Candles with start <= ts < end (UTC, minute-aligned), oldest first; nothing before listing or after `now`."""
-    first = max(start, listed_at(symbol))
-    last = min(end, now or datetime.now(timezone.utc))
     listing = listed_at(symbol)
-    parts = []
-    day = (first - listing).days if first > listing else 0
-    while first < last and listing + timedelta(days=day) < last:
+    first, last = max(start, listing), min(end, now or datetime.now(timezone.utc))
+    parts, day = [], (first - listing).days
+    while listing + timedelta(days=day) < last:
         if day >= ANCHOR_DAYS:
             raise ValueError(f"synthetic history for {symbol} ends {ANCHOR_DAYS} days after listing")
         day_start = int((listing + timedelta(days=day)).timestamp())
