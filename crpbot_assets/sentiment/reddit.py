@@ -58,6 +58,8 @@ def hourly_aggregates(posts: pl.DataFrame, scores: list[float], subreddits: list
     observed through it: from the latest of the subreddits' first-post hours to the earliest of their last
     retrievals (a subreddit without posts covers nothing). Covered hours without posts get count 0 and a
     null sentiment; other hours are null throughout: nothing is invented where no listing reached.
+    Engagement and comments sum only posts retrieved by the hour's end (a later observation would carry
+    votes cast after it); an hour whose posts were all first seen later has them null.
     """
     hours = pl.datetime_range(start, end, "1h", closed="right", time_zone="UTC", eager=True).alias("ts")
     frame = pl.DataFrame({"ts": hours}).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
@@ -72,15 +74,18 @@ def hourly_aggregates(posts: pl.DataFrame, scores: list[float], subreddits: list
         return frame.with_columns([pl.lit(None, pl.Float64).alias(c) for c in HOURLY_COLUMNS])
     first_hour_end = spans["first"].max()
     observed_until = datetime.fromtimestamp(spans["last"].min(), tz=start.tzinfo)
+    # Scores and comment counts grow after posting: only observations made by the hour's end may count.
+    seen_in_time = pl.col("retrieved_utc") <= pl.col("ts").dt.epoch("s")
     agg = scored.group_by("ts").agg(
         pl.col("compound").mean().alias("reddit_sentiment_1h"),
         pl.len().cast(pl.Float64).alias("reddit_volume_1h"),
-        pl.col("score").sum().cast(pl.Float64).alias("reddit_engagement_1h"),
-        pl.col("num_comments").sum().cast(pl.Float64).alias("reddit_comments_1h"),
+        *[pl.when(seen_in_time.any()).then(pl.col(source).filter(seen_in_time).sum().cast(pl.Float64)).alias(name)
+          for source, name in (("score", "reddit_engagement_1h"), ("num_comments", "reddit_comments_1h"))],
     )
     covered = pl.col("ts").is_between(first_hour_end, observed_until)
+    no_posts = pl.col("reddit_volume_1h").is_null()
     counts = ("reddit_volume_1h", "reddit_engagement_1h", "reddit_comments_1h")
     return frame.join(agg, on="ts", how="left", maintain_order="left").with_columns(
-        [pl.when(covered).then(pl.col(c).fill_null(0.0)).otherwise(None).alias(c) for c in counts]
+        [pl.when(covered & no_posts).then(0.0).when(covered).then(pl.col(c)).otherwise(None).alias(c) for c in counts]
         + [pl.when(covered).then(pl.col("reddit_sentiment_1h")).otherwise(None).alias("reddit_sentiment_1h")]
     ).select("ts", *HOURLY_COLUMNS)

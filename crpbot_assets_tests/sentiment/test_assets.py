@@ -114,6 +114,7 @@ def test_reddit_posts_append_to_what_is_stored(frozen_reddit, sentiment_resource
     hourly = storage.read_parquet("reddit_hourly/symbol=SOL-USD/month=2026-03-01.parquet")
     sol = [p for p in listed if p["subreddit"] == "solana"] + [early] * (early["subreddit"] == "solana")
     first_hour_end = min(p["created_utc"] for p in sol) // 3600 * 3600 + 3600
+    engagement_seen = []
     for hour in range(1, 11):
         end = datetime(2026, 3, 1, hour, tzinfo=UTC).timestamp()
         row = hourly.filter(pl.col("ts") == datetime.fromtimestamp(end, UTC)).row(0, named=True)
@@ -123,7 +124,11 @@ def test_reddit_posts_append_to_what_is_stored(frozen_reddit, sentiment_resource
         in_hour = [p for p in sol if end - 3600 <= p["created_utc"] < end]
         assert row["reddit_volume_1h"] == len(in_hour) > 0
         assert row["reddit_sentiment_1h"] == pytest.approx(np.mean(compound_scores([p["title"] for p in in_hour])))
-        assert row["reddit_engagement_1h"] == sum(p["score"] for p in in_hour)
+        # Posts listed by this run were retrieved after every hour checked; only `early` was seen in time.
+        seen_by_hour_end = [p["score"] for p in in_hour if p.get("retrieved_utc", float("inf")) <= end]
+        assert row["reddit_engagement_1h"] == (sum(seen_by_hour_end) if seen_by_hour_end else None)
+        engagement_seen.append(row["reddit_engagement_1h"])
+    assert any(value is not None for value in engagement_seen) == (early["subreddit"] == "solana")
 
 
 def test_reddit_posts_fail_naming_missing_variables(sentiment_resources, storage_resources, instance):

@@ -114,7 +114,9 @@ def test_hourly_aggregates_keep_gaps_null_and_zero_hours_zero():
     assert rows[3]["reddit_volume_1h"] == 2 and rows[3]["reddit_engagement_1h"] == 6
     assert rows[3]["reddit_sentiment_1h"] == pytest.approx(0.15)
     assert rows[4]["reddit_volume_1h"] == 0 and rows[4]["reddit_sentiment_1h"] is None  # covered, no posts
-    assert rows[5]["reddit_volume_1h"] == 2 and rows[5]["reddit_comments_1h"] == 4
+    # Both posts of 04:00-05:00 were first seen after 05:00: their scores would hold later votes.
+    assert rows[5]["reddit_volume_1h"] == 2 and rows[5]["reddit_comments_1h"] is None
+    assert rows[5]["reddit_engagement_1h"] is None
     assert rows[6]["reddit_volume_1h"] == 0
     assert rows[7]["reddit_volume_1h"] is None  # after the earliest last retrieval
     # A configured subreddit never observed: no coverage at all.
