@@ -8,7 +8,7 @@ Backtest: trades only at minutes on the N-minute grid (epoch minute % N == 0) so
 At such a minute the position is set from the prediction made with data up to its close, held N minutes and
 earns the label's forward return. long/short: down -> -1, flat -> 0, up -> +1; long/flat: up -> +1 else 0.
 Every change of position costs `fee_bps` per unit traded (-1 -> +1 pays twice). Grid minutes without a usable
-test window (missing candles, invalid rows) are skipped: the strategy is out of the market for that period.
+test window (missing candles, invalid rows) are skipped: the strategy is flat for that period (and pays to leave and re-enter).
 Sharpe is annualised with sqrt(periods per year) on per-period net returns (no risk-free rate).
 """
 
@@ -43,10 +43,17 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     }
 
 
-def backtest(predictions: np.ndarray, fwd_return: np.ndarray, fee_bps: float, horizon_minutes: int, mode: str) -> dict:
-    """Equity curve and statistics for non-overlapping N-minute holding periods (inputs already on the grid)."""
+def backtest(predictions: np.ndarray, fwd_return: np.ndarray, fee_bps: float, horizon_minutes: int, mode: str,
+             follows_previous: np.ndarray | None = None) -> dict:
+    """Equity curve and statistics for non-overlapping N-minute holding periods (inputs already on the grid).
+
+    `follows_previous[i]` is False where grid periods were skipped before period i: the strategy was flat in
+    between, so it pays to leave the previous position and to enter the new one.
+    """
     position = POSITIONS[mode][predictions]
-    turnover = np.abs(np.diff(position, prepend=0.0))
+    previous = np.concatenate([[0.0], position[:-1]])
+    contiguous = np.ones(len(position), bool) if follows_previous is None else follows_previous
+    turnover = np.where(contiguous, np.abs(position - previous), np.abs(previous) + np.abs(position))
     net = position * fwd_return - turnover * fee_bps / 1e4
     equity = np.cumprod(1.0 + net)
     drawdown = equity / np.maximum.accumulate(equity) - 1.0 if len(equity) else np.zeros(0)
@@ -84,13 +91,15 @@ def evaluate_variant(dataset: Dataset, variant: dict, fee_bps: float) -> dict:
     epoch_minute = test["ts"].dt.epoch("s").to_numpy() // 60
     grid = epoch_minute % horizon == 0
     fwd = test["fwd_return"].to_numpy()[grid]
+    grid_minutes = epoch_minute[grid]
+    follows = np.diff(grid_minutes, prepend=grid_minutes[:1] - horizon) == horizon
     result = {
         "model": classification_metrics(y_true, y_pred),
         "majority_baseline": {**classification_metrics(y_true, np.full_like(y_true, majority)), "class": CLASSES[majority]},
         "persistence_baseline": classification_metrics(y_true, persistence),
-        "backtest": {mode: backtest(y_pred[grid], fwd, fee_bps, horizon, mode) for mode in POSITIONS},
-        "backtest_gross": {mode: backtest(y_pred[grid], fwd, 0.0, horizon, mode) for mode in POSITIONS},
-        "buy_and_hold": backtest(np.full(grid.sum(), 2), fwd, fee_bps, horizon, "long_flat"),
+        "backtest": {mode: backtest(y_pred[grid], fwd, fee_bps, horizon, mode, follows) for mode in POSITIONS},
+        "backtest_gross": {mode: backtest(y_pred[grid], fwd, 0.0, horizon, mode, follows) for mode in POSITIONS},
+        "buy_and_hold": backtest(np.full(grid.sum(), 2), fwd, fee_bps, horizon, "long_flat", follows),
         "test_first_ts": str(test["ts"][0]),
         "test_last_ts": str(test["ts"][-1]),
         "features": len(variant["feature_columns"]),

@@ -121,6 +121,9 @@ def test_metrics_and_backtest_arithmetic():
     assert bt["max_drawdown"] == pytest.approx((equity / np.maximum.accumulate(equity) - 1).min())
     flat = backtest(np.array([2, 2, 0, 1]), np.array([0.01, -0.02, -0.01, 0.05]), 10.0, 15, "long_flat")
     assert flat["trades"] == 2 and flat["exposure"] == 0.5
+    # A skipped grid period before the 2nd period: flat in between, so leaving and re-entering the long costs 2 units.
+    gap = backtest(np.array([2, 2]), np.array([0.01, 0.02]), 10.0, 15, "long_flat", np.array([True, False]))
+    assert gap["total_return"] == pytest.approx((1 + 0.01 - 0.001) * (1 + 0.02 - 0.002) - 1)
 
 
 def test_evaluation_uses_only_test_rows(dataset):
