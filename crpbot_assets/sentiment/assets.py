@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import polars as pl
 
+from crpbot_assets.common.checks import partition_check_result
 from crpbot_assets.common.http import RateLimiter, RequestStats
 from crpbot_assets.common.io_manager import partition_path
 from crpbot_assets.common.partitions import month_end, month_partitions, split_key, symbol_month_partitions
@@ -262,6 +263,4 @@ def schema_problems(key: str, frame: pl.DataFrame) -> list[str]:
 @dg.asset_check(asset=sentiment_features, blocking=True, partitions_def=symbol_month_partitions)
 def sentiment_features_schema(sentiment_features: dict[str, pl.DataFrame]) -> dg.AssetCheckResult:
     """Exactly `ts` + the seven Float64 columns; sorted, unique hour ends inside the partition's month."""
-    failures = {key: p for key, frame in sorted(sentiment_features.items()) if (p := schema_problems(key, frame))}
-    return dg.AssetCheckResult(passed=not failures, metadata={"partitions_checked": len(sentiment_features),
-                                                              "failures": dg.MetadataValue.json(failures)})
+    return partition_check_result(sentiment_features, schema_problems)
