@@ -62,8 +62,7 @@ def _materialize_window(month_count: int, model_config: dict) -> None:
     from crpbot_assets.definitions import defs
 
     instance = dg.DagsterInstance.get()
-    months = _last_complete_months(month_count, datetime.now(timezone.utc))
-    warm_up = _last_complete_months(month_count + 1, datetime.now(timezone.utc))[0]
+    warm_up, *months = _last_complete_months(month_count + 1, datetime.now(timezone.utc))
     job = defs.resolve_implicit_global_asset_job_def()
 
     def run(title: str, assets: list[str], tags: dict | None = None, run_config: dict | None = None) -> None:
