@@ -11,7 +11,7 @@ import argparse
 import tempfile
 import time
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 warnings.filterwarnings("ignore")  # Dagster's beta/preview notices
 import dagster as dg  # noqa: E402
@@ -26,8 +26,10 @@ from crpbot_assets.replay.server import ReplayServer
 
 def report(label: str, requests: int, rows: int, seconds: float, limit: float) -> None:
     rate = requests / seconds
-    print(f"{label:<42} {requests:>5} requests {rows:>8} rows {seconds:7.2f} s  "
-          f"{rate:6.2f} req/s = {rate / limit:5.3f} x limit  {rows / seconds:9.0f} rows/s")
+    print(
+        f"{label:<42} {requests:>5} requests {rows:>8} rows {seconds:7.2f} s  "
+        f"{rate:6.2f} req/s = {rate / limit:5.3f} x limit  {rows / seconds:9.0f} rows/s"
+    )
 
 
 def main() -> None:
@@ -40,27 +42,42 @@ def main() -> None:
         print(f"replay server {server.url}: limit {args.rate}/s (burst 15); client paced at {args.rate}/s")
 
         client = resource.client()
-        start, end = datetime(2019, 1, 1, tzinfo=timezone.utc), datetime(2019, 2, 1, tzinfo=timezone.utc)
+        start, end = datetime(2019, 1, 1, tzinfo=UTC), datetime(2019, 2, 1, tzinfo=UTC)
         result = client.fetch(args.symbol, start, end)
-        report(f"client: {args.symbol} 2019-01 (1 month)", result.requests, result.frame.height, result.seconds, args.rate)
+        report(
+            f"client: {args.symbol} 2019-01 (1 month)",
+            result.requests,
+            result.frame.height,
+            result.seconds,
+            args.rate,
+        )
 
         server.clear()
         with tempfile.TemporaryDirectory() as tmp, dg.instance_for_test(temp_dir=tmp) as instance:
             started = time.perf_counter()
             run = dg.materialize(
-                [candles, *candles_checks], instance=instance,
-                resources={"coinbase": resource, "io_manager": PartitionedFileIOManager(base_uri=f"{tmp}/data")},
-                tags={"dagster/asset_partition_range_start": f"2019-01-01|{args.symbol}",
-                      "dagster/asset_partition_range_end": f"2019-03-01|{args.symbol}"})
+                [candles, *candles_checks],
+                instance=instance,
+                resources={
+                    "coinbase": resource,
+                    "io_manager": PartitionedFileIOManager(base_uri=f"{tmp}/data"),
+                },
+                tags={
+                    "dagster/asset_partition_range_start": f"2019-01-01|{args.symbol}",
+                    "dagster/asset_partition_range_end": f"2019-03-01|{args.symbol}",
+                },
+            )
             seconds = time.perf_counter() - started
             metas = [e.materialization.metadata for e in run.get_asset_materialization_events()]
             requests, rows = int(server.stats["coinbase"]["requests"]), sum(m["rows"].value for m in metas)
             fetch_s = sum(m["requests"].value / m["requests_per_second"].value for m in metas)
             report("asset: 3 months, one run, fetch only", requests, rows, fetch_s, args.rate)
             report("asset: 3 months, one run, end to end", requests, rows, seconds, args.rate)
-            print(f"429s from the server: {int(server.stats['coinbase'].get('rate_limited', 0))}; "
-                  f"runs: {len(instance.get_run_records())}; checks passed: "
-                  f"{all(e.passed for e in run.get_asset_check_evaluations())}")
+            print(
+                f"429s from the server: {int(server.stats['coinbase'].get('rate_limited', 0))}; "
+                f"runs: {len(instance.get_run_records())}; checks passed: "
+                f"{all(e.passed for e in run.get_asset_check_evaluations())}"
+            )
 
 
 if __name__ == "__main__":

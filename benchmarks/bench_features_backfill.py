@@ -44,7 +44,11 @@ CANDLES = dg.AssetSpec("candles", partitions_def=symbol_month_partitions)
 
 
 def partition_keys(last_month: str) -> list[str]:
-    return [k for k in symbol_month_partitions.get_partition_keys() if split_key(k)[1].strftime("%Y-%m-%d") <= last_month]
+    return [
+        k
+        for k in symbol_month_partitions.get_partition_keys()
+        if split_key(k)[1].strftime("%Y-%m-%d") <= last_month
+    ]
 
 
 def seed_candles(storage: Storage, keys: list[str]) -> dict[str, pl.DataFrame]:
@@ -70,8 +74,11 @@ def pure_compute(candles: dict[str, pl.DataFrame], keys: list[str]) -> tuple[flo
 
 def step_phases(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
     """Seconds per phase of a run, from its event log timestamps."""
-    events = [(e.timestamp, e.step_key, e.dagster_event.event_type_value)
-              for e in instance.all_logs(run_id) if e.dagster_event]
+    events = [
+        (e.timestamp, e.step_key, e.dagster_event.event_type_value)
+        for e in instance.all_logs(run_id)
+        if e.dagster_event
+    ]
     at = defaultdict(dict)
     for ts, step, kind in events:
         at[step].setdefault(kind, ts)
@@ -80,8 +87,11 @@ def step_phases(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
         "load candles": f["LOADED_INPUT"] - f["STEP_START"],
         "compute": f["STEP_OUTPUT"] - f["LOADED_INPUT"],
         "write parquet": f["HANDLED_OUTPUT"] - f["STEP_OUTPUT"],
-        "checks (load + evaluate)": sum(s["STEP_SUCCESS"] - s["STEP_START"] for k, s in at.items()
-                                        if k and k != "features" and "STEP_SUCCESS" in s),
+        "checks (load + evaluate)": sum(
+            s["STEP_SUCCESS"] - s["STEP_START"]
+            for k, s in at.items()
+            if k and k != "features" and "STEP_SUCCESS" in s
+        ),
     }
     run_events = [ts for ts, step, _ in events]
     phases["run total (event log)"] = max(run_events) - min(run_events)
@@ -90,7 +100,9 @@ def step_phases(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--last-month", default="2026-11-01", help="last month partition included (YYYY-MM-01)")
+    parser.add_argument(
+        "--last-month", default="2026-11-01", help="last month partition included (YYYY-MM-01)"
+    )
     parser.add_argument("--base", help="storage folder (default: a temporary folder, removed afterwards)")
     parser.add_argument("--keep", action="store_true", help="keep the storage folder")
     args = parser.parse_args()
@@ -101,8 +113,10 @@ def main() -> None:
         t0 = time.perf_counter()
         candles = seed_candles(storage, keys)
         candle_rows = sum(f.height for f in candles.values())
-        print(f"seeded {len(keys)} candle partitions ({candle_rows:,} rows, 3 symbols, "
-              f"{min(k.split('|')[0] for k in keys)} .. {args.last_month}) in {time.perf_counter() - t0:.1f}s under {base}")
+        print(
+            f"seeded {len(keys)} candle partitions ({candle_rows:,} rows, 3 symbols, "
+            f"{min(k.split('|')[0] for k in keys)} .. {args.last_month}) in {time.perf_counter() - t0:.1f}s under {base}"
+        )
 
         pure_before_s, pure_rows = pure_compute(candles, keys)
         print(f"pure computation before the backfill: {pure_before_s:.1f}s", flush=True)
@@ -110,40 +124,61 @@ def main() -> None:
             definitions = dg.Definitions.merge(features_defs, dg.Definitions(assets=[CANDLES]))
             requests = build_run_requests_with_backfill_policies(
                 asset_partitions=[AssetKeyPartitionKey(dg.AssetKey("features"), k) for k in keys],
-                asset_graph=definitions.resolve_asset_graph(), dynamic_partitions_store=instance)
-            print(f"backfill of {len(keys)} features partitions -> {len(requests)} run(s): "
-                  + "; ".join(f"{r.tags['dagster/asset_partition_range_start']} .. "
-                              f"{r.tags['dagster/asset_partition_range_end']}" for r in requests))
+                asset_graph=definitions.resolve_asset_graph(),
+                dynamic_partitions_store=instance,
+            )
+            print(
+                f"backfill of {len(keys)} features partitions -> {len(requests)} run(s): "
+                + "; ".join(
+                    f"{r.tags['dagster/asset_partition_range_start']} .. "
+                    f"{r.tags['dagster/asset_partition_range_end']}"
+                    for r in requests
+                )
+            )
             resources = {"io_manager": PartitionedFileIOManager(base_uri=base)}
             backfill_start, phases, written = time.perf_counter(), defaultdict(float), 0
             for request in requests:
                 run_start = time.perf_counter()
-                result = dg.materialize([CANDLES, features, *features_checks], instance=instance, tags=request.tags,
-                                        resources=resources, selection=dg.AssetSelection.assets(features))
+                result = dg.materialize(
+                    [CANDLES, features, *features_checks],
+                    instance=instance,
+                    tags=request.tags,
+                    resources=resources,
+                    selection=dg.AssetSelection.assets(features),
+                )
                 assert result.success, f"run for {request.tags} failed"
                 events = result.get_asset_materialization_events()
                 written += sum(e.materialization.metadata["rows"].value for e in events)
                 checks_ok = all(e.passed for e in result.get_asset_check_evaluations())
                 for name, seconds in step_phases(instance, result.run_id).items():
                     phases[name] += seconds
-                print(f"  run {result.run_id[:8]}: {len(events)} partitions in {time.perf_counter() - run_start:.1f}s,"
-                      f" checks {'passed' if checks_ok else 'FAILED'}", flush=True)
+                print(
+                    f"  run {result.run_id[:8]}: {len(events)} partitions in {time.perf_counter() - run_start:.1f}s,"
+                    f" checks {'passed' if checks_ok else 'FAILED'}",
+                    flush=True,
+                )
             backfill_s = time.perf_counter() - backfill_start
             runs = len(instance.get_run_records())
 
         pure_after_s, _ = pure_compute(candles, keys)
         pure_s = min(pure_before_s, pure_after_s)
         assert pure_rows == written, f"pure computation kept {pure_rows} rows, the backfill wrote {written}"
-        print(f"backfill: {runs} runs, {len(keys)} partitions, {written:,} feature rows in {backfill_s:.1f}s "
-              f"({written / backfill_s:,.0f} rows/s)")
+        print(
+            f"backfill: {runs} runs, {len(keys)} partitions, {written:,} feature rows in {backfill_s:.1f}s "
+            f"({written / backfill_s:,.0f} rows/s)"
+        )
         print("  phases summed over runs: " + ", ".join(f"{k} {v:.1f}s" for k, v in phases.items()))
-        print(f"pure computation of the same partitions (no Dagster, no files): {pure_s:.1f}s best of before "
-              f"{pure_before_s:.1f}s / after {pure_after_s:.1f}s "
-              f"({pure_rows:,} rows, {pure_rows / pure_s:,.0f} rows/s)")
+        print(
+            f"pure computation of the same partitions (no Dagster, no files): {pure_s:.1f}s best of before "
+            f"{pure_before_s:.1f}s / after {pure_after_s:.1f}s "
+            f"({pure_rows:,} rows, {pure_rows / pure_s:,.0f} rows/s)"
+        )
         overhead = backfill_s - pure_s
-        print(f"Dagster + storage overhead: {overhead:.1f}s = {overhead / pure_s:.0%} of pure compute "
-              f"(backfill / pure = {backfill_s / pure_s:.2f}x); of which checks {phases['checks (load + evaluate)']:.1f}s,"
-              f" parquet writes {phases['write parquet']:.1f}s, candle loads {phases['load candles']:.1f}s")
+        print(
+            f"Dagster + storage overhead: {overhead:.1f}s = {overhead / pure_s:.0%} of pure compute "
+            f"(backfill / pure = {backfill_s / pure_s:.2f}x); of which checks {phases['checks (load + evaluate)']:.1f}s,"
+            f" parquet writes {phases['write parquet']:.1f}s, candle loads {phases['load candles']:.1f}s"
+        )
     finally:
         if not args.keep and not args.base:
             shutil.rmtree(base, ignore_errors=True)

@@ -105,22 +105,33 @@ def compute_features_pandas(candles: pd.DataFrame) -> pd.DataFrame:
     """`candles` with a `ts` column (tz-aware, sorted) -> `ts` + every catalogue feature, in catalogue order."""
     df = candles.set_index("ts")
     by_tf = {tf: [f for f in CATALOGUE if f.timeframe == tf] for tf in ("1m", "5m", "15m", "1h")}
-    minute = _timeframe(df, "1m", "m1", [f for f in by_tf["1m"] if not f.name.startswith(("cal_", "m1_gap", "m1_cov"))])
+    minute = _timeframe(
+        df, "1m", "m1", [f for f in by_tf["1m"] if not f.name.startswith(("cal_", "m1_gap", "m1_cov"))]
+    )
     epoch_min = (df.index.astype("int64") // 60_000_000).to_numpy()
     minute["m1_gap_minutes"] = pd.Series(epoch_min, index=df.index).diff() - 1
     span = pd.Series(epoch_min, index=df.index)
     minute["m1_coverage_60"] = 60.0 / (span - span.shift(59) + 1)
     tod, dow = (epoch_min % 1440).astype(float), ((epoch_min // 1440 + 3) % 7).astype(float)
-    minute["cal_hour_sin"], minute["cal_hour_cos"] = np.sin(2 * np.pi * tod / 1440), np.cos(2 * np.pi * tod / 1440)
+    minute["cal_hour_sin"], minute["cal_hour_cos"] = (
+        np.sin(2 * np.pi * tod / 1440),
+        np.cos(2 * np.pi * tod / 1440),
+    )
     minute["cal_dow_sin"], minute["cal_dow_cos"] = np.sin(2 * np.pi * dow / 7), np.cos(2 * np.pi * dow / 7)
     out = minute.reset_index()
-    for tf, prefix, rule, minutes in (("5m", "m5", "5min", 5), ("15m", "m15", "15min", 15), ("1h", "h1", "1h", 60)):
+    for tf, prefix, rule, minutes in (
+        ("5m", "m5", "5min", 5),
+        ("15m", "m15", "15min", 15),
+        ("1h", "h1", "1h", 60),
+    ):
         bars = df.resample(rule, closed="left", label="left").agg(
-            {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"})
+            {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}
+        )
         bars["minutes_present"] = df["close"].resample(rule, closed="left", label="left").count()
         bars = bars[bars["minutes_present"] > 0]
         feats = _timeframe(bars, tf, prefix, by_tf[tf])
         feats["usable_at"] = feats.index + pd.Timedelta(minutes=minutes - 1)
-        out = pd.merge_asof(out, feats.reset_index(drop=True), left_on="ts", right_on="usable_at",
-                            direction="backward").drop(columns="usable_at")
+        out = pd.merge_asof(
+            out, feats.reset_index(drop=True), left_on="ts", right_on="usable_at", direction="backward"
+        ).drop(columns="usable_at")
     return out[["ts"] + [f.name for f in CATALOGUE]]

@@ -10,10 +10,9 @@ import argparse
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from crpbot_assets.common.settings import REPO_ROOT
-
 
 # A CPU-sized model so the demo trains 3 symbols x 2 variants in minutes; production uses LstmConfig's defaults.
 DEMO_MODEL = {"hidden_size": 32, "num_layers": 1, "sequence_length": 30}
@@ -27,7 +26,7 @@ def _last_complete_months(count: int, now: datetime) -> list[datetime]:
     months, year, month = [], now.year, now.month
     for _ in range(count):
         year, month = (year - 1, 12) if month == 1 else (year, month - 1)
-        months.append(datetime(year, month, 1, tzinfo=timezone.utc))
+        months.append(datetime(year, month, 1, tzinfo=UTC))
     return months[::-1]
 
 
@@ -38,9 +37,15 @@ def _range_tags(first: str, last: str) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--months", type=int, default=2, help="complete months to materialize (default 2)")
-    parser.add_argument("--epochs", type=int, default=3, help="LSTM epochs per symbol (default 3; production 15)")
-    parser.add_argument("--windows-per-epoch", type=int, default=20_000,
-                        help="training windows sampled per epoch (default 20000; production: all)")
+    parser.add_argument(
+        "--epochs", type=int, default=3, help="LSTM epochs per symbol (default 3; production 15)"
+    )
+    parser.add_argument(
+        "--windows-per-epoch",
+        type=int,
+        default=20_000,
+        help="training windows sampled per epoch (default 20000; production: all)",
+    )
     args = parser.parse_args(argv)
 
     os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / "dagster_home"))
@@ -50,7 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     with ReplayServer() as replay:
         os.environ["CRPBOT_REPLAY_URL"] = replay.url
         print(f"replay server (Coinbase, Reddit, alternative.me, Google Trends) on {replay.url}", flush=True)
-        _materialize_window(args.months, DEMO_MODEL | {"epochs": args.epochs, "max_train_windows_per_epoch": args.windows_per_epoch})
+        _materialize_window(
+            args.months,
+            DEMO_MODEL | {"epochs": args.epochs, "max_train_windows_per_epoch": args.windows_per_epoch},
+        )
 
 
 def _materialize_window(month_count: int, model_config: dict) -> None:
@@ -62,16 +70,23 @@ def _materialize_window(month_count: int, model_config: dict) -> None:
     from crpbot_assets.definitions import defs
 
     instance = dg.DagsterInstance.get()
-    warm_up, *months = _last_complete_months(month_count + 1, datetime.now(timezone.utc))
+    warm_up, *months = _last_complete_months(month_count + 1, datetime.now(UTC))
     job = defs.resolve_implicit_global_asset_job_def()
 
     def run(title: str, assets: list[str], tags: dict | None = None, run_config: dict | None = None) -> None:
         started = time.monotonic()
         print(f"\n== {title} ==", flush=True)
-        result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(a) for a in assets],
-                                        tags=tags or {}, run_config=run_config, raise_on_error=False)
+        result = job.execute_in_process(
+            instance=instance,
+            asset_selection=[dg.AssetKey(a) for a in assets],
+            tags=tags or {},
+            run_config=run_config,
+            raise_on_error=False,
+        )
         status = "ok" if result.success else "FAILED"
-        print(f"== {title}: {status} in {time.monotonic() - started:.0f}s (run {result.run_id}) ==", flush=True)
+        print(
+            f"== {title}: {status} in {time.monotonic() - started:.0f}s (run {result.run_id}) ==", flush=True
+        )
         if not result.success:
             sys.exit(f"demo stopped: {title} failed; see the run's logs in the UI or above")
 
@@ -80,28 +95,48 @@ def _materialize_window(month_count: int, model_config: dict) -> None:
 
     window = f"{months[0]:%Y-%m}..{months[-1]:%Y-%m}"
     run("Fear & Greed index (whole history)", ["fear_greed_index"])
-    run(f"Reddit posts and Google Trends, {window}", ["reddit_posts", "google_trends_hourly"],
-        _range_tags(f"{months[0]:%Y-%m-%d}", f"{months[-1]:%Y-%m-%d}"))
-    run(f"candles, {warm_up:%Y-%m}..{months[-1]:%Y-%m} x {len(SYMBOLS)} symbols (first month is warm-up)",
-        ["candles"], symbol_months(warm_up, months[-1]))
-    run(f"features and sentiment_features, {window} x {len(SYMBOLS)} symbols",
-        ["features", "reddit_hourly", "sentiment_features"], symbol_months(months[0], months[-1]))
+    run(
+        f"Reddit posts and Google Trends, {window}",
+        ["reddit_posts", "google_trends_hourly"],
+        _range_tags(f"{months[0]:%Y-%m-%d}", f"{months[-1]:%Y-%m-%d}"),
+    )
+    run(
+        f"candles, {warm_up:%Y-%m}..{months[-1]:%Y-%m} x {len(SYMBOLS)} symbols (first month is warm-up)",
+        ["candles"],
+        symbol_months(warm_up, months[-1]),
+    )
+    run(
+        f"features and sentiment_features, {window} x {len(SYMBOLS)} symbols",
+        ["features", "reddit_hourly", "sentiment_features"],
+        symbol_months(months[0], months[-1]),
+    )
     for symbol in SYMBOLS:
-        run(f"training_dataset -> lstm_model -> model_evaluation, {symbol}",
-            ["training_dataset", "lstm_model", "model_evaluation"], {"dagster/partition": symbol},
-            {"ops": {"lstm_model": {"config": model_config}, "training_dataset": {"config": DEMO_DATASET}}})
+        run(
+            f"training_dataset -> lstm_model -> model_evaluation, {symbol}",
+            ["training_dataset", "lstm_model", "model_evaluation"],
+            {"dagster/partition": symbol},
+            {"ops": {"lstm_model": {"config": model_config}, "training_dataset": {"config": DEMO_DATASET}}},
+        )
 
     print(f"\nDone. Asset files: {local_storage_uri()}")
     print(f"Dagster instance (runs, metadata, plots): {os.environ['DAGSTER_HOME']}")
     for symbol in SYMBOLS:
         records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("model_evaluation"), asset_partitions=[symbol]), limit=1)
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("model_evaluation"), asset_partitions=[symbol]),
+            limit=1,
+        )
         for record in records.records:
             meta = record.asset_materialization.metadata
-            shown = {k: v.value for k, v in meta.items() if k.endswith("/accuracy") or k.startswith("sentiment_ablation/")}
+            shown = {
+                k: v.value
+                for k, v in meta.items()
+                if k.endswith("/accuracy") or k.startswith("sentiment_ablation/")
+            }
             print(f"  {symbol} test-segment results: {shown}")
-    print("Open the UI: .venv/bin/crpbot-replay &  then  "
-          "DAGSTER_HOME=$PWD/dagster_home .venv/bin/dagster dev -w workspace.yaml  ->  http://127.0.0.1:3000")
+    print(
+        "Open the UI: .venv/bin/crpbot-replay &  then  "
+        "DAGSTER_HOME=$PWD/dagster_home .venv/bin/dagster dev -w workspace.yaml  ->  http://127.0.0.1:3000"
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,5 @@
 """Shared fixtures: a replay server on loopback and an isolated Dagster instance + storage per test."""
 
-import os
-
 import dagster as dg
 import pytest
 

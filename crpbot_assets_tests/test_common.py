@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import requests
 
-from crpbot_assets.common.http import ApiError, RateLimiter, RetryPolicy, RequestStats, get_json
+from crpbot_assets.common.http import ApiError, RateLimiter, RequestStats, RetryPolicy, get_json
 from crpbot_assets.common.io_manager import PartitionedFileIOManager, partition_path
 from crpbot_assets.common.partitions import symbol_month_partitions
 from crpbot_assets.common.storage import CorruptFileError, Storage
@@ -47,11 +47,17 @@ def test_corrupt_parquet_names_the_file(tmp_path):
 
 def test_io_manager_reports_missing_partition(tmp_path):
     manager = PartitionedFileIOManager(base_uri=str(tmp_path))
-    context = dg.build_input_context(asset_key=dg.AssetKey("candles"), partition_key="2019-01-01|BTC-USD",
-                                     asset_partitions_def=symbol_month_partitions)
+    context = dg.build_input_context(
+        asset_key=dg.AssetKey("candles"),
+        partition_key="2019-01-01|BTC-USD",
+        asset_partitions_def=symbol_month_partitions,
+    )
     with pytest.raises(FileNotFoundError, match="2019-01-01|BTC-USD"):
         manager.load_input(context)
-    assert partition_path(dg.AssetKey("candles"), "2019-01-01|BTC-USD") == "candles/symbol=BTC-USD/month=2019-01-01"
+    assert (
+        partition_path(dg.AssetKey("candles"), "2019-01-01|BTC-USD")
+        == "candles/symbol=BTC-USD/month=2019-01-01"
+    )
 
 
 def test_rate_limiter_paces_to_rate():
@@ -67,7 +73,9 @@ def test_get_json_retries_then_succeeds(replay_server):
     stats = RequestStats()
     url = f"{replay_server.url}/products/BTC-USD/candles"
     params = {"granularity": 60, "start": "2019-01-01T00:00:00Z", "end": "2019-01-01T00:09:00Z"}
-    rows = get_json(requests.Session(), url, params=params, policy=RetryPolicy(base_delay_s=0.01), stats=stats)
+    rows = get_json(
+        requests.Session(), url, params=params, policy=RetryPolicy(base_delay_s=0.01), stats=stats
+    )
     assert len(rows) >= 9 and stats.requests == 3 and stats.retries == 2
 
 
@@ -75,7 +83,12 @@ def test_get_json_gives_up_with_clear_error(replay_server):
     replay_server.inject("coinbase", "503", 3)
     url = f"{replay_server.url}/products/BTC-USD/candles"
     with pytest.raises(ApiError, match=r"gave up after 3 attempts; last problem: HTTP 503"):
-        get_json(requests.Session(), url, params={"granularity": 60}, policy=RetryPolicy(max_attempts=3, base_delay_s=0.01))
+        get_json(
+            requests.Session(),
+            url,
+            params={"granularity": 60},
+            policy=RetryPolicy(max_attempts=3, base_delay_s=0.01),
+        )
 
 
 def test_get_json_survives_timeout(replay_server):
@@ -83,7 +96,13 @@ def test_get_json_survives_timeout(replay_server):
     url = f"{replay_server.url}/products/BTC-USD/candles"
     params = {"granularity": 60, "start": "2019-01-01T00:00:00Z", "end": "2019-01-01T00:09:00Z"}
     stats = RequestStats()
-    get_json(requests.Session(), url, params=params, policy=RetryPolicy(timeout_s=0.5, base_delay_s=0.01), stats=stats)
+    get_json(
+        requests.Session(),
+        url,
+        params=params,
+        policy=RetryPolicy(timeout_s=0.5, base_delay_s=0.01),
+        stats=stats,
+    )
     assert stats.retries == 1
 
 
@@ -96,8 +115,12 @@ def test_io_manager_on_s3_round_trips_partitions(monkeypatch):
     server.start()
     try:
         host, port = server.get_host_and_port()
-        for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                            "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}.items():
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        }.items():
             monkeypatch.setenv(name, value)
         boto3.client("s3").create_bucket(Bucket="crpbot-data")
         manager = PartitionedFileIOManager(base_uri="s3://crpbot-data/prod")
@@ -107,9 +130,14 @@ def test_io_manager_on_s3_round_trips_partitions(monkeypatch):
             manager.handle_output(output, pl.DataFrame({"month": [month] * 3}))
         listed = boto3.client("s3").list_objects_v2(Bucket="crpbot-data")["Contents"]
         assert {o["Key"] for o in listed} == {
-            "prod/candles/symbol=BTC-USD/month=2019-01-01.parquet", "prod/candles/symbol=BTC-USD/month=2019-02-01.parquet"}
-        context = dg.build_input_context(asset_key=dg.AssetKey("candles"), asset_partitions_def=symbol_month_partitions,
-                                         asset_partition_key_range=dg.PartitionKeyRange(keys[0], keys[1]))
+            "prod/candles/symbol=BTC-USD/month=2019-01-01.parquet",
+            "prod/candles/symbol=BTC-USD/month=2019-02-01.parquet",
+        }
+        context = dg.build_input_context(
+            asset_key=dg.AssetKey("candles"),
+            asset_partitions_def=symbol_month_partitions,
+            asset_partition_key_range=dg.PartitionKeyRange(keys[0], keys[1]),
+        )
         assert manager.load_input(context)["month"].to_list() == [0, 0, 0, 1, 1, 1]
     finally:
         server.stop()
@@ -126,14 +154,23 @@ def test_replay_console_script_serves_and_takes_faults_over_http():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    process = subprocess.Popen([Path(sys.executable).parent / "crpbot-replay", "--port", str(port)],
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [Path(sys.executable).parent / "crpbot-replay", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert f"127.0.0.1:{port}" in process.stdout.readline()
         url = f"http://127.0.0.1:{port}"
-        queued = requests.post(f"{url}/_replay/faults", data=json.dumps({"service": "coinbase", "fault": "503"}))
+        queued = requests.post(
+            f"{url}/_replay/faults", data=json.dumps({"service": "coinbase", "fault": "503"})
+        )
         assert queued.status_code == 200
-        for bad in ("not json", json.dumps(["coinbase"]), json.dumps({"service": "coinbase", "fault": "418"})):
+        for bad in (
+            "not json",
+            json.dumps(["coinbase"]),
+            json.dumps({"service": "coinbase", "fault": "418"}),
+        ):
             refused = requests.post(f"{url}/_replay/faults", data=bad)
             assert refused.status_code == 400 and "bad fault spec" in refused.json()["message"]
         params = {"granularity": 60, "start": "2019-01-01T00:00:00Z", "end": "2019-01-01T00:04:00Z"}

@@ -13,7 +13,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-EXPECTED_ASSETS = {"candles", "features", "sentiment_features", "training_dataset", "lstm_model", "model_evaluation"}
+EXPECTED_ASSETS = {
+    "candles",
+    "features",
+    "sentiment_features",
+    "training_dataset",
+    "lstm_model",
+    "model_evaluation",
+}
 
 
 def _env(tmp_path, **extra) -> dict:
@@ -25,14 +32,26 @@ def _env(tmp_path, **extra) -> dict:
 
 @pytest.mark.parametrize("crpbot_env", ["local", "prod"])
 def test_definitions_validate(tmp_path, crpbot_env):
-    result = subprocess.run([BIN / "dagster", "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO,
-                            env=_env(tmp_path, CRPBOT_ENV=crpbot_env), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [BIN / "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO,
+        env=_env(tmp_path, CRPBOT_ENV=crpbot_env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_unknown_environment_is_rejected(tmp_path):
-    result = subprocess.run([BIN / "dagster", "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO,
-                            env=_env(tmp_path, CRPBOT_ENV="staging"), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [BIN / "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO,
+        env=_env(tmp_path, CRPBOT_ENV="staging"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode != 0 and "CRPBOT_ENV='staging'" in result.stdout + result.stderr
 
 
@@ -43,8 +62,11 @@ def _free_port() -> int:
 
 
 def _graphql(url: str, query: str) -> dict:
-    request = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": query}).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
@@ -52,14 +74,22 @@ def _graphql(url: str, query: str) -> dict:
 def test_webserver_serves_the_asset_graph(tmp_path):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([BIN / "dagster-webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-                              cwd=REPO, env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [BIN / "dagster-webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=REPO,
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 180
         while True:
             try:
-                nodes = _graphql(url, "{ assetNodes { assetKey { path } isPartitioned "
-                                      "partitionKeysByDimension { name partitionKeys } dependencyKeys { path } } }")
+                nodes = _graphql(
+                    url,
+                    "{ assetNodes { assetKey { path } isPartitioned "
+                    "partitionKeysByDimension { name partitionKeys } dependencyKeys { path } } }",
+                )
                 if nodes.get("data", {}).get("assetNodes"):
                     break
             except OSError:

@@ -13,14 +13,19 @@ from crpbot_assets.common.symbols import is_listed, listed_at
 MAX_PLOTS_PER_RUN = 24  # a whole-history backfill skips the per-partition coverage plots
 
 
-def _fetch_partition(context: dg.AssetExecutionContext, client: CandlesClient, key: str, plot: bool) -> pl.DataFrame:
+def _fetch_partition(
+    context: dg.AssetExecutionContext, client: CandlesClient, key: str, plot: bool
+) -> pl.DataFrame:
     """Fetch one symbol-month and attach its metadata to that partition's materialization."""
     symbol, month = split_key(key)
     start, end = expected_window(symbol, month)
     if start >= end:
         listed = is_listed(symbol, month_end(month))
-        reason = ("month has not started" if listed else
-                  f"{symbol} was not listed on Coinbase before {listed_at(symbol):%Y-%m-%d}")
+        reason = (
+            "month has not started"
+            if listed
+            else f"{symbol} was not listed on Coinbase before {listed_at(symbol):%Y-%m-%d}"
+        )
         context.log.info(f"{key}: no candles ({reason})")
         context.add_asset_metadata({"listed": listed, "explanation": reason, "rows": 0}, partition_key=key)
         return empty_frame()
@@ -50,11 +55,17 @@ def _fetch_partition(context: dg.AssetExecutionContext, client: CandlesClient, k
     }
     days = daily_coverage(frame, start, end) if plot else None
     if days is not None and days.height > 1:
-        metadata["daily_coverage"] = line_plot({"coverage": days["coverage"].to_list()},
-                                               f"{key}: share of minutes present per day", "day of month", "share")
+        metadata["daily_coverage"] = line_plot(
+            {"coverage": days["coverage"].to_list()},
+            f"{key}: share of minutes present per day",
+            "day of month",
+            "share",
+        )
     context.add_asset_metadata(metadata, partition_key=key)
-    context.log.info(f"{key}: {present} rows, {expected - present} missing minutes, "
-                     f"{result.requests} requests ({result.retries} retries) in {result.seconds:.1f}s")
+    context.log.info(
+        f"{key}: {present} rows, {expected - present} missing minutes, "
+        f"{result.requests} requests ({result.retries} retries) in {result.seconds:.1f}s"
+    )
     return frame
 
 

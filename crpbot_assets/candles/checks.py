@@ -18,12 +18,19 @@ COVERAGE_WARN_BELOW = 0.95
 
 # name -> (blocking, description)
 CHECKS = {
-    "candles_timestamps_valid": (True, "Timestamps strictly increasing (so unique), minute-aligned and inside the "
-                                       "partition's month."),
-    "candles_ohlc_valid": (True, "low <= min(open, close), max(open, close) <= high, prices > 0, volume >= 0, "
-                                 "no null/NaN/inf."),
-    "candles_coverage": (False, f"Share of the month's tradable minutes present; warns below {COVERAGE_WARN_BELOW:.0%} "
-                                "(gaps are never filled)."),
+    "candles_timestamps_valid": (
+        True,
+        "Timestamps strictly increasing (so unique), minute-aligned and inside the partition's month.",
+    ),
+    "candles_ohlc_valid": (
+        True,
+        "low <= min(open, close), max(open, close) <= high, prices > 0, volume >= 0, no null/NaN/inf.",
+    ),
+    "candles_coverage": (
+        False,
+        f"Share of the month's tradable minutes present; warns below {COVERAGE_WARN_BELOW:.0%} "
+        "(gaps are never filled).",
+    ),
 }
 
 
@@ -36,17 +43,27 @@ def _coverage_problems(key: str, frame: pl.DataFrame) -> list[str]:
 
 
 @dg.multi_asset_check(
-    specs=[dg.AssetCheckSpec(name, asset=candles, description=text, blocking=blocking,
-                             partitions_def=symbol_month_partitions) for name, (blocking, text) in CHECKS.items()],
+    specs=[
+        dg.AssetCheckSpec(
+            name, asset=candles, description=text, blocking=blocking, partitions_def=symbol_month_partitions
+        )
+        for name, (blocking, text) in CHECKS.items()
+    ],
     ins={"candles": dg.AssetIn("candles")},
 )
 def candles_quality(candles: dict[str, pl.DataFrame]):
     """The three checks from one read of the stored partitions (a backfill range is read once, not once per check)."""
-    yield partition_check_result(candles, lambda key, frame: timestamp_problems(frame, split_key(key)[1]),
-                                 check_name="candles_timestamps_valid")
-    yield partition_check_result(candles, lambda key, frame: ohlc_problems(frame), check_name="candles_ohlc_valid")
-    yield partition_check_result(candles, _coverage_problems, check_name="candles_coverage",
-                                 severity=dg.AssetCheckSeverity.WARN)
+    yield partition_check_result(
+        candles,
+        lambda key, frame: timestamp_problems(frame, split_key(key)[1]),
+        check_name="candles_timestamps_valid",
+    )
+    yield partition_check_result(
+        candles, lambda key, frame: ohlc_problems(frame), check_name="candles_ohlc_valid"
+    )
+    yield partition_check_result(
+        candles, _coverage_problems, check_name="candles_coverage", severity=dg.AssetCheckSeverity.WARN
+    )
 
 
 candles_checks = [candles_quality]

@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -26,8 +26,14 @@ GRANULARITY_S = 60
 PAGE_MINUTES = 300
 # The API sometimes returns a bucket from just before `start`; anything earlier than this is an error.
 MAX_LEAK = timedelta(minutes=5)
-SCHEMA = {"ts": pl.Datetime("us", "UTC"), "open": pl.Float64, "high": pl.Float64, "low": pl.Float64,
-          "close": pl.Float64, "volume": pl.Float64}
+SCHEMA = {
+    "ts": pl.Datetime("us", "UTC"),
+    "open": pl.Float64,
+    "high": pl.Float64,
+    "low": pl.Float64,
+    "close": pl.Float64,
+    "volume": pl.Float64,
+}
 PROD_URL = "https://api.exchange.coinbase.com"
 
 
@@ -56,7 +62,7 @@ class FetchResult:
 
 
 def _iso(when: datetime) -> str:
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def empty_frame() -> pl.DataFrame:
@@ -85,22 +91,30 @@ def parse_page(payload, page: Page, described: str) -> np.ndarray:
     naming the request.
     """
     if not isinstance(payload, list):
-        raise CandlePayloadError(f"{described}: expected a JSON list of candles, got {type(payload).__name__}")
+        raise CandlePayloadError(
+            f"{described}: expected a JSON list of candles, got {type(payload).__name__}"
+        )
     first, last = page.first.timestamp(), page.last.timestamp()
     kept, seen = [], set()
     for index, row in enumerate(payload):
         if not isinstance(row, list) or len(row) != 6:
-            raise CandlePayloadError(f"{described}: row {index} is not [time, low, high, open, close, volume]: {row!r:.120}")
+            raise CandlePayloadError(
+                f"{described}: row {index} is not [time, low, high, open, close, volume]: {row!r:.120}"
+            )
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in row):
-            raise CandlePayloadError(f"{described}: row {index} holds a non-numeric or non-finite value: {row!r:.120}")
+            raise CandlePayloadError(
+                f"{described}: row {index} holds a non-numeric or non-finite value: {row!r:.120}"
+            )
         ts = row[0]
         if ts % GRANULARITY_S:
             raise CandlePayloadError(f"{described}: row {index} time {ts} is not minute-aligned")
         if ts < first - MAX_LEAK.total_seconds() or ts > last:
-            when = datetime.fromtimestamp(ts, timezone.utc).isoformat()
+            when = datetime.fromtimestamp(ts, UTC).isoformat()
             raise CandlePayloadError(f"{described}: row {index} at {when} lies outside the requested window")
         if ts in seen:
-            raise CandlePayloadError(f"{described}: row {index} repeats time {ts} (two candles for one minute)")
+            raise CandlePayloadError(
+                f"{described}: row {index} repeats time {ts} (two candles for one minute)"
+            )
         seen.add(ts)
         if ts >= first:
             kept.append(row)
@@ -109,10 +123,16 @@ def parse_page(payload, page: Page, described: str) -> np.ndarray:
 
 def to_frame(rows: np.ndarray) -> pl.DataFrame:
     """API rows (unique times: `parse_page` rejects repeats, pages do not overlap) -> the contract, sorted by ts."""
-    frame = pl.DataFrame({
-        "ts": rows[:, 0].astype(np.int64) * 1_000_000,
-        "open": rows[:, 3], "high": rows[:, 2], "low": rows[:, 1], "close": rows[:, 4], "volume": rows[:, 5],
-    })
+    frame = pl.DataFrame(
+        {
+            "ts": rows[:, 0].astype(np.int64) * 1_000_000,
+            "open": rows[:, 3],
+            "high": rows[:, 2],
+            "low": rows[:, 1],
+            "close": rows[:, 4],
+            "volume": rows[:, 5],
+        }
+    )
     frame = frame.with_columns(pl.col("ts").cast(pl.Datetime("us")).dt.replace_time_zone("UTC"))
     return frame.sort("ts").cast(SCHEMA)
 
@@ -120,8 +140,14 @@ def to_frame(rows: np.ndarray) -> pl.DataFrame:
 class CandlesClient:
     """Fetches 1-minute candles of one product over any minute-aligned window."""
 
-    def __init__(self, base_url: str, requests_per_second: float = 10.0, burst: int = 1,
-                 policy: RetryPolicy | None = None, max_workers: int | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        requests_per_second: float = 10.0,
+        burst: int = 1,
+        policy: RetryPolicy | None = None,
+        max_workers: int | None = None,
+    ):
         self.base_url = base_url.rstrip("/")
         self.limiter = RateLimiter(requests_per_second, burst)
         self.policy = policy or RetryPolicy()
@@ -135,9 +161,14 @@ class CandlesClient:
     def close(self) -> None:
         self.session.close()
 
-    def fetch(self, product: str, start: datetime, end: datetime,
-              progress: Callable[[int, int], None] | None = None,
-              log: Callable[[str], None] | None = None) -> FetchResult:
+    def fetch(
+        self,
+        product: str,
+        start: datetime,
+        end: datetime,
+        progress: Callable[[int, int], None] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> FetchResult:
         """Candles with start <= ts < end. Raises ApiError (naming the request) if any page fails."""
         pages = page_plan(start, end)
         url = f"{self.base_url}/products/{product}/candles"
@@ -148,8 +179,15 @@ class CandlesClient:
             if failed.is_set():  # another page already failed: don't spend requests
                 return np.empty((0, 6))
             params = page.params()
-            payload = get_json(self.session, url, params=params, limiter=self.limiter, policy=self.policy,
-                               stats=stats, log=log)
+            payload = get_json(
+                self.session,
+                url,
+                params=params,
+                limiter=self.limiter,
+                policy=self.policy,
+                stats=stats,
+                log=log,
+            )
             return parse_page(payload, page, f"GET {url} params={params}")
 
         parts: list[np.ndarray] = []
@@ -167,4 +205,6 @@ class CandlesClient:
                 if progress:
                     progress(len(parts), len(pages))
         rows = np.concatenate(parts) if parts else np.empty((0, 6))
-        return FetchResult(to_frame(rows), len(pages), stats.requests, stats.retries, time.monotonic() - started)
+        return FetchResult(
+            to_frame(rows), len(pages), stats.requests, stats.retries, time.monotonic() - started
+        )

@@ -1,6 +1,6 @@
 """Keeps the month in progress fresh: an hourly run per listed symbol for the current month's partition."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -9,23 +9,34 @@ from crpbot_assets.common.partitions import month_end, symbol_month_key, symbol_
 from crpbot_assets.common.symbols import SYMBOLS, is_listed
 
 candles_job = dg.define_asset_job(
-    "candles_job", selection=dg.AssetSelection.assets(candles), partitions_def=symbol_month_partitions,
+    "candles_job",
+    selection=dg.AssetSelection.assets(candles),
+    partitions_def=symbol_month_partitions,
     description="Candles (and their checks) for the selected symbol-month partitions.",
 )
 
 
-@dg.schedule(job=candles_job, cron_schedule="5 * * * *", execution_timezone="UTC",
-             default_status=dg.DefaultScheduleStatus.STOPPED)
+@dg.schedule(
+    job=candles_job,
+    cron_schedule="5 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)
 def candles_current_month_schedule(context: dg.ScheduleEvaluationContext):
     """Hourly (at :05): re-fetch the month in progress for every symbol listed by then. The first run of a
     month also re-fetches the previous month, whose last run stopped before its final hour."""
-    now = context.scheduled_execution_time or datetime.now(timezone.utc)
-    now = now.astimezone(timezone.utc)
+    now = context.scheduled_execution_time or datetime.now(UTC)
+    now = now.astimezone(UTC)
     month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     months = [month]
     if now - month < timedelta(hours=1):
         months.insert(0, (month - timedelta(days=1)).replace(day=1))
-    requests = [dg.RunRequest(run_key=f"{symbol}|{m:%Y-%m}|{now:%Y-%m-%dT%H:%M}",
-                              partition_key=symbol_month_key(symbol, m))
-                for m in months for symbol in SYMBOLS if is_listed(symbol, min(month_end(m), now))]
+    requests = [
+        dg.RunRequest(
+            run_key=f"{symbol}|{m:%Y-%m}|{now:%Y-%m-%dT%H:%M}", partition_key=symbol_month_key(symbol, m)
+        )
+        for m in months
+        for symbol in SYMBOLS
+        if is_listed(symbol, min(month_end(m), now))
+    ]
     return requests or dg.SkipReason(f"no symbol is listed at {now:%Y-%m-%d %H:%M}")

@@ -5,7 +5,7 @@ Each `*_problems` function returns human-readable violations (empty list = valid
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
@@ -16,12 +16,14 @@ from crpbot_assets.common.symbols import listed_at
 MAX_EXAMPLES = 3
 
 
-def expected_window(symbol: str, month_start: datetime, now: datetime | None = None) -> tuple[datetime, datetime]:
+def expected_window(
+    symbol: str, month_start: datetime, now: datetime | None = None
+) -> tuple[datetime, datetime]:
     """Minutes [start, end) the month can hold: from listing, up to the last completed minute before `now`.
 
     start >= end means the month holds nothing (before listing, or in the future).
     """
-    now = (now or datetime.now(timezone.utc)).replace(second=0, microsecond=0)
+    now = (now or datetime.now(UTC)).replace(second=0, microsecond=0)
     start = max(month_start, listed_at(symbol))
     end = min(month_end(month_start), now)
     return start, max(start, end)
@@ -73,14 +75,18 @@ def ohlc_problems(frame: pl.DataFrame) -> list[str]:
     o, h, l, c, v = (pl.col(name) for name in ("open", "high", "low", "close", "volume"))
     rules = {
         "null or non-finite values": pl.any_horizontal(
-            [pl.col(n).is_null() | ~pl.col(n).is_finite() for n in ("open", "high", "low", "close", "volume")]),
+            [pl.col(n).is_null() | ~pl.col(n).is_finite() for n in ("open", "high", "low", "close", "volume")]
+        ),
         "low > min(open, close)": l > pl.min_horizontal(o, c),
         "max(open, close) > high": pl.max_horizontal(o, c) > h,
         "non-positive price": pl.min_horizontal(o, h, l, c) <= 0,
         "negative volume": v < 0,
     }
-    return [f"{name}: {_examples(frame, mask)}" for name, mask in rules.items()
-            if frame.select(mask.fill_null(True).any()).item()]
+    return [
+        f"{name}: {_examples(frame, mask)}"
+        for name, mask in rules.items()
+        if frame.select(mask.fill_null(True).any()).item()
+    ]
 
 
 def coverage(frame: pl.DataFrame, start: datetime, end: datetime) -> tuple[int, int, float]:
@@ -100,7 +106,9 @@ def daily_coverage(frame: pl.DataFrame, start: datetime, end: datetime) -> pl.Da
         minutes.append(expected_minutes(max(day, start), min(day + timedelta(days=1), end)))
         day += timedelta(days=1)
     counts = frame.group_by(pl.col("ts").dt.truncate("1d").alias("day")).len()
-    return (pl.DataFrame({"day": pl.Series(days).cast(frame.schema["ts"]), "minutes": minutes})
-            .join(counts, on="day", how="left")
-            .with_columns((pl.col("len").fill_null(0) / pl.col("minutes")).alias("coverage"))
-            .select("day", "coverage"))
+    return (
+        pl.DataFrame({"day": pl.Series(days).cast(frame.schema["ts"]), "minutes": minutes})
+        .join(counts, on="day", how="left")
+        .with_columns((pl.col("len").fill_null(0) / pl.col("minutes")).alias("coverage"))
+        .select("day", "coverage")
+    )

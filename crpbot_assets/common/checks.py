@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import dagster as dg
 import polars as pl
 
 
-def partition_check_result(frames: dict[str, pl.DataFrame], problems_of: Callable[[str, pl.DataFrame], list[str]],
-                           *, check_name: str | None = None,
-                           severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
+def partition_check_result(
+    frames: dict[str, pl.DataFrame],
+    problems_of: Callable[[str, pl.DataFrame], list[str]],
+    *,
+    check_name: str | None = None,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+) -> dg.AssetCheckResult:
     """Passed when `problems_of(partition_key, frame)` finds nothing in any partition; otherwise each failing
     partition's problems, in the description (first 2000 characters) and in full in metadata `failures`."""
     failures = {key: found for key in sorted(frames) if (found := problems_of(key, frames[key]))}
@@ -20,6 +24,9 @@ def partition_check_result(frames: dict[str, pl.DataFrame], problems_of: Callabl
         passed=not failures,
         severity=severity,
         description=description[:2000] or None,
-        metadata={"partitions_checked": len(frames), "partitions_failed": len(failures),
-                  "failures": dg.MetadataValue.json(failures)},
+        metadata={
+            "partitions_checked": len(frames),
+            "partitions_failed": len(failures),
+            "failures": dg.MetadataValue.json(failures),
+        },
     )

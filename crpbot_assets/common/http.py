@@ -6,9 +6,10 @@ import email.utils
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable, TypeVar
+from datetime import UTC, datetime
+from typing import TypeVar
 
 import requests
 
@@ -69,7 +70,7 @@ def parse_retry_after(value: str | None) -> float | None:
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
-        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 @dataclass
@@ -94,8 +95,14 @@ class RetryableStatus(Exception):
         self.retry_after = retry_after
 
 
-def call_with_retries(what: str, call: Callable[[], T], retryable: Callable[[Exception], float | None | bool],
-                      policy: RetryPolicy, stats: RequestStats, log=None) -> T:
+def call_with_retries(
+    what: str,
+    call: Callable[[], T],
+    retryable: Callable[[Exception], float | None | bool],
+    policy: RetryPolicy,
+    stats: RequestStats,
+    log=None,
+) -> T:
     """Run `call`, retrying exceptions `retryable` accepts (it returns Retry-After seconds, None or True for
     "retry", False for "fatal") with the policy's bounded jittered back-off; then an ApiError naming `what`."""
     problem = "no attempt made"
@@ -145,7 +152,9 @@ def get_json(
         stats.add(requests=1)
         response = session.get(url, params=params, headers=headers, timeout=policy.timeout_s)
         if response.status_code in RETRYABLE_STATUS:
-            raise RetryableStatus(response.status_code, parse_retry_after(response.headers.get("Retry-After")))
+            raise RetryableStatus(
+                response.status_code, parse_retry_after(response.headers.get("Retry-After"))
+            )
         if response.status_code >= 400:
             raise ApiError(f"{described}: HTTP {response.status_code}: {response.text[:300]}")
         try:

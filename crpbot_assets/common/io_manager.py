@@ -54,7 +54,9 @@ class PartitionedFileIOManager(dg.ConfigurableIOManager):
         if suffix is None:
             raise TypeError(f"{asset_key.to_user_string()}: cannot store {type(obj).__name__}")
         storage = self.storage
-        write = {".parquet": storage.write_parquet, ".bin": storage.write_bytes, ".json": storage.write_json}[suffix]
+        write = {".parquet": storage.write_parquet, ".bin": storage.write_bytes, ".json": storage.write_json}[
+            suffix
+        ]
         return write(partition_path(asset_key, partition_key) + suffix, obj)
 
     def _write_partitions(self, context: dg.OutputContext, obj) -> None:
@@ -63,16 +65,26 @@ class PartitionedFileIOManager(dg.ConfigurableIOManager):
         expected = {str(key) for key in context.asset_partition_keys}
         if not isinstance(obj, dict) or {str(key) for key in obj} != expected:
             got = sorted(map(str, obj)) if isinstance(obj, dict) else type(obj).__name__
-            raise TypeError(f"{name}: a run over {len(expected)} partitions must return a dict keyed by exactly "
-                            f"those partition keys; got {got}")
+            raise TypeError(
+                f"{name}: a run over {len(expected)} partitions must return a dict keyed by exactly "
+                f"those partition keys; got {got}"
+            )
         for key, value in obj.items():
             self._write_one(context.asset_key, str(key), value)
-        context.add_output_metadata({"path": dg.MetadataValue.path(self.storage.uri(partition_path(context.asset_key, None)))})
+        context.add_output_metadata(
+            {"path": dg.MetadataValue.path(self.storage.uri(partition_path(context.asset_key, None)))}
+        )
 
     def _load_one(self, asset_key: dg.AssetKey, partition_key: str | None):
         storage, base = self.storage, partition_path(asset_key, partition_key)
-        where = (f"partition {partition_key!r} of " if partition_key else "") + f"asset {asset_key.to_user_string()}"
-        for suffix, read in ((".parquet", storage.read_parquet), (".json", storage.read_json), (".bin", storage.read_bytes)):
+        where = (
+            f"partition {partition_key!r} of " if partition_key else ""
+        ) + f"asset {asset_key.to_user_string()}"
+        for suffix, read in (
+            (".parquet", storage.read_parquet),
+            (".json", storage.read_json),
+            (".bin", storage.read_bytes),
+        ):
             if storage.exists(base + suffix):
                 try:
                     return read(base + suffix)

@@ -1,15 +1,13 @@
 """Partition definitions shared by every stage: symbol x month, and symbol alone."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
 from crpbot_assets.common.symbols import HISTORY_START, SYMBOLS
 
 # end_offset=1 includes the month in progress, which the candles schedule keeps fresh.
-month_partitions = dg.MonthlyPartitionsDefinition(
-    start_date=HISTORY_START.strftime("%Y-%m-%d"), end_offset=1
-)
+month_partitions = dg.MonthlyPartitionsDefinition(start_date=HISTORY_START.strftime("%Y-%m-%d"), end_offset=1)
 symbol_partitions = dg.StaticPartitionsDefinition(SYMBOLS)
 symbol_month_partitions = dg.MultiPartitionsDefinition(
     {"symbol": symbol_partitions, "month": month_partitions}
@@ -20,7 +18,8 @@ previous_and_current_month = dg.MultiPartitionMapping(
     {
         "symbol": dg.DimensionPartitionMapping("symbol", dg.IdentityPartitionMapping()),
         "month": dg.DimensionPartitionMapping(
-            "month", dg.TimeWindowPartitionMapping(start_offset=-1, allow_nonexistent_upstream_partitions=True)
+            "month",
+            dg.TimeWindowPartitionMapping(start_offset=-1, allow_nonexistent_upstream_partitions=True),
         ),
     }
 )
@@ -33,7 +32,7 @@ def split_key(partition_key: str | dg.MultiPartitionKey) -> tuple[str, datetime]
     if not isinstance(partition_key, dg.MultiPartitionKey):
         partition_key = symbol_month_partitions.get_partition_key_from_str(partition_key)
     dims = partition_key.keys_by_dimension
-    month = datetime.strptime(dims["month"], "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    month = datetime.strptime(dims["month"], "%Y-%m-%d").replace(tzinfo=UTC)
     return dims["symbol"], month
 
 

@@ -8,9 +8,9 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")
+import dagster as dg  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
-import dagster as dg  # noqa: E402
 
 
 def figure_markdown(fig, title: str) -> dg.MetadataValue:
@@ -22,7 +22,9 @@ def figure_markdown(fig, title: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"**{title}**\n\n![{title}](data:image/png;base64,{encoded})")
 
 
-def line_plot(series: dict[str, list[float]], title: str, xlabel: str, ylabel: str, x=None) -> dg.MetadataValue:
+def line_plot(
+    series: dict[str, list[float]], title: str, xlabel: str, ylabel: str, x=None
+) -> dg.MetadataValue:
     """One line per named series, as inline markdown metadata."""
     fig, ax = plt.subplots(figsize=(7, 3.2))
     for name, values in series.items():

@@ -37,7 +37,11 @@ class Storage:
         if self.is_s3:
             parsed = urlparse(self.base_uri)
             kwargs = {"region": self.s3_region or os.environ.get("AWS_REGION", "us-east-1")}
-            endpoint = self.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+            endpoint = (
+                self.s3_endpoint_url
+                or os.environ.get("AWS_ENDPOINT_URL_S3")
+                or os.environ.get("AWS_ENDPOINT_URL")
+            )
             if endpoint:
                 url = urlparse(endpoint)
                 kwargs.update(endpoint_override=url.netloc, scheme=url.scheme or "https")

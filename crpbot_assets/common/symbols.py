@@ -1,14 +1,14 @@
 """The traded symbols and their listing dates: the single source of truth."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-HISTORY_START = datetime(2018, 11, 1, tzinfo=timezone.utc)
+HISTORY_START = datetime(2018, 11, 1, tzinfo=UTC)
 
 # First minute each product traded on Coinbase within crpbot's history.
 LISTED_AT: dict[str, datetime] = {
     "BTC-USD": HISTORY_START,
     "ETH-USD": HISTORY_START,
-    "SOL-USD": datetime(2021, 6, 1, tzinfo=timezone.utc),
+    "SOL-USD": datetime(2021, 6, 1, tzinfo=UTC),
 }
 SYMBOLS: list[str] = list(LISTED_AT)
 

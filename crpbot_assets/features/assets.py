@@ -12,13 +12,24 @@ from crpbot_assets.common.partitions import (
 )
 from crpbot_assets.common.plots import line_plot
 from crpbot_assets.common.symbols import is_listed, listed_at
-from crpbot_assets.features.catalogue import CATALOGUE, FEATURE_NAMES, MAX_LOOKBACK_MINUTES, catalogue_markdown
+from crpbot_assets.features.catalogue import (
+    CATALOGUE,
+    FEATURE_NAMES,
+    MAX_LOOKBACK_MINUTES,
+    catalogue_markdown,
+)
 from crpbot_assets.features.compute import empty_features, features_for_month, warmup_start
 
 COLUMN_SCHEMA = dg.TableSchema(
-    columns=[dg.TableColumn("ts", "datetime[us, UTC]", description="minute; the row knows data up to its close")]
-    + [dg.TableColumn(f.name, "float64", description=f"{f.timeframe}, lookback {f.lookback} bars: {f.formula}")
-       for f in CATALOGUE]
+    columns=[
+        dg.TableColumn("ts", "datetime[us, UTC]", description="minute; the row knows data up to its close")
+    ]
+    + [
+        dg.TableColumn(
+            f.name, "float64", description=f"{f.timeframe}, lookback {f.lookback} bars: {f.formula}"
+        )
+        for f in CATALOGUE
+    ]
 )
 
 
@@ -26,8 +37,9 @@ class MissingCandlesError(RuntimeError):
     """The month's own candles are not materialized."""
 
 
-def _month_features(context: dg.AssetExecutionContext, key: str, candles: dict[str, pl.DataFrame],
-                    plot: bool) -> pl.DataFrame:
+def _month_features(
+    context: dg.AssetExecutionContext, key: str, candles: dict[str, pl.DataFrame], plot: bool
+) -> pl.DataFrame:
     """Features of one partition from its own candles and (when materialized) the previous month's."""
     symbol, month = split_key(key)
     end = month_end(month)
@@ -36,12 +48,16 @@ def _month_features(context: dg.AssetExecutionContext, key: str, candles: dict[s
         context.add_asset_metadata({"listed": False, "explanation": reason, "rows": 0}, partition_key=key)
         return empty_features()
     if key not in candles:
-        raise MissingCandlesError(f"features {key}: candles partition {key} is not materialized; materialize it first")
+        raise MissingCandlesError(
+            f"features {key}: candles partition {key} is not materialized; materialize it first"
+        )
     previous_key = str(symbol_month_key(symbol, warmup_start(month)))
     previous = candles.get(previous_key)
     if previous is None:
-        context.log.warning(f"features {key}: no candles for warm-up month {previous_key}; rows before every "
-                            "lookback is satisfied are dropped")
+        context.log.warning(
+            f"features {key}: no candles for warm-up month {previous_key}; rows before every "
+            "lookback is satisfied are dropped"
+        )
     frames = [frame for frame in (previous, candles[key]) if frame is not None and frame.height]
     source = pl.concat(frames, how="vertical") if frames else candles[key]
     result = features_for_month(source, month, end, where=f"candles {previous_key} + {key}")
@@ -59,10 +75,14 @@ def _month_features(context: dg.AssetExecutionContext, key: str, candles: dict[s
     }
     if plot and frame.height:
         daily = frame.group_by(pl.col("ts").dt.date().alias("day"), maintain_order=True).agg(
-            pl.col("h1_vol_24").mean(), pl.col("m1_vol_60").mean() * (60 ** 0.5))
+            pl.col("h1_vol_24").mean(), pl.col("m1_vol_60").mean() * (60**0.5)
+        )
         metadata["daily_volatility"] = line_plot(
             {"h1_vol_24": daily["h1_vol_24"].to_list(), "m1_vol_60 x sqrt(60)": daily["m1_vol_60"].to_list()},
-            f"{key}: hourly log-return volatility (daily mean)", "day of month", "std of 1h log return")
+            f"{key}: hourly log-return volatility (daily mean)",
+            "day of month",
+            "std of 1h log return",
+        )
     context.add_asset_metadata(metadata, partition_key=key)
     return frame
 
@@ -70,8 +90,13 @@ def _month_features(context: dg.AssetExecutionContext, key: str, candles: dict[s
 @dg.asset(
     partitions_def=symbol_month_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    ins={"candles": dg.AssetIn("candles", partition_mapping=previous_and_current_month,
-                               metadata={"allow_missing_partitions": True})},
+    ins={
+        "candles": dg.AssetIn(
+            "candles",
+            partition_mapping=previous_and_current_month,
+            metadata={"allow_missing_partitions": True},
+        )
+    },
     kinds={"polars", "parquet"},
     group_name="features",
     metadata={
@@ -101,6 +126,7 @@ def features(context: dg.AssetExecutionContext, candles: dict[str, pl.DataFrame]
     for done, key in enumerate(keys, 1):
         frames[key] = _month_features(context, key, candles, plot=single)
         if single or done == len(keys) or done % 12 == 0:
-            context.log.info(f"features: {done}/{len(keys)} partitions computed (last {key}, "
-                             f"{frames[key].height} rows)")
+            context.log.info(
+                f"features: {done}/{len(keys)} partitions computed (last {key}, {frames[key].height} rows)"
+            )
     return frames[keys[0]] if single else frames

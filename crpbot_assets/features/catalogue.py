@@ -60,8 +60,12 @@ def _timeframe_features(tf: str, hp: Helpers) -> dict[str, Feature]:
     def f(name, lookback, formula, expr, stage=1):
         return Feature(f"{p}_{name}", tf, lookback, formula, expr, stage)
 
-    derived = {"r1": ind.log_return(C, 1), "lv": V.log1p(), "sv": ind.signed_volume(C, V),
-               "tv": ind.typical_value(H, L, C, V)}  # per-bar series some windows aggregate
+    derived = {
+        "r1": ind.log_return(C, 1),
+        "lv": V.log1p(),
+        "sv": ind.signed_volume(C, V),
+        "tv": ind.typical_value(H, L, C, V),
+    }  # per-bar series some windows aggregate
 
     def roll(how: str, col: str, n: int, **kwargs) -> pl.Expr:
         """A shared rolling window (`how` = mean/std/min/max/sum) over a candle column or a derived series."""
@@ -76,64 +80,124 @@ def _timeframe_features(tf: str, hp: Helpers) -> dict[str, Feature]:
         made[f"logret_{k}"] = f(f"logret_{k}", k + 1, f"ln(close_t / close_(t-{k}))", expr)
     made["ret_1"] = f("ret_1", 2, "close_t / close_(t-1) - 1", ind.simple_return(C, 1))
     for n in (12, 16, 24, 15, 60, 240):
-        made[f"vol_{n}"] = f(f"vol_{n}", n + 1, f"std_{n}(ln(close_t / close_(t-1))) (ddof=1)", roll("std", "r1", n))
+        made[f"vol_{n}"] = f(
+            f"vol_{n}", n + 1, f"std_{n}(ln(close_t / close_(t-1))) (ddof=1)", roll("std", "r1", n)
+        )
     range2 = hp("_hl2", ind.log_range_squared(H, L))
     for n in (16, 30):
-        made[f"parkinson_{n}"] = f(f"parkinson_{n}", n, f"sqrt(mean_{n}(ln(high/low)^2) / (4 ln 2))",
-                                   ind.parkinson(range2, n))
+        made[f"parkinson_{n}"] = f(
+            f"parkinson_{n}", n, f"sqrt(mean_{n}(ln(high/low)^2) / (4 ln 2))", ind.parkinson(range2, n)
+        )
     for n in (24, 30):
         made[f"garman_klass_{n}"] = f(
-            f"garman_klass_{n}", n, f"sqrt(max(0, mean_{n}(0.5 ln(high/low)^2 - (2 ln 2 - 1) ln(close/open)^2)))",
-            ind.garman_klass(range2, O, C, n))
+            f"garman_klass_{n}",
+            n,
+            f"sqrt(max(0, mean_{n}(0.5 ln(high/low)^2 - (2 ln 2 - 1) ln(close/open)^2)))",
+            ind.garman_klass(range2, O, C, n),
+        )
     for span in (9, 21):
-        made[f"ema_dist_{span}"] = f(f"ema_dist_{span}", _w(ind.span_alpha(span)),
-                                     f"close / EMA_{span}(close) - 1 (alpha 2/({span}+1), seeded with first close)",
-                                     C / ind.ema(C, ind.span_alpha(span)) - 1.0)
+        made[f"ema_dist_{span}"] = f(
+            f"ema_dist_{span}",
+            _w(ind.span_alpha(span)),
+            f"close / EMA_{span}(close) - 1 (alpha 2/({span}+1), seeded with first close)",
+            C / ind.ema(C, ind.span_alpha(span)) - 1.0,
+        )
     for n in (20, 50, 200):
-        made[f"sma_dist_{n}"] = f(f"sma_dist_{n}", n, f"close / mean_{n}(close) - 1", C / roll("mean", "close", n) - 1.0)
+        made[f"sma_dist_{n}"] = f(
+            f"sma_dist_{n}", n, f"close / mean_{n}(close) - 1", C / roll("mean", "close", n) - 1.0
+        )
     made["macd"] = f("macd", macd_lb, "(EMA_12(close) - EMA_26(close)) / close", ind.macd(C))
-    made["macd_signal"] = f("macd_signal", signal_lb, f"EMA_9({p}_macd)",
-                            ind.ema(pl.col(f"{p}_macd"), ind.span_alpha(9)), stage=2)
-    made["macd_hist"] = f("macd_hist", signal_lb, f"{p}_macd - {p}_macd_signal",
-                          pl.col(f"{p}_macd") - pl.col(f"{p}_macd_signal"), stage=3)
+    made["macd_signal"] = f(
+        "macd_signal", signal_lb, f"EMA_9({p}_macd)", ind.ema(pl.col(f"{p}_macd"), ind.span_alpha(9)), stage=2
+    )
+    made["macd_hist"] = f(
+        "macd_hist",
+        signal_lb,
+        f"{p}_macd - {p}_macd_signal",
+        pl.col(f"{p}_macd") - pl.col(f"{p}_macd_signal"),
+        stage=3,
+    )
     gain, loss = hp("_gain_14", ind.wilder_gain(C, 14)), hp("_loss_14", ind.wilder_loss(C, 14))
-    made["rsi_14"] = f("rsi_14", _w(1 / 14) + 1,
-                       "100 G/(G+L); G, L = Wilder EMA_14 (alpha 1/14) of gains, losses of close; 50 if flat",
-                       ind.rsi(gain, loss))
-    made["stoch_k_14"] = f("stoch_k_14", 14, "(close - min_14(low)) / (max_14(high) - min_14(low)); 0.5 if flat",
-                           ind.stochastic_k(C, roll("min", "low", 14), roll("max", "high", 14)))
-    made["stoch_d_14_3"] = f("stoch_d_14_3", 16, f"mean_3({p}_stoch_k_14)",
-                             pl.col(f"{p}_stoch_k_14").rolling_mean(3), stage=2)
+    made["rsi_14"] = f(
+        "rsi_14",
+        _w(1 / 14) + 1,
+        "100 G/(G+L); G, L = Wilder EMA_14 (alpha 1/14) of gains, losses of close; 50 if flat",
+        ind.rsi(gain, loss),
+    )
+    made["stoch_k_14"] = f(
+        "stoch_k_14",
+        14,
+        "(close - min_14(low)) / (max_14(high) - min_14(low)); 0.5 if flat",
+        ind.stochastic_k(C, roll("min", "low", 14), roll("max", "high", 14)),
+    )
+    made["stoch_d_14_3"] = f(
+        "stoch_d_14_3", 16, f"mean_3({p}_stoch_k_14)", pl.col(f"{p}_stoch_k_14").rolling_mean(3), stage=2
+    )
     for n in (14, 60):
-        made[f"williams_r_{n}"] = f(f"williams_r_{n}", n,
-                                    f"(close - max_{n}(high)) / (max_{n}(high) - min_{n}(low)); -0.5 if flat",
-                                    ind.williams_r(C, roll("min", "low", n), roll("max", "high", n)))
+        made[f"williams_r_{n}"] = f(
+            f"williams_r_{n}",
+            n,
+            f"(close - max_{n}(high)) / (max_{n}(high) - min_{n}(low)); -0.5 if flat",
+            ind.williams_r(C, roll("min", "low", n), roll("max", "high", n)),
+        )
     bb_mean, bb_std = roll("mean", "close", 20), roll("std", "close", 20, ddof=0)
-    made["bb_pctb_20"] = f("bb_pctb_20", 20, "(close - (m - 2s)) / 4s; m, s = mean_20, population std_20 of close; "
-                           "0.5 if s = 0", ind.bollinger_pctb(C, bb_mean, bb_std))
-    made["bb_width_20"] = f("bb_width_20", 20, "4s / m; m, s = mean_20, population std_20 of close",
-                            ind.bollinger_width(bb_mean, bb_std))
-    made["natr_14"] = f("natr_14", _w(1 / 14) + 1,
-                        "Wilder EMA_14 (alpha 1/14) of true range max(h-l, |h-c_prev|, |l-c_prev|) / close",
-                        ind.natr(H, L, C, 14))
+    made["bb_pctb_20"] = f(
+        "bb_pctb_20",
+        20,
+        "(close - (m - 2s)) / 4s; m, s = mean_20, population std_20 of close; 0.5 if s = 0",
+        ind.bollinger_pctb(C, bb_mean, bb_std),
+    )
+    made["bb_width_20"] = f(
+        "bb_width_20",
+        20,
+        "4s / m; m, s = mean_20, population std_20 of close",
+        ind.bollinger_width(bb_mean, bb_std),
+    )
+    made["natr_14"] = f(
+        "natr_14",
+        _w(1 / 14) + 1,
+        "Wilder EMA_14 (alpha 1/14) of true range max(h-l, |h-c_prev|, |l-c_prev|) / close",
+        ind.natr(H, L, C, 14),
+    )
     for n in (24, 48, 60):
-        made[f"volume_z_{n}"] = f(f"volume_z_{n}", n,
-                                  f"(ln(1+volume) - mean_{n}) / std_{n} of ln(1+volume) (ddof=1); 0 if flat",
-                                  ind.zscore(hp("_lv", derived["lv"]), roll("mean", "lv", n), roll("std", "lv", n)))
+        made[f"volume_z_{n}"] = f(
+            f"volume_z_{n}",
+            n,
+            f"(ln(1+volume) - mean_{n}) / std_{n} of ln(1+volume) (ddof=1); 0 if flat",
+            ind.zscore(hp("_lv", derived["lv"]), roll("mean", "lv", n), roll("std", "lv", n)),
+        )
     for n in (24, 30):
-        made[f"obv_slope_{n}"] = f(f"obv_slope_{n}", n + 1,
-                                   f"sum_{n}(sign(close - close_prev) volume) / sum_{n}(volume); 0 if no volume",
-                                   ind.obv_slope(roll("sum", "sv", n), roll("sum", "volume", n)))
-    made["vwap_dist_60"] = f("vwap_dist_60", 60,
-                             "close * sum_60(volume) / sum_60((high+low+close)/3 * volume) - 1; 0 if no volume",
-                             ind.vwap_distance(C, roll("sum", "tv", 60), roll("sum", "volume", 60)))
+        made[f"obv_slope_{n}"] = f(
+            f"obv_slope_{n}",
+            n + 1,
+            f"sum_{n}(sign(close - close_prev) volume) / sum_{n}(volume); 0 if no volume",
+            ind.obv_slope(roll("sum", "sv", n), roll("sum", "volume", n)),
+        )
+    made["vwap_dist_60"] = f(
+        "vwap_dist_60",
+        60,
+        "close * sum_60(volume) / sum_60((high+low+close)/3 * volume) - 1; 0 if no volume",
+        ind.vwap_distance(C, roll("sum", "tv", 60), roll("sum", "volume", 60)),
+    )
     made["body"] = f("body", 1, "(close - open) / (high - low); 0 if high = low", ind.body_ratio(O, H, L, C))
-    made["upper_wick"] = f("upper_wick", 1, "(high - max(open, close)) / (high - low); 0 if high = low",
-                           ind.upper_wick(O, H, L, C))
-    made["lower_wick"] = f("lower_wick", 1, "(min(open, close) - low) / (high - low); 0 if high = low",
-                           ind.lower_wick(O, H, L, C))
-    made["coverage"] = f("coverage", 1, f"1m rows present in the bar / {TIMEFRAME_MINUTES[tf]}",
-                         BAR_MINUTES / TIMEFRAME_MINUTES[tf])
+    made["upper_wick"] = f(
+        "upper_wick",
+        1,
+        "(high - max(open, close)) / (high - low); 0 if high = low",
+        ind.upper_wick(O, H, L, C),
+    )
+    made["lower_wick"] = f(
+        "lower_wick",
+        1,
+        "(min(open, close) - low) / (high - low); 0 if high = low",
+        ind.lower_wick(O, H, L, C),
+    )
+    made["coverage"] = f(
+        "coverage",
+        1,
+        f"1m rows present in the bar / {TIMEFRAME_MINUTES[tf]}",
+        BAR_MINUTES / TIMEFRAME_MINUTES[tf],
+    )
     return made
 
 
@@ -148,28 +212,125 @@ def _cyclic(position: pl.Expr, period: int, fn) -> pl.Expr:
 
 
 _MINUTE_ONLY = [
-    Feature("m1_gap_minutes", "1m", 2, "minutes between this row and the previous row - 1 (0 when none is missing)",
-            (_EPOCH_MINUTE.diff() - 1).cast(pl.Float64)),
-    Feature("m1_coverage_60", "1m", 60, "60 / minutes spanned by the last 60 rows (1 when none is missing)",
-            60.0 / (_EPOCH_MINUTE - _EPOCH_MINUTE.shift(59) + 1).cast(pl.Float64)),
-    Feature("cal_hour_sin", "1m", 1, "sin(2 pi minute_of_day / 1440) of ts (UTC)", _cyclic(_MINUTE_OF_DAY, 1440, math.sin)),
-    Feature("cal_hour_cos", "1m", 1, "cos(2 pi minute_of_day / 1440) of ts (UTC)", _cyclic(_MINUTE_OF_DAY, 1440, math.cos)),
-    Feature("cal_dow_sin", "1m", 1, "sin(2 pi weekday / 7) of ts (UTC), Monday = 0", _cyclic(_WEEKDAY, 7, math.sin)),
-    Feature("cal_dow_cos", "1m", 1, "cos(2 pi weekday / 7) of ts (UTC), Monday = 0", _cyclic(_WEEKDAY, 7, math.cos)),
+    Feature(
+        "m1_gap_minutes",
+        "1m",
+        2,
+        "minutes between this row and the previous row - 1 (0 when none is missing)",
+        (_EPOCH_MINUTE.diff() - 1).cast(pl.Float64),
+    ),
+    Feature(
+        "m1_coverage_60",
+        "1m",
+        60,
+        "60 / minutes spanned by the last 60 rows (1 when none is missing)",
+        60.0 / (_EPOCH_MINUTE - _EPOCH_MINUTE.shift(59) + 1).cast(pl.Float64),
+    ),
+    Feature(
+        "cal_hour_sin",
+        "1m",
+        1,
+        "sin(2 pi minute_of_day / 1440) of ts (UTC)",
+        _cyclic(_MINUTE_OF_DAY, 1440, math.sin),
+    ),
+    Feature(
+        "cal_hour_cos",
+        "1m",
+        1,
+        "cos(2 pi minute_of_day / 1440) of ts (UTC)",
+        _cyclic(_MINUTE_OF_DAY, 1440, math.cos),
+    ),
+    Feature(
+        "cal_dow_sin",
+        "1m",
+        1,
+        "sin(2 pi weekday / 7) of ts (UTC), Monday = 0",
+        _cyclic(_WEEKDAY, 7, math.sin),
+    ),
+    Feature(
+        "cal_dow_cos",
+        "1m",
+        1,
+        "cos(2 pi weekday / 7) of ts (UTC), Monday = 0",
+        _cyclic(_WEEKDAY, 7, math.cos),
+    ),
 ]
 
 _SELECTION = {
-    "1m": ["ret_1", "logret_1", "logret_5", "logret_15", "logret_60", "logret_240", "vol_15", "vol_60", "vol_240",
-           "parkinson_30", "garman_klass_30", "ema_dist_9", "ema_dist_21", "sma_dist_50", "sma_dist_200", "macd",
-           "macd_signal", "macd_hist", "rsi_14", "stoch_k_14", "stoch_d_14_3", "williams_r_60", "bb_pctb_20",
-           "bb_width_20", "natr_14", "volume_z_60", "obv_slope_30", "vwap_dist_60", "body", "upper_wick",
-           "lower_wick"],
-    "5m": ["logret_1", "logret_12", "vol_12", "rsi_14", "ema_dist_21", "macd", "bb_pctb_20", "natr_14",
-           "volume_z_48", "stoch_k_14"],
-    "15m": ["logret_1", "logret_4", "vol_16", "parkinson_16", "rsi_14", "ema_dist_21", "macd", "bb_pctb_20",
-            "bb_width_20", "williams_r_14", "coverage"],
-    "1h": ["logret_1", "logret_4", "logret_24", "vol_24", "garman_klass_24", "rsi_14", "sma_dist_50", "macd",
-           "macd_signal", "natr_14", "volume_z_24", "obv_slope_24", "bb_pctb_20", "coverage"],
+    "1m": [
+        "ret_1",
+        "logret_1",
+        "logret_5",
+        "logret_15",
+        "logret_60",
+        "logret_240",
+        "vol_15",
+        "vol_60",
+        "vol_240",
+        "parkinson_30",
+        "garman_klass_30",
+        "ema_dist_9",
+        "ema_dist_21",
+        "sma_dist_50",
+        "sma_dist_200",
+        "macd",
+        "macd_signal",
+        "macd_hist",
+        "rsi_14",
+        "stoch_k_14",
+        "stoch_d_14_3",
+        "williams_r_60",
+        "bb_pctb_20",
+        "bb_width_20",
+        "natr_14",
+        "volume_z_60",
+        "obv_slope_30",
+        "vwap_dist_60",
+        "body",
+        "upper_wick",
+        "lower_wick",
+    ],
+    "5m": [
+        "logret_1",
+        "logret_12",
+        "vol_12",
+        "rsi_14",
+        "ema_dist_21",
+        "macd",
+        "bb_pctb_20",
+        "natr_14",
+        "volume_z_48",
+        "stoch_k_14",
+    ],
+    "15m": [
+        "logret_1",
+        "logret_4",
+        "vol_16",
+        "parkinson_16",
+        "rsi_14",
+        "ema_dist_21",
+        "macd",
+        "bb_pctb_20",
+        "bb_width_20",
+        "williams_r_14",
+        "coverage",
+    ],
+    "1h": [
+        "logret_1",
+        "logret_4",
+        "logret_24",
+        "vol_24",
+        "garman_klass_24",
+        "rsi_14",
+        "sma_dist_50",
+        "macd",
+        "macd_signal",
+        "natr_14",
+        "volume_z_24",
+        "obv_slope_24",
+        "bb_pctb_20",
+        "coverage",
+    ],
 }
 
 
@@ -195,7 +356,9 @@ def _helper_levels(features: list[Feature], hp: Helpers) -> list[dict[str, pl.Ex
         for root in feature.expr.meta.root_names():
             if root in hp:
                 visit(root)
-    return [{n: hp[n] for n, lv in level.items() if lv == k} for k in range(max(level.values(), default=-1) + 1)]
+    return [
+        {n: hp[n] for n, lv in level.items() if lv == k} for k in range(max(level.values(), default=-1) + 1)
+    ]
 
 
 def _build() -> dict[str, TimeframeSpec]:
@@ -221,12 +384,25 @@ if len(set(FEATURE_NAMES)) != len(FEATURE_NAMES):
 
 def catalogue_rows() -> list[dict]:
     """The catalogue as plain rows (for metadata and documentation)."""
-    return [{"name": f.name, "timeframe": f.timeframe, "lookback_bars": f.lookback,
-             "lookback_minutes": f.lookback_minutes, "formula": f.formula} for f in CATALOGUE]
+    return [
+        {
+            "name": f.name,
+            "timeframe": f.timeframe,
+            "lookback_bars": f.lookback,
+            "lookback_minutes": f.lookback_minutes,
+            "formula": f.formula,
+        }
+        for f in CATALOGUE
+    ]
 
 
 def catalogue_markdown() -> str:
-    lines = ["| feature | timeframe | lookback (bars) | lookback (minutes) | formula |", "|---|---|---|---|---|"]
-    lines += [f"| `{r['name']}` | {r['timeframe']} | {r['lookback_bars']} | {r['lookback_minutes']} | {r['formula']} |"
-              for r in catalogue_rows()]
+    lines = [
+        "| feature | timeframe | lookback (bars) | lookback (minutes) | formula |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| `{r['name']}` | {r['timeframe']} | {r['lookback_bars']} | {r['lookback_minutes']} | {r['formula']} |"
+        for r in catalogue_rows()
+    ]
     return "\n".join(lines)

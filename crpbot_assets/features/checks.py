@@ -24,7 +24,11 @@ def non_finite_problems(frame: pl.DataFrame) -> list[str]:
         return []
     counts = frame.select(
         [(pl.col(c).is_null() | ~pl.col(c).is_finite()).sum().alias(c) for c in numeric]
-        + [pl.col(c).null_count().alias(c) for c, dtype in frame.schema.items() if c != "ts" and not dtype.is_float()]
+        + [
+            pl.col(c).null_count().alias(c)
+            for c, dtype in frame.schema.items()
+            if c != "ts" and not dtype.is_float()
+        ]
     ).row(0, named=True)
     return [f"{column}: {count} null/NaN/inf" for column, count in counts.items() if count]
 
@@ -44,7 +48,9 @@ def schema_problems(frame: pl.DataFrame, month_start=None) -> list[str]:
     if "ts" in actual and frame.height and not wrong.get("ts"):
         if not frame["ts"].is_sorted() or frame["ts"].n_unique() != frame.height:
             problems.append("ts not strictly increasing")
-        if month_start is not None and (frame["ts"].min() < month_start or frame["ts"].max() >= month_end(month_start)):
+        if month_start is not None and (
+            frame["ts"].min() < month_start or frame["ts"].max() >= month_end(month_start)
+        ):
             problems.append(f"rows outside the month starting {month_start:%Y-%m-%d}")
     return problems
 
@@ -52,20 +58,27 @@ def schema_problems(frame: pl.DataFrame, month_start=None) -> list[str]:
 CHECKS = {
     "features_finite": "No null, NaN or infinite feature value in any stored row (rows are stored only after warm-up).",
     "features_schema": "Exactly `ts` (Datetime us UTC) + the catalogue's features (Float64) in order; ts increasing "
-                       "inside the partition's month.",
+    "inside the partition's month.",
 }
 
 
 @dg.multi_asset_check(
-    specs=[dg.AssetCheckSpec(name, asset=features, description=text, blocking=True,
-                             partitions_def=symbol_month_partitions) for name, text in CHECKS.items()],
+    specs=[
+        dg.AssetCheckSpec(
+            name, asset=features, description=text, blocking=True, partitions_def=symbol_month_partitions
+        )
+        for name, text in CHECKS.items()
+    ],
     ins={"features": dg.AssetIn("features")},
 )
 def features_quality(features: dict[str, pl.DataFrame]):
     """Both checks from one read of the stored partitions (a backfill range is read once, not once per check)."""
-    yield partition_check_result(features, lambda key, frame: non_finite_problems(frame), check_name="features_finite")
-    yield partition_check_result(features, lambda key, frame: schema_problems(frame, split_key(key)[1]),
-                                 check_name="features_schema")
+    yield partition_check_result(
+        features, lambda key, frame: non_finite_problems(frame), check_name="features_finite"
+    )
+    yield partition_check_result(
+        features, lambda key, frame: schema_problems(frame, split_key(key)[1]), check_name="features_schema"
+    )
 
 
 features_checks = [features_quality]

@@ -63,8 +63,10 @@ def validate_candles(candles: pl.DataFrame, where: str = "candles") -> None:
     ).row(0, named=True)
     problems = [name for name, bad in stats.items() if bad]
     if problems:
-        raise CandleInputError(f"{where}: ts must be strictly increasing, minute-aligned and non-null; "
-                               f"found {', '.join(problems)} rows")
+        raise CandleInputError(
+            f"{where}: ts must be strictly increasing, minute-aligned and non-null; "
+            f"found {', '.join(problems)} rows"
+        )
 
 
 def empty_features() -> pl.DataFrame:
@@ -74,7 +76,9 @@ def empty_features() -> pl.DataFrame:
 
 def _masked(feature: Feature) -> pl.Expr:
     """The feature, null until its lookback (bars, current included) is satisfied."""
-    return pl.when(pl.col("_i") >= feature.lookback - 1).then(feature.expr).otherwise(None).alias(feature.name)
+    return (
+        pl.when(pl.col("_i") >= feature.lookback - 1).then(feature.expr).otherwise(None).alias(feature.name)
+    )
 
 
 def _with_features(bars: pl.LazyFrame, spec: TimeframeSpec) -> pl.LazyFrame:
@@ -92,9 +96,15 @@ def higher_timeframe_bars(candles: pl.DataFrame) -> dict[str, pl.DataFrame]:
     rows has no bar; `minutes_present` counts the rows in each). Each is aggregated from the previous one."""
     bars, out = candles.select(CANDLE_COLUMNS).with_columns(minutes_present=pl.lit(1, pl.UInt32)), {}
     for tf in ("5m", "15m", "1h"):
-        bars = bars.group_by_dynamic("ts", every=f"{TIMEFRAME_MINUTES[tf]}m", closed="left", label="left").agg(
-            pl.col("open").first(), pl.col("high").max(), pl.col("low").min(), pl.col("close").last(),
-            pl.col("volume").sum(), pl.col("minutes_present").sum(),
+        bars = bars.group_by_dynamic(
+            "ts", every=f"{TIMEFRAME_MINUTES[tf]}m", closed="left", label="left"
+        ).agg(
+            pl.col("open").first(),
+            pl.col("high").max(),
+            pl.col("low").min(),
+            pl.col("close").last(),
+            pl.col("volume").sum(),
+            pl.col("minutes_present").sum(),
         )
         out[tf] = bars
     return out
@@ -105,11 +115,13 @@ def _features_query(candles: pl.DataFrame) -> pl.LazyFrame:
     out = _with_features(candles.lazy().select(CANDLE_COLUMNS), TIMEFRAMES["1m"])
     for tf, bars in higher_timeframe_bars(candles).items():
         minutes = TIMEFRAME_MINUTES[tf]
-        usable = (_with_features(bars.lazy(), TIMEFRAMES[tf])
-                  .select((pl.col("ts") + pl.duration(minutes=minutes - 1)).alias("_usable_at"),
-                          *(f.name for f in TIMEFRAMES[tf].features)))
-        out = out.join_asof(usable, left_on="ts", right_on="_usable_at", strategy="backward",
-                            check_sortedness=False).drop("_usable_at")
+        usable = _with_features(bars.lazy(), TIMEFRAMES[tf]).select(
+            (pl.col("ts") + pl.duration(minutes=minutes - 1)).alias("_usable_at"),
+            *(f.name for f in TIMEFRAMES[tf].features),
+        )
+        out = out.join_asof(
+            usable, left_on="ts", right_on="_usable_at", strategy="backward", check_sortedness=False
+        ).drop("_usable_at")
     return out.select("ts", *FEATURE_NAMES)
 
 
@@ -135,8 +147,9 @@ class MonthResult:
     dropped_rows: int  # month rows dropped because some lookback was not yet satisfied
 
 
-def features_for_month(candles: pl.DataFrame, month_start: datetime, month_end: datetime,
-                       where: str = "candles") -> MonthResult:
+def features_for_month(
+    candles: pl.DataFrame, month_start: datetime, month_end: datetime, where: str = "candles"
+) -> MonthResult:
     """Features for the rows in [month_start, month_end), computed on `candles` (warm-up rows + month rows).
 
     Rows where any feature's lookback is not satisfied are dropped, never filled. Candles after `month_end`
@@ -146,8 +159,12 @@ def features_for_month(candles: pl.DataFrame, month_start: datetime, month_end: 
     features = compute_features(candles, where)
     in_month = features.filter(pl.col("ts") >= month_start)
     complete = in_month.drop_nulls()
-    return MonthResult(complete, warmup_rows=features.height - in_month.height, month_rows=in_month.height,
-                       dropped_rows=in_month.height - complete.height)
+    return MonthResult(
+        complete,
+        warmup_rows=features.height - in_month.height,
+        month_rows=in_month.height,
+        dropped_rows=in_month.height - complete.height,
+    )
 
 
 def warmup_start(month_start: datetime) -> datetime:
@@ -156,5 +173,15 @@ def warmup_start(month_start: datetime) -> datetime:
     return previous.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-__all__ = ["CATALOGUE", "FEATURE_NAMES", "FEATURES_SCHEMA", "CandleInputError", "MonthResult", "compute_features",
-           "empty_features", "features_for_month", "higher_timeframe_bars", "validate_candles"]
+__all__ = [
+    "CATALOGUE",
+    "FEATURE_NAMES",
+    "FEATURES_SCHEMA",
+    "CandleInputError",
+    "MonthResult",
+    "compute_features",
+    "empty_features",
+    "features_for_month",
+    "higher_timeframe_bars",
+    "validate_candles",
+]

@@ -33,7 +33,9 @@ def prod_resources() -> dict:
     if os.environ.get("CRPBOT_EC2_MAX_RUNTIME_S"):
         optional["max_runtime_s"] = dg.EnvVar.int("CRPBOT_EC2_MAX_RUNTIME_S")
     launcher = EC2TrainingLauncher(
-        bucket=dg.EnvVar("CRPBOT_EC2_BUCKET"), image_id=dg.EnvVar("CRPBOT_EC2_AMI"), region=dg.EnvVar("AWS_REGION"),
+        bucket=dg.EnvVar("CRPBOT_EC2_BUCKET"),
+        image_id=dg.EnvVar("CRPBOT_EC2_AMI"),
+        region=dg.EnvVar("AWS_REGION"),
         **optional,
     )
     return {"training_launcher": launcher}

@@ -37,7 +37,12 @@ from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
 from crpbot_assets.common.settings import REPO_ROOT
 from crpbot_assets.launchers.ec2_job import DEFAULT_ENTRY_MODULE
 
-DEFAULT_PRICES_PER_HOUR = {"g4dn.xlarge": 0.526, "g4dn.2xlarge": 0.752, "g5.xlarge": 1.006, "p3.2xlarge": 3.06}
+DEFAULT_PRICES_PER_HOUR = {
+    "g4dn.xlarge": 0.526,
+    "g4dn.2xlarge": 0.752,
+    "g5.xlarge": 1.006,
+    "p3.2xlarge": 3.06,
+}
 USER_DATA_TEMPLATE = REPO_ROOT / "deploy" / "ec2-user-data.sh.tmpl"
 MAX_USER_DATA_BYTES = 16 * 1024  # EC2's limit on raw user data
 WATCHDOG_GRACE_MINUTES = 15  # boot + installs before the job's own timeout starts counting
@@ -69,7 +74,9 @@ def render_user_data(template: str, values: dict[str, str]) -> str:
         raise KeyError(f"user data template has no placeholders for {sorted(unused)}")
     rendered = re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], template)
     if len(rendered.encode()) > MAX_USER_DATA_BYTES:
-        raise ValueError(f"rendered user data is {len(rendered.encode())} bytes; EC2 allows {MAX_USER_DATA_BYTES}")
+        raise ValueError(
+            f"rendered user data is {len(rendered.encode())} bytes; EC2 allows {MAX_USER_DATA_BYTES}"
+        )
     return rendered
 
 
@@ -87,7 +94,8 @@ _BUNDLES: dict[str, Path] = {}
 def build_bundle(source_root: Path = REPO_ROOT) -> Path:
     """A wheel of the package built from a clean copy of the sources (memoized per source content)."""
     files = [source_root / "pyproject.toml"] + sorted(
-        p for p in (source_root / "crpbot_assets").rglob("*")
+        p
+        for p in (source_root / "crpbot_assets").rglob("*")
         if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
     )
     digest = hashlib.sha256()
@@ -102,13 +110,27 @@ def build_bundle(source_root: Path = REPO_ROOT) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-         "-w", str(work / "dist"), str(work / "src")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(work / "dist"),
+            str(work / "src"),
+        ],
+        capture_output=True,
+        text=True,
     )
     wheels = list((work / "dist").glob("*.whl"))
     if result.returncode != 0 or len(wheels) != 1:
-        raise RuntimeError(f"building the project wheel from {source_root} failed:\n{result.stdout}{result.stderr}")
+        raise RuntimeError(
+            f"building the project wheel from {source_root} failed:\n{result.stdout}{result.stderr}"
+        )
     _BUNDLES[key] = wheels[0]
     return wheels[0]
 
@@ -213,9 +235,14 @@ class PipesEC2Client(dg.PipesClient, TreatAsResourceParam):
         with dg.open_pipes_session(
             context=context,
             extras=extras,
-            context_injector=PipesS3ContextInjector(bucket=self.bucket, client=self._s3, key_prefix=f"{run_prefix}/"),
+            context_injector=PipesS3ContextInjector(
+                bucket=self.bucket, client=self._s3, key_prefix=f"{run_prefix}/"
+            ),
             message_reader=_PrefixedS3MessageReader(
-                bucket=self.bucket, client=self._s3, interval=self.message_interval_s, key_prefix=f"{run_prefix}/"
+                bucket=self.bucket,
+                client=self._s3,
+                interval=self.message_interval_s,
+                key_prefix=f"{run_prefix}/",
             ),
         ) as session:
             user_data = self.user_data(session.get_bootstrap_env_vars(), launch, bundle_key, status_key)
@@ -237,29 +264,34 @@ class PipesEC2Client(dg.PipesClient, TreatAsResourceParam):
             session, metadata=self._metadata(launch, instance_id, runtime_s, bundle_key)
         )
 
-    def user_data(self, pipes_env: dict[str, str], launch: EC2LaunchSpec, bundle_key: str, status_key: str) -> str:
+    def user_data(
+        self, pipes_env: dict[str, str], launch: EC2LaunchSpec, bundle_key: str, status_key: str
+    ) -> str:
         """The instance's bootstrap script for one job."""
         requirements = launch.requirements if launch.requirements is not None else default_requirements()
-        pip_args = ([f"--extra-index-url {shlex.quote(launch.pip_index_url)}"] if launch.pip_index_url else []) + [
-            shlex.quote(r) for r in requirements
-        ]
+        pip_args = (
+            [f"--extra-index-url {shlex.quote(launch.pip_index_url)}"] if launch.pip_index_url else []
+        ) + [shlex.quote(r) for r in requirements]
         q = shlex.quote
-        return render_user_data(self.user_data_template.read_text(), {
-            "watchdog_minutes": str(math.ceil(launch.max_runtime_s / 60) + WATCHDOG_GRACE_MINUTES),
-            "python_bin": q(launch.python_bin),
-            "pip_install_args": " ".join(pip_args),
-            "region": q(self.region),
-            "pipes_context": q(pipes_env["DAGSTER_PIPES_CONTEXT"]),
-            "pipes_messages": q(pipes_env["DAGSTER_PIPES_MESSAGES"]),
-            "upload_interval_s": q(str(self.upload_interval_s)),
-            "job_env": "\n".join(f"export {k}={q(v)}" for k, v in sorted(launch.job_env.items())),
-            "bucket": q(self.bucket),
-            "bundle_key": q(bundle_key),
-            "bundle_name": q(bundle_key.rsplit("/", 1)[1]),
-            "status_key": q(status_key),
-            "job_timeout_s": str(math.ceil(launch.max_runtime_s)),
-            "entry_module": q(launch.entry_module),
-        })
+        return render_user_data(
+            self.user_data_template.read_text(),
+            {
+                "watchdog_minutes": str(math.ceil(launch.max_runtime_s / 60) + WATCHDOG_GRACE_MINUTES),
+                "python_bin": q(launch.python_bin),
+                "pip_install_args": " ".join(pip_args),
+                "region": q(self.region),
+                "pipes_context": q(pipes_env["DAGSTER_PIPES_CONTEXT"]),
+                "pipes_messages": q(pipes_env["DAGSTER_PIPES_MESSAGES"]),
+                "upload_interval_s": q(str(self.upload_interval_s)),
+                "job_env": "\n".join(f"export {k}={q(v)}" for k, v in sorted(launch.job_env.items())),
+                "bucket": q(self.bucket),
+                "bundle_key": q(bundle_key),
+                "bundle_name": q(bundle_key.rsplit("/", 1)[1]),
+                "status_key": q(status_key),
+                "job_timeout_s": str(math.ceil(launch.max_runtime_s)),
+                "entry_module": q(launch.entry_module),
+            },
+        )
 
     def _upload_bundle(self, wheel: Path) -> str:
         if wheel.suffix != ".whl" or not wheel.is_file():
@@ -275,7 +307,9 @@ class PipesEC2Client(dg.PipesClient, TreatAsResourceParam):
     def _launch(self, context, session, launch: EC2LaunchSpec, user_data: str, job_id: str) -> str:
         tags = {**launch.tags, **session.default_remote_invocation_info, LAUNCHER_TAG: "ec2", JOB_TAG: job_id}
         if context.has_assets_def:
-            tags["dagster/asset-key"] = ",".join(k.to_user_string() for k in sorted(context.selected_asset_keys))
+            tags["dagster/asset-key"] = ",".join(
+                k.to_user_string() for k in sorted(context.selected_asset_keys)
+            )
         if context.has_partition_key:
             tags["dagster/partition"] = str(context.partition_key)
         tags.setdefault("Name", f"crpbot-train-{tags.get('dagster/partition', context.run_id[:8])}")
@@ -312,7 +346,9 @@ class PipesEC2Client(dg.PipesClient, TreatAsResourceParam):
         )
         return instance_id
 
-    def _wait(self, context, launch: EC2LaunchSpec, instance_id: str, status_key: str, started: float) -> dict:
+    def _wait(
+        self, context, launch: EC2LaunchSpec, instance_id: str, status_key: str, started: float
+    ) -> dict:
         """Until the job reports its status; a dead instance or the deadline is a failure."""
         last_state, last_report = None, started
         while True:
@@ -323,8 +359,10 @@ class PipesEC2Client(dg.PipesClient, TreatAsResourceParam):
                 hint = " (its max runtime)" if status["exit_code"] == 124 else ""
                 raise dg.Failure(
                     f"training job on {instance_id} exited with status {status['exit_code']}{hint}",
-                    metadata={"ec2_instance_id": instance_id, "job_log_tail": dg.MetadataValue.md(
-                        f"```\n{status.get('log_tail', '')}\n```")},
+                    metadata={
+                        "ec2_instance_id": instance_id,
+                        "job_log_tail": dg.MetadataValue.md(f"```\n{status.get('log_tail', '')}\n```"),
+                    },
                 )
             state, reason = self._describe(instance_id)
             if state != last_state:
@@ -337,8 +375,10 @@ class PipesEC2Client(dg.PipesClient, TreatAsResourceParam):
                     reason = f"spot interruption ({reason})"
                 raise dg.Failure(
                     f"instance {instance_id} is {state} before the training job finished: {reason}",
-                    metadata={"ec2_instance_id": instance_id, "console_tail": dg.MetadataValue.md(
-                        f"```\n{self._console_tail(instance_id)}\n```")},
+                    metadata={
+                        "ec2_instance_id": instance_id,
+                        "console_tail": dg.MetadataValue.md(f"```\n{self._console_tail(instance_id)}\n```"),
+                    },
                 )
             elapsed = time.monotonic() - started
             if elapsed >= launch.max_runtime_s:
@@ -376,8 +416,11 @@ class PipesEC2Client(dg.PipesClient, TreatAsResourceParam):
             raise
         instance = reservations[0]["Instances"][0]
         reason = instance.get("StateReason") or {}
-        text = f"{reason.get('Code', '')}: {reason.get('Message', '')}" if reason else instance.get(
-            "StateTransitionReason", "unknown reason")
+        text = (
+            f"{reason.get('Code', '')}: {reason.get('Message', '')}"
+            if reason
+            else instance.get("StateTransitionReason", "unknown reason")
+        )
         return instance["State"]["Name"], text
 
     def _console_tail(self, instance_id: str, chars: int = 2000) -> str:
@@ -394,11 +437,17 @@ class PipesEC2Client(dg.PipesClient, TreatAsResourceParam):
     def _instances_of(self, context, job_id: str) -> list[str]:
         try:
             reservations = self._ec2.describe_instances(
-                Filters=[{"Name": f"tag:{JOB_TAG}", "Values": [job_id]}])["Reservations"]
+                Filters=[{"Name": f"tag:{JOB_TAG}", "Values": [job_id]}]
+            )["Reservations"]
         except botocore.exceptions.ClientError as exc:
             context.log.error(f"[ec2] could not look up the instance of job {job_id}: {exc}")
             return []
-        return [i["InstanceId"] for r in reservations for i in r["Instances"] if i["State"]["Name"] != "terminated"]
+        return [
+            i["InstanceId"]
+            for r in reservations
+            for i in r["Instances"]
+            if i["State"]["Name"] != "terminated"
+        ]
 
     def _terminate(self, context, instance_id: str) -> None:
         try:
@@ -416,7 +465,9 @@ class PipesEC2Client(dg.PipesClient, TreatAsResourceParam):
             "ec2_region": self.region,
             "ec2_runtime_s": round(runtime_s, 1),
             # on-demand price; a spot run costs at most this
-            "ec2_estimated_cost_usd": dg.MetadataValue.float(cost) if cost is not None else "unknown instance price",
+            "ec2_estimated_cost_usd": dg.MetadataValue.float(cost)
+            if cost is not None
+            else "unknown instance price",
             "ec2_console": dg.MetadataValue.url(
                 f"https://{self.region}.console.aws.amazon.com/ec2/home?region={self.region}"
                 f"#InstanceDetails:instanceId={instance_id}"
@@ -492,7 +543,7 @@ class EC2TrainingLauncher(dg.ConfigurableResource):
                 )
         client = self.client()
         invocation = client.run(context=context, extras=extras, launch=self.launch_spec())
-        bucket, _, key = extras["model_uri"][len("s3://"):].partition("/")
+        bucket, _, key = extras["model_uri"][len("s3://") :].partition("/")
         try:
             client.s3.head_object(Bucket=bucket, Key=key)
         except botocore.exceptions.ClientError as exc:

@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
         context_loader=PipesS3ContextLoader(s3), message_writer=PipesS3MessageWriter(s3, interval=interval)
     ) as pipes:
         package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        pipes.log.info(f"[ec2] {socket.gethostname()}: running {entry_module} from {package} (python {sys.version.split()[0]})")
+        pipes.log.info(
+            f"[ec2] {socket.gethostname()}: running {entry_module} from {package} (python {sys.version.split()[0]})"
+        )
         try:
             runpy.run_module(entry_module, run_name="__main__", alter_sys=True)
         except SystemExit as exc:  # an entry point ending with sys.exit(0) succeeded

@@ -23,6 +23,8 @@ class LocalTrainingLauncher(dg.ConfigurableResource):
 
     def run(self, context: dg.AssetExecutionContext, extras: dict) -> dg.PipesClientCompletedInvocation:
         python_path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-        client = dg.PipesSubprocessClient(env={"PYTHONPATH": python_path, **self.extra_env}, cwd=str(REPO_ROOT))
+        client = dg.PipesSubprocessClient(
+            env={"PYTHONPATH": python_path, **self.extra_env}, cwd=str(REPO_ROOT)
+        )
         context.log.info(f"training {extras.get('symbol')} locally: {sys.executable} -m {TRAINING_MODULE}")
         return client.run(context=context, command=[sys.executable, "-m", TRAINING_MODULE], extras=extras)

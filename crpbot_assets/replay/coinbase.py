@@ -8,7 +8,7 @@ one candle from just before `start` (clients must filter).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from crpbot_assets.common.symbols import LISTED_AT
 from crpbot_assets.replay import synthetic
@@ -20,7 +20,7 @@ MAX_CANDLES = 300
 
 def _parse_time(value: str) -> datetime:
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def service(seed: int = 0, rate_per_s: float = 10.0, burst: int = 15) -> ReplayService:
@@ -33,23 +33,31 @@ def service(seed: int = 0, rate_per_s: float = 10.0, burst: int = 15) -> ReplayS
         except ValueError:
             return Response.error(400, "Unsupported granularity")
         if granularity != 60:  # the replay only holds 1-minute data
-            return Response.error(400, "Unsupported granularity" if granularity not in GRANULARITIES
-                                  else "replay serves granularity=60 only")
-        now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+            return Response.error(
+                400,
+                "Unsupported granularity"
+                if granularity not in GRANULARITIES
+                else "replay serves granularity=60 only",
+            )
+        now = datetime.now(UTC).replace(second=0, microsecond=0)
         if "start" in request.query and "end" in request.query:
             try:
                 start, end = _parse_time(request.query["start"]), _parse_time(request.query["end"])
             except ValueError:
                 return Response.error(400, "invalid start/end")
             if (end - start) / timedelta(minutes=1) + 1 > MAX_CANDLES:
-                return Response.error(400, "granularity too small for the requested time range. Count of aggregations requested exceeds 300")
+                return Response.error(
+                    400,
+                    "granularity too small for the requested time range. Count of aggregations requested exceeds 300",
+                )
         else:
             start, end = now - timedelta(minutes=MAX_CANDLES - 1), now
         # Inclusive end; the real API occasionally leaks one bucket before start.
         leak = timedelta(minutes=1) if int(start.timestamp()) // 60 % 7 == 0 else timedelta(0)
         frame = synthetic.candles(product, start - leak, end + timedelta(minutes=1), seed)
-        rows = [[int(ts.timestamp()), lo, hi, op, cl, vol]
-                for ts, op, hi, lo, cl, vol in reversed(frame.rows())]
+        rows = [
+            [int(ts.timestamp()), lo, hi, op, cl, vol] for ts, op, hi, lo, cl, vol in reversed(frame.rows())
+        ]
         if request.malformed:
             rows = [[r[0], "not-a-number", *r[2:]] for r in rows] or [["garbage"]]
         return Response.json(rows)

@@ -7,15 +7,15 @@ first, `time_until_update` only on the newest entry; history from 2018-02-01 wit
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 import numpy as np
 
 from crpbot_assets.replay.server import ReplayService, Request, Response
 
-FIRST_DAY = datetime(2018, 2, 1, tzinfo=timezone.utc)
-MISSING_DAYS = {datetime(2018, 4, d, tzinfo=timezone.utc) for d in (14, 15, 16)}
+FIRST_DAY = datetime(2018, 2, 1, tzinfo=UTC)
+MISSING_DAYS = {datetime(2018, 4, d, tzinfo=UTC) for d in (14, 15, 16)}
 BANDS = ((25, "Extreme Fear"), (46, "Fear"), (54, "Neutral"), (75, "Greed"), (100, "Extreme Greed"))
 
 
@@ -40,11 +40,14 @@ def _values(seed: int) -> np.ndarray:
 
 def history(seed: int = 0, today: datetime | None = None) -> list[tuple[datetime, int]]:
     """(day, value) pairs oldest first, up to `today` (UTC), without the days the real series lacks."""
-    today = (today or datetime.now(timezone.utc)).replace(hour=0, minute=0, second=0, microsecond=0)
+    today = (today or datetime.now(UTC)).replace(hour=0, minute=0, second=0, microsecond=0)
     days = (today - FIRST_DAY).days + 1
     values = _values(seed)
-    return [(FIRST_DAY + timedelta(days=i), int(values[i])) for i in range(days)
-            if FIRST_DAY + timedelta(days=i) not in MISSING_DAYS]
+    return [
+        (FIRST_DAY + timedelta(days=i), int(values[i]))
+        for i in range(days)
+        if FIRST_DAY + timedelta(days=i) not in MISSING_DAYS
+    ]
 
 
 def service(seed: int = 0, rate_per_s: float = 1.0, burst: int = 60) -> ReplayService:
@@ -56,12 +59,16 @@ def service(seed: int = 0, rate_per_s: float = 1.0, burst: int = 60) -> ReplaySe
         try:
             limit = int(request.query.get("limit", "1"))
         except ValueError:
-            return Response.json({"name": "Fear and Greed Index", "data": [], "metadata": {"error": "Invalid limit"}})
-        now = datetime.now(timezone.utc)
+            return Response.json(
+                {"name": "Fear and Greed Index", "data": [], "metadata": {"error": "Invalid limit"}}
+            )
+        now = datetime.now(UTC)
         rows = history(seed, now)[::-1]
         rows = rows if limit == 0 else rows[:limit]
-        data = [{"value": str(v), "value_classification": classify(v), "timestamp": str(int(day.timestamp()))}
-                for day, v in rows]
+        data = [
+            {"value": str(v), "value_classification": classify(v), "timestamp": str(int(day.timestamp()))}
+            for day, v in rows
+        ]
         if data:
             tomorrow = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
             data[0]["time_until_update"] = str(int((tomorrow - now).total_seconds()))
@@ -69,4 +76,6 @@ def service(seed: int = 0, rate_per_s: float = 1.0, burst: int = 60) -> ReplaySe
             data[len(data) // 2]["value"] = "n/a"
         return Response.json({"name": "Fear and Greed Index", "data": data, "metadata": {"error": None}})
 
-    return ReplayService(name="fear_greed", routes=[("GET", r"/fng/?", fng)], rate_per_s=rate_per_s, burst=burst)
+    return ReplayService(
+        name="fear_greed", routes=[("GET", r"/fng/?", fng)], rate_per_s=rate_per_s, burst=burst
+    )

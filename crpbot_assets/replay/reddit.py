@@ -17,7 +17,7 @@ import hashlib
 import math
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -26,12 +26,30 @@ from crpbot_assets.replay.server import ReplayService, Request, Response
 POSTS_PER_HOUR = {"bitcoin": 12.0, "cryptocurrency": 40.0, "ethereum": 6.0, "solana": 5.0}
 LISTING_CAP, PAGE_MAX, WINDOW_S, WINDOW_REQUESTS = 1000, 100, 600, 1000
 SUBJECTS = {"bitcoin": "Bitcoin", "cryptocurrency": "crypto", "ethereum": "Ethereum", "solana": "Solana"}
-POSITIVE = ["is looking great", "to the moon, so bullish", "adoption keeps growing, love it", "hits a new high! Amazing",
-            "gains are wonderful today", "is the best investment I made"]
-NEGATIVE = ["crash is terrible", "looks like a scam, so much fear", "dump wiped out my savings, awful",
-            "is dead, worst week ever", "panic selling everywhere, horrible", "hack: users lost funds"]
-NEUTRAL = ["price discussion thread", "weekly questions", "how do I move coins to a wallet?",
-           "what are the network fees today", "news roundup", "technical analysis for the week"]
+POSITIVE = [
+    "is looking great",
+    "to the moon, so bullish",
+    "adoption keeps growing, love it",
+    "hits a new high! Amazing",
+    "gains are wonderful today",
+    "is the best investment I made",
+]
+NEGATIVE = [
+    "crash is terrible",
+    "looks like a scam, so much fear",
+    "dump wiped out my savings, awful",
+    "is dead, worst week ever",
+    "panic selling everywhere, horrible",
+    "hack: users lost funds",
+]
+NEUTRAL = [
+    "price discussion thread",
+    "weekly questions",
+    "how do I move coins to a wallet?",
+    "what are the network fees today",
+    "news roundup",
+    "technical analysis for the week",
+]
 
 
 def _base36(number: int) -> str:
@@ -56,12 +74,20 @@ def hour_posts(subreddit: str, hour: int, seed: int = 0) -> list[dict]:
         kind = rng.uniform()
         pool = NEUTRAL if kind < 0.3 else POSITIVE if rng.uniform() < p_pos else NEGATIVE
         post_id = _base36((hour * 4 + index) * 512 + i)
-        posts.append({
-            "id": post_id, "name": f"t3_{post_id}", "subreddit": subreddit,
-            "subreddit_name_prefixed": f"r/{subreddit}", "title": f"{SUBJECTS[subreddit]} {pool[rng.integers(len(pool))]}",
-            "created_utc": float(hour * 3600 + int(offset)), "final_score": float(rng.lognormal(2.0, 1.2)),
-            "num_comments": int(rng.poisson(8)), "author": f"user{rng.integers(10**6)}", "stickied": False,
-        })
+        posts.append(
+            {
+                "id": post_id,
+                "name": f"t3_{post_id}",
+                "subreddit": subreddit,
+                "subreddit_name_prefixed": f"r/{subreddit}",
+                "title": f"{SUBJECTS[subreddit]} {pool[rng.integers(len(pool))]}",
+                "created_utc": float(hour * 3600 + int(offset)),
+                "final_score": float(rng.lognormal(2.0, 1.2)),
+                "num_comments": int(rng.poisson(8)),
+                "author": f"user{rng.integers(10**6)}",
+                "stickied": False,
+            }
+        )
     return posts
 
 
@@ -97,7 +123,9 @@ def service(seed: int = 0, clock: Callable[[], float] = time.time) -> ReplayServ
         token = hashlib.sha256(f"{client_id}:{secret}:{time.time_ns()}".encode()).hexdigest()[:32]
         with lock:
             tokens[token] = [time.monotonic(), 0.0]
-        return Response.json({"access_token": token, "token_type": "bearer", "expires_in": 86400, "scope": "*"})
+        return Response.json(
+            {"access_token": token, "token_type": "bearer", "expires_in": 86400, "scope": "*"}
+        )
 
     def listing(request: Request) -> Response:
         token = request.headers.get("authorization", "").removeprefix("bearer ")
@@ -110,8 +138,11 @@ def service(seed: int = 0, clock: Callable[[], float] = time.time) -> ReplayServ
                 window[:] = [now, 0.0]
             window[1] += 1
             used, reset = window[1], int(WINDOW_S - (now - window[0]))
-        headers = {"x-ratelimit-used": str(int(used)), "x-ratelimit-remaining": f"{max(0, WINDOW_REQUESTS - used):.1f}",
-                   "x-ratelimit-reset": str(reset)}
+        headers = {
+            "x-ratelimit-used": str(int(used)),
+            "x-ratelimit-remaining": f"{max(0, WINDOW_REQUESTS - used):.1f}",
+            "x-ratelimit-reset": str(reset),
+        }
         if used > WINDOW_REQUESTS:
             return Response.json({"message": "Too Many Requests", "error": 429}, 429, **headers)
         subreddit = request.match.group("subreddit").lower()
@@ -124,17 +155,27 @@ def service(seed: int = 0, clock: Callable[[], float] = time.time) -> ReplayServ
         if after:
             names = [p["name"] for p in posts]
             start = names.index(after) + 1 if after in names else len(posts)
-        page = posts[start:start + limit]
+        page = posts[start : start + limit]
         children = [{"kind": "t3", "data": {k: v for k, v in p.items() if k != "final_score"}} for p in page]
         if request.malformed:
             for child in children:
                 child["data"]["created_utc"] = "yesterday"
         more = start + limit < len(posts)
-        body = {"kind": "Listing", "data": {"after": page[-1]["name"] if page and more else None, "before": None,
-                                             "dist": len(page), "children": children}}
+        body = {
+            "kind": "Listing",
+            "data": {
+                "after": page[-1]["name"] if page and more else None,
+                "before": None,
+                "dist": len(page),
+                "children": children,
+            },
+        }
         return Response.json(body, **headers)
 
-    return ReplayService(name="reddit", routes=[
-        ("POST", r"/api/v1/access_token", access_token),
-        ("GET", r"/r/(?P<subreddit>[A-Za-z0-9_]+)/new(?:\.json)?", listing),
-    ])
+    return ReplayService(
+        name="reddit",
+        routes=[
+            ("POST", r"/api/v1/access_token", access_token),
+            ("GET", r"/r/(?P<subreddit>[A-Za-z0-9_]+)/new(?:\.json)?", listing),
+        ],
+    )

@@ -14,9 +14,9 @@ import re
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 from urllib.parse import parse_qs, urlparse
 
 FAULTS = ("429", "500", "503", "timeout", "malformed")
@@ -90,8 +90,13 @@ class _TokenBuckets:
 class ReplayServer:
     """Serves `services` on loopback; use as a context manager or start()/stop()."""
 
-    def __init__(self, services: list[ReplayService] | None = None, host: str = "127.0.0.1", port: int = 0,
-                 hang_s: float = 30.0):
+    def __init__(
+        self,
+        services: list[ReplayService] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        hang_s: float = 30.0,
+    ):
         self.services = services if services is not None else default_services()
         self.hang_s = hang_s
         self._faults: dict[str, deque[str]] = defaultdict(deque)
@@ -100,8 +105,11 @@ class ReplayServer:
         self.stats: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self.request_log: list[tuple[float, str, str, int]] = []  # (monotonic time, path, method, status)
         self._in_flight: dict[str, int] = defaultdict(int)
-        self._routes = [(svc, method, re.compile(pattern + r"\Z"), handler)
-                        for svc in self.services for method, pattern, handler in svc.routes]
+        self._routes = [
+            (svc, method, re.compile(pattern + r"\Z"), handler)
+            for svc in self.services
+            for method, pattern, handler in svc.routes
+        ]
         self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -153,7 +161,9 @@ class ReplayServer:
                 spec = json.loads(request.body or b"{}")
                 self.inject(spec["service"], str(spec["fault"]), int(spec.get("count", 1)))
             except (KeyError, TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
-                return Response.error(400, f"bad fault spec {request.body[:200]!r}: {type(exc).__name__}: {exc}")
+                return Response.error(
+                    400, f"bad fault spec {request.body[:200]!r}: {type(exc).__name__}: {exc}"
+                )
             return Response.json({"queued": spec})
         if request.path == "/_replay/stats":
             return Response.json({name: dict(values) for name, values in self.stats.items()})
@@ -206,15 +216,22 @@ class ReplayServer:
             def _handle(self):
                 parsed = urlparse(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
-                request = Request(self.command, parsed.path, {k: v[-1] for k, v in parse_qs(parsed.query).items()},
-                                  {k.lower(): v for k, v in self.headers.items()},
-                                  self.rfile.read(length) if length else b"", self.client_address[0])
+                request = Request(
+                    self.command,
+                    parsed.path,
+                    {k: v[-1] for k, v in parse_qs(parsed.query).items()},
+                    {k.lower(): v for k, v in self.headers.items()},
+                    self.rfile.read(length) if length else b"",
+                    self.client_address[0],
+                )
                 try:
                     response = server.dispatch(request)
                 except Exception as exc:  # a bug in a replay handler: answer 500 rather than hang the client
                     response = Response.error(500, f"replay handler error: {type(exc).__name__}: {exc}")
                 with server._lock:
-                    server.request_log.append((time.monotonic(), request.path, request.method, response.status))
+                    server.request_log.append(
+                        (time.monotonic(), request.path, request.method, response.status)
+                    )
                 try:
                     self.send_response(response.status)
                     self.send_header("Content-Type", response.content_type)
@@ -249,7 +266,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     server = ReplayServer(default_services(args.seed), args.host, args.port)
-    print(f"crpbot replay server on {server.url} (services: {', '.join(s.name for s in server.services)})", flush=True)
+    print(
+        f"crpbot replay server on {server.url} (services: {', '.join(s.name for s in server.services)})",
+        flush=True,
+    )
     try:
         server._httpd.serve_forever()
     except KeyboardInterrupt:

@@ -6,7 +6,7 @@ prices so days join continuously; any window is reproducible without generating 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 import numpy as np
@@ -49,7 +49,9 @@ def _day(symbol: str, day_index: int, seed: int) -> tuple[np.ndarray, ...]:
     sigma = daily_vol / np.sqrt(MINUTES_PER_DAY) * np.exp(np.repeat(log_vol, 60) - 0.2)
     walk = np.cumsum(rng.standard_t(df=5, size=MINUTES_PER_DAY) * sigma * np.sqrt(3 / 5))
     target = anchors[day_index + 1] - anchors[day_index]
-    bridge = anchors[day_index] + walk - np.arange(1, MINUTES_PER_DAY + 1) / MINUTES_PER_DAY * (walk[-1] - target)
+    bridge = (
+        anchors[day_index] + walk - np.arange(1, MINUTES_PER_DAY + 1) / MINUTES_PER_DAY * (walk[-1] - target)
+    )
     close = np.exp(bridge)
     open_ = np.concatenate([[np.exp(anchors[day_index])], close[:-1]])
     wick = np.exp(np.abs(rng.normal(0, 1, (2, MINUTES_PER_DAY))) * sigma * 0.6)
@@ -64,10 +66,12 @@ def _day(symbol: str, day_index: int, seed: int) -> tuple[np.ndarray, ...]:
     return minutes, open_[keep], high[keep], low[keep], close[keep], volume[keep]
 
 
-def candles(symbol: str, start: datetime, end: datetime, seed: int = 0, now: datetime | None = None) -> pl.DataFrame:
+def candles(
+    symbol: str, start: datetime, end: datetime, seed: int = 0, now: datetime | None = None
+) -> pl.DataFrame:
     """Candles with start <= ts < end (UTC, minute-aligned), oldest first; nothing before listing or after `now`."""
     listing = listed_at(symbol)
-    first, last = max(start, listing), min(end, now or datetime.now(timezone.utc))
+    first, last = max(start, listing), min(end, now or datetime.now(UTC))
     parts, day = [], (first - listing).days
     while listing + timedelta(days=day) < last:
         if day >= ANCHOR_DAYS:
@@ -80,7 +84,9 @@ def candles(symbol: str, start: datetime, end: datetime, seed: int = 0, now: dat
         day += 1
     arrays = [np.concatenate([p[i] for p in parts]) if parts else np.empty(0) for i in range(6)]
     frame = pl.DataFrame({name: values for name, values in zip(COLUMNS, arrays)})
-    return frame.with_columns(pl.from_epoch(pl.col("ts").cast(pl.Int64), time_unit="s").dt.replace_time_zone("UTC"))
+    return frame.with_columns(
+        pl.from_epoch(pl.col("ts").cast(pl.Int64), time_unit="s").dt.replace_time_zone("UTC")
+    )
 
 
 def history(symbol: str, months: int, seed: int = 0) -> pl.DataFrame:

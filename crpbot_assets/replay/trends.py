@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -43,7 +43,7 @@ def _parse_time(text: str) -> tuple[float, bool]:
     """UNIX seconds of one end of a time frame, and whether it was given to the hour."""
     hourly = "T" in text
     fmt = "%Y-%m-%dT%H" if hourly else "%Y-%m-%d"
-    return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc).timestamp(), hourly
+    return datetime.strptime(text, fmt).replace(tzinfo=UTC).timestamp(), hourly
 
 
 def parse_timeframe(timeframe: str) -> tuple[float, float, int]:
@@ -75,8 +75,13 @@ def timeline(keywords: list[str], timeframe: str, seed: int = 0, now: float | No
     rows = []
     for i, ts in enumerate(starts):
         values = [int(v) for v in scaled[:, i]]
-        row = {"time": str(int(ts)), "formattedTime": datetime.fromtimestamp(ts, timezone.utc).strftime("%b %d, %Y at %H:%M"),
-               "value": values, "hasData": [v > 0 for v in values], "formattedValue": [str(v) for v in values]}
+        row = {
+            "time": str(int(ts)),
+            "formattedTime": datetime.fromtimestamp(ts, UTC).strftime("%b %d, %Y at %H:%M"),
+            "value": values,
+            "hasData": [v > 0 for v in values],
+            "formattedValue": [str(v) for v in values],
+        }
         if ts + bucket > now:
             row["isPartial"] = True
         rows.append(row)
@@ -96,8 +101,12 @@ def service(seed: int = 0, rate_per_s: float = 5.0, burst: int = 10) -> ReplaySe
 
     def cookie(request: Request) -> Response:
         nid = hashlib.sha256(f"{request.client}:{time.time_ns()}".encode()).hexdigest()[:24]
-        return Response(200, b"<html>explore</html>", "text/html; charset=utf-8",
-                        {"Set-Cookie": f"NID=511={nid}; Path=/; HttpOnly"})
+        return Response(
+            200,
+            b"<html>explore</html>",
+            "text/html; charset=utf-8",
+            {"Set-Cookie": f"NID=511={nid}; Path=/; HttpOnly"},
+        )
 
     def needs_cookie(request: Request) -> Response | None:
         if "NID=" not in request.headers.get("cookie", ""):
@@ -115,13 +124,26 @@ def service(seed: int = 0, rate_per_s: float = 5.0, burst: int = 10) -> ReplaySe
             parse_timeframe(timeframe)
         except (KeyError, IndexError, ValueError) as exc:
             return Response(400, f"bad explore request: {exc}".encode(), "text/html")
-        widget_request = {"time": timeframe, "keywords": keywords, "geo": items[0].get("geo", ""),
-                          "locale": request.query.get("hl", "en-US"),
-                          "requestOptions": {"property": req.get("property", ""), "backend": "CM",
-                                             "category": req.get("category", 0)}}
-        widgets = [{"id": "TIMESERIES", "title": "Interest over time", "request": widget_request,
-                    "token": _token(widget_request)},
-                   {"id": "GEO_MAP", "title": "Interest by region", "request": {}, "token": "geo"}]
+        widget_request = {
+            "time": timeframe,
+            "keywords": keywords,
+            "geo": items[0].get("geo", ""),
+            "locale": request.query.get("hl", "en-US"),
+            "requestOptions": {
+                "property": req.get("property", ""),
+                "backend": "CM",
+                "category": req.get("category", 0),
+            },
+        }
+        widgets = [
+            {
+                "id": "TIMESERIES",
+                "title": "Interest over time",
+                "request": widget_request,
+                "token": _token(widget_request),
+            },
+            {"id": "GEO_MAP", "title": "Interest by region", "request": {}, "token": "geo"},
+        ]
         return _prefixed(")]}'", {"widgets": widgets})
 
     def multiline(request: Request) -> Response:
@@ -138,9 +160,14 @@ def service(seed: int = 0, rate_per_s: float = 5.0, burst: int = 10) -> ReplaySe
             rows = [{**row, "value": ["lots"]} for row in rows]
         return _prefixed(")]}',", {"default": {"timelineData": rows, "averages": []}})
 
-    return ReplayService(name="google_trends", routes=[
-        ("GET", r"/trends/explore/?", cookie),
-        ("POST", r"/trends/api/explore", explore),
-        ("GET", r"/trends/api/explore", explore),
-        ("GET", r"/trends/api/widgetdata/multiline", multiline),
-    ], rate_per_s=rate_per_s, burst=burst)
+    return ReplayService(
+        name="google_trends",
+        routes=[
+            ("GET", r"/trends/explore/?", cookie),
+            ("POST", r"/trends/api/explore", explore),
+            ("GET", r"/trends/api/explore", explore),
+            ("GET", r"/trends/api/widgetdata/multiline", multiline),
+        ],
+        rate_per_s=rate_per_s,
+        burst=burst,
+    )

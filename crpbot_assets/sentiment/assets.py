@@ -1,7 +1,7 @@
 """Sentiment assets: Fear & Greed (daily), Reddit posts and hourly aggregates, Google Trends, and the joined
 hourly `sentiment_features` per symbol-month."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import polars as pl
@@ -24,7 +24,7 @@ by_month = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="m
 
 
 def _month(key: str) -> tuple[datetime, datetime]:
-    start = datetime.strptime(key, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    start = datetime.strptime(key, "%Y-%m-%d").replace(tzinfo=UTC)
     return start, month_end(start)
 
 
@@ -53,23 +53,34 @@ def fear_greed_index(context: dg.AssetExecutionContext, fear_greed: FearGreedRes
     daily, stats = fear_greed.history(log=context.log.warning)
     gaps = missing_days(daily)
     recent = daily.tail(365)
-    context.add_output_metadata({
-        "rows": daily.height,
-        "first_day": str(daily["day"].min().date()) if daily.height else "none",
-        "last_day": str(daily["day"].max().date()) if daily.height else "none",
-        "latest_value": daily["fear_greed_index"][-1] if daily.height else None,
-        "missing_days": len(gaps),
-        "missing_days_sample": ", ".join(gaps[:20]) or "none",
-        "requests": stats.requests, "retries": stats.retries,
-        "last_365_days": line_plot({"index": recent["fear_greed_index"].to_list()}, "Fear & Greed, last 365 days",
-                                   "day", "index (0-100)"),
-    })
+    context.add_output_metadata(
+        {
+            "rows": daily.height,
+            "first_day": str(daily["day"].min().date()) if daily.height else "none",
+            "last_day": str(daily["day"].max().date()) if daily.height else "none",
+            "latest_value": daily["fear_greed_index"][-1] if daily.height else None,
+            "missing_days": len(gaps),
+            "missing_days_sample": ", ".join(gaps[:20]) or "none",
+            "requests": stats.requests,
+            "retries": stats.retries,
+            "last_365_days": line_plot(
+                {"index": recent["fear_greed_index"].to_list()},
+                "Fear & Greed, last 365 days",
+                "day",
+                "index (0-100)",
+            ),
+        }
+    )
     context.log.info(f"fear & greed: {daily.height} days, {len(gaps)} missing days")
     return daily
 
 
-@dg.asset(partitions_def=month_partitions, group_name=GROUP, kinds={"reddit", "parquet"},
-          backfill_policy=dg.BackfillPolicy.single_run())
+@dg.asset(
+    partitions_def=month_partitions,
+    group_name=GROUP,
+    kinds={"reddit", "parquet"},
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
 def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, storage: StorageResource):
     """Raw Reddit posts created in the month, from every configured subreddit: `id, created_utc, subreddit,
     title, score, num_comments, retrieved_utc` (first observation; later polls never overwrite it).
@@ -84,8 +95,9 @@ def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, stor
     earliest = min(_month(str(k))[0] for k in context.partition_keys)
     subreddits, listings = reddit.all_subreddits(), {}
     for i, sub in enumerate(subreddits, 1):  # one pass over the listings serves every month of the run
-        listings[sub] = reddit.newest_posts(sub, stop_before=earliest.timestamp(), client=client, stats=stats,
-                                            log=context.log.warning)
+        listings[sub] = reddit.newest_posts(
+            sub, stop_before=earliest.timestamp(), client=client, stats=stats, log=context.log.warning
+        )
         context.log.info(f"r/{sub}: {listings[sub].height} posts listed ({i}/{len(subreddits)} subreddits)")
 
     def build(key: str):
@@ -95,19 +107,32 @@ def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, stor
         reach = {}
         for sub, posts in listings.items():
             oldest = posts["created_utc"].min() if posts.height else None
-            reach[sub] = "month start" if oldest is not None and oldest < start.timestamp() else (
-                datetime.fromtimestamp(oldest, timezone.utc).isoformat() if oldest is not None else "nothing listed")
+            reach[sub] = (
+                "month start"
+                if oldest is not None and oldest < start.timestamp()
+                else (
+                    datetime.fromtimestamp(oldest, UTC).isoformat()
+                    if oldest is not None
+                    else "nothing listed"
+                )
+            )
         merged = append_posts(stored, in_window(pl.concat(list(listings.values())), start, end))
-        served = merged.height > 0 or datetime.now(timezone.utc) < start
+        served = merged.height > 0 or datetime.now(UTC) < start
         metadata = {
-            "posts": merged.height, "new_posts": merged.height - stored.height, "previously_stored": stored.height,
-            "listings_reach_back_to": dg.MetadataValue.json(reach), "requests_in_run": stats.requests,
-            "retries_in_run": stats.retries, "served": served,
+            "posts": merged.height,
+            "new_posts": merged.height - stored.height,
+            "previously_stored": stored.height,
+            "listings_reach_back_to": dg.MetadataValue.json(reach),
+            "requests_in_run": stats.requests,
+            "retries_in_run": stats.retries,
+            "served": served,
         }
         if not served:
-            metadata["explanation"] = (f"Reddit listings keep only the newest ~1000 posts per subreddit and reach "
-                                       f"back only to {reach}; posts of {key[:7]} can no longer be fetched and none "
-                                       "were accumulated earlier")
+            metadata["explanation"] = (
+                f"Reddit listings keep only the newest ~1000 posts per subreddit and reach "
+                f"back only to {reach}; posts of {key[:7]} can no longer be fetched and none "
+                "were accumulated earlier"
+            )
         context.log.info(f"{key}: {merged.height} posts ({merged.height - stored.height} new)")
         return merged, metadata
 
@@ -115,7 +140,9 @@ def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, stor
 
 
 @dg.asset(
-    partitions_def=symbol_month_partitions, group_name=GROUP, kinds={"polars", "parquet"},
+    partitions_def=symbol_month_partitions,
+    group_name=GROUP,
+    kinds={"polars", "parquet"},
     backfill_policy=dg.BackfillPolicy.single_run(),
     ins={"reddit_posts": dg.AssetIn(partition_mapping=by_month, metadata={"allow_missing_partitions": True})},
     automation_condition=dg.AutomationCondition.eager(),
@@ -130,30 +157,48 @@ def reddit_hourly(context: dg.AssetExecutionContext, reddit: RedditResource, red
         symbol, start = split_key(key)
         subreddits = reddit.subreddits_of(symbol)
         posts = in_window(all_posts, start, month_end(start)).filter(
-            pl.col("subreddit").is_in([s.lower() for s in subreddits]))
-        hourly = hourly_aggregates(posts, compound_scores(posts["title"].to_list()), subreddits, start, month_end(start))
+            pl.col("subreddit").is_in([s.lower() for s in subreddits])
+        )
+        hourly = hourly_aggregates(
+            posts, compound_scores(posts["title"].to_list()), subreddits, start, month_end(start)
+        )
         covered = hourly.filter(pl.col("reddit_volume_1h").is_not_null())
-        metadata = {"posts": posts.height, "subreddits": ", ".join(subreddits), "covered_hours": covered.height,
-                    "mean_sentiment": covered["reddit_sentiment_1h"].mean() if covered.height else None}
+        metadata = {
+            "posts": posts.height,
+            "subreddits": ", ".join(subreddits),
+            "covered_hours": covered.height,
+            "mean_sentiment": covered["reddit_sentiment_1h"].mean() if covered.height else None,
+        }
         if covered.height > 1:
             metadata["sentiment"] = line_plot(
                 {"VADER compound": covered["reddit_sentiment_1h"].fill_null(0.0).to_list()},
-                f"{symbol} Reddit sentiment per hour", "hour", "compound")
+                f"{symbol} Reddit sentiment per hour",
+                "hour",
+                "compound",
+            )
         return hourly, metadata
 
     return _per_partition(context, build)
 
 
 @dg.asset(
-    partitions_def=month_partitions, group_name=GROUP, kinds={"pytrends", "parquet"},
+    partitions_def=month_partitions,
+    group_name=GROUP,
+    kinds={"pytrends", "parquet"},
     backfill_policy=dg.BackfillPolicy.single_run(),
-    ins={"previous": dg.AssetIn(
-        "google_trends_hourly", metadata={"allow_missing_partitions": True},
-        partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1,
-                                                        allow_nonexistent_upstream_partitions=True))},
+    ins={
+        "previous": dg.AssetIn(
+            "google_trends_hourly",
+            metadata={"allow_missing_partitions": True},
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
+            ),
+        )
+    },
 )
-def google_trends_hourly(context: dg.AssetExecutionContext, google_trends: GoogleTrendsResource,
-                         previous: dict):
+def google_trends_hourly(
+    context: dg.AssetExecutionContext, google_trends: GoogleTrendsResource, previous: dict
+):
     """Hourly Google search interest for Bitcoin, Ethereum and Solana (`ts` = hour start; a value is known
     at hour end): overlapping 7-day windows stitched onto one scale (see `sentiment.trends`). When the
     previous month is materialized its last day anchors the scale, so consecutive months share it."""
@@ -163,16 +208,23 @@ def google_trends_hourly(context: dg.AssetExecutionContext, google_trends: Googl
     def build(key: str):
         start, month_stop = _month(key)
         before = f"{start - timedelta(days=1):%Y-%m-01}"
-        frame, metadata = _trends_month(context, google_trends, limiter, start, month_stop,
-                                        built.get(before, previous.get(before)))
+        frame, metadata = _trends_month(
+            context, google_trends, limiter, start, month_stop, built.get(before, previous.get(before))
+        )
         built[key] = frame
         return frame, metadata
 
     return _per_partition(context, build)
 
 
-def _trends_month(context: dg.AssetExecutionContext, google_trends: GoogleTrendsResource, limiter: RateLimiter,
-                  start: datetime, month_stop: datetime, prior: pl.DataFrame | None) -> tuple[pl.DataFrame, dict]:
+def _trends_month(
+    context: dg.AssetExecutionContext,
+    google_trends: GoogleTrendsResource,
+    limiter: RateLimiter,
+    start: datetime,
+    month_stop: datetime,
+    prior: pl.DataFrame | None,
+) -> tuple[pl.DataFrame, dict]:
     """One month of stitched hourly interest for every keyword, anchored on `prior` (the month before) if it
     covers the overlap."""
     end = min(month_stop, utc_hour())
@@ -187,18 +239,31 @@ def _trends_month(context: dg.AssetExecutionContext, google_trends: GoogleTrends
             continue
         anchor = None
         if prior is not None and column in prior.columns:
-            anchor = prior.filter(pl.col("ts") >= start - overlap).select("ts", pl.col(column).alias("value")).drop_nulls()
+            anchor = (
+                prior.filter(pl.col("ts") >= start - overlap)
+                .select("ts", pl.col(column).alias("value"))
+                .drop_nulls()
+            )
             anchor = anchor if anchor.height >= google_trends.overlap_hours // 2 else None
         anchored[keyword] = anchor is not None
-        series = google_trends.hourly_interest(keyword, start, end, anchor=anchor, stats=stats, limiter=limiter,
-                                              log=context.log.info)
+        series = google_trends.hourly_interest(
+            keyword, start, end, anchor=anchor, stats=stats, limiter=limiter, log=context.log.info
+        )
         frame = frame.join(series.rename({"value": column}), on="ts", how="left", maintain_order="left")
         context.log.info(f"{start:%Y-%m}: {keyword} stitched ({i}/{len(KEYWORDS)} keywords)")
-    metadata = {"rows": frame.height, "anchored_to_previous_month": dg.MetadataValue.json(anchored),
-                "requests": stats.requests, "retries": stats.retries}
+    metadata = {
+        "rows": frame.height,
+        "anchored_to_previous_month": dg.MetadataValue.json(anchored),
+        "requests": stats.requests,
+        "retries": stats.retries,
+    }
     if frame.height > 1:
-        metadata["interest"] = line_plot({c: frame[c].fill_null(0.0).to_list() for c in COLUMNS.values()},
-                                         "Search interest (stitched scale)", "hour of month", "interest")
+        metadata["interest"] = line_plot(
+            {c: frame[c].fill_null(0.0).to_list() for c in COLUMNS.values()},
+            "Search interest (stitched scale)",
+            "hour of month",
+            "interest",
+        )
     return frame, metadata
 
 
@@ -210,35 +275,56 @@ class SentimentFeaturesConfig(dg.Config):
 
 
 @dg.asset(
-    partitions_def=symbol_month_partitions, group_name=GROUP, kinds={"polars", "parquet"},
+    partitions_def=symbol_month_partitions,
+    group_name=GROUP,
+    kinds={"polars", "parquet"},
     backfill_policy=dg.BackfillPolicy.single_run(),
     ins={"google_trends_hourly": dg.AssetIn(partition_mapping=by_month)},
     automation_condition=dg.AutomationCondition.eager(),
 )
-def sentiment_features(context: dg.AssetExecutionContext, config: SentimentFeaturesConfig,
-                       reddit_hourly: dict[str, pl.DataFrame], fear_greed_index: pl.DataFrame,
-                       google_trends_hourly: dict[str, pl.DataFrame]):
+def sentiment_features(
+    context: dg.AssetExecutionContext,
+    config: SentimentFeaturesConfig,
+    reddit_hourly: dict[str, pl.DataFrame],
+    fear_greed_index: pl.DataFrame,
+    google_trends_hourly: dict[str, pl.DataFrame],
+):
     """Hourly sentiment per symbol-month: `ts` = end of the hour (the instant the row becomes usable) and
     exactly reddit_sentiment_1h, reddit_volume_1h, reddit_engagement_1h, fear_greed_index,
     search_interest_btc/eth/sol (Float64, null without coverage). Join 1-minute rows with
     `join_asof(on="ts", strategy="backward")` after shifting each minute to its close."""
-    lag, staleness = (timedelta(hours=config.fear_greed_publication_lag_hours),
-                      timedelta(hours=config.fear_greed_max_staleness_hours))
+    lag, staleness = (
+        timedelta(hours=config.fear_greed_publication_lag_hours),
+        timedelta(hours=config.fear_greed_max_staleness_hours),
+    )
 
     def build(key: str):
         symbol, start = split_key(key)
         hours = hour_ends(start, month_end(start))
         trends = google_trends_hourly[f"{start:%Y-%m-%d}"]
-        frame = assemble(hours, reddit_hourly[key], hourly_index(fear_greed_index, hours, lag, staleness), trends)
-        nulls = {c: round(frame[c].null_count() / frame.height, 4) if frame.height else 1.0 for c in FEATURE_COLUMNS}
-        metadata = {"rows": frame.height, "null_share": dg.MetadataValue.json(nulls),
-                    "first_ts": str(frame["ts"].min()) if frame.height else "none",
-                    "last_ts": str(frame["ts"].max()) if frame.height else "none"}
+        frame = assemble(
+            hours, reddit_hourly[key], hourly_index(fear_greed_index, hours, lag, staleness), trends
+        )
+        nulls = {
+            c: round(frame[c].null_count() / frame.height, 4) if frame.height else 1.0
+            for c in FEATURE_COLUMNS
+        }
+        metadata = {
+            "rows": frame.height,
+            "null_share": dg.MetadataValue.json(nulls),
+            "first_ts": str(frame["ts"].min()) if frame.height else "none",
+            "last_ts": str(frame["ts"].max()) if frame.height else "none",
+        }
         if frame.height > 1:
             metadata["fear_greed_and_search"] = line_plot(
-                {"fear & greed": frame["fear_greed_index"].fill_null(float("nan")).to_list(),
-                 "search interest": frame[COLUMNS[symbol]].fill_null(float("nan")).to_list()},
-                f"{symbol} hourly sentiment", "hour of month", "value")
+                {
+                    "fear & greed": frame["fear_greed_index"].fill_null(float("nan")).to_list(),
+                    "search interest": frame[COLUMNS[symbol]].fill_null(float("nan")).to_list(),
+                },
+                f"{symbol} hourly sentiment",
+                "hour of month",
+                "value",
+            )
         return frame, metadata
 
     return _per_partition(context, build)

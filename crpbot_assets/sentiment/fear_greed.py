@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
@@ -20,7 +20,9 @@ def parse_payload(payload, source: str = "alternative.me /fng/") -> pl.DataFrame
     error or a missing `data` list raise FearGreedPayloadError naming `source` and the offending entry.
     """
     if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
-        raise FearGreedPayloadError(f"{source}: expected an object with a `data` list, got {str(payload)[:200]!r}")
+        raise FearGreedPayloadError(
+            f"{source}: expected an object with a `data` list, got {str(payload)[:200]!r}"
+        )
     error = (payload.get("metadata") or {}).get("error")
     if error:
         raise FearGreedPayloadError(f"{source}: the API reported an error: {error}")
@@ -31,18 +33,24 @@ def parse_payload(payload, source: str = "alternative.me /fng/") -> pl.DataFrame
             stamp = int(entry["timestamp"])
             label = str(entry["value_classification"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise FearGreedPayloadError(f"{source}: entry {i} is malformed ({type(exc).__name__}: {exc}): {entry!r}") from None
+            raise FearGreedPayloadError(
+                f"{source}: entry {i} is malformed ({type(exc).__name__}: {exc}): {entry!r}"
+            ) from None
         if not 0 <= value <= 100:
             raise FearGreedPayloadError(f"{source}: entry {i} has value {value} outside 0..100: {entry!r}")
         if stamp % 86400:
             raise FearGreedPayloadError(f"{source}: entry {i} timestamp {stamp} is not 00:00 UTC: {entry!r}")
-        days.append(datetime.fromtimestamp(stamp, timezone.utc))
+        days.append(datetime.fromtimestamp(stamp, UTC))
         values.append(float(value))
         labels.append(label)
-    frame = pl.DataFrame({"day": days, "fear_greed_index": values, "classification": labels}, schema=DAILY_SCHEMA)
+    frame = pl.DataFrame(
+        {"day": days, "fear_greed_index": values, "classification": labels}, schema=DAILY_SCHEMA
+    )
     duplicated = frame.filter(pl.col("day").is_duplicated())["day"].unique().to_list()
     if duplicated:
-        raise FearGreedPayloadError(f"{source}: duplicate days {[d.date().isoformat() for d in duplicated[:5]]}")
+        raise FearGreedPayloadError(
+            f"{source}: duplicate days {[d.date().isoformat() for d in duplicated[:5]]}"
+        )
     return frame.sort("day")
 
 
@@ -55,8 +63,9 @@ def missing_days(daily: pl.DataFrame) -> list[str]:
     return [d.date().isoformat() for d in expected.to_list() if d not in present]
 
 
-def hourly_index(daily: pl.DataFrame, hour_ends: pl.Series, publication_lag: timedelta,
-                 max_staleness: timedelta) -> pl.DataFrame:
+def hourly_index(
+    daily: pl.DataFrame, hour_ends: pl.Series, publication_lag: timedelta, max_staleness: timedelta
+) -> pl.DataFrame:
     """`fear_greed_index` as known at each hour end: the latest value published at or before it.
 
     A day's value is published at its 00:00 UTC timestamp + `publication_lag` and only from then on
@@ -67,6 +76,10 @@ def hourly_index(daily: pl.DataFrame, hour_ends: pl.Series, publication_lag: tim
         "fear_greed_index",
     ).sort("published_at")
     rows = pl.DataFrame({"ts": hour_ends}).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
-    return rows.sort("ts").join_asof(
-        published, left_on="ts", right_on="published_at", strategy="backward", tolerance=max_staleness
-    ).select("ts", "fear_greed_index")
+    return (
+        rows.sort("ts")
+        .join_asof(
+            published, left_on="ts", right_on="published_at", strategy="backward", tolerance=max_staleness
+        )
+        .select("ts", "fear_greed_index")
+    )

@@ -7,8 +7,13 @@ from datetime import datetime
 import polars as pl
 
 POST_SCHEMA = {
-    "id": pl.String, "created_utc": pl.Float64, "subreddit": pl.String, "title": pl.String,
-    "score": pl.Int64, "num_comments": pl.Int64, "retrieved_utc": pl.Float64,
+    "id": pl.String,
+    "created_utc": pl.Float64,
+    "subreddit": pl.String,
+    "title": pl.String,
+    "score": pl.Int64,
+    "num_comments": pl.Int64,
+    "retrieved_utc": pl.Float64,
 }
 DEFAULT_SUBREDDITS = {
     "BTC-USD": ["bitcoin", "cryptocurrency"],
@@ -27,13 +32,21 @@ def posts_frame(rows: list[dict], source: str = "reddit listing") -> pl.DataFram
     clean = []
     for row in rows:
         try:
-            clean.append({
-                "id": str(row["id"]), "created_utc": float(row["created_utc"]), "subreddit": str(row["subreddit"]).lower(),
-                "title": str(row["title"]), "score": int(row["score"]), "num_comments": int(row["num_comments"]),
-                "retrieved_utc": float(row["retrieved_utc"]),
-            })
+            clean.append(
+                {
+                    "id": str(row["id"]),
+                    "created_utc": float(row["created_utc"]),
+                    "subreddit": str(row["subreddit"]).lower(),
+                    "title": str(row["title"]),
+                    "score": int(row["score"]),
+                    "num_comments": int(row["num_comments"]),
+                    "retrieved_utc": float(row["retrieved_utc"]),
+                }
+            )
         except (KeyError, TypeError, ValueError) as exc:
-            raise RedditPayloadError(f"{source}: post {row.get('id', '?')!r} is malformed ({type(exc).__name__}: {exc})") from None
+            raise RedditPayloadError(
+                f"{source}: post {row.get('id', '?')!r} is malformed ({type(exc).__name__}: {exc})"
+            ) from None
     return pl.DataFrame(clean, schema=POST_SCHEMA)
 
 
@@ -50,8 +63,9 @@ def in_window(posts: pl.DataFrame, start: datetime, end: datetime) -> pl.DataFra
     return posts.filter(pl.col("created_utc").is_between(start.timestamp(), end.timestamp(), closed="left"))
 
 
-def hourly_aggregates(posts: pl.DataFrame, scores: list[float], subreddits: list[str], start: datetime,
-                      end: datetime) -> pl.DataFrame:
+def hourly_aggregates(
+    posts: pl.DataFrame, scores: list[float], subreddits: list[str], start: datetime, end: datetime
+) -> pl.DataFrame:
     """Hourly rows (`ts` = hour end) of mean VADER compound, post count, score sum and comment sum.
 
     `scores` are the compound scores of `posts` in row order. An hour is covered when every subreddit was
@@ -64,12 +78,21 @@ def hourly_aggregates(posts: pl.DataFrame, scores: list[float], subreddits: list
     hours = pl.datetime_range(start, end, "1h", closed="right", time_zone="UTC", eager=True).alias("ts")
     frame = pl.DataFrame({"ts": hours}).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
     wanted = sorted({s.lower() for s in subreddits})
-    scored = posts.with_columns(pl.Series("compound", scores, dtype=pl.Float64)).filter(pl.col("subreddit").is_in(wanted))
-    scored = scored.with_columns(
-        (pl.from_epoch(pl.col("created_utc").cast(pl.Int64), time_unit="s").dt.replace_time_zone("UTC")
-         .dt.truncate("1h").dt.cast_time_unit("us") + pl.duration(hours=1)).alias("ts")
+    scored = posts.with_columns(pl.Series("compound", scores, dtype=pl.Float64)).filter(
+        pl.col("subreddit").is_in(wanted)
     )
-    spans = scored.group_by("subreddit").agg(pl.col("ts").min().alias("first"), pl.col("retrieved_utc").max().alias("last"))
+    scored = scored.with_columns(
+        (
+            pl.from_epoch(pl.col("created_utc").cast(pl.Int64), time_unit="s")
+            .dt.replace_time_zone("UTC")
+            .dt.truncate("1h")
+            .dt.cast_time_unit("us")
+            + pl.duration(hours=1)
+        ).alias("ts")
+    )
+    spans = scored.group_by("subreddit").agg(
+        pl.col("ts").min().alias("first"), pl.col("retrieved_utc").max().alias("last")
+    )
     if spans.height < len(wanted):
         return frame.with_columns([pl.lit(None, pl.Float64).alias(c) for c in HOURLY_COLUMNS])
     first_hour_end = spans["first"].max()
@@ -79,13 +102,29 @@ def hourly_aggregates(posts: pl.DataFrame, scores: list[float], subreddits: list
     agg = scored.group_by("ts").agg(
         pl.col("compound").mean().alias("reddit_sentiment_1h"),
         pl.len().cast(pl.Float64).alias("reddit_volume_1h"),
-        *[pl.when(seen_in_time.any()).then(pl.col(source).filter(seen_in_time).sum().cast(pl.Float64)).alias(name)
-          for source, name in (("score", "reddit_engagement_1h"), ("num_comments", "reddit_comments_1h"))],
+        *[
+            pl.when(seen_in_time.any())
+            .then(pl.col(source).filter(seen_in_time).sum().cast(pl.Float64))
+            .alias(name)
+            for source, name in (("score", "reddit_engagement_1h"), ("num_comments", "reddit_comments_1h"))
+        ],
     )
     covered = pl.col("ts").is_between(first_hour_end, observed_until)
     no_posts = pl.col("reddit_volume_1h").is_null()
     counts = ("reddit_volume_1h", "reddit_engagement_1h", "reddit_comments_1h")
-    return frame.join(agg, on="ts", how="left", maintain_order="left").with_columns(
-        [pl.when(covered & no_posts).then(0.0).when(covered).then(pl.col(c)).otherwise(None).alias(c) for c in counts]
-        + [pl.when(covered).then(pl.col("reddit_sentiment_1h")).otherwise(None).alias("reddit_sentiment_1h")]
-    ).select("ts", *HOURLY_COLUMNS)
+    return (
+        frame.join(agg, on="ts", how="left", maintain_order="left")
+        .with_columns(
+            [
+                pl.when(covered & no_posts).then(0.0).when(covered).then(pl.col(c)).otherwise(None).alias(c)
+                for c in counts
+            ]
+            + [
+                pl.when(covered)
+                .then(pl.col("reddit_sentiment_1h"))
+                .otherwise(None)
+                .alias("reddit_sentiment_1h")
+            ]
+        )
+        .select("ts", *HOURLY_COLUMNS)
+    )

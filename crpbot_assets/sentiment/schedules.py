@@ -7,13 +7,20 @@ import dagster as dg
 from crpbot_assets.sentiment.assets import fear_greed_index, google_trends_hourly
 
 fear_greed_daily = dg.ScheduleDefinition(
-    name="fear_greed_daily", cron_schedule="15 1 * * *", execution_timezone="UTC", target=[fear_greed_index],
+    name="fear_greed_daily",
+    cron_schedule="15 1 * * *",
+    execution_timezone="UTC",
+    target=[fear_greed_index],
     description="alternative.me publishes each day's index at 00:00 UTC; fetch it at 01:15 UTC.",
 )
 
 
-@dg.schedule(name="google_trends_refresh", cron_schedule="20 */6 * * *", execution_timezone="UTC",
-             target=[google_trends_hourly])
+@dg.schedule(
+    name="google_trends_refresh",
+    cron_schedule="20 */6 * * *",
+    execution_timezone="UTC",
+    target=[google_trends_hourly],
+)
 def google_trends_refresh(context: dg.ScheduleEvaluationContext):
     """Every 6 hours: the month in progress; during a month's first day also the month just ended, so its
     last hours are completed."""

@@ -2,7 +2,7 @@
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -12,15 +12,21 @@ from crpbot_assets.sentiment.resources import RedditResource
 POLL_PAGE = 100  # one page per subreddit per tick; the asset pages deeper when it runs
 
 
-@dg.sensor(name="reddit_new_posts", minimum_interval_seconds=300, asset_selection=[reddit_posts],
-           default_status=dg.DefaultSensorStatus.STOPPED)
+@dg.sensor(
+    name="reddit_new_posts",
+    minimum_interval_seconds=300,
+    asset_selection=[reddit_posts],
+    default_status=dg.DefaultSensorStatus.STOPPED,
+)
 def reddit_new_posts(context: dg.SensorEvaluationContext, reddit: RedditResource):
     """Every 5 minutes: read the newest page of each subreddit; posts whose ids the previous tick did not
     see request a `reddit_posts` run for their month (which appends and de-duplicates by id). Cursor:
     the ids seen on the last page of each subreddit. Skips, with the reason, when credentials are missing."""
     missing = reddit.missing_variables()
     if missing:
-        return dg.SkipReason(f"Reddit credentials missing: set the environment variable(s) {', '.join(missing)}")
+        return dg.SkipReason(
+            f"Reddit credentials missing: set the environment variable(s) {', '.join(missing)}"
+        )
     seen = json.loads(context.cursor) if context.cursor else {}
     client, cursor, fresh_by_month = reddit.client(), {}, {}
     for sub in reddit.all_subreddits():
@@ -28,7 +34,7 @@ def reddit_new_posts(context: dg.SensorEvaluationContext, reddit: RedditResource
         cursor[sub], previous = page["id"].to_list(), set(seen.get(sub, []))
         for post_id, created in zip(page["id"], page["created_utc"]):
             if post_id not in previous:
-                month = datetime.fromtimestamp(created, timezone.utc).strftime("%Y-%m-01")
+                month = datetime.fromtimestamp(created, UTC).strftime("%Y-%m-01")
                 fresh_by_month.setdefault(month, []).append(post_id)
     context.update_cursor(json.dumps(cursor))
     if not fresh_by_month:
@@ -37,6 +43,11 @@ def reddit_new_posts(context: dg.SensorEvaluationContext, reddit: RedditResource
     for month, ids in sorted(fresh_by_month.items()):
         digest = hashlib.sha256(",".join(sorted(ids)).encode()).hexdigest()[:16]
         context.log.info(f"{month}: {len(ids)} new posts")
-        requests.append(dg.RunRequest(run_key=f"reddit_posts:{month}:{digest}", partition_key=month,
-                                      tags={"crpbot/new_posts": str(len(ids))}))
+        requests.append(
+            dg.RunRequest(
+                run_key=f"reddit_posts:{month}:{digest}",
+                partition_key=month,
+                tags={"crpbot/new_posts": str(len(ids))},
+            )
+        )
     return requests

@@ -17,7 +17,11 @@ from datetime import datetime, timedelta
 import polars as pl
 
 KEYWORDS = {"BTC-USD": "Bitcoin", "ETH-USD": "Ethereum", "SOL-USD": "Solana"}
-COLUMNS = {"BTC-USD": "search_interest_btc", "ETH-USD": "search_interest_eth", "SOL-USD": "search_interest_sol"}
+COLUMNS = {
+    "BTC-USD": "search_interest_btc",
+    "ETH-USD": "search_interest_eth",
+    "SOL-USD": "search_interest_sol",
+}
 SERIES_SCHEMA = {"ts": pl.Datetime("us", "UTC"), "value": pl.Float64}
 
 
@@ -25,7 +29,9 @@ class StitchError(ValueError):
     """Two consecutive windows share no usable overlap, so their scales cannot be linked."""
 
 
-def plan_windows(start: datetime, end: datetime, window: timedelta, overlap: timedelta) -> list[tuple[datetime, datetime]]:
+def plan_windows(
+    start: datetime, end: datetime, window: timedelta, overlap: timedelta
+) -> list[tuple[datetime, datetime]]:
     """Windows [a, b] of length `window` covering [start, end], each overlapping the previous by `overlap`."""
     if overlap >= window:
         raise ValueError(f"overlap {overlap} must be shorter than the window {window}")
@@ -39,13 +45,19 @@ def plan_windows(start: datetime, end: datetime, window: timedelta, overlap: tim
 
 
 def _link_ratio(chain: pl.DataFrame, window: pl.DataFrame, label: str) -> float:
-    both = chain.join(window, on="ts", suffix="_new").filter((pl.col("value") > 0) & (pl.col("value_new") > 0))
+    both = chain.join(window, on="ts", suffix="_new").filter(
+        (pl.col("value") > 0) & (pl.col("value_new") > 0)
+    )
     if both.is_empty():
-        raise StitchError(f"{label}: no overlapping non-zero points with the series before it; cannot link scales")
+        raise StitchError(
+            f"{label}: no overlapping non-zero points with the series before it; cannot link scales"
+        )
     return float(both["value"].sum() / both["value_new"].sum())
 
 
-def stitch(windows: list[pl.DataFrame], anchor: pl.DataFrame | None = None, label: str = "trends") -> pl.DataFrame:
+def stitch(
+    windows: list[pl.DataFrame], anchor: pl.DataFrame | None = None, label: str = "trends"
+) -> pl.DataFrame:
     """One series (`ts`, `value`) on a single scale from overlapping windows, oldest window first.
 
     With an `anchor` (an already-stitched earlier series overlapping the first window) the result is on
@@ -54,11 +66,17 @@ def stitch(windows: list[pl.DataFrame], anchor: pl.DataFrame | None = None, labe
     windows = [w.select("ts", pl.col("value").cast(pl.Float64)) for w in windows if w.height]
     if not windows:
         return pl.DataFrame(schema=SERIES_SCHEMA)
-    chain = anchor.select("ts", pl.col("value").cast(pl.Float64)) if anchor is not None and anchor.height else None
+    chain = (
+        anchor.select("ts", pl.col("value").cast(pl.Float64))
+        if anchor is not None and anchor.height
+        else None
+    )
     parts = []
     for i, window in enumerate(windows):
         if chain is not None:
-            ratio = _link_ratio(chain, window, f"{label} window {i} ({window['ts'].min()} .. {window['ts'].max()})")
+            ratio = _link_ratio(
+                chain, window, f"{label} window {i} ({window['ts'].min()} .. {window['ts'].max()})"
+            )
             window = window.with_columns(pl.col("value") * ratio)
         parts.append(window)
         chain = window

@@ -70,7 +70,9 @@ def load_artifact(data: bytes, source: str = "model artifact") -> dict:
 def build_model(variant: dict) -> LSTMClassifier:
     """The variant's model with its trained weights, in eval mode on CPU."""
     config = TrainConfig.from_dict(variant["config"])
-    model = LSTMClassifier(len(variant["feature_columns"]), config.hidden_size, config.num_layers, config.dropout)
+    model = LSTMClassifier(
+        len(variant["feature_columns"]), config.hidden_size, config.num_layers, config.dropout
+    )
     model.load_state_dict(variant["state_dict"])
     return model.eval()
 
@@ -86,5 +88,12 @@ def variant_dataset(dataset: Dataset, variant: dict) -> Dataset:
     positions = [dataset.feature_columns.index(c) for c in columns]
     mean[positions] = variant["scaler_mean"].numpy()
     std[positions] = variant["scaler_std"].numpy()
-    return Dataset(dataset.frame, dataset.feature_columns, dataset.sentiment_columns, mean, std, dataset.config, dataset.symbol)
-
+    return Dataset(
+        dataset.frame,
+        dataset.feature_columns,
+        dataset.sentiment_columns,
+        mean,
+        std,
+        dataset.config,
+        dataset.symbol,
+    )

@@ -34,18 +34,25 @@ def model_relative_path(symbol: str) -> str:
 
 
 def _all_months(key: str) -> dg.AssetIn:
-    return dg.AssetIn(key=dg.AssetKey(key), partition_mapping=all_months_of_symbol, metadata={"allow_missing_partitions": True})
+    return dg.AssetIn(
+        key=dg.AssetKey(key),
+        partition_mapping=all_months_of_symbol,
+        metadata={"allow_missing_partitions": True},
+    )
 
 
 def _config_from(name: str, source: type, doc: str, **extra: tuple) -> type[dg.Config]:
     """A Dagster Config class with the fields and defaults of the dataclass `source` (one source of truth)."""
     hints = typing.get_type_hints(source)
     fields = {f.name: (hints[f.name], f.default) for f in dataclasses.fields(source)}
-    return pydantic.create_model(name, __base__=dg.Config, __doc__=doc, __module__=__name__, **fields, **extra)
+    return pydantic.create_model(
+        name, __base__=dg.Config, __doc__=doc, __module__=__name__, **fields, **extra
+    )
 
 
 DatasetSettings = _config_from(
-    "DatasetSettings", ds.DatasetConfig,
+    "DatasetSettings",
+    ds.DatasetConfig,
     "Label and split settings: crpbot_assets.training.dataset.DatasetConfig (purge gap = horizon + max sequence length "
     "+ feature lookback, by default the feature catalogue's longest).",
 )
@@ -53,7 +60,11 @@ DatasetSettings = _config_from(
 
 @dg.asset(
     partitions_def=symbol_partitions,
-    ins={"features": _all_months("features"), "sentiment_features": _all_months("sentiment_features"), "candles": _all_months("candles")},
+    ins={
+        "features": _all_months("features"),
+        "sentiment_features": _all_months("sentiment_features"),
+        "candles": _all_months("candles"),
+    },
     kinds={"polars", "parquet"},
     group_name=GROUP,
 )
@@ -69,23 +80,32 @@ def training_dataset(
     N-minute direction (down/flat/up), split by time with purge gaps, scaler fitted on the training rows.
     `candles` supply the close prices the labels and the persistence baseline are computed from."""
     symbol = context.partition_key
-    context.log.info(f"{symbol}: {features.height:,} feature rows, {sentiment_features.height:,} sentiment hours, {candles.height:,} candles")
-    dataset = ds.build_dataset(features, sentiment_features, candles, ds.DatasetConfig(**config.model_dump()), symbol)
+    context.log.info(
+        f"{symbol}: {features.height:,} feature rows, {sentiment_features.height:,} sentiment hours, {candles.height:,} candles"
+    )
+    dataset = ds.build_dataset(
+        features, sentiment_features, candles, ds.DatasetConfig(**config.model_dump()), symbol
+    )
     data = ds.to_parquet_bytes(dataset)
     uri = storage.storage.write_bytes(dataset_relative_path(symbol), data)
     summary = ds.summary(dataset)
     context.log.info(f"{symbol}: wrote {dataset.frame.height:,} rows ({len(data) / 1e6:.1f} MB) to {uri}")
-    return dg.MaterializeResult(metadata={
-        "uri": dg.MetadataValue.path(uri),
-        "bytes": len(data),
-        "rows": dataset.frame.height,
-        "features": len(dataset.feature_columns),
-        **{f"{name}_rows": summary[name]["labelled_rows"] for name in ds.SPLITS},
-        **{f"{name}_range": f"{summary[name]['first_ts']} .. {summary[name]['last_ts']}" for name in ds.SPLITS},
-        "purge_minutes": summary["purge_minutes"],
-        "purged_rows": summary["purged_rows"],
-        "summary": dg.MetadataValue.json(summary),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "uri": dg.MetadataValue.path(uri),
+            "bytes": len(data),
+            "rows": dataset.frame.height,
+            "features": len(dataset.feature_columns),
+            **{f"{name}_rows": summary[name]["labelled_rows"] for name in ds.SPLITS},
+            **{
+                f"{name}_range": f"{summary[name]['first_ts']} .. {summary[name]['last_ts']}"
+                for name in ds.SPLITS
+            },
+            "purge_minutes": summary["purge_minutes"],
+            "purged_rows": summary["purged_rows"],
+            "summary": dg.MetadataValue.json(summary),
+        }
+    )
 
 
 class TrainingLauncher(Protocol):
@@ -93,7 +113,8 @@ class TrainingLauncher(Protocol):
 
 
 LstmConfig = _config_from(
-    "LstmConfig", TrainConfig,
+    "LstmConfig",
+    TrainConfig,
     "Model and optimisation hyper-parameters (crpbot_assets.training.train.TrainConfig), passed to the training "
     "entry point unchanged; plus sentiment_ablation (also train without the seven sentiment features, same "
     "artifact), device (None: CUDA when the training machine has it, else CPU) and cpu_threads (None: every "
@@ -127,7 +148,9 @@ def lstm_model(
     model without the seven sentiment features is trained too and stored in the same artifact."""
     symbol = context.partition_key
     if not storage.storage.exists(dataset_relative_path(symbol)):  # fail here, not after launching a machine
-        raise dg.Failure(f"training_dataset for {symbol} is not materialized: no file at {storage.storage.uri(dataset_relative_path(symbol))}")
+        raise dg.Failure(
+            f"training_dataset for {symbol} is not materialized: no file at {storage.storage.uri(dataset_relative_path(symbol))}"
+        )
     extras = {
         "symbol": symbol,
         "dataset_uri": storage.storage.uri(dataset_relative_path(symbol)),
@@ -149,17 +172,30 @@ class EvaluationConfig(dg.Config):
 
 def _confusion_markdown(matrix: list[list[int]]) -> str:
     header = "| true \\ predicted | " + " | ".join(ds.CLASSES) + " |\n|---|---|---|---|\n"
-    return header + "\n".join(f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(ds.CLASSES, matrix))
+    return header + "\n".join(
+        f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(ds.CLASSES, matrix)
+    )
 
 
-@dg.asset(partitions_def=symbol_partitions, deps=[training_dataset, lstm_model], kinds={"pytorch", "json"}, group_name=GROUP)
-def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, storage: StorageResource) -> dg.Output[dict]:
+@dg.asset(
+    partitions_def=symbol_partitions,
+    deps=[training_dataset, lstm_model],
+    kinds={"pytorch", "json"},
+    group_name=GROUP,
+)
+def model_evaluation(
+    context: dg.AssetExecutionContext, config: EvaluationConfig, storage: StorageResource
+) -> dg.Output[dict]:
     """Test-segment accuracy/balanced accuracy/confusion matrix vs majority and persistence baselines, a fee-aware
     long/flat and long/short backtest, and the sentiment ablation side by side. The JSON report is the value."""
     symbol = context.partition_key
     files = storage.storage
-    dataset = ds.from_parquet_bytes(files.read_bytes(dataset_relative_path(symbol)), files.uri(dataset_relative_path(symbol)))
-    artifact = load_artifact(files.read_bytes(model_relative_path(symbol)), files.uri(model_relative_path(symbol)))
+    dataset = ds.from_parquet_bytes(
+        files.read_bytes(dataset_relative_path(symbol)), files.uri(dataset_relative_path(symbol))
+    )
+    artifact = load_artifact(
+        files.read_bytes(model_relative_path(symbol)), files.uri(model_relative_path(symbol))
+    )
     results = evaluate_artifact(dataset, artifact, config.fee_bps)
     summary = report(results, config.fee_bps)
     metadata: dict = {"fee_bps": config.fee_bps}
@@ -167,15 +203,25 @@ def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig
         for what in ("model", "majority_baseline", "persistence_baseline"):
             metadata[f"{name}/{what}/accuracy"] = round(r[what]["accuracy"], 4)
             metadata[f"{name}/{what}/balanced_accuracy"] = round(r[what]["balanced_accuracy"], 4)
-        metadata[f"{name}/confusion_matrix"] = dg.MetadataValue.md(_confusion_markdown(r["model"]["confusion_matrix"]))
+        metadata[f"{name}/confusion_matrix"] = dg.MetadataValue.md(
+            _confusion_markdown(r["model"]["confusion_matrix"])
+        )
         for mode, bt in r["backtest"].items():
             for stat in ("total_return", "sharpe", "max_drawdown", "trades"):
-                metadata[f"{name}/{mode}/{stat}"] = round(bt[stat], 4) if isinstance(bt[stat], float) else bt[stat]
-            metadata[f"{name}/{mode}/gross_total_return"] = round(r["backtest_gross"][mode]["total_return"], 4)
+                metadata[f"{name}/{mode}/{stat}"] = (
+                    round(bt[stat], 4) if isinstance(bt[stat], float) else bt[stat]
+                )
+            metadata[f"{name}/{mode}/gross_total_return"] = round(
+                r["backtest_gross"][mode]["total_return"], 4
+            )
         curves = {mode: bt["equity"].tolist() for mode, bt in r["backtest"].items()}
         curves["buy & hold"] = r["buy_and_hold"]["equity"].tolist()
         metadata[f"{name}/equity_curve"] = line_plot(
-            curves, f"{symbol} {name}: test equity after {config.fee_bps:g} bps fees", "time", "equity", x=r["grid_ts"].to_list()
+            curves,
+            f"{symbol} {name}: test equity after {config.fee_bps:g} bps fees",
+            "time",
+            "equity",
+            x=r["grid_ts"].to_list(),
         )
         context.log.info(
             f"{symbol}/{name}: accuracy {r['model']['accuracy']:.4f} (majority {r['majority_baseline']['accuracy']:.4f}, "

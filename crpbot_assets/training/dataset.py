@@ -98,7 +98,9 @@ def _check_frame(frame: pl.DataFrame, name: str, required: tuple[str, ...]) -> N
     if missing:
         raise DatasetError(f"{name}: missing column(s) {missing}; has {frame.columns}")
     if frame["ts"].is_duplicated().any():
-        raise DatasetError(f"{name}: duplicate timestamps, e.g. {frame.filter(pl.col('ts').is_duplicated())['ts'][0]}")
+        raise DatasetError(
+            f"{name}: duplicate timestamps, e.g. {frame.filter(pl.col('ts').is_duplicated())['ts'][0]}"
+        )
 
 
 def build_dataset(
@@ -119,34 +121,52 @@ def build_dataset(
     technical = [c for c in features.columns if c != "ts" and c not in SENTIMENT_COLUMNS]
     non_numeric = [c for c in technical if not features.schema[c].is_numeric()]
     if not technical or non_numeric:
-        raise DatasetError(f"features{where}: need numeric feature columns; non-numeric: {non_numeric or 'none at all'}")
+        raise DatasetError(
+            f"features{where}: need numeric feature columns; non-numeric: {non_numeric or 'none at all'}"
+        )
     if sentiment.height:
         _check_frame(sentiment, f"sentiment_features{where}", ("ts", *SENTIMENT_COLUMNS))
         sentiment = sentiment.select("ts", *SENTIMENT_COLUMNS)
     else:  # nothing materialized: every sentiment value is null (imputed, see docstring)
-        sentiment = pl.DataFrame(schema={"ts": features.schema["ts"], **{c: pl.Float64 for c in SENTIMENT_COLUMNS}})
+        sentiment = pl.DataFrame(
+            schema={"ts": features.schema["ts"], **{c: pl.Float64 for c in SENTIMENT_COLUMNS}}
+        )
 
     frame = join_sentiment(label_rows(features.sort("ts"), candles, config), sentiment)
     frame = frame.with_columns(
-        pl.all_horizontal([pl.col(c).cast(pl.Float64).is_finite().fill_null(False) for c in technical]).alias("row_valid")
+        pl.all_horizontal([pl.col(c).cast(pl.Float64).is_finite().fill_null(False) for c in technical]).alias(
+            "row_valid"
+        )
     )
     labelled = frame.filter(pl.col("label").is_not_null())["ts"]
     if labelled.len() < 3:
-        raise DatasetError(f"features{where}: only {labelled.len()} labelled rows; need history beyond {config.horizon_minutes} minutes")
+        raise DatasetError(
+            f"features{where}: only {labelled.len()} labelled rows; need history beyond {config.horizon_minutes} minutes"
+        )
     last = labelled.len() - 1
     train_end = labelled[min(last, int(labelled.len() * (1 - config.val_fraction - config.test_fraction)))]
     val_end = labelled[min(last, int(labelled.len() * (1 - config.test_fraction)))]
     gap = timedelta(minutes=config.purge_minutes)
     ts = pl.col("ts")
     frame = frame.with_columns(
-        pl.when(ts < train_end).then(0)
-        .when((ts >= train_end + gap) & (ts < val_end)).then(1)
-        .when(ts >= val_end + gap).then(2)
-        .otherwise(PURGED).cast(pl.Int8).alias("split")
+        pl.when(ts < train_end)
+        .then(0)
+        .when((ts >= train_end + gap) & (ts < val_end))
+        .then(1)
+        .when(ts >= val_end + gap)
+        .then(2)
+        .otherwise(PURGED)
+        .cast(pl.Int8)
+        .alias("split")
     )
     columns = technical + list(SENTIMENT_COLUMNS)
     frame = frame.select(
-        "ts", "split", "label", "fwd_return", "past_return", "row_valid",
+        "ts",
+        "split",
+        "label",
+        "fwd_return",
+        "past_return",
+        "row_valid",
         *[pl.col(c).cast(pl.Float32) for c in columns],
     )
     for name, code in SPLITS.items():
@@ -173,17 +193,32 @@ def label_rows(features: pl.DataFrame, candles: pl.DataFrame, config: DatasetCon
     return (
         features.filter(pl.col("ts") + n <= prices["ts"][-1])
         .join(prices, on="ts", how="left", maintain_order="left")
-        .join(prices.select((pl.col("ts") - n).alias("ts"), pl.col("close").alias("_fwd")), on="ts", how="left",
-              maintain_order="left")
-        .join(prices.select((pl.col("ts") + n).alias("ts"), pl.col("close").alias("_past")), on="ts", how="left",
-              maintain_order="left")
+        .join(
+            prices.select((pl.col("ts") - n).alias("ts"), pl.col("close").alias("_fwd")),
+            on="ts",
+            how="left",
+            maintain_order="left",
+        )
+        .join(
+            prices.select((pl.col("ts") + n).alias("ts"), pl.col("close").alias("_past")),
+            on="ts",
+            how="left",
+            maintain_order="left",
+        )
         .with_columns(
             (pl.col("_fwd") / pl.col("close") - 1).alias("fwd_return"),
             (pl.col("close") / pl.col("_past") - 1).alias("past_return"),
         )
         .with_columns(
-            pl.when(fwd > dead_zone).then(2).when(fwd < -dead_zone).then(0).when(fwd.is_not_null()).then(1)
-            .otherwise(None).cast(pl.Int8).alias("label")
+            pl.when(fwd > dead_zone)
+            .then(2)
+            .when(fwd < -dead_zone)
+            .then(0)
+            .when(fwd.is_not_null())
+            .then(1)
+            .otherwise(None)
+            .cast(pl.Int8)
+            .alias("label")
         )
     )
 
@@ -192,14 +227,18 @@ def join_sentiment(frame: pl.DataFrame, sentiment: pl.DataFrame) -> pl.DataFrame
     """Attach the sentiment row of the last completed hour: `ts` (end of hour) at or before the minute's close
     (ts + 1 min) and at most 59 minutes before it, so a missing hour (or month) stays null instead of repeating
     an older hour's values."""
-    return (
-        frame.with_columns((pl.col("ts") + timedelta(minutes=1)).alias("_close_ts"))
-        .join_asof(sentiment.sort("ts").rename({"ts": "_sent_ts"}), left_on="_close_ts", right_on="_sent_ts",
-                   strategy="backward", tolerance=timedelta(minutes=59))
+    return frame.with_columns((pl.col("ts") + timedelta(minutes=1)).alias("_close_ts")).join_asof(
+        sentiment.sort("ts").rename({"ts": "_sent_ts"}),
+        left_on="_close_ts",
+        right_on="_sent_ts",
+        strategy="backward",
+        tolerance=timedelta(minutes=59),
     )
 
 
-def scale(frame: pl.DataFrame, columns: list[str], mean: np.ndarray, std: np.ndarray, clip: float) -> np.ndarray:
+def scale(
+    frame: pl.DataFrame, columns: list[str], mean: np.ndarray, std: np.ndarray, clip: float
+) -> np.ndarray:
     """Standardised C-contiguous float32 matrix (rows x columns); nulls/NaN become 0 (= the training mean), clipped."""
     raw = np.ascontiguousarray(frame.select(columns).to_numpy(), dtype=np.float32)
     scaled = (raw - mean.astype(np.float32)) / std.astype(np.float32)
@@ -221,7 +260,8 @@ def summary(dataset: Dataset) -> dict:
             "last_ts": str(part["ts"].max()),
             "class_share": {c: round(float(k / max(1, counts.sum())), 4) for c, k in zip(CLASSES, counts)},
             "sentiment_null_share": {
-                c: round(float(part[c].null_count() / max(1, part.height)), 4) for c in dataset.sentiment_columns
+                c: round(float(part[c].null_count() / max(1, part.height)), 4)
+                for c in dataset.sentiment_columns
             },
         }
     out["purged_rows"] = dataset.frame.filter(pl.col("split") == PURGED).height
@@ -240,7 +280,9 @@ def to_parquet_bytes(dataset: Dataset) -> bytes:
         "std": dataset.std.tolist(),
         "config": asdict(dataset.config),
     }
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: json.dumps(meta).encode()})
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), METADATA_KEY: json.dumps(meta).encode()}
+    )
     buffer = pa.BufferOutputStream()
     pq.write_table(table, buffer, compression="zstd")
     return buffer.getvalue().to_pybytes()

@@ -15,4 +15,6 @@ def training_resources(env: str) -> dict:
     return {"training_launcher": LocalTrainingLauncher()} if env == "local" else {}
 
 
-defs = dg.Definitions(assets=[training_dataset, lstm_model, model_evaluation], resources=training_resources(crpbot_env()))
+defs = dg.Definitions(
+    assets=[training_dataset, lstm_model, model_evaluation], resources=training_resources(crpbot_env())
+)

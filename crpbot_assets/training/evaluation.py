@@ -43,8 +43,14 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     }
 
 
-def backtest(predictions: np.ndarray, fwd_return: np.ndarray, fee_bps: float, horizon_minutes: int, mode: str,
-             follows_previous: np.ndarray | None = None) -> dict:
+def backtest(
+    predictions: np.ndarray,
+    fwd_return: np.ndarray,
+    fee_bps: float,
+    horizon_minutes: int,
+    mode: str,
+    follows_previous: np.ndarray | None = None,
+) -> dict:
     """Equity curve and statistics for non-overlapping N-minute holding periods (inputs already on the grid).
 
     `follows_previous[i]` is False where grid periods were skipped before period i: the strategy was flat in
@@ -95,10 +101,17 @@ def evaluate_variant(dataset: Dataset, variant: dict, fee_bps: float) -> dict:
     follows = np.diff(grid_minutes, prepend=grid_minutes[:1] - horizon) == horizon
     result = {
         "model": classification_metrics(y_true, y_pred),
-        "majority_baseline": {**classification_metrics(y_true, np.full_like(y_true, majority)), "class": CLASSES[majority]},
+        "majority_baseline": {
+            **classification_metrics(y_true, np.full_like(y_true, majority)),
+            "class": CLASSES[majority],
+        },
         "persistence_baseline": classification_metrics(y_true, persistence),
-        "backtest": {mode: backtest(y_pred[grid], fwd, fee_bps, horizon, mode, follows) for mode in POSITIONS},
-        "backtest_gross": {mode: backtest(y_pred[grid], fwd, 0.0, horizon, mode, follows) for mode in POSITIONS},
+        "backtest": {
+            mode: backtest(y_pred[grid], fwd, fee_bps, horizon, mode, follows) for mode in POSITIONS
+        },
+        "backtest_gross": {
+            mode: backtest(y_pred[grid], fwd, 0.0, horizon, mode, follows) for mode in POSITIONS
+        },
         "buy_and_hold": backtest(np.full(grid.sum(), 2), fwd, fee_bps, horizon, "long_flat", follows),
         "test_first_ts": str(test["ts"][0]),
         "test_last_ts": str(test["ts"][-1]),
@@ -111,11 +124,14 @@ def evaluate_variant(dataset: Dataset, variant: dict, fee_bps: float) -> dict:
 
 def evaluate_artifact(dataset: Dataset, artifact: dict, fee_bps: float = DEFAULT_FEE_BPS) -> dict[str, dict]:
     """Every variant in the artifact (with and, for the ablation, without sentiment) on the same test segment."""
-    return {name: evaluate_variant(dataset, variant, fee_bps) for name, variant in artifact["variants"].items()}
+    return {
+        name: evaluate_variant(dataset, variant, fee_bps) for name, variant in artifact["variants"].items()
+    }
 
 
 def report(results: dict[str, dict], fee_bps: float) -> dict:
     """JSON-ready summary (equity curves dropped) with the ablation deltas when both variants exist."""
+
     def strip(value):
         if isinstance(value, dict):
             return {k: strip(v) for k, v in value.items() if k not in ("equity", "grid_ts")}
@@ -127,6 +143,7 @@ def report(results: dict[str, dict], fee_bps: float) -> dict:
         out["sentiment_ablation"] = {
             "accuracy_delta": a["model"]["accuracy"] - b["model"]["accuracy"],
             "balanced_accuracy_delta": a["model"]["balanced_accuracy"] - b["model"]["balanced_accuracy"],
-            "long_short_return_delta": a["backtest"]["long_short"]["total_return"] - b["backtest"]["long_short"]["total_return"],
+            "long_short_return_delta": a["backtest"]["long_short"]["total_return"]
+            - b["backtest"]["long_short"]["total_return"],
         }
     return out

@@ -13,8 +13,8 @@ module, which then reuses that open context.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Callable
 
 import torch
 from dagster_pipes import PipesContext, PipesEnvVarParamsLoader, open_dagster_pipes
@@ -38,16 +38,29 @@ def run_training(extras: dict, log: Callable[[str], None]) -> dict:
     symbol = extras["symbol"]
     started = time.perf_counter()
     dataset = from_parquet_bytes(read_uri(extras["dataset_uri"]), extras["dataset_uri"])
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU x {torch.get_num_threads()} threads"
-    log(f"{symbol}: dataset {dataset.frame.height:,} rows, {len(dataset.feature_columns)} features, device {device} ({device_name})")
+    device_name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU x {torch.get_num_threads()} threads"
+    )
+    log(
+        f"{symbol}: dataset {dataset.frame.height:,} rows, {len(dataset.feature_columns)} features, device {device} ({device_name})"
+    )
     variants_columns = {"with_sentiment": dataset.feature_columns}
     if ablation:
         variants_columns["without_sentiment"] = dataset.technical_columns
-    metadata = {"symbol": symbol, "device": str(device), "device_name": device_name, "config": {"raw_value": asdict(config), "type": "json"}}
+    metadata = {
+        "symbol": symbol,
+        "device": str(device),
+        "device_name": device_name,
+        "config": {"raw_value": asdict(config), "type": "json"},
+    }
     variants = {}
     for name, columns in variants_columns.items():
         windows = make_windows(dataset, columns, config.sequence_length, device)
-        log(f"{symbol}/{name}: {len(windows.ends['train']):,} train, {len(windows.ends['val']):,} val windows")
+        log(
+            f"{symbol}/{name}: {len(windows.ends['train']):,} train, {len(windows.ends['val']):,} val windows"
+        )
 
         def progress(r: dict, name=name) -> None:
             log(
@@ -58,28 +71,37 @@ def run_training(extras: dict, log: Callable[[str], None]) -> dict:
 
         result = train_model(windows, config, progress)
         variants[name] = variant_record(result, config, dataset, columns)
-        metadata.update({
-            f"{name}/best_epoch": result.best_epoch,
-            f"{name}/best_val_loss": min(h["val_loss"] for h in result.history),
-            f"{name}/epochs_run": len(result.history),
-            f"{name}/samples_per_s": round(result.samples_per_s, 1),
-            f"{name}/epoch_seconds": round(result.epoch_seconds, 3),
-            f"{name}/history": {"raw_value": result.history, "type": "json"},
-            f"{name}/features": len(columns),
-        })
+        metadata.update(
+            {
+                f"{name}/best_epoch": result.best_epoch,
+                f"{name}/best_val_loss": min(h["val_loss"] for h in result.history),
+                f"{name}/epochs_run": len(result.history),
+                f"{name}/samples_per_s": round(result.samples_per_s, 1),
+                f"{name}/epoch_seconds": round(result.epoch_seconds, 3),
+                f"{name}/history": {"raw_value": result.history, "type": "json"},
+                f"{name}/features": len(columns),
+            }
+        )
         del windows
     data = save_artifact(variants, symbol)
     uri = write_uri(extras["model_uri"], data)
     log(f"{symbol}: wrote {len(data):,} bytes to {uri}")
-    metadata.update({"model_uri": {"raw_value": uri, "type": "path"}, "artifact_bytes": len(data),
-                     "wall_seconds": round(time.perf_counter() - started, 2)})
+    metadata.update(
+        {
+            "model_uri": {"raw_value": uri, "type": "path"},
+            "artifact_bytes": len(data),
+            "wall_seconds": round(time.perf_counter() - started, 2),
+        }
+    )
     return metadata
 
 
 def open_pipes() -> PipesContext:
     """Open Pipes from the bootstrap environment; a clear error when not launched by Dagster."""
     if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
-        raise RuntimeError(f"{__name__} must be launched through Dagster Pipes (a training launcher); no Pipes context in env")
+        raise RuntimeError(
+            f"{__name__} must be launched through Dagster Pipes (a training launcher); no Pipes context in env"
+        )
     return open_dagster_pipes()
 
 

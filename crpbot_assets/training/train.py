@@ -13,8 +13,8 @@ import copy
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -41,11 +41,13 @@ class TrainConfig:
     eval_batch_size: int = 8192
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict) -> TrainConfig:
         known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
         unknown = sorted(set(values) - set(known))
         if unknown:
-            raise ValueError(f"unknown training config key(s) {unknown}; known: {sorted(cls.__dataclass_fields__)}")
+            raise ValueError(
+                f"unknown training config key(s) {unknown}; known: {sorted(cls.__dataclass_fields__)}"
+            )
         return cls(**known)
 
 
@@ -64,15 +66,21 @@ class Windows:
         return view[ends - (self.length - 1)], self.y[ends]
 
 
-def window_ends(valid: np.ndarray, labelled: np.ndarray, split: np.ndarray, length: int) -> dict[str, np.ndarray]:
+def window_ends(
+    valid: np.ndarray, labelled: np.ndarray, split: np.ndarray, length: int
+) -> dict[str, np.ndarray]:
     """End rows of windows of `length` rows that are all valid, all in one split, and end on a labelled row."""
     bad = np.concatenate([[0], np.cumsum(~valid)])
     end = np.arange(length - 1, len(valid))
-    clean = (bad[end + 1] - bad[end + 1 - length] == 0) & labelled[end] & (split[end] == split[end - length + 1])
+    clean = (
+        (bad[end + 1] - bad[end + 1 - length] == 0) & labelled[end] & (split[end] == split[end - length + 1])
+    )
     return {name: end[clean & (split[end] == code)] for name, code in SPLITS.items()}
 
 
-def make_windows(dataset: Dataset, columns: list[str], length: int, device: torch.device | str = "cpu") -> Windows:
+def make_windows(
+    dataset: Dataset, columns: list[str], length: int, device: torch.device | str = "cpu"
+) -> Windows:
     """Scale `columns` with the dataset's training scaler and index every usable window."""
     if length > dataset.config.max_sequence_length:
         raise ValueError(
@@ -84,16 +92,23 @@ def make_windows(dataset: Dataset, columns: list[str], length: int, device: torc
     x = torch.from_numpy(scale(frame, columns, mean, std, dataset.config.clip))
     y = torch.from_numpy(frame["label"].fill_null(-1).to_numpy().astype(np.int64))
     ends = window_ends(
-        frame["row_valid"].to_numpy(), frame["label"].is_not_null().to_numpy(), frame["split"].to_numpy(), length
+        frame["row_valid"].to_numpy(),
+        frame["label"].is_not_null().to_numpy(),
+        frame["split"].to_numpy(),
+        length,
     )
-    return Windows(x.to(device), y.to(device), {k: torch.from_numpy(v).to(device) for k, v in ends.items()}, length)
+    return Windows(
+        x.to(device), y.to(device), {k: torch.from_numpy(v).to(device) for k, v in ends.items()}, length
+    )
 
 
 def pick_device(requested: str | None = None, cpu_threads: int | None = None) -> torch.device:
     """CUDA when available (or requested), else CPU with `cpu_threads` intra-op threads (default: every usable core)."""
     device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {requested!r} requested but CUDA is not available to torch {torch.__version__}")
+        raise RuntimeError(
+            f"device {requested!r} requested but CUDA is not available to torch {torch.__version__}"
+        )
     if device.type == "cpu":
         usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         torch.set_num_threads(cpu_threads or usable)
@@ -131,7 +146,9 @@ def class_weights(y: torch.Tensor, ends: torch.Tensor, n_classes: int = 3) -> to
     return weights
 
 
-def evaluate_loss(model: nn.Module, windows: Windows, ends: torch.Tensor, criterion: nn.Module, batch_size: int, amp: bool) -> float:
+def evaluate_loss(
+    model: nn.Module, windows: Windows, ends: torch.Tensor, criterion: nn.Module, batch_size: int, amp: bool
+) -> float:
     """Mean loss over the windows ending at `ends` (no gradient)."""
     model.eval()
     total = torch.zeros((), device=windows.x.device)
@@ -146,12 +163,20 @@ def new_trainer(n_features: int, config: TrainConfig, weights: torch.Tensor | No
     """(model, criterion, optimizer, grad scaler) for `config`; the scaler (and so fp16 autocast) is on for CUDA."""
     model = LSTMClassifier(n_features, config.hidden_size, config.num_layers, config.dropout).to(device)
     criterion = nn.CrossEntropyLoss(weight=weights)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
     return model, criterion, optimizer, torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
 
 
-def train_step(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, criterion: nn.Module,
-               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> torch.Tensor:
+def train_step(
+    model: nn.Module,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+) -> torch.Tensor:
     """One optimisation step (fp16 autocast when the scaler is enabled, i.e. on CUDA); the detached loss."""
     with torch.autocast(xb.device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
         loss = criterion(model(xb).float(), yb)
@@ -172,7 +197,9 @@ def train_model(
     seed_everything(config.seed)
     train_ends, val_ends = windows.ends["train"], windows.ends["val"]
     if len(train_ends) == 0 or len(val_ends) == 0:
-        raise ValueError(f"no usable windows: train={len(train_ends)} val={len(val_ends)} (sequence_length={windows.length})")
+        raise ValueError(
+            f"no usable windows: train={len(train_ends)} val={len(val_ends)} (sequence_length={windows.length})"
+        )
     weights = class_weights(windows.y, train_ends) if config.class_weighted else None
     model, criterion, optimizer, scaler = new_trainer(windows.x.shape[1], config, weights, device)
     amp = scaler.is_enabled()
@@ -204,11 +231,23 @@ def train_model(
         }
         result.history.append(record)
         if val_loss < best_loss - 1e-6:
-            best_loss, best_state, stale, result.best_epoch = val_loss, copy.deepcopy(model.state_dict()), 0, epoch
+            best_loss, best_state, stale, result.best_epoch = (
+                val_loss,
+                copy.deepcopy(model.state_dict()),
+                0,
+                epoch,
+            )
         else:
             stale += 1
         if progress:
-            progress({**record, "epochs": config.epochs, "best_epoch": result.best_epoch, "stopping": stale >= config.patience})
+            progress(
+                {
+                    **record,
+                    "epochs": config.epochs,
+                    "best_epoch": result.best_epoch,
+                    "stopping": stale >= config.patience,
+                }
+            )
         if stale >= config.patience:
             break
     if best_state is None:
@@ -230,4 +269,3 @@ def predict(model: nn.Module, windows: Windows, ends: torch.Tensor, batch_size: 
             xb, _ = windows.batch(ends[start : start + batch_size])
             out.append(torch.softmax(model(xb).float(), dim=1).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 3), np.float32)
-

@@ -13,14 +13,20 @@ FAST = {"rate_per_s": 2000.0, "burst": 200}
 
 def fast_coinbase(server: ReplayServer, **overrides) -> CoinbaseResource:
     """A resource pointed at `server`, paced far above 10/s so full months take about a second."""
-    config = {"requests_per_second": 400.0, "max_workers": 8, "base_delay_s": 0.01, "timeout_s": 2.0, **overrides}
+    config = {
+        "requests_per_second": 400.0,
+        "max_workers": 8,
+        "base_delay_s": 0.01,
+        "timeout_s": 2.0,
+        **overrides,
+    }
     return CoinbaseResource(base_url=server.url, **config)
 
 
 def tampered_service(tamper) -> coinbase.ReplayService:
     """The Coinbase replay whose JSON rows pass through `tamper(rows) -> rows` (planted bad data)."""
     service = coinbase.service(**FAST)
-    (method, pattern, handler), = service.routes
+    ((method, pattern, handler),) = service.routes
 
     def tampered(request):
         response = handler(request)

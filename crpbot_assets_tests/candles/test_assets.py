@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
@@ -23,7 +23,7 @@ from crpbot_assets.replay import synthetic
 from crpbot_assets.replay.server import ReplayServer
 from crpbot_assets_tests.candles.conftest import fast_coinbase, tampered_service
 
-UTC = timezone.utc
+UTC = UTC
 FEB_BTC = "2019-02-01|BTC-USD"
 
 
@@ -33,13 +33,26 @@ def downstream(candles: pl.DataFrame) -> None:
 
 
 def run(resources, instance, key=None, first=None, last=None, extra=(), selection=None):
-    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last} if first else None
-    return dg.materialize([candles, *candles_checks, *extra], partition_key=key, tags=tags, resources=resources,
-                          instance=instance, raise_on_error=False, selection=selection)
+    tags = (
+        {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+        if first
+        else None
+    )
+    return dg.materialize(
+        [candles, *candles_checks, *extra],
+        partition_key=key,
+        tags=tags,
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+        selection=selection,
+    )
 
 
 def stored(resources, key: str) -> str:
-    return os.path.join(resources["io_manager"].base_uri, partition_path(dg.AssetKey("candles"), key) + ".parquet")
+    return os.path.join(
+        resources["io_manager"].base_uri, partition_path(dg.AssetKey("candles"), key) + ".parquet"
+    )
 
 
 def checks_by_name(result) -> dict:
@@ -56,7 +69,10 @@ def test_partition_range_materializes_in_one_run(fast, instance, storage_resourc
     result = run(resources, instance, first="2019-01-01|BTC-USD", last=FEB_BTC.replace("BTC", "ETH"))
     assert result.success
     assert len(instance.get_run_records()) == 1  # 2 months x 2 symbols, one run, one process
-    events = {e.materialization.partition: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    events = {
+        e.materialization.partition: e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
     keys = ["2019-01-01|BTC-USD", "2019-01-01|ETH-USD", FEB_BTC, "2019-02-01|ETH-USD"]
     assert sorted(events) == keys
     for key in keys:
@@ -64,12 +80,19 @@ def test_partition_range_materializes_in_one_run(fast, instance, storage_resourc
         assert on_disk.equals(month_of(key))  # each partition's own month, identical to the served series
         meta = events[key]
         assert meta["rows"].value == on_disk.height and meta["listed"].value is True
-        assert meta["missing_minutes"].value == (31 if key.startswith("2019-01") else 28) * 1440 - on_disk.height
-        assert meta["requests"].value == (149 if key.startswith("2019-01") else 135) and meta["retries"].value == 0
+        assert (
+            meta["missing_minutes"].value == (31 if key.startswith("2019-01") else 28) * 1440 - on_disk.height
+        )
+        assert (
+            meta["requests"].value == (149 if key.startswith("2019-01") else 135)
+            and meta["retries"].value == 0
+        )
         assert meta["first_ts"].value == str(on_disk["ts"][0])
     assert fast.stats["coinbase"]["requests"] == 2 * (149 + 135)
     logs = [r.user_message for r in instance.all_logs(result.run_id)]
-    assert "2019-02-01|ETH-USD: 135/135 pages fetched" in logs and any(m.endswith("/149 pages fetched") for m in logs)
+    assert "2019-02-01|ETH-USD: 135/135 pages fetched" in logs and any(
+        m.endswith("/149 pages fetched") for m in logs
+    )
     checks = checks_by_name(result)
     assert set(checks) == {"candles_timestamps_valid", "candles_ohlc_valid", "candles_coverage"}
     assert all(e.passed and e.metadata["partitions_checked"].value == 4 for e in checks.values())
@@ -82,7 +105,11 @@ def test_sol_before_listing_is_an_empty_not_listed_partition(fast, instance, sto
     frame = pl.read_parquet(stored(resources, "2019-02-01|SOL-USD"))
     assert frame.is_empty() and dict(frame.schema) == SCHEMA
     meta = result.get_asset_materialization_events()[0].materialization.metadata
-    assert meta["listed"].value is False and "not listed" in meta["explanation"].value and "2021-06-01" in meta["explanation"].value
+    assert (
+        meta["listed"].value is False
+        and "not listed" in meta["explanation"].value
+        and "2021-06-01" in meta["explanation"].value
+    )
     assert all(e.passed for e in result.get_asset_check_evaluations())
 
 
@@ -92,11 +119,15 @@ def test_malformed_payload_fails_the_run_and_writes_nothing(fast, instance, stor
     result = run(resources, instance, first=FEB_BTC, last="2019-02-01|ETH-USD")
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    assert "/products/" in str(failure.step_failure_data.error) and "non-numeric" in str(failure.step_failure_data.error)
+    assert "/products/" in str(failure.step_failure_data.error) and "non-numeric" in str(
+        failure.step_failure_data.error
+    )
     assert not any(os.path.exists(stored(resources, k)) for k in (FEB_BTC, "2019-02-01|ETH-USD"))
 
 
-@pytest.mark.parametrize("keys", [[FEB_BTC], [FEB_BTC, "2019-02-01|ETH-USD"]], ids=["one partition", "range run"])
+@pytest.mark.parametrize(
+    "keys", [[FEB_BTC], [FEB_BTC, "2019-02-01|ETH-USD"]], ids=["one partition", "range run"]
+)
 def test_failed_blocking_check_stops_downstream(instance, storage_resources, keys):
     def low_above_high(rows):  # the newest candle of every page gets low > high
         if rows:
@@ -124,20 +155,34 @@ def test_failed_blocking_check_stops_downstream(instance, storage_resources, key
 def test_timestamp_check_catches_planted_data(instance, storage_resources):
     """Data the client would never produce (it sorts and rejects repeated times), planted by a stand-in `candles`."""
     good = month_of(FEB_BTC).head(5)
-    bad = pl.concat([good, good.tail(1),
-                     good.tail(1).with_columns(pl.col("ts") + pl.duration(seconds=30)),
-                     good.head(1).with_columns(pl.col("ts") - pl.duration(days=40))])
+    bad = pl.concat(
+        [
+            good,
+            good.tail(1),
+            good.tail(1).with_columns(pl.col("ts") + pl.duration(seconds=30)),
+            good.head(1).with_columns(pl.col("ts") - pl.duration(days=40)),
+        ]
+    )
 
     @dg.asset(name="candles", partitions_def=symbol_month_partitions)
     def planted() -> pl.DataFrame:
         return bad
 
-    result = dg.materialize([planted, *candles_checks, downstream], partition_key=FEB_BTC, instance=instance,
-                            resources=storage_resources, raise_on_error=False)
+    result = dg.materialize(
+        [planted, *candles_checks, downstream],
+        partition_key=FEB_BTC,
+        instance=instance,
+        resources=storage_resources,
+        raise_on_error=False,
+    )
     check = checks_by_name(result)["candles_timestamps_valid"]
     assert not check.passed and not result.success
-    for problem in ("1 duplicate timestamps", "not strictly increasing", "not minute-aligned: 1 rows",
-                    "outside the month 2019-02: 1 rows"):
+    for problem in (
+        "1 duplicate timestamps",
+        "not strictly increasing",
+        "not minute-aligned: 1 rows",
+        "outside the month 2019-02: 1 rows",
+    ):
         assert problem in check.description
     assert dg.AssetKey("downstream") not in {e.asset_key for e in result.get_asset_materialization_events()}
 
@@ -149,7 +194,11 @@ def test_low_coverage_warns_without_blocking(instance, storage_resources):
         result = run(resources, instance, key=FEB_BTC, extra=[downstream])
     assert result.success  # a warning, not a failure: downstream ran
     check = checks_by_name(result)["candles_coverage"]
-    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN and "coverage 88.9" in check.description
+    assert (
+        not check.passed
+        and check.severity == dg.AssetCheckSeverity.WARN
+        and "coverage 88.9" in check.description
+    )
     assert dg.AssetKey("downstream") in {e.asset_key for e in result.get_asset_materialization_events()}
     meta = result.get_asset_materialization_events()[0].materialization.metadata
     assert meta["missing_minutes"].value == 28 * 1440 - meta["rows"].value and meta["coverage"].value < 0.9
@@ -161,9 +210,12 @@ def test_corrupt_partition_file_names_the_partition(tmp_path):
     path = tmp_path / (partition_path(dg.AssetKey("candles"), FEB_BTC) + ".parquet")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"PAR1 truncated")
-    context = dg.build_input_context(asset_key=dg.AssetKey("candles"), partition_key=FEB_BTC,
-                                     asset_partitions_def=symbol_month_partitions)
-    with pytest.raises(CorruptFileError, match=r"partition '2019-02-01\|BTC-USD' of asset candles: corrupt parquet"):
+    context = dg.build_input_context(
+        asset_key=dg.AssetKey("candles"), partition_key=FEB_BTC, asset_partitions_def=symbol_month_partitions
+    )
+    with pytest.raises(
+        CorruptFileError, match=r"partition '2019-02-01\|BTC-USD' of asset candles: corrupt parquet"
+    ):
         manager.load_input(context)
 
 
@@ -184,12 +236,16 @@ while True:
 def test_io_manager_survives_a_writer_killed_mid_write(tmp_path):
     manager = PartitionedFileIOManager(base_uri=str(tmp_path))
     old = month_of(FEB_BTC).head(100)
-    context = dg.build_output_context(asset_key=dg.AssetKey("candles"), partition_key=FEB_BTC,
-                                      asset_partitions_def=symbol_month_partitions)
+    context = dg.build_output_context(
+        asset_key=dg.AssetKey("candles"), partition_key=FEB_BTC, asset_partitions_def=symbol_month_partitions
+    )
     manager.handle_output(context, old)
     folder = (tmp_path / partition_path(dg.AssetKey("candles"), FEB_BTC)).parent
-    child = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), FEB_BTC], stdout=subprocess.PIPE,
-                             env={**os.environ, "PYTHONPATH": os.getcwd()})
+    child = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(tmp_path), FEB_BTC],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     try:
         assert child.stdout.readline().strip() == b"writing"
         deadline = time.monotonic() + 60
@@ -200,23 +256,45 @@ def test_io_manager_survives_a_writer_killed_mid_write(tmp_path):
         child.kill()
         child.wait()
     assert child.returncode == -9
-    load = dg.build_input_context(asset_key=dg.AssetKey("candles"), partition_key=FEB_BTC,
-                                  asset_partitions_def=symbol_month_partitions)
+    load = dg.build_input_context(
+        asset_key=dg.AssetKey("candles"), partition_key=FEB_BTC, asset_partitions_def=symbol_month_partitions
+    )
     loaded = manager.load_input(load)
-    assert loaded.equals(old) or loaded.height == 4_000_000  # the old file or a complete new one, never partial
+    assert (
+        loaded.equals(old) or loaded.height == 4_000_000
+    )  # the old file or a complete new one, never partial
     assert all(".tmp-" in name for name in os.listdir(folder) if not name.endswith(".parquet"))
 
 
-@pytest.mark.parametrize("when, keys", [
-    (datetime(2021, 5, 31, 23, 5, tzinfo=UTC), ["2021-05-01|BTC-USD", "2021-05-01|ETH-USD"]),
-    # the month's first run also completes May's last hour (its last run fetched up to 23:04)
-    (datetime(2021, 6, 1, 0, 5, tzinfo=UTC), ["2021-05-01|BTC-USD", "2021-05-01|ETH-USD", "2021-06-01|BTC-USD",
-                                              "2021-06-01|ETH-USD", "2021-06-01|SOL-USD"]),
-    (datetime(2021, 6, 1, 1, 5, tzinfo=UTC), ["2021-06-01|BTC-USD", "2021-06-01|ETH-USD", "2021-06-01|SOL-USD"]),
-    (datetime(2018, 11, 1, 0, 5, tzinfo=UTC), ["2018-11-01|BTC-USD", "2018-11-01|ETH-USD"]),  # no month before history
-])
+@pytest.mark.parametrize(
+    "when, keys",
+    [
+        (datetime(2021, 5, 31, 23, 5, tzinfo=UTC), ["2021-05-01|BTC-USD", "2021-05-01|ETH-USD"]),
+        # the month's first run also completes May's last hour (its last run fetched up to 23:04)
+        (
+            datetime(2021, 6, 1, 0, 5, tzinfo=UTC),
+            [
+                "2021-05-01|BTC-USD",
+                "2021-05-01|ETH-USD",
+                "2021-06-01|BTC-USD",
+                "2021-06-01|ETH-USD",
+                "2021-06-01|SOL-USD",
+            ],
+        ),
+        (
+            datetime(2021, 6, 1, 1, 5, tzinfo=UTC),
+            ["2021-06-01|BTC-USD", "2021-06-01|ETH-USD", "2021-06-01|SOL-USD"],
+        ),
+        (
+            datetime(2018, 11, 1, 0, 5, tzinfo=UTC),
+            ["2018-11-01|BTC-USD", "2018-11-01|ETH-USD"],
+        ),  # no month before history
+    ],
+)
 def test_schedule_refreshes_the_month_in_progress(instance, when, keys):
-    requests = candles_current_month_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=when))
+    requests = candles_current_month_schedule(
+        dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
+    )
     assert [r.partition_key for r in requests] == keys
     assert len({r.run_key for r in requests}) == len(keys)
     for key in (r.partition_key for r in requests):

@@ -1,6 +1,6 @@
 """The candles client against the replay server: paging, pacing, retries and strict payload validation."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -9,7 +9,7 @@ from crpbot_assets.common.http import ApiError
 from crpbot_assets.replay import synthetic
 from crpbot_assets_tests.candles.conftest import fast_coinbase
 
-UTC = timezone.utc
+UTC = UTC
 FEB = datetime(2019, 2, 1, tzinfo=UTC)
 MAR = datetime(2019, 3, 1, tzinfo=UTC)
 
@@ -62,21 +62,30 @@ def test_429_5xx_and_timeouts_are_survived(replay_server):
     result = client.fetch("SOL-USD", start, start + minutes(300 * 8))
     assert result.retries == 5 and result.requests == 8 + 5
     stats = replay_server.stats["coinbase"]
-    assert stats["fault_500"] == 2 and stats["fault_429"] == 1 and stats["fault_503"] == 1 and stats["fault_timeout"] == 1
+    assert (
+        stats["fault_500"] == 2
+        and stats["fault_429"] == 1
+        and stats["fault_503"] == 1
+        and stats["fault_timeout"] == 1
+    )
     assert result.frame.equals(synthetic.candles("SOL-USD", start, start + minutes(300 * 8)))
 
 
 def test_exhausted_retries_raise_naming_the_request(replay_server):
     replay_server.inject("coinbase", "500", 3)
     client = fast_coinbase(replay_server, max_attempts=3).client()
-    with pytest.raises(ApiError, match=r"/products/BTC-USD/candles.*2019-02-01T00:00:00Z.*gave up after 3 attempts"):
+    with pytest.raises(
+        ApiError, match=r"/products/BTC-USD/candles.*2019-02-01T00:00:00Z.*gave up after 3 attempts"
+    ):
         client.fetch("BTC-USD", FEB, FEB + minutes(300))
 
 
 def test_malformed_payload_raises_naming_the_request(fast):
     fast.inject("coinbase", "malformed", 1)
     client = fast_coinbase(fast).client()
-    with pytest.raises(CandlePayloadError, match=r"GET .*/products/BTC-USD/candles params=.*start.*non-numeric"):
+    with pytest.raises(
+        CandlePayloadError, match=r"GET .*/products/BTC-USD/candles params=.*start.*non-numeric"
+    ):
         client.fetch("BTC-USD", FEB, FEB + minutes(1500))
 
 
@@ -99,17 +108,20 @@ def test_parse_page_drops_the_documented_leak_before_start():
     assert rows[:, 0].tolist() == [T0 + 240, T0]
 
 
-@pytest.mark.parametrize("payload, problem", [
-    ({"message": "oops"}, "expected a JSON list"),
-    ([row(T0)[:5]], "row 0 is not"),
-    ([row(T0), row(T0 + 60, high="2.0")], "row 1 holds a non-numeric"),
-    ([row(T0, volume=True)], "non-numeric"),
-    ([row(T0, close=float("nan"))], "non-finite"),
-    ([row(T0 + 30)], "not minute-aligned"),
-    ([row(T0 + 300)], "outside the requested window"),
-    ([row(T0 - 3600)], "outside the requested window"),
-    ([row(T0 + 60), row(T0 + 60, close=1.9)], "row 1 repeats time"),
-])
+@pytest.mark.parametrize(
+    "payload, problem",
+    [
+        ({"message": "oops"}, "expected a JSON list"),
+        ([row(T0)[:5]], "row 0 is not"),
+        ([row(T0), row(T0 + 60, high="2.0")], "row 1 holds a non-numeric"),
+        ([row(T0, volume=True)], "non-numeric"),
+        ([row(T0, close=float("nan"))], "non-finite"),
+        ([row(T0 + 30)], "not minute-aligned"),
+        ([row(T0 + 300)], "outside the requested window"),
+        ([row(T0 - 3600)], "outside the requested window"),
+        ([row(T0 + 60), row(T0 + 60, close=1.9)], "row 1 repeats time"),
+    ],
+)
 def test_parse_page_rejects_bad_payloads(payload, problem):
     with pytest.raises(CandlePayloadError, match=f"GET x: .*{problem}"):
         parse_page(payload, PAGE, "GET x")

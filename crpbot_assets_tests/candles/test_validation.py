@@ -1,14 +1,20 @@
 """Pure candle invariants: expected windows (listing, month in progress) and the check rules."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import polars as pl
 
 from crpbot_assets.candles.client import empty_frame
-from crpbot_assets.candles.validation import coverage, daily_coverage, expected_window, ohlc_problems, timestamp_problems
+from crpbot_assets.candles.validation import (
+    coverage,
+    daily_coverage,
+    expected_window,
+    ohlc_problems,
+    timestamp_problems,
+)
 from crpbot_assets.replay import synthetic
 
-UTC = timezone.utc
+UTC = UTC
 FEB, MAR = datetime(2019, 2, 1, tzinfo=UTC), datetime(2019, 3, 1, tzinfo=UTC)
 
 

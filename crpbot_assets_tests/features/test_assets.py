@@ -1,6 +1,6 @@
 """The `features` asset and its checks through Dagster, on candle partitions seeded into the IO manager's storage."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
@@ -15,7 +15,7 @@ from crpbot_assets.features.compute import FEATURES_SCHEMA, features_for_month
 from crpbot_assets.features.definitions import defs
 from crpbot_assets.replay import synthetic
 
-UTC = timezone.utc
+UTC = UTC
 CANDLES = dg.AssetSpec("candles", partitions_def=symbol_month_partitions)  # stands in for the candles domain
 MONTHS = ["2021-04-01", "2021-05-01", "2021-06-01"]
 SYMBOLS = ["BTC-USD", "ETH-USD", "SOL-USD"]
@@ -47,18 +47,34 @@ def stored(resources, key: str, asset: str = "features") -> pl.DataFrame:
 
 
 def run(resources, instance, key=None, first=None, last=None, extra=()):
-    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last} if first else None
-    return dg.materialize([CANDLES, features, *features_checks, *extra], partition_key=key, tags=tags,
-                          resources=resources, instance=instance, raise_on_error=False,
-                          selection=dg.AssetSelection.assets(features, *extra))
+    tags = (
+        {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+        if first
+        else None
+    )
+    return dg.materialize(
+        [CANDLES, features, *features_checks, *extra],
+        partition_key=key,
+        tags=tags,
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+        selection=dg.AssetSelection.assets(features, *extra),
+    )
 
 
 def run_checks_only(resources, instance, key):
     """Only the features checks, on what is stored (partition passed as run tags: `materialize` validates a
     `partition_key` against the selected assets, and a check-only selection has none)."""
     tags = {"dagster/partition": key, **symbol_month_partitions.get_tags_for_partition_key(key)}
-    return dg.materialize([CANDLES, features, *features_checks], tags=tags, resources=resources, instance=instance,
-                          raise_on_error=False, selection=dg.AssetSelection.checks_for_assets(features))
+    return dg.materialize(
+        [CANDLES, features, *features_checks],
+        tags=tags,
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+        selection=dg.AssetSelection.checks_for_assets(features),
+    )
 
 
 def checks(result) -> dict:
@@ -69,16 +85,22 @@ def test_month_materializes_with_previous_month_warmup(instance, storage_resourc
     candles = seed(storage_resources, ["2021-04-01|ETH-USD", "2021-05-01|ETH-USD"])
     result = run(storage_resources, instance, key="2021-05-01|ETH-USD")
     assert result.success
-    expected = features_for_month(pl.concat(candles.values()), datetime(2021, 5, 1, tzinfo=UTC),
-                                  datetime(2021, 6, 1, tzinfo=UTC)).frame
+    expected = features_for_month(
+        pl.concat(candles.values()), datetime(2021, 5, 1, tzinfo=UTC), datetime(2021, 6, 1, tzinfo=UTC)
+    ).frame
     frame = stored(storage_resources, "2021-05-01|ETH-USD")
     assert frame.equals(expected) and frame.height == candles["2021-05-01|ETH-USD"].height  # no row lost
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
     assert metadata["warmup_partition"].value == "2021-04-01|ETH-USD"
     assert metadata["warmup_rows"].value == candles["2021-04-01|ETH-USD"].height
-    assert metadata["rows_dropped_before_lookback"].value == 0 and metadata["features"].value == len(FEATURE_NAMES)
+    assert metadata["rows_dropped_before_lookback"].value == 0 and metadata["features"].value == len(
+        FEATURE_NAMES
+    )
     assert "daily_volatility" in metadata
-    assert all(e.passed for e in checks(result).values()) and set(checks(result)) == {"features_finite", "features_schema"}
+    assert all(e.passed for e in checks(result).values()) and set(checks(result)) == {
+        "features_finite",
+        "features_schema",
+    }
 
 
 def test_catalogue_is_definition_metadata():
@@ -94,16 +116,24 @@ def test_range_runs_once_and_writes_each_month_like_a_single_partition_run(insta
     candles = seed(storage_resources, [f"{m}|{s}" for m in MONTHS for s in SYMBOLS])
     result = run(storage_resources, instance, first="2021-05-01|BTC-USD", last="2021-06-01|SOL-USD")
     assert result.success and len(instance.get_run_records()) == 1
-    events = {e.materialization.partition: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    events = {
+        e.materialization.partition: e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
     assert sorted(events) == sorted(f"{m}|{s}" for m in MONTHS[1:] for s in SYMBOLS)
     for key in events:
         symbol, month = split_key(key)
         frame = stored(storage_resources, key)
         assert dict(frame.schema) == FEATURES_SCHEMA
         previous = f"{month.replace(month=month.month - 1):%Y-%m-%d}|{symbol}"
-        expected = features_for_month(pl.concat([candles[previous], candles[key]]), month, month_end(month)).frame
+        expected = features_for_month(
+            pl.concat([candles[previous], candles[key]]), month, month_end(month)
+        ).frame
         assert frame.equals(expected), key
-    assert events["2021-05-01|SOL-USD"]["listed"].value is False and stored(storage_resources, "2021-05-01|SOL-USD").height == 0
+    assert (
+        events["2021-05-01|SOL-USD"]["listed"].value is False
+        and stored(storage_resources, "2021-05-01|SOL-USD").height == 0
+    )
     assert events["2021-06-01|SOL-USD"]["rows_dropped_before_lookback"].value > 0  # listing month: no warm-up
     assert events["2021-06-01|BTC-USD"]["rows_dropped_before_lookback"].value == 0
     (finite,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "features_finite"]
@@ -130,21 +160,33 @@ def test_first_month_without_warmup_drops_rows_and_says_so(instance, storage_res
 def test_corrupt_candle_fails_the_blocking_check_and_stops_downstream(instance, storage_resources):
     """A zero price turns log returns into -inf: the finiteness check fails, names the column, blocks consumers."""
     seed(storage_resources, ["2021-04-01|BTC-USD"])
-    seed(storage_resources, ["2021-05-01|BTC-USD"],
-         tamper=lambda f: f.with_columns(pl.when(pl.int_range(pl.len()) == 20_000).then(0.0)
-                                         .otherwise(pl.col("close")).alias("close")))
+    seed(
+        storage_resources,
+        ["2021-05-01|BTC-USD"],
+        tamper=lambda f: f.with_columns(
+            pl.when(pl.int_range(pl.len()) == 20_000).then(0.0).otherwise(pl.col("close")).alias("close")
+        ),
+    )
     result = run(storage_resources, instance, key="2021-05-01|BTC-USD", extra=[downstream])
     finite = checks(result)["features_finite"]
-    assert not finite.passed and "m1_logret_1" in finite.description and "2021-05-01|BTC-USD" in finite.description
+    assert (
+        not finite.passed
+        and "m1_logret_1" in finite.description
+        and "2021-05-01|BTC-USD" in finite.description
+    )
     assert checks(result)["features_schema"].passed
-    assert not any(e.asset_key == dg.AssetKey("downstream") for e in result.get_asset_materialization_events())
+    assert not any(
+        e.asset_key == dg.AssetKey("downstream") for e in result.get_asset_materialization_events()
+    )
 
 
 @pytest.fixture(scope="module")
 def good_features() -> pl.DataFrame:
     """What `features` stores for ETH 2021-05 (the month-materialization test proves the equality)."""
     candles = pl.concat([month_candles("2021-04-01|ETH-USD"), month_candles("2021-05-01|ETH-USD")])
-    return features_for_month(candles, datetime(2021, 5, 1, tzinfo=UTC), datetime(2021, 6, 1, tzinfo=UTC)).frame
+    return features_for_month(
+        candles, datetime(2021, 5, 1, tzinfo=UTC), datetime(2021, 6, 1, tzinfo=UTC)
+    ).frame
 
 
 def test_checks_pass_on_good_stored_features(instance, storage_resources, good_features):
@@ -154,25 +196,55 @@ def test_checks_pass_on_good_stored_features(instance, storage_resources, good_f
     assert set(found) == {"features_finite", "features_schema"} and all(e.passed for e in found.values())
 
 
-@pytest.mark.parametrize("plant, failing, words", [
-    (lambda f: f.with_columns(pl.when(pl.int_range(pl.len()) == 7).then(float("nan")).otherwise(pl.col("h1_rsi_14"))
-                              .alias("h1_rsi_14")), "features_finite", "h1_rsi_14: 1 null/NaN/inf"),
-    (lambda f: f.with_columns(pl.when(pl.int_range(pl.len()) < 3).then(None).otherwise(pl.col("m1_rsi_14"))
-                              .alias("m1_rsi_14")), "features_finite", "m1_rsi_14: 3 null/NaN/inf"),
-    (lambda f: f.with_columns(pl.col("m15_macd") / 0.0), "features_finite", "m15_macd: "),
-    (lambda f: f.with_columns(pl.col("m5_macd").cast(pl.Float32)), "features_schema", "wrong dtypes {'m5_macd': 'Float32'}"),
-    (lambda f: f.drop("m1_vol_60"), "features_schema", "missing columns ['m1_vol_60']"),
-    (lambda f: f.with_columns(extra=pl.lit(1.0)), "features_schema", "unexpected columns ['extra']"),
-])
-def test_checks_catch_planted_problems_in_stored_features(instance, storage_resources, good_features, plant,
-                                                          failing, words):
+@pytest.mark.parametrize(
+    "plant, failing, words",
+    [
+        (
+            lambda f: f.with_columns(
+                pl.when(pl.int_range(pl.len()) == 7)
+                .then(float("nan"))
+                .otherwise(pl.col("h1_rsi_14"))
+                .alias("h1_rsi_14")
+            ),
+            "features_finite",
+            "h1_rsi_14: 1 null/NaN/inf",
+        ),
+        (
+            lambda f: f.with_columns(
+                pl.when(pl.int_range(pl.len()) < 3)
+                .then(None)
+                .otherwise(pl.col("m1_rsi_14"))
+                .alias("m1_rsi_14")
+            ),
+            "features_finite",
+            "m1_rsi_14: 3 null/NaN/inf",
+        ),
+        (lambda f: f.with_columns(pl.col("m15_macd") / 0.0), "features_finite", "m15_macd: "),
+        (
+            lambda f: f.with_columns(pl.col("m5_macd").cast(pl.Float32)),
+            "features_schema",
+            "wrong dtypes {'m5_macd': 'Float32'}",
+        ),
+        (lambda f: f.drop("m1_vol_60"), "features_schema", "missing columns ['m1_vol_60']"),
+        (lambda f: f.with_columns(extra=pl.lit(1.0)), "features_schema", "unexpected columns ['extra']"),
+    ],
+)
+def test_checks_catch_planted_problems_in_stored_features(
+    instance, storage_resources, good_features, plant, failing, words
+):
     key = "2021-05-01|ETH-USD"
     path = partition_path(dg.AssetKey("features"), key) + ".parquet"
     storage_resources["storage"].storage.write_parquet(path, plant(good_features))
     result = run_checks_only(storage_resources, instance, key)
     found = checks(result)
-    assert set(found) == {"features_finite", "features_schema"} and not result.get_asset_materialization_events()
-    assert not found[failing].passed and words in found[failing].description and key in found[failing].description
+    assert (
+        set(found) == {"features_finite", "features_schema"} and not result.get_asset_materialization_events()
+    )
+    assert (
+        not found[failing].passed
+        and words in found[failing].description
+        and key in found[failing].description
+    )
     assert all(e.passed for name, e in found.items() if name != failing)
 
 
@@ -181,7 +253,9 @@ def test_definitions_load_with_a_candles_source():
     graph = merged.resolve_asset_graph()
     node = graph.get(dg.AssetKey("features"))
     assert node.backfill_policy == dg.BackfillPolicy.single_run()
-    assert {k.name for k in graph.get_check_keys_for_assets({dg.AssetKey("features")})} == {"features_finite",
-                                                                                             "features_schema"}
+    assert {k.name for k in graph.get_check_keys_for_assets({dg.AssetKey("features")})} == {
+        "features_finite",
+        "features_schema",
+    }
     assert graph.get(dg.AssetKey("features")).parent_keys == {dg.AssetKey("candles")}
     assert len(FEATURE_NAMES) >= 50

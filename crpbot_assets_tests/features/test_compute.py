@@ -1,7 +1,7 @@
 """The feature computation: no look-ahead (property-based), warm-up across months, gaps, and known values."""
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -24,7 +24,7 @@ from crpbot_assets.features.compute import (
 )
 from crpbot_assets.replay import synthetic
 
-UTC = timezone.utc
+UTC = UTC
 START = datetime(2019, 1, 1, tzinfo=UTC)
 DAYS = 16  # > the longest lookback (13.5 days) so every feature has defined values to compare
 SHORTEST_MONTH_MINUTES = 28 * 1440
@@ -32,7 +32,9 @@ SHORTEST_MONTH_MINUTES = 28 * 1440
 
 @pytest.fixture(scope="module")
 def series() -> pl.DataFrame:
-    return synthetic.candles("SOL-USD", datetime(2021, 6, 1, tzinfo=UTC), datetime(2021, 6, 1 + DAYS, tzinfo=UTC))
+    return synthetic.candles(
+        "SOL-USD", datetime(2021, 6, 1, tzinfo=UTC), datetime(2021, 6, 1 + DAYS, tzinfo=UTC)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +46,17 @@ def quarter() -> pl.DataFrame:
 def bars(rows: list[tuple], start: datetime = START) -> pl.DataFrame:
     """Candles from (minute offset, open, high, low, close, volume) tuples."""
     return pl.DataFrame(
-        {"ts": [start + timedelta(minutes=r[0]) for r in rows], **{c: [float(r[i + 1]) for r in rows]
-                                                                    for i, c in enumerate(("open", "high", "low", "close", "volume"))}},
-        schema={"ts": pl.Datetime("us", "UTC"), **{c: pl.Float64 for c in ("open", "high", "low", "close", "volume")}},
+        {
+            "ts": [start + timedelta(minutes=r[0]) for r in rows],
+            **{
+                c: [float(r[i + 1]) for r in rows]
+                for i, c in enumerate(("open", "high", "low", "close", "volume"))
+            },
+        },
+        schema={
+            "ts": pl.Datetime("us", "UTC"),
+            **{c: pl.Float64 for c in ("open", "high", "low", "close", "volume")},
+        },
     )
 
 
@@ -64,18 +74,31 @@ LATE = (DAYS - 2) * 24  # hours after which every feature, the 1h MACD signal in
 cut_offsets = st.one_of(
     st.integers(0, DAYS * 1440 - 1),  # anywhere
     st.integers(LATE * 60, DAYS * 1440 - 1),  # where every feature is defined
-    st.builds(lambda h, m: h * 60 + m, st.integers(LATE, DAYS * 24 - 1), st.sampled_from([-2, -1, 0, 1, 4, 14, 58, 59])),
+    st.builds(
+        lambda h, m: h * 60 + m,
+        st.integers(LATE, DAYS * 24 - 1),
+        st.sampled_from([-2, -1, 0, 1, 4, 14, 58, 59]),
+    ),
 )
 
 
 @settings(max_examples=30, deadline=None)
-@given(cut=cut_offsets, hole_start=st.integers(0, DAYS * 1440 - 1), hole_minutes=st.sampled_from([0, 1, 7, 61, 150]))
+@given(
+    cut=cut_offsets,
+    hole_start=st.integers(0, DAYS * 1440 - 1),
+    hole_minutes=st.sampled_from([0, 1, 7, 61, 150]),
+)
 def test_no_feature_looks_ahead(series, cut, hole_start, hole_minutes):
     """For a random cut t (bar edges favoured) and a random planted outage, every feature of every row <= t is
     identical whether or not the data after t exists."""
     first = series["ts"][0]
-    candles = series.filter(~pl.col("ts").is_between(first + timedelta(minutes=hole_start),
-                                                     first + timedelta(minutes=hole_start + hole_minutes), closed="left"))
+    candles = series.filter(
+        ~pl.col("ts").is_between(
+            first + timedelta(minutes=hole_start),
+            first + timedelta(minutes=hole_start + hole_minutes),
+            closed="left",
+        )
+    )
     assert causality_violations(compute_features, candles, first + timedelta(minutes=cut)) == []
 
 
@@ -92,15 +115,19 @@ def test_detector_catches_a_leaky_feature(series):
         hourly = candles.group_by_dynamic("ts", every="1h").agg(pl.col("close").last().alias("h1_close"))
         return candles.select("ts").join_asof(hourly, on="ts")
 
-    assert causality_violations(leaky, series, series["ts"][0] + timedelta(hours=30, minutes=17)) == ["h1_close"]
+    assert causality_violations(leaky, series, series["ts"][0] + timedelta(hours=30, minutes=17)) == [
+        "h1_close"
+    ]
 
 
 # ------------------------------------------------------------------------------------------ warm-up, months
 
+
 def test_longest_lookback_fits_in_the_shortest_warmup_month():
     """Statically: the longest lookback leaves 5 days of slack (for outages) in a 28-day warm-up month."""
-    assert MAX_LOOKBACK_MINUTES == max(f.lookback * {"1m": 1, "5m": 5, "15m": 15, "1h": 60}[f.timeframe]
-                                       for f in CATALOGUE)
+    assert MAX_LOOKBACK_MINUTES == max(
+        f.lookback * {"1m": 1, "5m": 5, "15m": 15, "1h": 60}[f.timeframe] for f in CATALOGUE
+    )
     assert MAX_LOOKBACK_MINUTES <= SHORTEST_MONTH_MINUTES - 5 * 1440
 
 
@@ -121,14 +148,18 @@ def test_month_with_warmup_equals_whole_series(quarter, month):
     (nothing dropped: the previous month covers every lookback, February included)."""
     whole = compute_features(quarter).filter(pl.col("ts").is_between(month, month_end(month), closed="left"))
     previous = month.replace(month=month.month - 1)
-    result = features_for_month(quarter.filter(pl.col("ts").is_between(previous, month_end(month), closed="left")),
-                                month, month_end(month))
+    result = features_for_month(
+        quarter.filter(pl.col("ts").is_between(previous, month_end(month), closed="left")),
+        month,
+        month_end(month),
+    )
     assert result.dropped_rows == 0 and result.frame.height == whole.height == result.month_rows
     assert whole.null_count().sum_horizontal().item() == 0
     assert result.frame["ts"].equals(whole["ts"])
     for name in FEATURE_NAMES:
-        np.testing.assert_allclose(result.frame[name].to_numpy(), whole[name].to_numpy(), rtol=1e-7, atol=1e-9,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            result.frame[name].to_numpy(), whole[name].to_numpy(), rtol=1e-7, atol=1e-9, err_msg=name
+        )
 
 
 def test_short_warmup_drops_rows_instead_of_filling(quarter):
@@ -136,14 +167,17 @@ def test_short_warmup_drops_rows_instead_of_filling(quarter):
     row kept still equals the whole-history value."""
     month = datetime(2019, 3, 1, tzinfo=UTC)
     whole = compute_features(quarter).filter(pl.col("ts") >= month)
-    result = features_for_month(quarter.filter(pl.col("ts") >= month - timedelta(days=5)), month, month_end(month))
+    result = features_for_month(
+        quarter.filter(pl.col("ts") >= month - timedelta(days=5)), month, month_end(month)
+    )
     assert result.dropped_rows > 0 and result.frame.height == whole.height - result.dropped_rows
     first_kept = result.frame["ts"][0]
     assert first_kept - (month - timedelta(days=5)) >= timedelta(minutes=MAX_LOOKBACK_MINUTES - 1)
     kept = whole.filter(pl.col("ts") >= first_kept)
     for name in FEATURE_NAMES:
-        np.testing.assert_allclose(result.frame[name].to_numpy(), kept[name].to_numpy(), rtol=1e-7, atol=1e-9,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            result.frame[name].to_numpy(), kept[name].to_numpy(), rtol=1e-7, atol=1e-9, err_msg=name
+        )
 
 
 def test_values_are_null_exactly_until_lookback(series):
@@ -151,7 +185,7 @@ def test_values_are_null_exactly_until_lookback(series):
     frame = compute_features(series)
     for feature in (f for f in CATALOGUE if f.timeframe == "1m"):
         assert frame[feature.name][: feature.lookback - 1].null_count() == feature.lookback - 1, feature.name
-        assert frame[feature.name][feature.lookback - 1:].null_count() == 0, feature.name
+        assert frame[feature.name][feature.lookback - 1 :].null_count() == 0, feature.name
 
 
 def test_month_rows_only_and_schema(quarter):
@@ -168,12 +202,15 @@ def test_empty_candles_give_an_empty_frame_with_the_schema():
     assert result.frame.height == 0 and dict(result.frame.schema) == FEATURES_SCHEMA
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda f: f.drop("volume"), "missing columns"),
-    (lambda f: f.with_columns(pl.col("close").cast(pl.Float32)), "Float64"),
-    (lambda f: f.reverse(), "strictly increasing"),
-    (lambda f: f.with_columns(pl.col("ts") + timedelta(seconds=30)), "minute-aligned"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda f: f.drop("volume"), "missing columns"),
+        (lambda f: f.with_columns(pl.col("close").cast(pl.Float32)), "Float64"),
+        (lambda f: f.reverse(), "strictly increasing"),
+        (lambda f: f.with_columns(pl.col("ts") + timedelta(seconds=30)), "minute-aligned"),
+    ],
+)
 def test_bad_candles_are_rejected_with_the_source_named(series, mutate, message):
     with pytest.raises(CandleInputError, match=message) as info:
         compute_features(mutate(series.head(100)), where="candles 2021-06-01|SOL-USD")
@@ -182,17 +219,22 @@ def test_bad_candles_are_rejected_with_the_source_named(series, mutate, message)
 
 # ------------------------------------------------------------------------------------------- gap policy
 
+
 def test_gaps_are_not_filled_and_are_reported():
     rows = [(0, 10, 11, 9, 10, 1), (1, 10, 11, 9, 11, 1), (5, 11, 12, 10, 12, 1)]  # minutes 2-4 missing
     frame = compute_features(bars(rows))
     assert frame.height == 3  # no invented rows
     assert frame["m1_gap_minutes"].to_list() == [None, 0.0, 3.0]
-    assert frame["m1_logret_1"][2] == pytest.approx(math.log(12 / 11))  # return over the existing previous row
+    assert frame["m1_logret_1"][2] == pytest.approx(
+        math.log(12 / 11)
+    )  # return over the existing previous row
 
 
 def test_higher_timeframe_bar_is_used_only_from_its_last_minute():
     """Hour 8 closes at 100, hour 9 at 110, hour 10 at 121 (minute 10:59 present)."""
-    rows = [(m, c, c, c, c, 1) for h, c in ((8, 100), (9, 110), (10, 121)) for m in range(h * 60, h * 60 + 60)]
+    rows = [
+        (m, c, c, c, c, 1) for h, c in ((8, 100), (9, 110), (10, 121)) for m in range(h * 60, h * 60 + 60)
+    ]
     frame = compute_features(bars(rows))
 
     def at(hh, mm):
@@ -215,6 +257,7 @@ def test_incomplete_higher_timeframe_bar_counts_only_present_minutes():
 
 # ------------------------------------------------------------------------------------------ known values
 
+
 def ev(frame: pl.DataFrame, expr: pl.Expr) -> list:
     return frame.select(expr.alias("x"))["x"].to_list()
 
@@ -233,7 +276,9 @@ def test_known_wilder_rsi():
     """closes 1, 2, 1, 3, alpha 1/2: G = 1, .5, 1.25; L = 0, .5, .25 -> RSI 100, 50, 83.33."""
     frame = bars([(i, x, x, x, x, 1) for i, x in enumerate([1, 2, 1, 3])])
     c = pl.col("close")
-    assert ev(frame, ind.rsi(ind.wilder_gain(c, 2), ind.wilder_loss(c, 2)))[1:] == pytest.approx([100.0, 50.0, 250 / 3])
+    assert ev(frame, ind.rsi(ind.wilder_gain(c, 2), ind.wilder_loss(c, 2)))[1:] == pytest.approx(
+        [100.0, 50.0, 250 / 3]
+    )
     flat = bars([(i, 5, 5, 5, 5, 1) for i in range(3)])
     assert ev(flat, ind.rsi(ind.wilder_gain(c, 2), ind.wilder_loss(c, 2)))[1:] == [50.0, 50.0]
 
@@ -254,22 +299,30 @@ def test_known_oscillators_and_bands():
 
 
 def test_known_volume_and_range_indicators():
-    frame = bars([(0, 10, 10, 10, 10, 1), (1, 10, 11, 10, 11, 2), (2, 11, 11, 10, 10.5, 3), (3, 10.5, 12.5, 10, 12, 4)])
+    frame = bars(
+        [(0, 10, 10, 10, 10, 1), (1, 10, 11, 10, 11, 2), (2, 11, 11, 10, 10.5, 3), (3, 10.5, 12.5, 10, 12, 4)]
+    )
     o, h, l, c, v = (pl.col(x) for x in ("open", "high", "low", "close", "volume"))
     sv = ind.signed_volume(c, v)
     assert ev(frame, sv)[1:] == [2.0, -3.0, 4.0]
     assert ev(frame, ind.obv_slope(sv.rolling_sum(3), v.rolling_sum(3)))[3] == pytest.approx((2 - 3 + 4) / 9)
     tv = ind.typical_value(h, l, c, v)
     vwap = (11 + 10 + 11) / 3 * 2 + (11 + 10 + 10.5) / 3 * 3 + (12.5 + 10 + 12) / 3 * 4
-    assert ev(frame, ind.vwap_distance(c, tv.rolling_sum(3), v.rolling_sum(3)))[3] == pytest.approx(12 / (vwap / 9) - 1)
+    assert ev(frame, ind.vwap_distance(c, tv.rolling_sum(3), v.rolling_sum(3)))[3] == pytest.approx(
+        12 / (vwap / 9) - 1
+    )
     # true ranges: 0, 1, 1, 2.5 (h - l, and |h - c_prev| for the last bar = 12.5 - 10.5 = 2 < 2.5)
     assert ev(frame, ind.true_range(h, l, c)) == pytest.approx([0.0, 1.0, 1.0, 2.5])
     atr = [0.0, 0.5, 0.75, 1.625]  # Wilder EMA alpha 1/2
     assert ev(frame, ind.natr(h, l, c, 2)) == pytest.approx([a / x for a, x in zip(atr, [10, 11, 10.5, 12])])
     r2 = math.log(11 / 10) ** 2  # bar 1's ln(h/l)^2 = ln(c/o)^2; bar 0 is flat
-    assert ev(frame, ind.parkinson(ind.log_range_squared(h, l), 2))[1] == pytest.approx(math.sqrt(r2 / 2 / (4 * math.log(2))))
+    assert ev(frame, ind.parkinson(ind.log_range_squared(h, l), 2))[1] == pytest.approx(
+        math.sqrt(r2 / 2 / (4 * math.log(2)))
+    )
     gk = (0.5 - (2 * math.log(2) - 1)) * r2 / 2
-    assert ev(frame, ind.garman_klass(ind.log_range_squared(h, l), o, c, 2))[1] == pytest.approx(math.sqrt(gk))
+    assert ev(frame, ind.garman_klass(ind.log_range_squared(h, l), o, c, 2))[1] == pytest.approx(
+        math.sqrt(gk)
+    )
 
 
 def test_known_ema_and_warmup():
@@ -277,11 +330,15 @@ def test_known_ema_and_warmup():
     assert ev(frame, ind.ema(pl.col("close"), 0.5)) == pytest.approx([10.0, 15.0, 17.5])
     # the seed's weight (1 - a)^n drops below the tolerance exactly at the warm-up length
     w = ind.ema_warmup(0.5)
-    assert 0.5 ** w < ind.EMA_TOLERANCE <= 0.5 ** (w - 1)
+    assert 0.5**w < ind.EMA_TOLERANCE <= 0.5 ** (w - 1)
 
 
 def test_calendar_features():
     monday_6am = datetime(2024, 1, 1, 6, tzinfo=UTC)
     frame = compute_features(bars([(0, 1, 1, 1, 1, 1)], monday_6am))
-    assert frame["cal_hour_sin"].item() == pytest.approx(1.0) and frame["cal_hour_cos"].item() == pytest.approx(0, abs=1e-12)
-    assert frame["cal_dow_sin"].item() == pytest.approx(0, abs=1e-12) and frame["cal_dow_cos"].item() == pytest.approx(1.0)
+    assert frame["cal_hour_sin"].item() == pytest.approx(1.0) and frame[
+        "cal_hour_cos"
+    ].item() == pytest.approx(0, abs=1e-12)
+    assert frame["cal_dow_sin"].item() == pytest.approx(0, abs=1e-12) and frame[
+        "cal_dow_cos"
+    ].item() == pytest.approx(1.0)

@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import boto3
@@ -40,15 +39,34 @@ def postgres():
     if as_user:
         shutil.chown(data, "postgres", "postgres")
     port = _free_port()
-    subprocess.run([*as_user, _pg_bin("initdb"), "-D", str(data / "db"), "-U", "dagster", "--auth=trust"],
-                   check=True, capture_output=True)
-    subprocess.run([*as_user, _pg_bin("pg_ctl"), "-D", str(data / "db"), "-l", str(data / "log"), "-w", "start",
-                    "-o", f"-p {port} -k {data} -h 127.0.0.1"], check=True, capture_output=True)
+    subprocess.run(
+        [*as_user, _pg_bin("initdb"), "-D", str(data / "db"), "-U", "dagster", "--auth=trust"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *as_user,
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(data / "db"),
+            "-l",
+            str(data / "log"),
+            "-w",
+            "start",
+            "-o",
+            f"-p {port} -k {data} -h 127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield port
     finally:
-        subprocess.run([*as_user, _pg_bin("pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            [*as_user, _pg_bin("pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
         shutil.rmtree(data, ignore_errors=True)
 
 
@@ -63,10 +81,20 @@ def test_production_instance_on_postgres_and_s3(postgres, tmp_path, monkeypatch)
     server.start()
     try:
         host, port = server.get_host_and_port()
-        env = {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(postgres), "DAGSTER_PG_DB": "postgres",
-               "DAGSTER_PG_USER": "dagster", "DAGSTER_PG_PASSWORD": "unused-with-trust", "CRPBOT_S3_BUCKET": "crpbot-logs",
-               "DAGSTER_HOME": str(tmp_path), "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-               "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+        env = {
+            "DAGSTER_PG_HOST": "127.0.0.1",
+            "DAGSTER_PG_PORT": str(postgres),
+            "DAGSTER_PG_DB": "postgres",
+            "DAGSTER_PG_USER": "dagster",
+            "DAGSTER_PG_PASSWORD": "unused-with-trust",
+            "CRPBOT_S3_BUCKET": "crpbot-logs",
+            "DAGSTER_HOME": str(tmp_path),
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        }
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         boto3.client("s3").create_bucket(Bucket="crpbot-logs")
@@ -81,24 +109,38 @@ def test_production_instance_on_postgres_and_s3(postgres, tmp_path, monkeypatch)
             assert result.success
             assert instance.get_run_by_id(result.run_id).is_success
             assert instance.get_latest_materialization_event(dg.AssetKey("hello")) is not None
-        keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="crpbot-logs").get("Contents", [])]
+        keys = [
+            o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="crpbot-logs").get("Contents", [])
+        ]
         assert any(k.startswith("dagster/compute-logs/") for k in keys), keys
     finally:
         server.stop()
 
 
 def _actions(policy: dict) -> set[str]:
-    return {a for statement in policy["Statement"] for a in ([statement["Action"]] if isinstance(
-        statement["Action"], str) else statement["Action"])}
+    return {
+        a
+        for statement in policy["Statement"]
+        for a in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
+    }
 
 
 def test_iam_policies_cover_the_launcher_and_nothing_broad():
     host = json.loads((DEPLOY / "iam" / "dagster-host-policy.json").read_text())
     instance = json.loads((DEPLOY / "iam" / "training-instance-policy.json").read_text())
     trust = json.loads((DEPLOY / "iam" / "training-instance-trust.json").read_text())
-    assert {"ec2:RunInstances", "ec2:TerminateInstances", "ec2:DescribeInstances", "ec2:GetConsoleOutput",
-            "ec2:CreateTags", "iam:PassRole", "s3:GetObject", "s3:PutObject", "s3:DeleteObject",
-            "s3:ListBucket"} <= _actions(host)
+    assert {
+        "ec2:RunInstances",
+        "ec2:TerminateInstances",
+        "ec2:DescribeInstances",
+        "ec2:GetConsoleOutput",
+        "ec2:CreateTags",
+        "iam:PassRole",
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:DeleteObject",
+        "s3:ListBucket",
+    } <= _actions(host)
     assert _actions(instance) == {"s3:GetObject", "s3:PutObject", "s3:ListBucket"}
     assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
     for policy in (host, instance):
@@ -118,7 +160,9 @@ def test_compose_env_file_and_image_agree_with_the_code():
     assert {"postgres", "webserver", "daemon"} <= set(compose["services"])
     assert "dagster-daemon" in compose["services"]["daemon"]["command"]
     assert compose["services"]["webserver"]["build"]["dockerfile"] == "deploy/Dockerfile"
-    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (DEPLOY / "crpbot.env.example").read_text(), re.M))
+    documented = set(
+        re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (DEPLOY / "crpbot.env.example").read_text(), re.M)
+    )
     needed = set(re.findall(r"env: ([A-Z0-9_]+)", (DEPLOY / "dagster.yaml").read_text())) - {"DAGSTER_HOME"}
     needed -= set(compose["x-dagster"]["environment"])  # set by compose itself
     source = "\n".join(p.read_text() for p in (REPO / "crpbot_assets").rglob("*.py"))

@@ -31,8 +31,14 @@ from crpbot_assets_tests.training.helpers import SMALL_CONFIG, hourly_sentiment,
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "crpbot-test"
 DATA = f"s3://{BUCKET}/data"
-TINY_MODEL = {"hidden_size": 8, "num_layers": 1, "sequence_length": 16, "batch_size": 256, "epochs": 2,
-              "sentiment_ablation": False}
+TINY_MODEL = {
+    "hidden_size": 8,
+    "num_layers": 1,
+    "sequence_length": 16,
+    "batch_size": 256,
+    "epochs": 2,
+    "sentiment_ablation": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +47,13 @@ def aws():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+    }
     with pytest.MonkeyPatch.context() as mp:
         for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_EC2", "AWS_SESSION_TOKEN"):
             mp.delenv(name, raising=False)
@@ -53,7 +64,9 @@ def aws():
         boto3.client("iam").create_instance_profile(InstanceProfileName="crpbot-train")
         vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
         yield SimpleNamespace(
-            ec2=ec2, s3=s3, env=env,
+            ec2=ec2,
+            s3=s3,
+            env=env,
             ami=ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"],
             subnet=ec2.describe_subnets()["Subnets"][0]["SubnetId"],
             sg=ec2.create_security_group(GroupName="crpbot", Description="crpbot", VpcId=vpc)["GroupId"],
@@ -70,9 +83,20 @@ def dagster_instance(tmp_path_factory):
 
 
 def _launcher(aws, **overrides) -> EC2TrainingLauncher:
-    config = dict(bucket=BUCKET, image_id=aws.ami, region="us-east-1", market="spot", subnet_id=aws.subnet,
-                  security_group_ids=aws.sg, iam_instance_profile="crpbot-train", key_name=aws.key,
-                  max_runtime_s=120, poll_interval_s=0.2, message_interval_s=0.2, upload_interval_s=0.5)
+    config = dict(
+        bucket=BUCKET,
+        image_id=aws.ami,
+        region="us-east-1",
+        market="spot",
+        subnet_id=aws.subnet,
+        security_group_ids=aws.sg,
+        iam_instance_profile="crpbot-train",
+        key_name=aws.key,
+        max_runtime_s=120,
+        poll_interval_s=0.2,
+        message_interval_s=0.2,
+        upload_interval_s=0.5,
+    )
     return EC2TrainingLauncher(**{**config, **overrides})
 
 
@@ -84,16 +108,23 @@ class SimulatedInstance(threading.Thread):
         super().__init__(daemon=True)
         self.aws, self.home, self.scenario = aws, home, scenario
         self.stopped = threading.Event()  # the run ended: stop waiting for a launch
-        self.instance_id = self.described = self.volumes = self.user_data = self.job_output = self.error = None
+        self.instance_id = self.described = self.volumes = self.user_data = self.job_output = self.error = (
+            None
+        )
 
     def run(self):
         try:
             self.instance_id = self._wait_for_launch()
             ec2 = self.aws.ec2
-            self.described = ec2.describe_instances(InstanceIds=[self.instance_id])["Reservations"][0]["Instances"][0]
+            self.described = ec2.describe_instances(InstanceIds=[self.instance_id])["Reservations"][0][
+                "Instances"
+            ][0]
             self.volumes = ec2.describe_volumes(
-                Filters=[{"Name": "attachment.instance-id", "Values": [self.instance_id]}])["Volumes"]
-            attribute = self.aws.ec2.describe_instance_attribute(InstanceId=self.instance_id, Attribute="userData")
+                Filters=[{"Name": "attachment.instance-id", "Values": [self.instance_id]}]
+            )["Volumes"]
+            attribute = self.aws.ec2.describe_instance_attribute(
+                InstanceId=self.instance_id, Attribute="userData"
+            )
             self.user_data = base64.b64decode(attribute["UserData"]["Value"]).decode()
             if self.scenario == "job":
                 self.job_output = self._run_job()
@@ -108,7 +139,8 @@ class SimulatedInstance(threading.Thread):
     def _wait_for_launch(self) -> str:
         while not self.stopped.wait(0.1):
             reservations = self.aws.ec2.describe_instances(
-                Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])["Reservations"]
+                Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}]
+            )["Reservations"]
             if reservations:
                 return reservations[0]["Instances"][0]["InstanceId"]
         raise TimeoutError("no instance was launched")
@@ -119,11 +151,17 @@ class SimulatedInstance(threading.Thread):
         blocker = self.home / "no_dagster" / "dagster"  # the remote job must not need dagster itself
         blocker.mkdir(parents=True)
         (blocker / "__init__.py").write_text("raise ImportError('the remote job imported dagster')\n")
-        env = {"PATH": os.environ["PATH"], "HOME": str(self.home), **self.aws.env,
-               "CRPBOT_HOME": str(self.home), "CRPBOT_PYTHON": sys.executable,
-               "PYTHONPATH": f"{blocker.parent}:{REPO}"}
-        return subprocess.run(["bash", "job.sh"], cwd=self.home, env=env, capture_output=True, text=True,
-                              timeout=120)
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(self.home),
+            **self.aws.env,
+            "CRPBOT_HOME": str(self.home),
+            "CRPBOT_PYTHON": sys.executable,
+            "PYTHONPATH": f"{blocker.parent}:{REPO}",
+        }
+        return subprocess.run(
+            ["bash", "job.sh"], cwd=self.home, env=env, capture_output=True, text=True, timeout=120
+        )
 
 
 @pytest.fixture(scope="module")
@@ -133,15 +171,23 @@ def dataset_bytes() -> bytes:
     return ds.to_parquet_bytes(dataset)
 
 
-def _run(aws, instance, tmp_path, scenario: str, launcher=None, dataset: bytes | None = None, symbol="BTC-USD"):
+def _run(
+    aws, instance, tmp_path, scenario: str, launcher=None, dataset: bytes | None = None, symbol="BTC-USD"
+):
     """Materialize the real `lstm_model` asset for `symbol` with the EC2 launcher while `scenario` plays out."""
     if dataset is not None:
         Storage(DATA).write_bytes(dataset_relative_path(symbol), dataset)
     sim = SimulatedInstance(aws, tmp_path / "instance", scenario)
     sim.start()
     result = dg.materialize(
-        [lstm_model], partition_key=symbol, instance=instance, raise_on_error=False,
-        resources={"training_launcher": launcher or _launcher(aws), "storage": StorageResource(base_uri=DATA)},
+        [lstm_model],
+        partition_key=symbol,
+        instance=instance,
+        raise_on_error=False,
+        resources={
+            "training_launcher": launcher or _launcher(aws),
+            "storage": StorageResource(base_uri=DATA),
+        },
         run_config={"ops": {"lstm_model": {"config": TINY_MODEL}}},
     )
     sim.stopped.set()
@@ -151,7 +197,9 @@ def _run(aws, instance, tmp_path, scenario: str, launcher=None, dataset: bytes |
 
 
 def _state(aws, instance_id: str) -> str:
-    return aws.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]["State"]["Name"]
+    return aws.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]["State"][
+        "Name"
+    ]
 
 
 def _failure_message(result) -> str:
@@ -196,11 +244,14 @@ def test_round_trip_on_simulated_instance(aws, dagster_instance, tmp_path, datas
     described = sim.described
     assert described["ImageId"] == aws.ami and described["InstanceType"] == "g4dn.xlarge"
     assert described["InstanceLifecycle"] == "spot"
-    assert described["SubnetId"] == aws.subnet and [g["GroupId"] for g in described["SecurityGroups"]] == [aws.sg]
+    assert described["SubnetId"] == aws.subnet and [g["GroupId"] for g in described["SecurityGroups"]] == [
+        aws.sg
+    ]
     assert described["IamInstanceProfile"]["Arn"].endswith("instance-profile/crpbot-train")
     assert described["KeyName"] == aws.key and described["MetadataOptions"]["HttpTokens"] == "required"
-    behaviour = aws.ec2.describe_instance_attribute(InstanceId=sim.instance_id,
-                                                    Attribute="instanceInitiatedShutdownBehavior")
+    behaviour = aws.ec2.describe_instance_attribute(
+        InstanceId=sim.instance_id, Attribute="instanceInitiatedShutdownBehavior"
+    )
     assert behaviour["InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"
     tags = {t["Key"]: t["Value"] for t in described["Tags"]}
     assert tags["dagster/run-id"] == result.run_id
@@ -229,7 +280,11 @@ def test_job_failure_fails_the_run_and_terminates(aws, dagster_instance, tmp_pat
     assert f"training job on {sim.instance_id} exited with status 1" in _failure_message(result)
     assert _state(aws, sim.instance_id) == "terminated"
     assert not Storage(DATA).exists(model_relative_path("ETH-USD"))
-    closed = [e.user_message for e in dagster_instance.all_logs(result.run_id) if "closed with exception" in e.user_message]
+    closed = [
+        e.user_message
+        for e in dagster_instance.all_logs(result.run_id)
+        if "closed with exception" in e.user_message
+    ]
     assert closed, "the job's exception should come back through Pipes"
 
 
@@ -260,7 +315,9 @@ def test_cancellation_terminates(aws, dagster_instance, tmp_path):
 def test_local_uris_are_refused_before_launch(aws):
     extras = {"symbol": "BTC-USD", "dataset_uri": "/tmp/data/ds.parquet", "model_uri": f"s3://{BUCKET}/m.bin"}
     launched = len(aws.ec2.describe_instances()["Reservations"])
-    with pytest.raises(ValueError, match=r"extras\['dataset_uri'\]='/tmp/data/ds.parquet'.*CRPBOT_STORAGE_URI"):
+    with pytest.raises(
+        ValueError, match=r"extras\['dataset_uri'\]='/tmp/data/ds.parquet'.*CRPBOT_STORAGE_URI"
+    ):
         _launcher(aws).run(None, extras)
     assert len(aws.ec2.describe_instances()["Reservations"]) == launched
 
@@ -277,8 +334,9 @@ def test_interruption_inside_run_instances_still_terminates(aws, dagster_instanc
         raise DagsterExecutionInterruptedError("interrupted during run_instances")
 
     ec2.meta.events.register("after-call.ec2.RunInstances", interrupt)
-    client = PipesEC2Client(bucket=BUCKET, ec2_client=ec2, s3_client=aws.s3, poll_interval_s=0.2,
-                            message_interval_s=0.2)
+    client = PipesEC2Client(
+        bucket=BUCKET, ec2_client=ec2, s3_client=aws.s3, poll_interval_s=0.2, message_interval_s=0.2
+    )
     launch = _launcher(aws).launch_spec()
 
     @dg.asset

@@ -4,7 +4,6 @@ import subprocess
 import zipfile
 
 import boto3
-
 import dagster as dg
 import pytest
 
@@ -26,15 +25,26 @@ PIPES_ENV = {"DAGSTER_PIPES_CONTEXT": "H4sIAAAA+context", "DAGSTER_PIPES_MESSAGE
 
 def _user_data(**spec) -> str:
     region = "eu-west-1"  # clients make no call while rendering
-    client = PipesEC2Client(bucket="crpbot-prod", ec2_client=boto3.client("ec2", region_name=region),
-                            s3_client=boto3.client("s3", region_name=region))
-    return client.user_data(PIPES_ENV, EC2LaunchSpec(image_id="ami-1", **spec), "crpbot/ec2/bundles/ab/x.whl",
-                            "crpbot/ec2/runs/r/status.json")
+    client = PipesEC2Client(
+        bucket="crpbot-prod",
+        ec2_client=boto3.client("ec2", region_name=region),
+        s3_client=boto3.client("s3", region_name=region),
+    )
+    return client.user_data(
+        PIPES_ENV,
+        EC2LaunchSpec(image_id="ami-1", **spec),
+        "crpbot/ec2/bundles/ab/x.whl",
+        "crpbot/ec2/runs/r/status.json",
+    )
 
 
 def test_rendered_user_data_is_valid_bash_with_every_value_quoted():
-    user_data = _user_data(max_runtime_s=3600, job_env={"OMP_NUM_THREADS": "4", "NOTE": "a b; rm -rf /"},
-                           pip_index_url="https://download.pytorch.org/whl/cu124", requirements=("torch==2.13.0",))
+    user_data = _user_data(
+        max_runtime_s=3600,
+        job_env={"OMP_NUM_THREADS": "4", "NOTE": "a b; rm -rf /"},
+        pip_index_url="https://download.pytorch.org/whl/cu124",
+        requirements=("torch==2.13.0",),
+    )
     assert subprocess.run(["bash", "-n"], input=user_data, text=True).returncode == 0
     assert "shutdown -h +75 " in user_data  # 60 min job + 15 min grace
     assert "timeout --kill-after=60 3600 " in user_data
@@ -58,8 +68,12 @@ def test_render_refuses_missing_unused_and_oversized_values():
 
 
 def test_cost_estimate_uses_per_second_billing_with_a_minute_minimum():
-    assert DEFAULT_PRICES_PER_HOUR == {"g4dn.xlarge": 0.526, "g4dn.2xlarge": 0.752, "g5.xlarge": 1.006,
-                                       "p3.2xlarge": 3.06}
+    assert DEFAULT_PRICES_PER_HOUR == {
+        "g4dn.xlarge": 0.526,
+        "g4dn.2xlarge": 0.752,
+        "g5.xlarge": 1.006,
+        "p3.2xlarge": 3.06,
+    }
     assert estimate_cost("g4dn.xlarge", 1800, DEFAULT_PRICES_PER_HOUR) == pytest.approx(0.263)
     assert estimate_cost("g5.xlarge", 10, DEFAULT_PRICES_PER_HOUR) == pytest.approx(1.006 / 60, abs=1e-4)
     assert estimate_cost("p4d.24xlarge", 3600, DEFAULT_PRICES_PER_HOUR) is None
@@ -92,14 +106,24 @@ def test_bundle_is_a_wheel_of_the_package_and_is_memoized():
 
 
 def test_prod_binding_reads_env_vars(monkeypatch):
-    for name, value in {"CRPBOT_EC2_BUCKET": "crpbot-prod", "CRPBOT_EC2_AMI": "ami-0abc", "AWS_REGION": "us-east-1",
-                        "CRPBOT_EC2_MARKET": "spot", "CRPBOT_EC2_SECURITY_GROUP_IDS": "sg-1, sg-2",
-                        "CRPBOT_EC2_MAX_RUNTIME_S": "5400"}.items():
+    for name, value in {
+        "CRPBOT_EC2_BUCKET": "crpbot-prod",
+        "CRPBOT_EC2_AMI": "ami-0abc",
+        "AWS_REGION": "us-east-1",
+        "CRPBOT_EC2_MARKET": "spot",
+        "CRPBOT_EC2_SECURITY_GROUP_IDS": "sg-1, sg-2",
+        "CRPBOT_EC2_MAX_RUNTIME_S": "5400",
+    }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("CRPBOT_EC2_SUBNET_ID", raising=False)
     launcher = prod_resources()["training_launcher"]
     with dg.build_resources({"training_launcher": launcher}) as resources:
         spec = resources.training_launcher.launch_spec()
-    assert (spec.image_id, spec.market, spec.instance_type, spec.max_runtime_s) == ("ami-0abc", "spot", "g4dn.xlarge", 5400)
+    assert (spec.image_id, spec.market, spec.instance_type, spec.max_runtime_s) == (
+        "ami-0abc",
+        "spot",
+        "g4dn.xlarge",
+        5400,
+    )
     assert spec.security_group_ids == ("sg-1", "sg-2") and spec.subnet_id is None
     assert resources.training_launcher.bucket == "crpbot-prod"

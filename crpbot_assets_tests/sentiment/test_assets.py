@@ -1,6 +1,6 @@
 """Materializing the sentiment assets against the replay server: posts appended, features for a month."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import numpy as np
@@ -13,7 +13,12 @@ from crpbot_assets.replay import reddit as replay_reddit
 from crpbot_assets.replay.server import ReplayServer
 from crpbot_assets.replay.trends import true_interest
 from crpbot_assets.sentiment.assets import (
-    fear_greed_index, google_trends_hourly, reddit_hourly, reddit_posts, sentiment_features, sentiment_features_schema,
+    fear_greed_index,
+    google_trends_hourly,
+    reddit_hourly,
+    reddit_posts,
+    sentiment_features,
+    sentiment_features_schema,
 )
 from crpbot_assets.sentiment.features import FEATURE_COLUMNS
 from crpbot_assets.sentiment.reddit import posts_frame
@@ -21,14 +26,27 @@ from crpbot_assets.sentiment.vader import compound_scores
 
 from .conftest import reddit_resource
 
-UTC = timezone.utc
-ALL = [fear_greed_index, reddit_posts, reddit_hourly, google_trends_hourly, sentiment_features, sentiment_features_schema]
+UTC = UTC
+ALL = [
+    fear_greed_index,
+    reddit_posts,
+    reddit_hourly,
+    google_trends_hourly,
+    sentiment_features,
+    sentiment_features_schema,
+]
 FROZEN_NOW = datetime(2026, 3, 1, 10, 30, tzinfo=UTC)
 
 
 def _materialize(selection, resources, instance, partition_key=None, tags=None):
-    result = dg.materialize(ALL, selection=selection, resources=resources, instance=instance,
-                            partition_key=partition_key, tags=tags)
+    result = dg.materialize(
+        ALL,
+        selection=selection,
+        resources=resources,
+        instance=instance,
+        partition_key=partition_key,
+        tags=tags,
+    )
     assert result.success
     return result
 
@@ -40,33 +58,62 @@ def frozen_reddit():
 
 
 def test_sentiment_features_for_a_month(sentiment_resources, storage_resources, instance, replay_server):
-    reddit = reddit_resource(replay_server.url, max_posts=100,
-                             subreddits={s: ["bitcoin"] for s in ("BTC-USD", "ETH-USD", "SOL-USD")})
+    reddit = reddit_resource(
+        replay_server.url,
+        max_posts=100,
+        subreddits={s: ["bitcoin"] for s in ("BTC-USD", "ETH-USD", "SOL-USD")},
+    )
     resources = {**sentiment_resources, "reddit": reddit, **storage_resources}
     storage = storage_resources["storage"].storage
     # The previous month's trends, stored on a known scale (0.37 x true): March must continue it.
-    tail = pl.datetime_range(datetime(2024, 2, 28, tzinfo=UTC), datetime(2024, 2, 29, 23, tzinfo=UTC), "1h",
-                             time_zone="UTC", eager=True)
+    tail = pl.datetime_range(
+        datetime(2024, 2, 28, tzinfo=UTC),
+        datetime(2024, 2, 29, 23, tzinfo=UTC),
+        "1h",
+        time_zone="UTC",
+        eager=True,
+    )
     seconds = np.array([int(t.timestamp()) for t in tail.to_list()])
-    storage.write_parquet(partition_path(dg.AssetKey("google_trends_hourly"), "2024-02-01") + ".parquet", pl.DataFrame({
-        "ts": tail, **{f"search_interest_{s}": 0.37 * true_interest(k, seconds)
-                       for s, k in (("btc", "Bitcoin"), ("eth", "Ethereum"), ("sol", "Solana"))}}))
+    storage.write_parquet(
+        partition_path(dg.AssetKey("google_trends_hourly"), "2024-02-01") + ".parquet",
+        pl.DataFrame(
+            {
+                "ts": tail,
+                **{
+                    f"search_interest_{s}": 0.37 * true_interest(k, seconds)
+                    for s, k in (("btc", "Bitcoin"), ("eth", "Ethereum"), ("sol", "Solana"))
+                },
+            }
+        ),
+    )
 
     _materialize([fear_greed_index], resources, instance)
     result = _materialize([reddit_posts, google_trends_hourly], resources, instance, "2024-03-01")
     posts_meta = result.asset_materializations_for_node("reddit_posts")[0].metadata
-    assert posts_meta["served"].value is False and "can no longer be fetched" in posts_meta["explanation"].value
+    assert (
+        posts_meta["served"].value is False and "can no longer be fetched" in posts_meta["explanation"].value
+    )
     trends_meta = result.asset_materializations_for_node("google_trends_hourly")[0].metadata
-    assert trends_meta["anchored_to_previous_month"].value == {"Bitcoin": True, "Ethereum": True, "Solana": True}
+    assert trends_meta["anchored_to_previous_month"].value == {
+        "Bitcoin": True,
+        "Ethereum": True,
+        "Solana": True,
+    }
 
     # Every symbol of the month in one run (a single-run backfill range, as the demo does).
     keys = [str(dg.MultiPartitionKey({"symbol": s, "month": "2024-03-01"})) for s in ("BTC-USD", "SOL-USD")]
-    result = _materialize([reddit_hourly, sentiment_features, sentiment_features_schema], resources, instance,
-                          tags={"dagster/asset_partition_range_start": keys[0],
-                                "dagster/asset_partition_range_end": keys[1]})
+    result = _materialize(
+        [reddit_hourly, sentiment_features, sentiment_features_schema],
+        resources,
+        instance,
+        tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[1]},
+    )
     assert all(check.passed for check in result.get_asset_check_evaluations())
     done = {str(m.partition) for m in result.asset_materializations_for_node("sentiment_features")}
-    assert done == {str(dg.MultiPartitionKey({"symbol": s, "month": "2024-03-01"})) for s in ("BTC-USD", "ETH-USD", "SOL-USD")}
+    assert done == {
+        str(dg.MultiPartitionKey({"symbol": s, "month": "2024-03-01"}))
+        for s in ("BTC-USD", "ETH-USD", "SOL-USD")
+    }
     frame = storage.read_parquet("sentiment_features/symbol=BTC-USD/month=2024-03-01.parquet")
     # Reddit is null for 2024 and the other sources are market-wide: every symbol sees the same rows.
     assert frame.equals(storage.read_parquet("sentiment_features/symbol=SOL-USD/month=2024-03-01.parquet"))
@@ -74,7 +121,9 @@ def test_sentiment_features_for_a_month(sentiment_resources, storage_resources, 
     assert frame.columns == ["ts", *FEATURE_COLUMNS]
     assert all(frame[c].dtype == pl.Float64 for c in FEATURE_COLUMNS)
     assert frame.height == 31 * 24
-    assert frame["ts"][0] == datetime(2024, 3, 1, 1, tzinfo=UTC) and frame["ts"][-1] == datetime(2024, 4, 1, tzinfo=UTC)
+    assert frame["ts"][0] == datetime(2024, 3, 1, 1, tzinfo=UTC) and frame["ts"][-1] == datetime(
+        2024, 4, 1, tzinfo=UTC
+    )
     # Reddit cannot serve 2024: null, never zero.
     assert frame["reddit_volume_1h"].null_count() == frame.height
     # Fear & Greed: each hour end sees the latest value published (00:00 UTC + 1 h) by then.
@@ -88,17 +137,28 @@ def test_sentiment_features_for_a_month(sentiment_resources, storage_resources, 
     assert np.all(np.abs(ratio / 0.37 - 1) < 0.05)
 
 
-def test_reddit_posts_append_to_what_is_stored(frozen_reddit, sentiment_resources, storage_resources, instance):
-    resource = reddit_resource(frozen_reddit.url, max_posts=1000,
-                               subreddits={"SOL-USD": ["solana"], "ETH-USD": ["ethereum"]})
+def test_reddit_posts_append_to_what_is_stored(
+    frozen_reddit, sentiment_resources, storage_resources, instance
+):
+    resource = reddit_resource(
+        frozen_reddit.url, max_posts=1000, subreddits={"SOL-USD": ["solana"], "ETH-USD": ["ethereum"]}
+    )
     resources = {**sentiment_resources, "reddit": resource, **storage_resources}
     storage = storage_resources["storage"].storage
     relative = partition_path(dg.AssetKey("reddit_posts"), "2026-03-01") + ".parquet"
     month_start = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
-    listed = [p for sub in ("ethereum", "solana")
-              for p in replay_reddit.newest_posts(sub, FROZEN_NOW.timestamp()) if p["created_utc"] >= month_start]
+    listed = [
+        p
+        for sub in ("ethereum", "solana")
+        for p in replay_reddit.newest_posts(sub, FROZEN_NOW.timestamp())
+        if p["created_utc"] >= month_start
+    ]
     early = {**listed[-1], "id": "zzold1", "score": 7, "retrieved_utc": month_start + 60}  # no longer listed
-    stale = {**listed[0], "score": -5, "retrieved_utc": month_start + 120}  # seen before: first observation wins
+    stale = {
+        **listed[0],
+        "score": -5,
+        "retrieved_utc": month_start + 120,
+    }  # seen before: first observation wins
     storage.write_parquet(relative, posts_frame([early, stale]))
 
     _materialize([reddit_posts], resources, instance, "2026-03-01")
@@ -123,7 +183,9 @@ def test_reddit_posts_append_to_what_is_stored(frozen_reddit, sentiment_resource
             continue
         in_hour = [p for p in sol if end - 3600 <= p["created_utc"] < end]
         assert row["reddit_volume_1h"] == len(in_hour) > 0
-        assert row["reddit_sentiment_1h"] == pytest.approx(np.mean(compound_scores([p["title"] for p in in_hour])))
+        assert row["reddit_sentiment_1h"] == pytest.approx(
+            np.mean(compound_scores([p["title"] for p in in_hour]))
+        )
         # Posts listed by this run were retrieved after every hour checked; only `early` was seen in time.
         seen_by_hour_end = [p["score"] for p in in_hour if p.get("retrieved_utc", float("inf")) <= end]
         assert row["reddit_engagement_1h"] == (sum(seen_by_hour_end) if seen_by_hour_end else None)
@@ -134,10 +196,19 @@ def test_reddit_posts_append_to_what_is_stored(frozen_reddit, sentiment_resource
 def test_reddit_posts_fail_naming_missing_variables(sentiment_resources, storage_resources, instance):
     from crpbot_assets.sentiment.resources import RedditResource
 
-    resource = RedditResource(client_id_env="CRPBOT_TEST_NO_ID", client_secret_env="CRPBOT_TEST_NO_SECRET",
-                              user_agent="crpbot-tests")
-    result = dg.materialize(ALL, selection=[reddit_posts], resources={**sentiment_resources, "reddit": resource, **storage_resources},
-                            instance=instance, partition_key="2026-03-01", raise_on_error=False)
+    resource = RedditResource(
+        client_id_env="CRPBOT_TEST_NO_ID",
+        client_secret_env="CRPBOT_TEST_NO_SECRET",
+        user_agent="crpbot-tests",
+    )
+    result = dg.materialize(
+        ALL,
+        selection=[reddit_posts],
+        resources={**sentiment_resources, "reddit": resource, **storage_resources},
+        instance=instance,
+        partition_key="2026-03-01",
+        raise_on_error=False,
+    )
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     assert "CRPBOT_TEST_NO_ID, CRPBOT_TEST_NO_SECRET" in str(failure.step_failure_data.error)

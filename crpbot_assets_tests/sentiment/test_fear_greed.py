@@ -1,15 +1,20 @@
 """Fear & Greed: the wire format from the replay, validation, missing days, causal hourly alignment."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
 
 from crpbot_assets.common.http import ApiError
 from crpbot_assets.replay import fear_greed as replay_fg
-from crpbot_assets.sentiment.fear_greed import FearGreedPayloadError, hourly_index, missing_days, parse_payload
+from crpbot_assets.sentiment.fear_greed import (
+    FearGreedPayloadError,
+    hourly_index,
+    missing_days,
+    parse_payload,
+)
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def test_history_parses_the_replayed_wire_format(sentiment_resources):
@@ -20,14 +25,25 @@ def test_history_parses_the_replayed_wire_format(sentiment_resources):
     assert daily["day"][0] == datetime(2018, 2, 1, tzinfo=UTC)
     assert daily["day"][-1] == datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     by_day = dict(expected)
-    assert all(by_day[d] == v for d, v in zip(daily["day"].to_list()[-50:], daily["fear_greed_index"].to_list()[-50:]))
-    assert set(daily["classification"].unique()) <= {"Extreme Fear", "Fear", "Neutral", "Greed", "Extreme Greed"}
+    assert all(
+        by_day[d] == v
+        for d, v in zip(daily["day"].to_list()[-50:], daily["fear_greed_index"].to_list()[-50:])
+    )
+    assert set(daily["classification"].unique()) <= {
+        "Extreme Fear",
+        "Fear",
+        "Neutral",
+        "Greed",
+        "Extreme Greed",
+    }
 
 
 def test_missing_days_are_reported_not_filled(sentiment_resources):
     daily, _ = sentiment_resources["fear_greed"].history()
     assert missing_days(daily) == ["2018-04-14", "2018-04-15", "2018-04-16"]
-    assert daily.filter(pl.col("day").dt.date().cast(pl.String).is_in(["2018-04-14", "2018-04-15"])).is_empty()
+    assert daily.filter(
+        pl.col("day").dt.date().cast(pl.String).is_in(["2018-04-14", "2018-04-15"])
+    ).is_empty()
 
 
 def test_malformed_payload_from_the_server_names_the_entry(sentiment_resources, replay_server):
@@ -45,37 +61,61 @@ def test_429_is_retried_then_a_clear_error(sentiment_resources, replay_server):
         sentiment_resources["fear_greed"].history()
 
 
-@pytest.mark.parametrize("payload, problem", [
-    ({"name": "x"}, "expected an object with a `data` list"),
-    ({"data": [], "metadata": {"error": "Invalid limit"}}, "API reported an error: Invalid limit"),
-    ({"data": [{"value": "140", "value_classification": "Greed", "timestamp": "1551139200"}]}, "outside 0..100"),
-    ({"data": [{"value": "40", "value_classification": "Fear", "timestamp": "1551139201"}]}, "not 00:00 UTC"),
-    ({"data": [{"value": "40", "timestamp": "1551139200"}]}, "entry 0 is malformed"),
-    ({"data": [{"value": "40", "value_classification": "Fear", "timestamp": "1551139200"}] * 2}, "duplicate days"),
-])
+@pytest.mark.parametrize(
+    "payload, problem",
+    [
+        ({"name": "x"}, "expected an object with a `data` list"),
+        ({"data": [], "metadata": {"error": "Invalid limit"}}, "API reported an error: Invalid limit"),
+        (
+            {"data": [{"value": "140", "value_classification": "Greed", "timestamp": "1551139200"}]},
+            "outside 0..100",
+        ),
+        (
+            {"data": [{"value": "40", "value_classification": "Fear", "timestamp": "1551139201"}]},
+            "not 00:00 UTC",
+        ),
+        ({"data": [{"value": "40", "timestamp": "1551139200"}]}, "entry 0 is malformed"),
+        (
+            {"data": [{"value": "40", "value_classification": "Fear", "timestamp": "1551139200"}] * 2},
+            "duplicate days",
+        ),
+    ],
+)
 def test_validation_rejects_bad_payloads(payload, problem):
     with pytest.raises(FearGreedPayloadError, match=problem):
         parse_payload(payload, source="test payload")
 
 
 def _daily(values: dict[str, float]) -> pl.DataFrame:
-    payload = {"data": [{"value": str(int(v)), "value_classification": "x",
-                         "timestamp": str(int(datetime.fromisoformat(d).replace(tzinfo=UTC).timestamp()))}
-                        for d, v in values.items()]}
+    payload = {
+        "data": [
+            {
+                "value": str(int(v)),
+                "value_classification": "x",
+                "timestamp": str(int(datetime.fromisoformat(d).replace(tzinfo=UTC).timestamp())),
+            }
+            for d, v in values.items()
+        ]
+    }
     return parse_payload(payload)
 
 
 def test_hourly_alignment_has_no_look_ahead():
     daily = _daily({"2024-03-01": 10, "2024-03-02": 20, "2024-03-04": 40})  # 03-03 missing
-    hours = pl.datetime_range(datetime(2024, 3, 1, 1, tzinfo=UTC), datetime(2024, 3, 5, tzinfo=UTC), "1h",
-                              time_zone="UTC", eager=True)
+    hours = pl.datetime_range(
+        datetime(2024, 3, 1, 1, tzinfo=UTC),
+        datetime(2024, 3, 5, tzinfo=UTC),
+        "1h",
+        time_zone="UTC",
+        eager=True,
+    )
     lag = timedelta(hours=1)
     out = hourly_index(daily, hours, lag, timedelta(hours=26))
     value = dict(zip(out["ts"].to_list(), out["fear_greed_index"].to_list()))
     at = lambda *a: value[datetime(2024, 3, *a, tzinfo=UTC)]  # noqa: E731
-    assert at(2, 0) == 10                              # the hour ending at midnight cannot see the new day
-    assert at(2, 1) == 20                              # usable from publication (00:00 + 1 h) on
-    assert at(3, 3) == 20 and at(4, 0) is None         # day 3 missing: stale value expires after 26 h, then null
+    assert at(2, 0) == 10  # the hour ending at midnight cannot see the new day
+    assert at(2, 1) == 20  # usable from publication (00:00 + 1 h) on
+    assert at(3, 3) == 20 and at(4, 0) is None  # day 3 missing: stale value expires after 26 h, then null
     assert at(4, 1) == 40
     # Causality in general: each row's value was published at or before the row's ts.
     published = daily.select((pl.col("day") + lag).alias("published_at"), "fear_greed_index")
@@ -86,10 +126,19 @@ def test_hourly_alignment_has_no_look_ahead():
 
 def test_zero_lag_and_truncated_history_agree_on_the_past():
     daily = _daily({f"2024-03-{d:02d}": 10 + d for d in range(1, 20)})
-    hours = pl.datetime_range(datetime(2024, 3, 1, 1, tzinfo=UTC), datetime(2024, 3, 20, tzinfo=UTC), "1h",
-                              time_zone="UTC", eager=True)
+    hours = pl.datetime_range(
+        datetime(2024, 3, 1, 1, tzinfo=UTC),
+        datetime(2024, 3, 20, tzinfo=UTC),
+        "1h",
+        time_zone="UTC",
+        eager=True,
+    )
     full = hourly_index(daily, hours, timedelta(hours=1), timedelta(hours=26))
     cut = datetime(2024, 3, 10, 5, tzinfo=UTC)
-    truncated = hourly_index(daily.filter(pl.col("day") + timedelta(hours=1) <= cut), hours, timedelta(hours=1),
-                             timedelta(hours=26))
+    truncated = hourly_index(
+        daily.filter(pl.col("day") + timedelta(hours=1) <= cut),
+        hours,
+        timedelta(hours=1),
+        timedelta(hours=26),
+    )
     assert full.filter(pl.col("ts") <= cut).equals(truncated.filter(pl.col("ts") <= cut))

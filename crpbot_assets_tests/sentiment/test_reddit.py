@@ -2,7 +2,7 @@
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import polars as pl
@@ -17,7 +17,7 @@ from crpbot_assets.sentiment.sensors import reddit_new_posts
 
 from .conftest import reddit_resource
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def test_praw_pages_the_listing_newest_first(replay_server):
@@ -39,7 +39,9 @@ def test_listing_stops_at_about_1000_posts(replay_server):
 def test_stop_before_ends_paging_early(replay_server):
     stats = RequestStats()
     cutoff = time.time() - 3 * 3600
-    posts = reddit_resource(replay_server.url, max_posts=1000).newest_posts("cryptocurrency", stop_before=cutoff, stats=stats)
+    posts = reddit_resource(replay_server.url, max_posts=1000).newest_posts(
+        "cryptocurrency", stop_before=cutoff, stats=stats
+    )
     assert posts["created_utc"].min() < cutoff and stats.requests < 10
 
 
@@ -73,16 +75,26 @@ def test_malformed_listing_names_the_post(replay_server):
 
 
 def test_missing_credentials_name_every_variable():
-    resource = RedditResource(client_id_env="CRPBOT_TEST_NO_ID", client_secret_env="CRPBOT_TEST_NO_SECRET",
-                              user_agent="crpbot-tests")
+    resource = RedditResource(
+        client_id_env="CRPBOT_TEST_NO_ID",
+        client_secret_env="CRPBOT_TEST_NO_SECRET",
+        user_agent="crpbot-tests",
+    )
     assert resource.missing_variables() == ["CRPBOT_TEST_NO_ID", "CRPBOT_TEST_NO_SECRET"]
     with pytest.raises(MissingCredentialsError, match="CRPBOT_TEST_NO_ID, CRPBOT_TEST_NO_SECRET"):
         resource.client()
 
 
 def _post(post_id, created, score=1, sub="bitcoin", title="great", retrieved=None):
-    return {"id": post_id, "created_utc": created, "subreddit": sub, "title": title, "score": score,
-            "num_comments": 2, "retrieved_utc": retrieved or created + 60}
+    return {
+        "id": post_id,
+        "created_utc": created,
+        "subreddit": sub,
+        "title": title,
+        "score": score,
+        "num_comments": 2,
+        "retrieved_utc": retrieved or created + 60,
+    }
 
 
 def test_append_dedups_by_id_and_keeps_the_first_observation():
@@ -97,15 +109,20 @@ def test_append_dedups_by_id_and_keeps_the_first_observation():
 def test_hourly_aggregates_keep_gaps_null_and_zero_hours_zero():
     start = datetime(2024, 3, 1, tzinfo=UTC)
     t0 = start.timestamp()
-    posts = posts_frame([
-        _post("a", t0 + 3600 * 1 + 10, score=3), _post("b", t0 + 3600 * 2 + 20, score=4),
-        _post("c", t0 + 3600 * 2 + 30, score=2, sub="cryptocurrency"),
-        _post("d", t0 + 3600 * 4 + 5, score=1, retrieved=t0 + 3600 * 6 + 1),
-        _post("e", t0 + 3600 * 4 + 9, score=1, sub="cryptocurrency", retrieved=t0 + 3600 * 7 + 1),
-        _post("x", t0 + 3600 * 2 + 30, score=100, sub="ethereum"),
-    ])
+    posts = posts_frame(
+        [
+            _post("a", t0 + 3600 * 1 + 10, score=3),
+            _post("b", t0 + 3600 * 2 + 20, score=4),
+            _post("c", t0 + 3600 * 2 + 30, score=2, sub="cryptocurrency"),
+            _post("d", t0 + 3600 * 4 + 5, score=1, retrieved=t0 + 3600 * 6 + 1),
+            _post("e", t0 + 3600 * 4 + 9, score=1, sub="cryptocurrency", retrieved=t0 + 3600 * 7 + 1),
+            _post("x", t0 + 3600 * 2 + 30, score=100, sub="ethereum"),
+        ]
+    )
     scores = [0.5, -0.1, 0.4, 0.2, 0.0, 0.9]
-    hourly = hourly_aggregates(posts, scores, ["bitcoin", "cryptocurrency"], start, start + timedelta(hours=8))
+    hourly = hourly_aggregates(
+        posts, scores, ["bitcoin", "cryptocurrency"], start, start + timedelta(hours=8)
+    )
     rows = {r["ts"].hour: r for r in hourly.iter_rows(named=True)}
     assert list(rows) == [1, 2, 3, 4, 5, 6, 7, 8]  # hour ends 01:00 .. 08:00
     # Covered from 03:00 (r/cryptocurrency's first post hour ends then; r/bitcoin's earlier) to 06:00:01
@@ -125,8 +142,11 @@ def test_hourly_aggregates_keep_gaps_null_and_zero_hours_zero():
 
 
 def test_sensor_skips_with_the_reason_when_credentials_are_missing(instance):
-    resource = RedditResource(client_id_env="CRPBOT_TEST_NO_ID", client_secret_env="CRPBOT_TEST_NO_SECRET",
-                              user_agent_env="CRPBOT_TEST_NO_AGENT")
+    resource = RedditResource(
+        client_id_env="CRPBOT_TEST_NO_ID",
+        client_secret_env="CRPBOT_TEST_NO_SECRET",
+        user_agent_env="CRPBOT_TEST_NO_AGENT",
+    )
     result = reddit_new_posts(dg.build_sensor_context(instance=instance, resources={"reddit": resource}))
     assert isinstance(result, dg.SkipReason)
     assert "CRPBOT_TEST_NO_ID, CRPBOT_TEST_NO_SECRET, CRPBOT_TEST_NO_AGENT" in result.skip_message
@@ -157,6 +177,10 @@ def test_sensor_requests_runs_only_for_unseen_posts(instance, frozen_reddit):
 
     # Pretend the last tick had not yet seen the 3 newest bitcoin posts: exactly those are new.
     older = dict(cursor, bitcoin=cursor["bitcoin"][3:])
-    later = dg.build_sensor_context(instance=instance, cursor=json.dumps(older), resources={"reddit": resource})
+    later = dg.build_sensor_context(
+        instance=instance, cursor=json.dumps(older), resources={"reddit": resource}
+    )
     (request,) = reddit_new_posts(later)
-    assert request.tags["crpbot/new_posts"] == "3" and request.run_key.startswith(f"reddit_posts:{request.partition_key}:")
+    assert request.tags["crpbot/new_posts"] == "3" and request.run_key.startswith(
+        f"reddit_posts:{request.partition_key}:"
+    )

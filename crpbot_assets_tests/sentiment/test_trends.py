@@ -1,6 +1,6 @@
 """Google Trends: overlap stitching onto one scale, and pytrends run for real against the replay."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -13,7 +13,7 @@ from crpbot_assets.sentiment.trends import StitchError, plan_windows, stitch
 
 from .conftest import trends_resource
 
-UTC = timezone.utc
+UTC = UTC
 H = timedelta(hours=1)
 
 
@@ -46,10 +46,18 @@ def test_stitching_recovers_one_scale_from_known_factors():
     factors = [0.5, 3.0, 1.7, 0.25, 9.0, 1.1][: len(plan)]
     stitched = stitch(_windows(truth, plan, factors))
     assert stitched["ts"].to_list() == truth["ts"].to_list()
-    np.testing.assert_allclose(stitched["value"].to_numpy(), truth["value"].to_numpy() * factors[0], rtol=1e-12)
+    np.testing.assert_allclose(
+        stitched["value"].to_numpy(), truth["value"].to_numpy() * factors[0], rtol=1e-12
+    )
     # Google's integer rounding: still one scale, within the quantisation error.
-    rounded = stitch(_windows(truth, plan, [100 / truth.filter(pl.col("ts").is_between(a, b))["value"].max()
-                                            for a, b in plan], rounded=True))
+    rounded = stitch(
+        _windows(
+            truth,
+            plan,
+            [100 / truth.filter(pl.col("ts").is_between(a, b))["value"].max() for a, b in plan],
+            rounded=True,
+        )
+    )
     ratio = rounded["value"].to_numpy() / truth["value"].to_numpy()
     assert np.std(ratio) / np.mean(ratio) < 0.02
 
@@ -76,15 +84,21 @@ def test_pytrends_hourly_windows_stitch_to_the_true_series(replay_server):
     resource, stats = trends_resource(replay_server.url), RequestStats()
     start, end = datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 14, tzinfo=UTC)
     series = resource.hourly_interest("Ethereum", start, end, stats=stats)
-    assert series["ts"].to_list() == pl.datetime_range(start, end, "1h", time_zone="UTC", eager=True).to_list()
+    assert (
+        series["ts"].to_list() == pl.datetime_range(start, end, "1h", time_zone="UTC", eager=True).to_list()
+    )
     truth = true_interest("Ethereum", np.array([int(t.timestamp()) for t in series["ts"].to_list()]))
     ratio = series["value"].to_numpy() / truth
     assert np.std(ratio) / np.mean(ratio) < 0.02  # one scale across both windows (integer rounding aside)
     windows = plan_windows(start, end, timedelta(hours=168), timedelta(hours=24))
-    assert len(windows) == 2 and stats.requests == 3 * len(windows) and stats.retries == 0  # cookie+explore+multiline
+    assert (
+        len(windows) == 2 and stats.requests == 3 * len(windows) and stats.retries == 0
+    )  # cookie+explore+multiline
     # A later stretch anchored on this one continues the same scale.
     later = resource.hourly_interest("Ethereum", end, end + timedelta(days=5), anchor=series)
-    later_ratio = later["value"].to_numpy() / true_interest("Ethereum", np.array([int(t.timestamp()) for t in later["ts"].to_list()]))
+    later_ratio = later["value"].to_numpy() / true_interest(
+        "Ethereum", np.array([int(t.timestamp()) for t in later["ts"].to_list()])
+    )
     assert abs(np.mean(later_ratio) / np.mean(ratio) - 1) < 0.02
 
 
@@ -101,8 +115,11 @@ def test_429s_are_retried_with_backoff_then_a_clear_error(replay_server):
     window = resource.window("Solana", start, start + timedelta(days=2), stats=stats)
     assert window.height == 49 and stats.retries == 2
     replay_server.inject("google_trends", "429", 20)
-    with pytest.raises(ApiError, match=r"Google Trends 'Solana' 2024-03-01T00 2024-03-03T00: gave up after 3 "
-                                       r"attempts; last problem: TooManyRequestsError.*429"):
+    with pytest.raises(
+        ApiError,
+        match=r"Google Trends 'Solana' 2024-03-01T00 2024-03-03T00: gave up after 3 "
+        r"attempts; last problem: TooManyRequestsError.*429",
+    ):
         trends_resource(replay_server.url, max_attempts=3).window("Solana", start, start + timedelta(days=2))
 
 

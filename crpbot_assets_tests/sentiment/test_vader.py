@@ -6,7 +6,6 @@ import sys
 import pytest
 
 from crpbot_assets.common.settings import REPO_ROOT
-
 from crpbot_assets.sentiment.vader import compound_scores
 
 # The compound scores published with VADER (vaderSentiment README / nltk's sentiment howto).
@@ -27,21 +26,35 @@ def test_documented_scores():
 
 def _run(code: str, tmp_path) -> subprocess.CompletedProcess:
     # An empty NLTK_DATA and no network: only the packaged lexicon can make this work.
-    env = {"NLTK_DATA": str(tmp_path), "PATH": "", "HOME": str(tmp_path), "PYTHONPATH": str(REPO_ROOT),
-           "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    env = {
+        "NLTK_DATA": str(tmp_path),
+        "PATH": "",
+        "HOME": str(tmp_path),
+        "PYTHONPATH": str(REPO_ROOT),
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+    }
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
+    )
 
 
 def test_scores_without_nltk_data_or_network(tmp_path):
-    result = _run("from crpbot_assets.sentiment.vader import compound_scores;"
-                  "print(compound_scores(['The book was good.'])[0])", tmp_path)
+    result = _run(
+        "from crpbot_assets.sentiment.vader import compound_scores;"
+        "print(compound_scores(['The book was good.'])[0])",
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0.4404"
 
 
 def test_missing_lexicon_is_a_clear_error(tmp_path):
     # sys.modules[name] = None is how Python marks a package as not importable.
-    result = _run("import sys; sys.modules['vaderSentiment'] = None\n"
-                  "from crpbot_assets.sentiment.vader import analyzer; analyzer()", tmp_path)
+    result = _run(
+        "import sys; sys.modules['vaderSentiment'] = None\n"
+        "from crpbot_assets.sentiment.vader import analyzer; analyzer()",
+        tmp_path,
+    )
     assert result.returncode != 0
     assert "VaderLexiconMissing" in result.stderr and "install the `vaderSentiment` package" in result.stderr

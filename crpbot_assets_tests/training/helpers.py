@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
 
 from crpbot_assets.training.dataset import SENTIMENT_COLUMNS, DatasetConfig
 
-START = datetime(2019, 1, 1, tzinfo=timezone.utc)
+START = datetime(2019, 1, 1, tzinfo=UTC)
 # Small purge so a few weeks of data still split into three segments.
 SMALL_CONFIG = DatasetConfig(feature_lookback_minutes=60, max_sequence_length=32)
 
 
 def minutes(n: int, start: datetime = START) -> pl.Series:
-    return pl.datetime_range(start, start + timedelta(minutes=n - 1), "1m", time_unit="us", time_zone="UTC", eager=True).alias("ts")
+    return pl.datetime_range(
+        start, start + timedelta(minutes=n - 1), "1m", time_unit="us", time_zone="UTC", eager=True
+    ).alias("ts")
 
 
 def planted(n: int, seed: int = 0, noise_features: int = 4, strength: float = 1.0, drop_p: float = 0.002):
@@ -33,10 +35,19 @@ def planted(n: int, seed: int = 0, noise_features: int = 4, strength: float = 1.
     close = 100.0 * np.exp(np.cumsum(returns))
     ts = minutes(n)
     keep = rng.random(n) >= drop_p
-    candles = pl.DataFrame({
-        "ts": ts, "open": close, "high": close * 1.001, "low": close * 0.999, "close": close, "volume": np.ones(n),
-    }).filter(pl.Series(keep))
-    features = pl.DataFrame({"ts": ts, "signal": s, **{f"noise_{i}": rng.normal(0, 1, n) for i in range(noise_features)}})
+    candles = pl.DataFrame(
+        {
+            "ts": ts,
+            "open": close,
+            "high": close * 1.001,
+            "low": close * 0.999,
+            "close": close,
+            "volume": np.ones(n),
+        }
+    ).filter(pl.Series(keep))
+    features = pl.DataFrame(
+        {"ts": ts, "signal": s, **{f"noise_{i}": rng.normal(0, 1, n) for i in range(noise_features)}}
+    )
     return candles, features.filter(pl.Series(keep))
 
 
@@ -44,10 +55,19 @@ def hourly_sentiment(n_minutes: int, seed: int = 1, null_before_hours: int = 0) 
     """Hourly rows (ts = end of hour) of the seven sentiment columns; nulls for the first hours if asked."""
     rng = np.random.default_rng(seed)
     hours = n_minutes // 60 + 2
-    ts = pl.datetime_range(START + timedelta(hours=1), START + timedelta(hours=hours), "1h", time_unit="us", time_zone="UTC", eager=True)
+    ts = pl.datetime_range(
+        START + timedelta(hours=1),
+        START + timedelta(hours=hours),
+        "1h",
+        time_unit="us",
+        time_zone="UTC",
+        eager=True,
+    )
     values = {c: rng.normal(50, 10, len(ts)) for c in SENTIMENT_COLUMNS}
     frame = pl.DataFrame({"ts": ts, **values})
     if null_before_hours:
         mask = pl.int_range(0, pl.len()) < null_before_hours
-        frame = frame.with_columns([pl.when(mask).then(None).otherwise(pl.col(c)).alias(c) for c in SENTIMENT_COLUMNS])
+        frame = frame.with_columns(
+            [pl.when(mask).then(None).otherwise(pl.col(c)).alias(c) for c in SENTIMENT_COLUMNS]
+        )
     return frame

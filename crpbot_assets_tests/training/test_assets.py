@@ -3,7 +3,7 @@
 import json
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
@@ -33,8 +33,10 @@ SENTIMENT = hourly_sentiment(N_MINUTES, null_before_hours=24 * 20)
 
 def _month_slice(frame: pl.DataFrame, key: str) -> pl.DataFrame:
     symbol, start = split_key(key)
-    end = datetime(start.year + start.month // 12, start.month % 12 + 1, 1, tzinfo=timezone.utc)
-    return frame.filter((pl.col("ts") >= start) & (pl.col("ts") < end)) if symbol == "BTC-USD" else frame.clear()
+    end = datetime(start.year + start.month // 12, start.month % 12 + 1, 1, tzinfo=UTC)
+    return (
+        frame.filter((pl.col("ts") >= start) & (pl.col("ts") < end)) if symbol == "BTC-USD" else frame.clear()
+    )
 
 
 # Stand-ins with the real upstream keys and partitions, writing through the shared IO manager.
@@ -55,12 +57,21 @@ def sentiment_stub(context: dg.AssetExecutionContext) -> pl.DataFrame:
 
 UPSTREAM = [candles_stub, features_stub, sentiment_stub]
 TRAINING = [training_dataset, lstm_model, model_evaluation]
-RUN_CONFIG = dg.RunConfig(ops={
-    "training_dataset": DatasetSettings(feature_lookback_minutes=60, max_sequence_length=32),
-    "lstm_model": LstmConfig(hidden_size=16, num_layers=1, sequence_length=16, batch_size=256, epochs=2,
-                             max_train_windows_per_epoch=5_000, cpu_threads=1),
-    "model_evaluation": EvaluationConfig(fee_bps=25.0),
-})
+RUN_CONFIG = dg.RunConfig(
+    ops={
+        "training_dataset": DatasetSettings(feature_lookback_minutes=60, max_sequence_length=32),
+        "lstm_model": LstmConfig(
+            hidden_size=16,
+            num_layers=1,
+            sequence_length=16,
+            batch_size=256,
+            epochs=2,
+            max_train_windows_per_epoch=5_000,
+            cpu_threads=1,
+        ),
+        "model_evaluation": EvaluationConfig(fee_bps=25.0),
+    }
+)
 
 
 def _materialize_upstream(resources, instance):
@@ -73,21 +84,35 @@ def test_training_graph_runs_through_the_local_pipes_launcher(storage_resources,
     resources = {**storage_resources, "training_launcher": LocalTrainingLauncher()}
     _materialize_upstream(resources, instance)
     result = dg.materialize(
-        [*UPSTREAM, *TRAINING], selection=TRAINING, partition_key="BTC-USD", resources=resources, instance=instance,
+        [*UPSTREAM, *TRAINING],
+        selection=TRAINING,
+        partition_key="BTC-USD",
+        resources=resources,
+        instance=instance,
         run_config=RUN_CONFIG,
     )
     assert result.success
     files = storage_resources["storage"].storage
     assert files.exists(dataset_relative_path("BTC-USD")) and files.exists(model_relative_path("BTC-USD"))
 
-    by_asset = {m.asset_key.to_user_string(): m.metadata for m in result.get_asset_materialization_events() for m in [m.materialization]}
+    by_asset = {
+        m.asset_key.to_user_string(): m.metadata
+        for m in result.get_asset_materialization_events()
+        for m in [m.materialization]
+    }
     dataset_meta = by_asset["training_dataset"]
-    assert dataset_meta["train_rows"].value > dataset_meta["val_rows"].value > 0 and dataset_meta["test_rows"].value > 0
+    assert (
+        dataset_meta["train_rows"].value > dataset_meta["val_rows"].value > 0
+        and dataset_meta["test_rows"].value > 0
+    )
     assert dataset_meta["purge_minutes"].value == 15 + 32 + 60
 
     model_meta = by_asset["lstm_model"]
     assert model_meta["device"].value == "cpu"
-    assert model_meta["with_sentiment/features"].value == 5 + 7 and model_meta["without_sentiment/features"].value == 5
+    assert (
+        model_meta["with_sentiment/features"].value == 5 + 7
+        and model_meta["without_sentiment/features"].value == 5
+    )
     assert model_meta["with_sentiment/samples_per_s"].value > 0
     assert len(model_meta["with_sentiment/history"].value) == 2
     assert "data:image/png;base64," in model_meta["loss_curve"].value
@@ -112,12 +137,19 @@ def test_training_graph_runs_through_the_local_pipes_launcher(storage_resources,
 def test_training_without_a_dataset_fails_with_the_missing_uri(storage_resources, instance):
     resources = {**storage_resources, "training_launcher": LocalTrainingLauncher()}
     result = dg.materialize(
-        [*UPSTREAM, training_dataset, lstm_model], selection=[lstm_model], partition_key="ETH-USD", resources=resources,
-        instance=instance, raise_on_error=False,
+        [*UPSTREAM, training_dataset, lstm_model],
+        selection=[lstm_model],
+        partition_key="ETH-USD",
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
     )
     assert not result.success
     failure = json.dumps([str(e.event_specific_data) for e in result.get_step_failure_events()])
-    assert "training_dataset for ETH-USD is not materialized" in failure and "training_dataset/ETH-USD.parquet" in failure
+    assert (
+        "training_dataset for ETH-USD is not materialized" in failure
+        and "training_dataset/ETH-USD.parquet" in failure
+    )
 
 
 def test_entry_point_imports_no_dagster():
@@ -130,7 +162,12 @@ def test_entry_point_imports_no_dagster():
 
 
 def test_entry_point_outside_pipes_fails_clearly():
-    run = subprocess.run([sys.executable, "-m", "crpbot_assets.training.pipes_main"], cwd=REPO_ROOT, capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "crpbot_assets.training.pipes_main"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode != 0 and "must be launched through Dagster Pipes" in run.stderr
 
 
@@ -139,7 +176,11 @@ def test_domain_definitions_resolve_with_shared_resources(storage_resources):
     repo = defs.get_repository_def()
     graph = repo.asset_graph
     key = dg.AssetKey("training_dataset")
-    assert {p.to_user_string() for p in graph.get(key).parent_keys} == {"candles", "features", "sentiment_features"}
+    assert {p.to_user_string() for p in graph.get(key).parent_keys} == {
+        "candles",
+        "features",
+        "sentiment_features",
+    }
     assert "training_launcher" in repo.get_top_level_resources()
     assert isinstance(training_defs.resources["training_launcher"], LocalTrainingLauncher)
 

@@ -1,6 +1,6 @@
 """The training dataset: causal sentiment join, labels, purge gaps, train-only scaling, storage round trip."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -13,9 +13,9 @@ from crpbot_assets.training.dataset import (
     DatasetConfig,
     DatasetError,
     build_dataset,
+    from_parquet_bytes,
     join_sentiment,
     label_rows,
-    from_parquet_bytes,
     scale,
     to_parquet_bytes,
 )
@@ -24,7 +24,9 @@ from crpbot_assets_tests.training.helpers import SMALL_CONFIG, START, hourly_sen
 
 def test_minute_sees_only_completed_hours():
     n = 3 * 60
-    sentiment = hourly_sentiment(n).with_columns(pl.int_range(1, pl.len() + 1).cast(pl.Float64).alias("fear_greed_index"))
+    sentiment = hourly_sentiment(n).with_columns(
+        pl.int_range(1, pl.len() + 1).cast(pl.Float64).alias("fear_greed_index")
+    )
     frame = join_sentiment(pl.DataFrame({"ts": minutes(n)}), sentiment)
     value = dict(zip(frame["ts"], frame["fear_greed_index"]))
     # The hour 00:00-01:00 is usable from 01:00 (fear_greed_index=1): minute 00:58 closes at 00:59 -> nothing yet;
@@ -34,7 +36,9 @@ def test_minute_sees_only_completed_hours():
     assert value[START + timedelta(minutes=118)] == 1.0
     assert value[START + timedelta(minutes=119)] == 2.0
     # A missing hour row is not papered over with the previous hour's values.
-    gappy = join_sentiment(pl.DataFrame({"ts": minutes(n)}), sentiment.filter(pl.col("fear_greed_index") != 2.0))
+    gappy = join_sentiment(
+        pl.DataFrame({"ts": minutes(n)}), sentiment.filter(pl.col("fear_greed_index") != 2.0)
+    )
     value = dict(zip(gappy["ts"], gappy["fear_greed_index"]))
     assert value[START + timedelta(minutes=118)] == 1.0
     assert value[START + timedelta(minutes=119)] is None and value[START + timedelta(minutes=178)] is None
@@ -53,9 +57,18 @@ def test_labels_dead_zone_missing_target_and_trailing_rows():
     # 3: no close of its own -> no label; 4->5: 0 bps flat.
     assert frame["label"].to_list() == [2, 0, None, None, 1]
     assert frame["fwd_return"][0] == pytest.approx(0.002)
-    assert frame["past_return"].to_list()[:3] == [None, pytest.approx(0.002), pytest.approx(100.0 / 100.2 - 1)]
+    assert frame["past_return"].to_list()[:3] == [
+        None,
+        pytest.approx(0.002),
+        pytest.approx(100.0 / 100.2 - 1),
+    ]
     wide = label_rows(features, candles, DatasetConfig(horizon_minutes=2, dead_zone_bps=150))
-    assert wide["label"].to_list() == [1, None, 1, None]  # 0->2 flat (0 bps), 2->4: -1 % is inside a 150 bps zone
+    assert wide["label"].to_list() == [
+        1,
+        None,
+        1,
+        None,
+    ]  # 0->2 flat (0 bps), 2->4: -1 % is inside a 150 bps zone
 
 
 def test_splits_respect_purge_gap_and_scaler_uses_training_rows_only():
@@ -65,7 +78,10 @@ def test_splits_respect_purge_gap_and_scaler_uses_training_rows_only():
     dataset = build_dataset(features, sentiment, candles, config)
     frame = dataset.frame
     gap = timedelta(minutes=config.purge_minutes)
-    assert config.purge_minutes >= config.horizon_minutes + config.max_sequence_length + config.feature_lookback_minutes
+    assert (
+        config.purge_minutes
+        >= config.horizon_minutes + config.max_sequence_length + config.feature_lookback_minutes
+    )
     ranges = {name: frame.filter(pl.col("split") == code)["ts"] for name, code in SPLITS.items()}
     assert ranges["val"].min() - ranges["train"].max() >= gap
     assert ranges["test"].min() - ranges["val"].max() >= gap
@@ -83,7 +99,9 @@ def test_splits_respect_purge_gap_and_scaler_uses_training_rows_only():
 
     # Changing every non-training row leaves the scaler unchanged.
     later = features["ts"] >= ranges["train"].max() + timedelta(minutes=1)
-    shifted = features.with_columns(pl.when(later).then(pl.col("signal") * 100 + 7).otherwise(pl.col("signal")).alias("signal"))
+    shifted = features.with_columns(
+        pl.when(later).then(pl.col("signal") * 100 + 7).otherwise(pl.col("signal")).alias("signal")
+    )
     again = build_dataset(shifted, sentiment, candles, config)
     np.testing.assert_array_equal(again.mean, dataset.mean)
     np.testing.assert_array_equal(again.std, dataset.std)
@@ -127,4 +145,4 @@ def test_parquet_round_trip_keeps_frame_scaler_and_config():
     np.testing.assert_array_equal(back.mean, dataset.mean)
     np.testing.assert_array_equal(back.std, dataset.std)
     assert back.config == dataset.config
-    assert datetime(2019, 1, 1, tzinfo=timezone.utc) == back.frame["ts"][0]
+    assert datetime(2019, 1, 1, tzinfo=UTC) == back.frame["ts"][0]

@@ -8,11 +8,26 @@ import torch
 from crpbot_assets.training.artifacts import build_model, load_artifact, save_artifact, variant_record
 from crpbot_assets.training.dataset import build_dataset
 from crpbot_assets.training.evaluation import backtest, classification_metrics, evaluate_artifact
-from crpbot_assets.training.train import TrainConfig, make_windows, pick_device, predict, train_model, window_ends
+from crpbot_assets.training.train import (
+    TrainConfig,
+    make_windows,
+    pick_device,
+    predict,
+    train_model,
+    window_ends,
+)
 from crpbot_assets_tests.training.helpers import SMALL_CONFIG, hourly_sentiment, planted
 
-TINY = TrainConfig(hidden_size=16, num_layers=1, dropout=0.0, sequence_length=16, batch_size=256, epochs=4, patience=2,
-                   max_train_windows_per_epoch=20_000)
+TINY = TrainConfig(
+    hidden_size=16,
+    num_layers=1,
+    dropout=0.0,
+    sequence_length=16,
+    batch_size=256,
+    epochs=4,
+    patience=2,
+    max_train_windows_per_epoch=20_000,
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +37,9 @@ def dataset():
 
 
 def _train_and_evaluate(data, config=TINY):
-    windows = make_windows(data, data.feature_columns, config.sequence_length, pick_device("cpu", cpu_threads=1))
+    windows = make_windows(
+        data, data.feature_columns, config.sequence_length, pick_device("cpu", cpu_threads=1)
+    )
     result = train_model(windows, config)
     artifact = {"with_sentiment": variant_record(result, config, data, data.feature_columns)}
     return result, evaluate_artifact(data, {"variants": artifact})["with_sentiment"]
@@ -35,7 +52,11 @@ def test_window_ends_match_a_naive_scan():
     split = np.repeat([0, -1, 1, -1, 2], 60)
     got = window_ends(valid, labelled, split, 8)
     for name, code in (("train", 0), ("val", 1), ("test", 2)):
-        naive = [e for e in range(7, 300) if valid[e - 7 : e + 1].all() and labelled[e] and (split[e - 7 : e + 1] == code).all()]
+        naive = [
+            e
+            for e in range(7, 300)
+            if valid[e - 7 : e + 1].all() and labelled[e] and (split[e - 7 : e + 1] == code).all()
+        ]
         assert got[name].tolist() == naive
 
 
@@ -56,7 +77,9 @@ def test_sequence_longer_than_the_purge_allows_is_refused(dataset):
 
 def test_planted_pattern_is_learned_and_beats_baselines(dataset):
     result, evaluation = _train_and_evaluate(dataset)
-    model, majority, persistence = (evaluation[k] for k in ("model", "majority_baseline", "persistence_baseline"))
+    model, majority, persistence = (
+        evaluation[k] for k in ("model", "majority_baseline", "persistence_baseline")
+    )
     assert model["accuracy"] > max(majority["accuracy"], persistence["accuracy"]) + 0.04, evaluation
     assert model["balanced_accuracy"] > persistence["balanced_accuracy"] + 0.04
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
@@ -81,14 +104,23 @@ def test_training_is_deterministic_and_early_stops(dataset):
     assert [h["val_loss"] for h in a.history] == [h["val_loss"] for h in b.history]
     for key, value in a.model.state_dict().items():
         assert torch.equal(value, b.model.state_dict()[key])
-    stopped = train_model(windows, TrainConfig(**{**config.__dict__, "epochs": 30, "patience": 1, "learning_rate": 0.5}))
-    assert len(stopped.history) < 30 and stopped.best_epoch == min(stopped.history, key=lambda h: h["val_loss"])["epoch"]
+    stopped = train_model(
+        windows, TrainConfig(**{**config.__dict__, "epochs": 30, "patience": 1, "learning_rate": 0.5})
+    )
+    assert (
+        len(stopped.history) < 30
+        and stopped.best_epoch == min(stopped.history, key=lambda h: h["val_loss"])["epoch"]
+    )
 
 
 def test_diverged_training_fails_with_a_clear_error(dataset):
-    config = TrainConfig(**{**TINY.__dict__, "epochs": 2, "max_train_windows_per_epoch": 512, "learning_rate": float("inf")})
+    config = TrainConfig(
+        **{**TINY.__dict__, "epochs": 2, "max_train_windows_per_epoch": 512, "learning_rate": float("inf")}
+    )
     windows = make_windows(dataset, dataset.feature_columns, config.sequence_length)
-    with pytest.raises(RuntimeError, match="training diverged: the validation loss was never finite in 2 epoch"):
+    with pytest.raises(
+        RuntimeError, match="training diverged: the validation loss was never finite in 2 epoch"
+    ):
         train_model(windows, config)
 
 
@@ -127,7 +159,9 @@ def test_metrics_and_backtest_arithmetic():
 
 
 def test_evaluation_uses_only_test_rows(dataset):
-    result, evaluation = _train_and_evaluate(dataset, TrainConfig(**{**TINY.__dict__, "epochs": 1, "max_train_windows_per_epoch": 2_000}))
+    result, evaluation = _train_and_evaluate(
+        dataset, TrainConfig(**{**TINY.__dict__, "epochs": 1, "max_train_windows_per_epoch": 2_000})
+    )
     test = dataset.frame.filter(pl.col("split") == 2)
     assert evaluation["test_first_ts"] >= str(test["ts"].min())
     assert evaluation["model"]["samples"] <= test["label"].drop_nulls().len()
