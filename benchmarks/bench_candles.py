@@ -20,6 +20,7 @@ from crpbot_assets.candles.assets import candles
 from crpbot_assets.candles.checks import candles_checks
 from crpbot_assets.candles.resources import CoinbaseResource
 from crpbot_assets.common.io_manager import PartitionedFileIOManager
+from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.replay import coinbase
 from crpbot_assets.replay.server import ReplayServer
 
@@ -60,7 +61,7 @@ def main() -> None:
                 instance=instance,
                 resources={
                     "coinbase": resource,
-                    "io_manager": PartitionedFileIOManager(base_uri=f"{tmp}/data"),
+                    "io_manager": PartitionedFileIOManager(storage=StorageResource(base_uri=f"{tmp}/data")),
                 },
                 tags={
                     "dagster/asset_partition_range_start": f"2019-01-01|{args.symbol}",

@@ -32,6 +32,7 @@ from dagster._core.definitions.events import AssetKeyPartitionKey  # noqa: E402
 
 from crpbot_assets.common.io_manager import PartitionedFileIOManager, partition_path  # noqa: E402
 from crpbot_assets.common.partitions import month_end, split_key, symbol_month_partitions  # noqa: E402
+from crpbot_assets.common.resources import StorageResource  # noqa: E402
 from crpbot_assets.common.storage import Storage  # noqa: E402
 from crpbot_assets.features.assets import features  # noqa: E402
 from crpbot_assets.features.checks import features_checks  # noqa: E402
@@ -135,7 +136,7 @@ def main() -> None:
                     for r in requests
                 )
             )
-            resources = {"io_manager": PartitionedFileIOManager(base_uri=base)}
+            resources = {"io_manager": PartitionedFileIOManager(storage=StorageResource(base_uri=base))}
             backfill_start, phases, written = time.perf_counter(), defaultdict(float), 0
             for request in requests:
                 run_start = time.perf_counter()

@@ -3,8 +3,8 @@
 import dagster as dg
 import pytest
 
-from crpbot_assets.common.resources import PartitionedFileIOManager, StorageResource
 from crpbot_assets.replay.server import ReplayServer
+from crpbot_assets.resources import file_resources
 
 
 @pytest.fixture(scope="session")
@@ -31,5 +31,4 @@ def instance(tmp_path):
 @pytest.fixture
 def storage_resources(tmp_path):
     """io_manager + storage resources writing under this test's tmp dir."""
-    base = str(tmp_path / "data")
-    return {"io_manager": PartitionedFileIOManager(base_uri=base), "storage": StorageResource(base_uri=base)}
+    return file_resources(str(tmp_path / "data"))

@@ -12,6 +12,7 @@ import requests
 from crpbot_assets.common.http import ApiError, RateLimiter, RequestStats, RetryPolicy, get_json
 from crpbot_assets.common.io_manager import PartitionedFileIOManager, partition_path
 from crpbot_assets.common.partitions import symbol_month_partitions
+from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.common.storage import CorruptFileError, Storage
 
 
@@ -46,7 +47,7 @@ def test_corrupt_parquet_names_the_file(tmp_path):
 
 
 def test_io_manager_reports_missing_partition(tmp_path):
-    manager = PartitionedFileIOManager(base_uri=str(tmp_path))
+    manager = PartitionedFileIOManager(storage=StorageResource(base_uri=str(tmp_path)))
     context = dg.build_input_context(
         asset_key=dg.AssetKey("candles"),
         partition_key="2019-01-01|BTC-USD",
@@ -123,7 +124,7 @@ def test_io_manager_on_s3_round_trips_partitions(monkeypatch):
         }.items():
             monkeypatch.setenv(name, value)
         boto3.client("s3").create_bucket(Bucket="crpbot-data")
-        manager = PartitionedFileIOManager(base_uri="s3://crpbot-data/prod")
+        manager = PartitionedFileIOManager(storage=StorageResource(base_uri="s3://crpbot-data/prod"))
         keys = ["2019-01-01|BTC-USD", "2019-02-01|BTC-USD"]
         for month, key in enumerate(keys):
             output = dg.build_output_context(asset_key=dg.AssetKey("candles"), partition_key=key)

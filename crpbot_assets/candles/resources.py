@@ -7,7 +7,6 @@ from pydantic import Field
 
 from crpbot_assets.candles.client import PROD_URL, CandlesClient
 from crpbot_assets.common.http import RetryPolicy
-from crpbot_assets.common.settings import replay_url
 
 
 class CoinbaseResource(dg.ConfigurableResource):
@@ -34,8 +33,3 @@ class CoinbaseResource(dg.ConfigurableResource):
             timeout_s=self.timeout_s,
         )
         return CandlesClient(self.base_url, self.requests_per_second, self.burst, policy, self.max_workers)
-
-
-def candles_resources(env: str) -> dict:
-    """`coinbase`: the replay server locally, the real exchange in prod."""
-    return {"coinbase": CoinbaseResource(base_url=replay_url() if env == "local" else PROD_URL)}

@@ -6,6 +6,7 @@ import dagster as dg
 import polars as pl
 
 from crpbot_assets.common.partitions import symbol_month_partitions
+from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.common.storage import CorruptFileError, MissingFileError, Storage
 
 SUFFIX_BY_TYPE = ((pl.DataFrame, ".parquet"), (bytes, ".bin"), (dict, ".json"))
@@ -32,12 +33,11 @@ class PartitionedFileIOManager(dg.ConfigurableIOManager):
     {partition_key: value} mapping, and each value is written to its own partition's file.
     """
 
-    base_uri: str
-    s3_endpoint_url: str | None = None
+    storage: StorageResource
 
     @property
-    def storage(self) -> Storage:
-        return Storage(self.base_uri, self.s3_endpoint_url)
+    def files(self) -> Storage:
+        return self.storage.storage
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
         if obj is None:
@@ -53,7 +53,7 @@ class PartitionedFileIOManager(dg.ConfigurableIOManager):
         suffix = next((s for t, s in SUFFIX_BY_TYPE if isinstance(obj, t)), None)
         if suffix is None:
             raise TypeError(f"{asset_key.to_user_string()}: cannot store {type(obj).__name__}")
-        storage = self.storage
+        storage = self.files
         write = {".parquet": storage.write_parquet, ".bin": storage.write_bytes, ".json": storage.write_json}[
             suffix
         ]
@@ -72,11 +72,11 @@ class PartitionedFileIOManager(dg.ConfigurableIOManager):
         for key, value in obj.items():
             self._write_one(context.asset_key, str(key), value)
         context.add_output_metadata(
-            {"path": dg.MetadataValue.path(self.storage.uri(partition_path(context.asset_key, None)))}
+            {"path": dg.MetadataValue.path(self.files.uri(partition_path(context.asset_key, None)))}
         )
 
     def _load_one(self, asset_key: dg.AssetKey, partition_key: str | None):
-        storage, base = self.storage, partition_path(asset_key, partition_key)
+        storage, base = self.files, partition_path(asset_key, partition_key)
         where = (
             f"partition {partition_key!r} of " if partition_key else ""
         ) + f"asset {asset_key.to_user_string()}"

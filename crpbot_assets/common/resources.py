@@ -1,14 +1,13 @@
-"""Resources every stage shares, chosen by CRPBOT_ENV: the IO manager and the file storage behind it."""
+"""`StorageResource`: the files the IO manager writes, as a resource (bound in crpbot_assets/resources.py)."""
 
 import dagster as dg
 
-from crpbot_assets.common.io_manager import PartitionedFileIOManager
-from crpbot_assets.common.settings import local_storage_uri
 from crpbot_assets.common.storage import Storage
 
 
 class StorageResource(dg.ConfigurableResource):
-    """The same files the IO manager writes, for assets that handle artifacts themselves (models)."""
+    """Where asset files live (`base_uri`: a local path or s3://bucket/prefix). The IO manager writes through
+    it, and assets that handle artifacts themselves (datasets, models) use it directly."""
 
     base_uri: str
     s3_endpoint_url: str | None = None
@@ -16,11 +15,3 @@ class StorageResource(dg.ConfigurableResource):
     @property
     def storage(self) -> Storage:
         return Storage(self.base_uri, self.s3_endpoint_url)
-
-
-def shared_resources(env: str) -> dict:
-    base_uri = dg.EnvVar("CRPBOT_STORAGE_URI") if env == "prod" else local_storage_uri()
-    return {
-        "io_manager": PartitionedFileIOManager(base_uri=base_uri),
-        "storage": StorageResource(base_uri=base_uri),
-    }

@@ -14,13 +14,14 @@ from crpbot_assets.candles.assets import candles
 from crpbot_assets.candles.checks import candles_checks
 from crpbot_assets.candles.client import PROD_URL, SCHEMA
 from crpbot_assets.candles.definitions import defs
-from crpbot_assets.candles.resources import candles_resources
 from crpbot_assets.candles.schedules import candles_current_month_schedule
 from crpbot_assets.common.io_manager import PartitionedFileIOManager, partition_path
 from crpbot_assets.common.partitions import split_key, symbol_month_partitions
+from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.common.storage import CorruptFileError
 from crpbot_assets.replay import synthetic
 from crpbot_assets.replay.server import ReplayServer
+from crpbot_assets.resources import local_resources, prod_resources
 from crpbot_assets_tests.candles.conftest import fast_coinbase, tampered_service
 
 UTC = UTC
@@ -206,7 +207,7 @@ def test_low_coverage_warns_without_blocking(instance, storage_resources):
 
 
 def test_corrupt_partition_file_names_the_partition(tmp_path):
-    manager = PartitionedFileIOManager(base_uri=str(tmp_path))
+    manager = PartitionedFileIOManager(storage=StorageResource(base_uri=str(tmp_path)))
     path = tmp_path / (partition_path(dg.AssetKey("candles"), FEB_BTC) + ".parquet")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"PAR1 truncated")
@@ -222,9 +223,10 @@ def test_corrupt_partition_file_names_the_partition(tmp_path):
 WRITER = """
 import sys, dagster as dg, numpy as np, polars as pl
 from crpbot_assets.common.io_manager import PartitionedFileIOManager
+from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.common.partitions import symbol_month_partitions
 frame = pl.DataFrame({"ts": np.arange(4_000_000), "open": np.random.default_rng(0).random(4_000_000)})
-manager = PartitionedFileIOManager(base_uri=sys.argv[1])
+manager = PartitionedFileIOManager(storage=StorageResource(base_uri=sys.argv[1]))
 context = dg.build_output_context(asset_key=dg.AssetKey("candles"), partition_key=sys.argv[2],
                                   asset_partitions_def=symbol_month_partitions)
 print("writing", flush=True)
@@ -234,7 +236,7 @@ while True:
 
 
 def test_io_manager_survives_a_writer_killed_mid_write(tmp_path):
-    manager = PartitionedFileIOManager(base_uri=str(tmp_path))
+    manager = PartitionedFileIOManager(storage=StorageResource(base_uri=str(tmp_path)))
     old = month_of(FEB_BTC).head(100)
     context = dg.build_output_context(
         asset_key=dg.AssetKey("candles"), partition_key=FEB_BTC, asset_partitions_def=symbol_month_partitions
@@ -305,5 +307,5 @@ def test_definitions_load_and_pick_the_endpoint_by_environment(storage_resources
     merged = dg.Definitions.merge(defs, dg.Definitions(resources=storage_resources))
     dg.Definitions.validate_loadable(merged)
     assert merged.resolve_job_def("candles_job") is not None
-    assert candles_resources("prod")["coinbase"].base_url == PROD_URL
-    assert candles_resources("local")["coinbase"].base_url.startswith("http://127.0.0.1")
+    assert prod_resources()["coinbase"].base_url == PROD_URL
+    assert local_resources()["coinbase"].base_url.startswith("http://127.0.0.1")

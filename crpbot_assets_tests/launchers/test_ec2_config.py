@@ -7,7 +7,6 @@ import boto3
 import dagster as dg
 import pytest
 
-from crpbot_assets.launchers.definitions import prod_resources
 from crpbot_assets.launchers.ec2 import (
     DEFAULT_PRICES_PER_HOUR,
     MAX_USER_DATA_BYTES,
@@ -19,6 +18,7 @@ from crpbot_assets.launchers.ec2 import (
     extract_job_script,
     render_user_data,
 )
+from crpbot_assets.resources import ec2_training_launcher
 
 PIPES_ENV = {"DAGSTER_PIPES_CONTEXT": "H4sIAAAA+context", "DAGSTER_PIPES_MESSAGES": "H4sIAAAA/messages"}
 
@@ -116,7 +116,7 @@ def test_prod_binding_reads_env_vars(monkeypatch):
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("CRPBOT_EC2_SUBNET_ID", raising=False)
-    launcher = prod_resources()["training_launcher"]
+    launcher = ec2_training_launcher()
     with dg.build_resources({"training_launcher": launcher}) as resources:
         spec = resources.training_launcher.launch_spec()
     assert (spec.image_id, spec.market, spec.instance_type, spec.max_runtime_s) == (

@@ -2,7 +2,7 @@
 
 import pytest
 
-from crpbot_assets.sentiment.definitions import REPLAY_REDDIT_CREDENTIALS
+from crpbot_assets.resources import REPLAY_REDDIT_CREDENTIALS
 from crpbot_assets.sentiment.resources import FearGreedResource, GoogleTrendsResource, RedditResource
 
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from crpbot_assets.common.resources import shared_resources
 from crpbot_assets.common.settings import REPO_ROOT
+from crpbot_assets.resources import resources_for
 from crpbot_assets.sentiment.definitions import defs
 from crpbot_assets.sentiment.schedules import fear_greed_daily, google_trends_refresh
 
@@ -26,7 +26,7 @@ def test_fear_greed_schedule_runs_daily_after_publication(instance):
 
 def _context(instance, when: datetime):
     repository = dg.Definitions.merge(
-        defs, dg.Definitions(resources=shared_resources("local"))
+        defs, dg.Definitions(resources=resources_for("local"))
     ).get_repository_def()
     return dg.build_schedule_context(
         instance=instance, scheduled_execution_time=when, repository_def=repository
@@ -45,8 +45,8 @@ def test_trends_schedule_refreshes_the_month_in_progress(instance):
     assert len({r.run_key for r in requests}) == 2
 
 
-def test_definitions_load_with_shared_resources():
-    merged = dg.Definitions.merge(defs, dg.Definitions(resources=shared_resources("local")))
+def test_definitions_load_with_the_local_resources():
+    merged = dg.Definitions.merge(defs, dg.Definitions(resources=resources_for("local")))
     dg.Definitions.validate_loadable(merged)
     keys = {k.to_user_string() for k in merged.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {
@@ -56,12 +56,13 @@ def test_definitions_load_with_shared_resources():
         "google_trends_hourly",
         "sentiment_features",
     }
-    assert {"fear_greed", "reddit", "google_trends"} <= set(defs.resources)
+    assert {"fear_greed", "reddit", "google_trends"} <= set(merged.resources)
+    assert not defs.resources  # bound only in crpbot_assets/resources.py
 
 
 def test_prod_resources_use_real_hosts_and_env_credentials():
     code = (
-        "from crpbot_assets.sentiment.definitions import defs; r = defs.resources;"
+        "from crpbot_assets.definitions import defs; r = defs.resources;"
         "print(r['reddit'].base_url, r['reddit'].client_id, r['fear_greed'].base_url, r['google_trends'].base_url);"
         "print(r['reddit'].missing_variables())"
     )

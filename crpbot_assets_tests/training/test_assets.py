@@ -12,6 +12,7 @@ import pytest
 from crpbot_assets.common.partitions import split_key, symbol_month_partitions
 from crpbot_assets.common.settings import REPO_ROOT
 from crpbot_assets.launchers.local import LocalTrainingLauncher
+from crpbot_assets.resources import resources_for
 from crpbot_assets.training.assets import (
     DatasetSettings,
     EvaluationConfig,
@@ -172,7 +173,12 @@ def test_entry_point_outside_pipes_fails_clearly():
 
 
 def test_domain_definitions_resolve_with_shared_resources(storage_resources):
-    defs = dg.Definitions.merge(training_defs, dg.Definitions(assets=UPSTREAM, resources=storage_resources))
+    defs = dg.Definitions.merge(
+        training_defs,
+        dg.Definitions(
+            assets=UPSTREAM, resources={**storage_resources, "training_launcher": LocalTrainingLauncher()}
+        ),
+    )
     repo = defs.get_repository_def()
     graph = repo.asset_graph
     key = dg.AssetKey("training_dataset")
@@ -181,8 +187,8 @@ def test_domain_definitions_resolve_with_shared_resources(storage_resources):
         "features",
         "sentiment_features",
     }
-    assert "training_launcher" in repo.get_top_level_resources()
-    assert isinstance(training_defs.resources["training_launcher"], LocalTrainingLauncher)
+    assert not training_defs.resources  # bound only in crpbot_assets/resources.py
+    assert isinstance(resources_for("local")["training_launcher"], LocalTrainingLauncher)
 
 
 @pytest.mark.parametrize("bad", [{"symbol": "BTC-USD"}, {"dataset_uri": "x", "model_uri": "y"}])
