@@ -31,12 +31,13 @@ from dagster._core.definitions.automation_tick_evaluation_context import (  # no
 from dagster._core.definitions.events import AssetKeyPartitionKey  # noqa: E402
 
 from crpbot_assets.common.io_manager import PartitionedFileIOManager, partition_path  # noqa: E402
-from crpbot_assets.common.partitions import month_end, split_key, symbol_month_partitions  # noqa: E402
+from crpbot_assets.common.months import month_end, previous_month  # noqa: E402
+from crpbot_assets.common.partitions import split_key, symbol_month_key, symbol_month_partitions  # noqa: E402
 from crpbot_assets.common.resources import StorageResource  # noqa: E402
 from crpbot_assets.common.storage import Storage  # noqa: E402
 from crpbot_assets.features.assets import features  # noqa: E402
 from crpbot_assets.features.checks import features_checks  # noqa: E402
-from crpbot_assets.features.compute import features_for_month, warmup_start  # noqa: E402
+from crpbot_assets.features.compute import features_for_month  # noqa: E402
 from crpbot_assets.features.definitions import defs as features_defs  # noqa: E402
 from crpbot_assets.replay import synthetic  # noqa: E402
 
@@ -66,7 +67,7 @@ def pure_compute(candles: dict[str, pl.DataFrame], keys: list[str]) -> tuple[flo
     start, rows = time.perf_counter(), 0
     for key in keys:
         symbol, month = split_key(key)
-        previous = f"{warmup_start(month):%Y-%m-%d}|{symbol}"
+        previous = str(symbol_month_key(symbol, previous_month(month)))
         frames = [f for f in (candles.get(previous), candles[key]) if f is not None and f.height]
         if frames:
             rows += features_for_month(pl.concat(frames), month, month_end(month)).frame.height

@@ -21,15 +21,6 @@ DEMO_MODEL = {"hidden_size": 32, "num_layers": 1, "sequence_length": 30}
 DEMO_DATASET = {"feature_lookback_minutes": 1440}
 
 
-def _last_complete_months(count: int, now: datetime) -> list[datetime]:
-    """The `count` most recent whole months before `now`, oldest first."""
-    months, year, month = [], now.year, now.month
-    for _ in range(count):
-        year, month = (year - 1, 12) if month == 1 else (year, month - 1)
-        months.append(datetime(year, month, 1, tzinfo=UTC))
-    return months[::-1]
-
-
 def _range_tags(first: str, last: str) -> dict[str, str]:
     return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
 
@@ -64,13 +55,14 @@ def main(argv: list[str] | None = None) -> None:
 def _materialize_window(month_count: int, model_config: dict) -> None:
     import dagster as dg
 
+    from crpbot_assets.common.months import last_complete_months, month_key
     from crpbot_assets.common.partitions import symbol_month_key
     from crpbot_assets.common.settings import local_storage_uri
     from crpbot_assets.common.symbols import SYMBOLS
     from crpbot_assets.definitions import defs
 
     instance = dg.DagsterInstance.get()
-    warm_up, *months = _last_complete_months(month_count + 1, datetime.now(UTC))
+    warm_up, *months = last_complete_months(month_count + 1, datetime.now(UTC))
     job = defs.resolve_implicit_global_asset_job_def()
 
     def run(title: str, assets: list[str], tags: dict | None = None, run_config: dict | None = None) -> None:
@@ -98,7 +90,7 @@ def _materialize_window(month_count: int, model_config: dict) -> None:
     run(
         f"Reddit posts and Google Trends, {window}",
         ["reddit_posts", "google_trends_hourly"],
-        _range_tags(f"{months[0]:%Y-%m-%d}", f"{months[-1]:%Y-%m-%d}"),
+        _range_tags(month_key(months[0]), month_key(months[-1])),
     )
     run(
         f"candles, {warm_up:%Y-%m}..{months[-1]:%Y-%m} x {len(SYMBOLS)} symbols (first month is warm-up)",

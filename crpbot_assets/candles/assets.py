@@ -6,7 +6,8 @@ import polars as pl
 from crpbot_assets.candles.client import CandlesClient, empty_frame
 from crpbot_assets.candles.resources import CoinbaseResource
 from crpbot_assets.candles.validation import coverage, daily_coverage, expected_window
-from crpbot_assets.common.partitions import month_end, split_key, symbol_month_partitions
+from crpbot_assets.common.months import month_end
+from crpbot_assets.common.partitions import split_key, symbol_month_partitions
 from crpbot_assets.common.plots import line_plot
 from crpbot_assets.common.symbols import is_listed, listed_at
 

@@ -5,7 +5,8 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from crpbot_assets.candles.assets import candles
-from crpbot_assets.common.partitions import month_end, symbol_month_key, symbol_month_partitions
+from crpbot_assets.common.months import month_end, month_start, previous_month
+from crpbot_assets.common.partitions import symbol_month_key, symbol_month_partitions
 from crpbot_assets.common.symbols import SYMBOLS, is_listed
 
 candles_job = dg.define_asset_job(
@@ -27,10 +28,10 @@ def candles_current_month_schedule(context: dg.ScheduleEvaluationContext):
     month also re-fetches the previous month, whose last run stopped before its final hour."""
     now = context.scheduled_execution_time or datetime.now(UTC)
     now = now.astimezone(UTC)
-    month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    month = month_start(now)
     months = [month]
     if now - month < timedelta(hours=1):
-        months.insert(0, (month - timedelta(days=1)).replace(day=1))
+        months.insert(0, previous_month(month))
     requests = [
         dg.RunRequest(
             run_key=f"{symbol}|{m:%Y-%m}|{now:%Y-%m-%dT%H:%M}", partition_key=symbol_month_key(symbol, m)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 
 from crpbot_assets.candles.client import SCHEMA
-from crpbot_assets.common.partitions import month_end
+from crpbot_assets.common.months import month_end
 from crpbot_assets.common.symbols import listed_at
 
 MAX_EXAMPLES = 3

@@ -1,13 +1,16 @@
 """Partition definitions shared by every stage: symbol x month, and symbol alone."""
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import dagster as dg
 
+from crpbot_assets.common.months import MONTH_KEY_FORMAT, month_key, month_window
 from crpbot_assets.common.symbols import HISTORY_START, SYMBOLS
 
 # end_offset=1 includes the month in progress, which the candles schedule keeps fresh.
-month_partitions = dg.MonthlyPartitionsDefinition(start_date=HISTORY_START.strftime("%Y-%m-%d"), end_offset=1)
+month_partitions = dg.MonthlyPartitionsDefinition(
+    start_date=HISTORY_START.strftime(MONTH_KEY_FORMAT), end_offset=1
+)
 symbol_partitions = dg.StaticPartitionsDefinition(SYMBOLS)
 symbol_month_partitions = dg.MultiPartitionsDefinition(
     {"symbol": symbol_partitions, "month": month_partitions}
@@ -32,17 +35,9 @@ def split_key(partition_key: str | dg.MultiPartitionKey) -> tuple[str, datetime]
     if not isinstance(partition_key, dg.MultiPartitionKey):
         partition_key = symbol_month_partitions.get_partition_key_from_str(partition_key)
     dims = partition_key.keys_by_dimension
-    month = datetime.strptime(dims["month"], "%Y-%m-%d").replace(tzinfo=UTC)
-    return dims["symbol"], month
-
-
-def month_end(month_start: datetime) -> datetime:
-    """First instant of the following month."""
-    if month_start.month == 12:
-        return month_start.replace(year=month_start.year + 1, month=1)
-    return month_start.replace(month=month_start.month + 1)
+    return dims["symbol"], month_window(dims["month"])[0]
 
 
 def symbol_month_key(symbol: str, month_start: datetime) -> dg.MultiPartitionKey:
     """The partition key for `symbol` in the month starting at `month_start`."""
-    return dg.MultiPartitionKey({"symbol": symbol, "month": month_start.strftime("%Y-%m-%d")})
+    return dg.MultiPartitionKey({"symbol": symbol, "month": month_key(month_start)})

@@ -3,8 +3,8 @@
 import dagster as dg
 import polars as pl
 
+from crpbot_assets.common.months import month_end, previous_month
 from crpbot_assets.common.partitions import (
-    month_end,
     previous_and_current_month,
     split_key,
     symbol_month_key,
@@ -18,7 +18,7 @@ from crpbot_assets.features.catalogue import (
     MAX_LOOKBACK_MINUTES,
     catalogue_markdown,
 )
-from crpbot_assets.features.compute import empty_features, features_for_month, warmup_start
+from crpbot_assets.features.compute import empty_features, features_for_month
 
 COLUMN_SCHEMA = dg.TableSchema(
     columns=[
@@ -51,7 +51,7 @@ def _month_features(
         raise MissingCandlesError(
             f"features {key}: candles partition {key} is not materialized; materialize it first"
         )
-    previous_key = str(symbol_month_key(symbol, warmup_start(month)))
+    previous_key = str(symbol_month_key(symbol, previous_month(month)))
     previous = candles.get(previous_key)
     if previous is None:
         context.log.warning(

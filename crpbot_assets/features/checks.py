@@ -12,7 +12,8 @@ import dagster as dg
 import polars as pl
 
 from crpbot_assets.common.checks import partition_check_result
-from crpbot_assets.common.partitions import month_end, split_key, symbol_month_partitions
+from crpbot_assets.common.months import month_end
+from crpbot_assets.common.partitions import split_key, symbol_month_partitions
 from crpbot_assets.features.assets import features
 from crpbot_assets.features.compute import FEATURES_SCHEMA
 

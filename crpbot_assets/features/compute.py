@@ -22,7 +22,7 @@ every row whose lookbacks the previous month covers. Nothing is zero-filled.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import polars as pl
 
@@ -165,12 +165,6 @@ def features_for_month(
         month_rows=in_month.height,
         dropped_rows=in_month.height - complete.height,
     )
-
-
-def warmup_start(month_start: datetime) -> datetime:
-    """First instant of the previous month: where a month's warm-up data begins."""
-    previous = month_start - timedelta(days=1)
-    return previous.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
 __all__ = [

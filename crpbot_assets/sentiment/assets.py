@@ -9,7 +9,8 @@ import polars as pl
 from crpbot_assets.common.checks import partition_check_result
 from crpbot_assets.common.http import RateLimiter, RequestStats
 from crpbot_assets.common.io_manager import partition_path
-from crpbot_assets.common.partitions import month_end, month_partitions, split_key, symbol_month_partitions
+from crpbot_assets.common.months import month_end, month_key, month_window, previous_month
+from crpbot_assets.common.partitions import month_partitions, split_key, symbol_month_partitions
 from crpbot_assets.common.plots import line_plot
 from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.sentiment.fear_greed import hourly_index, missing_days
@@ -21,11 +22,6 @@ from crpbot_assets.sentiment.vader import compound_scores
 
 GROUP = "sentiment"
 by_month = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="month")
-
-
-def _month(key: str) -> tuple[datetime, datetime]:
-    start = datetime.strptime(key, "%Y-%m-%d").replace(tzinfo=UTC)
-    return start, month_end(start)
 
 
 def _per_partition(context: dg.AssetExecutionContext, build) -> pl.DataFrame | dict[str, pl.DataFrame]:
@@ -92,7 +88,7 @@ def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, stor
     """
     reddit.require_credentials()
     client, files, stats = reddit.client(), storage.storage, RequestStats()
-    earliest = min(_month(str(k))[0] for k in context.partition_keys)
+    earliest = min(month_window(str(k))[0] for k in context.partition_keys)
     subreddits, listings = reddit.all_subreddits(), {}
     for i, sub in enumerate(subreddits, 1):  # one pass over the listings serves every month of the run
         listings[sub] = reddit.newest_posts(
@@ -101,7 +97,7 @@ def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, stor
         context.log.info(f"r/{sub}: {listings[sub].height} posts listed ({i}/{len(subreddits)} subreddits)")
 
     def build(key: str):
-        start, end = _month(key)
+        start, end = month_window(key)
         relative = partition_path(context.asset_key, key) + ".parquet"
         stored = files.read_parquet(relative) if files.exists(relative) else pl.DataFrame(schema=POST_SCHEMA)
         reach = {}
@@ -206,8 +202,8 @@ def google_trends_hourly(
     limiter = RateLimiter(google_trends.requests_per_s)  # one pace for every keyword and month of the run
 
     def build(key: str):
-        start, month_stop = _month(key)
-        before = f"{start - timedelta(days=1):%Y-%m-01}"
+        start, month_stop = month_window(key)
+        before = month_key(previous_month(start))
         frame, metadata = _trends_month(
             context, google_trends, limiter, start, month_stop, built.get(before, previous.get(before))
         )
@@ -301,7 +297,7 @@ def sentiment_features(
     def build(key: str):
         symbol, start = split_key(key)
         hours = hour_ends(start, month_end(start))
-        trends = google_trends_hourly[f"{start:%Y-%m-%d}"]
+        trends = google_trends_hourly[month_key(start)]
         frame = assemble(
             hours, reddit_hourly[key], hourly_index(fear_greed_index, hours, lag, staleness), trends
         )

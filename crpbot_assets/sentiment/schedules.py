@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from crpbot_assets.common.months import month_key
 from crpbot_assets.sentiment.assets import fear_greed_index, google_trends_hourly
 
 fear_greed_daily = dg.ScheduleDefinition(
@@ -25,8 +26,8 @@ def google_trends_refresh(context: dg.ScheduleEvaluationContext):
     """Every 6 hours: the month in progress; during a month's first day also the month just ended, so its
     last hours are completed."""
     now = context.scheduled_execution_time
-    months = {now.strftime("%Y-%m-01")}
+    months = {month_key(now)}
     if now.day == 1:
-        months.add((now - timedelta(days=1)).strftime("%Y-%m-01"))
+        months.add(month_key(now - timedelta(days=1)))
     for month in sorted(months):
         yield dg.RunRequest(run_key=f"google_trends:{month}:{now:%Y%m%dT%H%M}", partition_key=month)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from crpbot_assets.common.months import month_key
 from crpbot_assets.sentiment.assets import reddit_posts
 from crpbot_assets.sentiment.resources import RedditResource
 
@@ -34,7 +35,7 @@ def reddit_new_posts(context: dg.SensorEvaluationContext, reddit: RedditResource
         cursor[sub], previous = page["id"].to_list(), set(seen.get(sub, []))
         for post_id, created in zip(page["id"], page["created_utc"]):
             if post_id not in previous:
-                month = datetime.fromtimestamp(created, UTC).strftime("%Y-%m-01")
+                month = month_key(datetime.fromtimestamp(created, UTC))
                 fresh_by_month.setdefault(month, []).append(post_id)
     context.update_cursor(json.dumps(cursor))
     if not fresh_by_month:

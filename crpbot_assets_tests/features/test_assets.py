@@ -7,7 +7,8 @@ import polars as pl
 import pytest
 
 from crpbot_assets.common.io_manager import partition_path
-from crpbot_assets.common.partitions import month_end, split_key, symbol_month_partitions
+from crpbot_assets.common.months import month_end
+from crpbot_assets.common.partitions import split_key, symbol_month_partitions
 from crpbot_assets.features.assets import COLUMN_SCHEMA, features
 from crpbot_assets.features.catalogue import FEATURE_NAMES
 from crpbot_assets.features.checks import features_checks

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crpbot_assets.common.partitions import month_end
+from crpbot_assets.common.months import month_end
 from crpbot_assets.features import indicators as ind
 from crpbot_assets.features.catalogue import (
     CATALOGUE,
