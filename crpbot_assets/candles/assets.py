@@ -9,6 +9,7 @@ from crpbot_assets.candles.validation import coverage, daily_coverage, expected_
 from crpbot_assets.common.months import month_end
 from crpbot_assets.common.partitions import split_key, symbol_month_partitions
 from crpbot_assets.common.plots import line_plot
+from crpbot_assets.common.ranges import run_partitions
 from crpbot_assets.common.symbols import is_listed, listed_at
 
 MAX_PLOTS_PER_RUN = 24  # a whole-history backfill skips the per-partition coverage plots
@@ -84,13 +85,9 @@ def candles(context: dg.AssetExecutionContext, coinbase: CoinbaseResource):
     A range of partitions (single-run backfill) runs in one process; nothing is written unless every
     partition of the run was fetched and validated.
     """
-    keys = list(context.partition_keys)
+    plot = len(context.partition_keys) <= MAX_PLOTS_PER_RUN
     client = coinbase.client()
     try:
-        plot = len(keys) <= MAX_PLOTS_PER_RUN
-        frames = {str(key): _fetch_partition(context, client, str(key), plot) for key in keys}
+        return run_partitions(context, lambda key: _fetch_partition(context, client, key, plot))
     finally:
         client.close()
-    if context.has_partition_key:
-        return frames[str(context.partition_key)]
-    return frames

@@ -11,6 +11,7 @@ from crpbot_assets.common.partitions import (
     symbol_month_partitions,
 )
 from crpbot_assets.common.plots import line_plot
+from crpbot_assets.common.ranges import run_partitions
 from crpbot_assets.common.symbols import is_listed, listed_at
 from crpbot_assets.features.catalogue import (
     CATALOGUE,
@@ -120,13 +121,5 @@ def features(context: dg.AssetExecutionContext, candles: dict[str, pl.DataFrame]
     {partition_key: frame}. A backfill of many months x symbols becomes one run per key range: one per symbol
     for whole histories.
     """
-    keys = sorted(map(str, context.partition_keys), key=lambda k: split_key(k))
-    single = context.has_partition_key
-    frames = {}
-    for done, key in enumerate(keys, 1):
-        frames[key] = _month_features(context, key, candles, plot=single)
-        if single or done == len(keys) or done % 12 == 0:
-            context.log.info(
-                f"features: {done}/{len(keys)} partitions computed (last {key}, {frames[key].height} rows)"
-            )
-    return frames[keys[0]] if single else frames
+    plot = context.has_partition_key
+    return run_partitions(context, lambda key: _month_features(context, key, candles, plot))

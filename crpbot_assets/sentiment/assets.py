@@ -12,6 +12,7 @@ from crpbot_assets.common.io_manager import partition_path
 from crpbot_assets.common.months import month_end, month_key, month_window, previous_month
 from crpbot_assets.common.partitions import month_partitions, split_key, symbol_month_partitions
 from crpbot_assets.common.plots import line_plot
+from crpbot_assets.common.ranges import run_partitions
 from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.sentiment.fear_greed import hourly_index, missing_days
 from crpbot_assets.sentiment.features import FEATURE_COLUMNS, TS, assemble, hour_ends, utc_hour
@@ -22,19 +23,6 @@ from crpbot_assets.sentiment.vader import compound_scores
 
 GROUP = "sentiment"
 by_month = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="month")
-
-
-def _per_partition(context: dg.AssetExecutionContext, build) -> pl.DataFrame | dict[str, pl.DataFrame]:
-    """Run `build(key) -> (frame, metadata)` for each partition of the run, in key order; a one-partition
-    run returns the frame, a single-run range the {key: frame} mapping the IO manager writes per partition."""
-    keys = sorted(str(k) for k in context.partition_keys)
-    frames = {}
-    for i, key in enumerate(keys, 1):
-        frames[key], metadata = build(key)
-        context.add_asset_metadata(metadata, partition_key=key)
-        if len(keys) > 1:
-            context.log.info(f"{context.asset_key.to_user_string()}: {i}/{len(keys)} partitions done")
-    return frames[keys[0]] if context.has_partition_key else frames
 
 
 @dg.asset(group_name=GROUP, kinds={"polars", "parquet"})
@@ -130,9 +118,10 @@ def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, stor
                 "were accumulated earlier"
             )
         context.log.info(f"{key}: {merged.height} posts ({merged.height - stored.height} new)")
-        return merged, metadata
+        context.add_asset_metadata(metadata, partition_key=key)
+        return merged
 
-    return _per_partition(context, build)
+    return run_partitions(context, build)
 
 
 @dg.asset(
@@ -172,9 +161,10 @@ def reddit_hourly(context: dg.AssetExecutionContext, reddit: RedditResource, red
                 "hour",
                 "compound",
             )
-        return hourly, metadata
+        context.add_asset_metadata(metadata, partition_key=key)
+        return hourly
 
-    return _per_partition(context, build)
+    return run_partitions(context, build)
 
 
 @dg.asset(
@@ -208,9 +198,10 @@ def google_trends_hourly(
             context, google_trends, limiter, start, month_stop, built.get(before, previous.get(before))
         )
         built[key] = frame
-        return frame, metadata
+        context.add_asset_metadata(metadata, partition_key=key)
+        return frame
 
-    return _per_partition(context, build)
+    return run_partitions(context, build)
 
 
 def _trends_month(
@@ -321,9 +312,10 @@ def sentiment_features(
                 "hour of month",
                 "value",
             )
-        return frame, metadata
+        context.add_asset_metadata(metadata, partition_key=key)
+        return frame
 
-    return _per_partition(context, build)
+    return run_partitions(context, build)
 
 
 def schema_problems(key: str, frame: pl.DataFrame) -> list[str]:
