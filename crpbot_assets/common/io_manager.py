@@ -1,4 +1,23 @@
-"""IO manager: one file per asset partition on local disk or S3, written atomically."""
+"""IO manager: one file per asset partition on local disk or S3, written atomically.
+
+The loading rule, one for every input:
+- a non-partitioned upstream asset arrives as its value;
+- a partitioned upstream asset arrives as `dict[partition_key, value]`, keys sorted (chronological for month
+  keys), however many partitions the mapping selects (one included). A partition never materialized fails the
+  run, unless the input's metadata says `allow_missing_partitions=True`; then it is left out (and logged).
+  Assets that want one frame call `concat_partitions`.
+Writing: a one-partition run returns the value, a range run (single-run backfill) {partition_key: value},
+each written to its own partition's file.
+
+Why not Dagster's `UPathIOManager` (dagster/_core/storage/upath_io_manager.py), on which dagster-polars'
+`PolarsParquetIOManager` is built: its multi-partition loading is the same idea (a dict, the same
+`allow_missing_partitions` metadata), but (1) its `handle_output` refuses an output covering several
+partitions ("launch the backfill with a multi-run backfill policy"), and every stage here runs ranges as one
+run; (2) it writes straight to the final path, while every write here must be atomic (temporary file +
+rename, see `common/storage.py`); (3) it needs universal_pathlib/fsspec, which are not installed, where
+`Storage` uses pyarrow's filesystems (local and S3), shared with the remote training job; (4) it hands a
+single partition over as the bare value, not a one-entry dict, which is the case this rule removes.
+"""
 
 from __future__ import annotations
 
@@ -24,14 +43,8 @@ def partition_path(asset_key: dg.AssetKey, partition_key: str | None) -> str:
 
 
 class PartitionedFileIOManager(dg.ConfigurableIOManager):
-    """Stores polars frames as parquet, bytes as .bin and dicts as JSON under `base_uri`.
-
-    Loading several upstream partitions returns one frame concatenated in partition order
-    (dicts/bytes: a {partition_key: value} mapping); an input annotated as a `dict` always gets the
-    {partition_key: value} mapping. An input with metadata `allow_missing_partitions=True` skips
-    partitions never materialized. A run over several partitions (single-run backfill) returns a
-    {partition_key: value} mapping, and each value is written to its own partition's file.
-    """
+    """Stores polars frames as parquet, bytes as .bin and dicts as JSON in `storage`, one file per
+    partition; loads by the module's rule (partitioned inputs: {partition_key: value}, keys sorted)."""
 
     storage: StorageResource
 
@@ -96,31 +109,22 @@ class PartitionedFileIOManager(dg.ConfigurableIOManager):
         asset_key = context.asset_key
         if not context.has_asset_partitions:
             return self._load_one(asset_key, None)
-        keys = sorted(context.asset_partition_keys)
         allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
         loaded = {}
-        for key in keys:
+        for key in sorted(context.asset_partition_keys):
             try:
                 loaded[key] = self._load_one(asset_key, key)
             except MissingFileError:
                 if not allow_missing:
                     raise
                 context.log.warning(f"{asset_key.to_user_string()} partition {key} not materialized; skipped")
-        if _wants_mapping(context):
-            return loaded
-        values = list(loaded.values())
-        if values and all(isinstance(v, pl.DataFrame) for v in values):
-            non_empty = [v for v in values if v.height] or values[:1]
-            return pl.concat(non_empty, how="vertical_relaxed")
-        if not values and len(keys) > 0 and allow_missing:
-            return pl.DataFrame()
-        return loaded if len(keys) != 1 else values[0]
+        return loaded
 
 
-def _wants_mapping(context: dg.InputContext) -> bool:
-    """Whether the input is annotated as a dict (one value per partition key)."""
-    try:
-        typing_type = context.dagster_type.typing_type
-    except dg.DagsterInvariantViolationError:  # contexts built without a type (build_input_context)
-        return False
-    return typing_type is dict or getattr(typing_type, "__origin__", None) is dict
+def concat_partitions(frames: dict[str, pl.DataFrame], empty: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The rows of every partition in one frame, in partition-key order; `empty` (default: no columns) when
+    there is no partition. Empty partitions are left out unless all are empty, so a schema survives."""
+    values = [frames[key] for key in sorted(frames)]
+    if not values:
+        return pl.DataFrame() if empty is None else empty
+    return pl.concat([v for v in values if v.height] or values[:1], how="vertical_relaxed")

@@ -8,7 +8,7 @@ import polars as pl
 
 from crpbot_assets.common.checks import partition_check_result
 from crpbot_assets.common.http import RateLimiter, RequestStats
-from crpbot_assets.common.io_manager import partition_path
+from crpbot_assets.common.io_manager import concat_partitions, partition_path
 from crpbot_assets.common.months import month_end, month_key, month_window, previous_month
 from crpbot_assets.common.partitions import month_partitions, split_key, symbol_month_partitions
 from crpbot_assets.common.plots import line_plot
@@ -132,11 +132,13 @@ def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, stor
     ins={"reddit_posts": dg.AssetIn(partition_mapping=by_month, metadata={"allow_missing_partitions": True})},
     automation_condition=dg.AutomationCondition.eager(),
 )
-def reddit_hourly(context: dg.AssetExecutionContext, reddit: RedditResource, reddit_posts: pl.DataFrame):
+def reddit_hourly(
+    context: dg.AssetExecutionContext, reddit: RedditResource, reddit_posts: dict[str, pl.DataFrame]
+):
     """Hourly Reddit aggregates of the symbol's subreddits: `ts` (hour end), mean VADER compound of titles,
     post count, score sum, comment count. Null outside the span the listings covered; 0 posts in a
     covered hour is a real zero (sentiment null)."""
-    all_posts = reddit_posts if reddit_posts.width else pl.DataFrame(schema=POST_SCHEMA)
+    all_posts = concat_partitions(reddit_posts, empty=pl.DataFrame(schema=POST_SCHEMA))
 
     def build(key: str):
         symbol, start = split_key(key)
@@ -183,7 +185,7 @@ def reddit_hourly(context: dg.AssetExecutionContext, reddit: RedditResource, red
     },
 )
 def google_trends_hourly(
-    context: dg.AssetExecutionContext, google_trends: GoogleTrendsResource, previous: dict
+    context: dg.AssetExecutionContext, google_trends: GoogleTrendsResource, previous: dict[str, pl.DataFrame]
 ):
     """Hourly Google search interest for Bitcoin, Ethereum and Solana (`ts` = hour start; a value is known
     at hour end): overlapping 7-day windows stitched onto one scale (see `sentiment.trends`). When the

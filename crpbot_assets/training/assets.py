@@ -13,7 +13,7 @@ import dagster as dg
 import polars as pl
 import pydantic
 
-from crpbot_assets.common.io_manager import partition_path
+from crpbot_assets.common.io_manager import concat_partitions, partition_path
 from crpbot_assets.common.partitions import all_months_of_symbol, symbol_partitions
 from crpbot_assets.common.plots import line_plot
 from crpbot_assets.common.resources import StorageResource
@@ -72,14 +72,17 @@ def training_dataset(
     context: dg.AssetExecutionContext,
     config: DatasetSettings,
     storage: StorageResource,
-    features: pl.DataFrame,
-    sentiment_features: pl.DataFrame,
-    candles: pl.DataFrame,
+    features: dict[str, pl.DataFrame],
+    sentiment_features: dict[str, pl.DataFrame],
+    candles: dict[str, pl.DataFrame],
 ) -> dg.MaterializeResult:
     """All months of `features` joined causally with hourly `sentiment_features`, labelled with the forward
     N-minute direction (down/flat/up), split by time with purge gaps, scaler fitted on the training rows.
     `candles` supply the close prices the labels and the persistence baseline are computed from."""
     symbol = context.partition_key
+    features = concat_partitions(features)
+    sentiment_features = concat_partitions(sentiment_features)
+    candles = concat_partitions(candles)
     context.log.info(
         f"{symbol}: {features.height:,} feature rows, {sentiment_features.height:,} sentiment hours, {candles.height:,} candles"
     )

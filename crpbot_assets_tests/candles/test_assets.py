@@ -261,7 +261,7 @@ def test_io_manager_survives_a_writer_killed_mid_write(tmp_path):
     load = dg.build_input_context(
         asset_key=dg.AssetKey("candles"), partition_key=FEB_BTC, asset_partitions_def=symbol_month_partitions
     )
-    loaded = manager.load_input(load)
+    loaded = manager.load_input(load)[FEB_BTC]
     assert (
         loaded.equals(old) or loaded.height == 4_000_000
     )  # the old file or a complete new one, never partial
