@@ -43,7 +43,8 @@ def main() -> None:
         print(f"replay server {server.url}: limit {args.rate}/s (burst 15); client paced at {args.rate}/s")
 
         client = resource.client()
-        start, end = datetime(2019, 1, 1, tzinfo=UTC), datetime(2019, 2, 1, tzinfo=UTC)
+        start = datetime(2019, 1, 1, tzinfo=UTC)
+        end = datetime(2019, 2, 1, tzinfo=UTC)
         result = client.fetch(args.symbol, start, end)
         report(
             f"client: {args.symbol} 2019-01 (1 month)",

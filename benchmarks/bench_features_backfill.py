@@ -64,7 +64,8 @@ def seed_candles(storage: Storage, keys: list[str]) -> dict[str, pl.DataFrame]:
 
 def pure_compute(candles: dict[str, pl.DataFrame], keys: list[str]) -> tuple[float, int]:
     """The same per-partition computation as the asset, on in-memory frames: no Dagster, no files."""
-    start, rows = time.perf_counter(), 0
+    start = time.perf_counter()
+    rows = 0
     for key in keys:
         symbol, month = split_key(key)
         previous = str(symbol_month_key(symbol, previous_month(month)))
@@ -138,7 +139,9 @@ def main() -> None:
                 )
             )
             resources = {"io_manager": PartitionedFileIOManager(storage=StorageResource(base_uri=base))}
-            backfill_start, phases, written = time.perf_counter(), defaultdict(float), 0
+            backfill_start = time.perf_counter()
+            phases = defaultdict(float)
+            written = 0
             for request in requests:
                 run_start = time.perf_counter()
                 result = dg.materialize(

@@ -81,10 +81,9 @@ def candles(context: dg.AssetExecutionContext, coinbase: CoinbaseResource):
     """Coinbase Exchange 1-minute candles of one symbol-month: `ts` (UTC, minute-aligned, sorted, unique),
     `open, high, low, close, volume` (Float64). Minutes without trades are absent, never filled. Months
     before a symbol's listing are empty frames with metadata `listed: False`.
-
-    A range of partitions (single-run backfill) runs in one process; nothing is written unless every
-    partition of the run was fetched and validated.
     """
+    # A range of partitions (single-run backfill) runs in one process; nothing is written unless every
+    # partition of the run was fetched and validated (the IO manager writes only the returned dict).
     plot = len(context.partition_keys) <= MAX_PLOTS_PER_RUN
     client = coinbase.client()
     try:

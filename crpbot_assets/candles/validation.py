@@ -99,7 +99,8 @@ def coverage(frame: pl.DataFrame, start: datetime, end: datetime) -> tuple[int, 
 def daily_coverage(frame: pl.DataFrame, start: datetime, end: datetime) -> pl.DataFrame:
     """Share of each UTC day's minutes inside [start, end) that are present (a day with no rows shows 0; a
     partial first or last day, e.g. today in the month in progress, is measured against its minutes in the window)."""
-    days, minutes = [], []
+    days = []
+    minutes = []
     day = start.replace(hour=0, minute=0, second=0, microsecond=0)
     while day < end:
         days.append(day)

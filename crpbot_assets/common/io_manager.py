@@ -89,7 +89,8 @@ class PartitionedFileIOManager(dg.ConfigurableIOManager):
         )
 
     def _load_one(self, asset_key: dg.AssetKey, partition_key: str | None):
-        storage, base = self.files, partition_path(asset_key, partition_key)
+        storage = self.files
+        base = partition_path(asset_key, partition_key)
         where = (
             f"partition {partition_key!r} of " if partition_key else ""
         ) + f"asset {asset_key.to_user_string()}"

@@ -112,14 +112,12 @@ def features(context: dg.AssetExecutionContext, candles: dict[str, pl.DataFrame]
     catalogue entry (metadata `feature_catalogue`). Computed on the previous month + this month's candles,
     keeping this month's rows whose every lookback is satisfied. A row at `ts` uses candles up to the close of
     minute `ts`; a higher-timeframe bar is used only from its last minute on. Months before listing are empty.
-
-    A range of partitions (single-run backfill) is computed in one process, each month exactly as a
-    one-partition run would, and written one file per partition. Dagster 1.13 gives such a run the partition
-    key range (`context.partition_keys`: the symbol x month product of the range) and, through
-    `previous_and_current_month`, the candles of every month of the range plus the month before it, as one
-    {partition_key: frame} mapping (the IO manager's answer to a dict-annotated input); the run returns
-    {partition_key: frame}. A backfill of many months x symbols becomes one run per key range: one per symbol
-    for whole histories.
     """
+    # A range of partitions (single-run backfill) is computed in one process, each month exactly as a
+    # one-partition run would, and written one file per partition. Dagster 1.13 gives such a run the partition
+    # key range (`context.partition_keys`: the symbol x month product of the range) and, through
+    # `previous_and_current_month`, the candles of every month of the range plus the month before it, as one
+    # {partition_key: frame} mapping (the IO manager's rule for partitioned inputs). A backfill of many
+    # months x symbols becomes one run per key range: one per symbol for whole histories.
     plot = context.has_partition_key
     return run_partitions(context, lambda key: _month_features(context, key, candles, plot))

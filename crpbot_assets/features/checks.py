@@ -37,7 +37,8 @@ def non_finite_problems(frame: pl.DataFrame) -> list[str]:
 def schema_problems(frame: pl.DataFrame, month_start=None) -> list[str]:
     """Differences from `ts` + the catalogue's Float64 columns (names, order, dtypes); ts sorted inside the month."""
     problems = []
-    expected, actual = FEATURES_SCHEMA, dict(frame.schema)
+    expected = FEATURES_SCHEMA
+    actual = dict(frame.schema)
     if missing := [c for c in expected if c not in actual]:
         problems.append(f"missing columns {missing}")
     if extra := [c for c in actual if c not in expected]:

@@ -94,7 +94,8 @@ def _with_features(bars: pl.LazyFrame, spec: TimeframeSpec) -> pl.LazyFrame:
 def higher_timeframe_bars(candles: pl.DataFrame) -> dict[str, pl.DataFrame]:
     """OHLCV bars per higher timeframe, labelled by window start, built from the 1m rows present (a window without
     rows has no bar; `minutes_present` counts the rows in each). Each is aggregated from the previous one."""
-    bars, out = candles.select(CANDLE_COLUMNS).with_columns(minutes_present=pl.lit(1, pl.UInt32)), {}
+    bars = candles.select(CANDLE_COLUMNS).with_columns(minutes_present=pl.lit(1, pl.UInt32))
+    out = {}
     for tf in ("5m", "15m", "1h"):
         bars = bars.group_by_dynamic(
             "ts", every=f"{TIMEFRAME_MINUTES[tf]}m", closed="left", label="left"

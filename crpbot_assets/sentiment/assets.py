@@ -28,12 +28,11 @@ by_month = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="m
 @dg.asset(group_name=GROUP, kinds={"polars", "parquet"})
 def fear_greed_index(context: dg.AssetExecutionContext, fear_greed: FearGreedResource) -> pl.DataFrame:
     """alternative.me Crypto Fear & Greed Index, one row per published day: `day` (00:00 UTC),
-    `fear_greed_index` (0-100), `classification`.
-
-    Kept whole rather than partitioned: the API serves only "the last N days" (no date range), so one
-    request returns the full ~3,000-day history; per-month partitions would each re-download all of it.
-    Refreshed daily by `fear_greed_daily`. Days the source lacks stay absent (listed in metadata).
+    `fear_greed_index` (0-100), `classification`. The whole history, refreshed daily by `fear_greed_daily`.
+    Days the source lacks stay absent (listed in metadata).
     """
+    # Kept whole rather than partitioned: the API serves only "the last N days" (no date range), so one
+    # request returns the full ~3,000-day history; per-month partitions would each re-download all of it.
     daily, stats = fear_greed.history(log=context.log.warning)
     gaps = missing_days(daily)
     recent = daily.tail(365)
@@ -68,16 +67,19 @@ def fear_greed_index(context: dg.AssetExecutionContext, fear_greed: FearGreedRes
 def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, storage: StorageResource):
     """Raw Reddit posts created in the month, from every configured subreddit: `id, created_utc, subreddit,
     title, score, num_comments, retrieved_utc` (first observation; later polls never overwrite it).
-
-    Reddit listings hold only the newest ~1000 posts, so history accumulates: each materialization reads
-    the partition's stored posts, appends the unseen ones (de-duplicated by id) and rewrites atomically.
-    The `reddit_new_posts` sensor triggers it. A month the listings no longer reach yields an empty frame
-    with `served: False` and the reason.
+    Posts accumulate over materializations (triggered by the `reddit_new_posts` sensor), because Reddit
+    listings hold only the newest ~1000 posts. A month the listings no longer reach and nothing was stored
+    for is an empty frame with `served: False` and the reason.
     """
+    # Each materialization reads the partition's stored posts, appends the unseen ones (de-duplicated by id)
+    # and the IO manager rewrites the file atomically.
     reddit.require_credentials()
-    client, files, stats = reddit.client(), storage.storage, RequestStats()
+    client = reddit.client()
+    files = storage.storage
+    stats = RequestStats()
     earliest = min(month_window(str(k))[0] for k in context.partition_keys)
-    subreddits, listings = reddit.all_subreddits(), {}
+    subreddits = reddit.all_subreddits()
+    listings = {}
     for i, sub in enumerate(subreddits, 1):  # one pass over the listings serves every month of the run
         listings[sub] = reddit.newest_posts(
             sub, stop_before=earliest.timestamp(), client=client, stats=stats, log=context.log.warning
@@ -218,7 +220,8 @@ def _trends_month(
     covers the overlap."""
     end = min(month_stop, utc_hour())
     overlap = timedelta(hours=google_trends.overlap_hours)
-    stats, anchored = RequestStats(), {}
+    stats = RequestStats()
+    anchored = {}
     hours = pl.datetime_range(start, month_stop, "1h", closed="left", time_zone="UTC", eager=True).cast(TS)
     frame = pl.DataFrame({"ts": hours.filter(hours < end)})
     for i, (symbol, keyword) in enumerate(KEYWORDS.items(), 1):
@@ -282,10 +285,8 @@ def sentiment_features(
     exactly reddit_sentiment_1h, reddit_volume_1h, reddit_engagement_1h, fear_greed_index,
     search_interest_btc/eth/sol (Float64, null without coverage). Join 1-minute rows with
     `join_asof(on="ts", strategy="backward")` after shifting each minute to its close."""
-    lag, staleness = (
-        timedelta(hours=config.fear_greed_publication_lag_hours),
-        timedelta(hours=config.fear_greed_max_staleness_hours),
-    )
+    lag = timedelta(hours=config.fear_greed_publication_lag_hours)
+    staleness = timedelta(hours=config.fear_greed_max_staleness_hours)
 
     def build(key: str):
         symbol, start = split_key(key)
@@ -325,7 +326,8 @@ def schema_problems(key: str, frame: pl.DataFrame) -> list[str]:
     expected = {"ts": TS, **{c: pl.Float64 for c in FEATURE_COLUMNS}}
     if dict(frame.schema) != expected:
         return [f"schema {dict(frame.schema)} != {expected}"]
-    problems, ts = [], frame["ts"]
+    problems = []
+    ts = frame["ts"]
     _, start = split_key(key)
     if frame.height and (not ts.is_sorted() or ts.is_duplicated().any()):
         problems.append("ts not sorted and unique")

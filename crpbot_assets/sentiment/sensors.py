@@ -29,10 +29,13 @@ def reddit_new_posts(context: dg.SensorEvaluationContext, reddit: RedditResource
             f"Reddit credentials missing: set the environment variable(s) {', '.join(missing)}"
         )
     seen = json.loads(context.cursor) if context.cursor else {}
-    client, cursor, fresh_by_month = reddit.client(), {}, {}
+    client = reddit.client()
+    cursor = {}
+    fresh_by_month = {}
     for sub in reddit.all_subreddits():
         page = reddit.newest_posts(sub, limit=POLL_PAGE, client=client, log=context.log.warning)
-        cursor[sub], previous = page["id"].to_list(), set(seen.get(sub, []))
+        cursor[sub] = page["id"].to_list()
+        previous = set(seen.get(sub, []))
         for post_id, created in zip(page["id"], page["created_utc"]):
             if post_id not in previous:
                 month = month_key(datetime.fromtimestamp(created, UTC))

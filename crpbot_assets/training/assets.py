@@ -147,8 +147,9 @@ def lstm_model(
     training_launcher: dg.ResourceParam[TrainingLauncher],
 ) -> dg.MaterializeResult:
     """LSTM direction classifier per symbol, trained by the `training_launcher` (a local subprocess by default,
-    a GPU instance in prod) running `crpbot_assets.training.pipes_main`; with `sentiment_ablation` the same
-    model without the seven sentiment features is trained too and stored in the same artifact."""
+    a GPU instance in prod); with `sentiment_ablation` the same model without the seven sentiment features is
+    trained too and stored in the same artifact."""
+    # Every launcher runs the same entry point, `python -m crpbot_assets.training.pipes_main`.
     symbol = context.partition_key
     if not storage.storage.exists(dataset_relative_path(symbol)):  # fail here, not after launching a machine
         raise dg.Failure(

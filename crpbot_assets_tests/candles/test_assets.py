@@ -52,7 +52,7 @@ def run(resources, instance, key=None, first=None, last=None, extra=(), selectio
 
 def stored(resources, key: str) -> str:
     return os.path.join(
-        resources["io_manager"].base_uri, partition_path(dg.AssetKey("candles"), key) + ".parquet"
+        resources["storage"].base_uri, partition_path(dg.AssetKey("candles"), key) + ".parquet"
     )
 
 

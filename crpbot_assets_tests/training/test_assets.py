@@ -127,7 +127,7 @@ def test_training_graph_runs_through_the_local_pipes_launcher(storage_resources,
     for variant in ("with_sentiment", "without_sentiment"):
         assert 0 <= evaluation[f"{variant}/model/accuracy"].value <= 1
         assert "equity" in evaluation[f"{variant}/equity_curve"].value
-    stored = storage_resources["io_manager"].storage.read_json("model_evaluation/BTC-USD.json")
+    stored = storage_resources["storage"].storage.read_json("model_evaluation/BTC-USD.json")
     assert set(stored["variants"]) == {"with_sentiment", "without_sentiment"}
     assert "accuracy_delta" in stored["sentiment_ablation"]
     # Both variants are judged on exactly the same test windows.
