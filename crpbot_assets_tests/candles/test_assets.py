@@ -29,7 +29,7 @@ FEB_BTC = "2019-02-01|BTC-USD"
 
 
 @dg.asset(partitions_def=symbol_month_partitions)
-def downstream(candles: pl.DataFrame) -> None:
+def downstream(candles: dict[str, pl.DataFrame]) -> None:
     """A stand-in consumer: runs only if the blocking checks let it."""
 
 

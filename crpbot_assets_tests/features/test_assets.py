@@ -23,7 +23,7 @@ SYMBOLS = ["BTC-USD", "ETH-USD", "SOL-USD"]
 
 
 @dg.asset(partitions_def=symbol_month_partitions)
-def downstream(features: pl.DataFrame) -> None:
+def downstream(features: dict[str, pl.DataFrame]) -> None:
     """A stand-in consumer: it runs only if the blocking checks pass."""
 
 
