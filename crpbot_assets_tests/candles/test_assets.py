@@ -304,7 +304,7 @@ def test_schedule_refreshes_the_month_in_progress(instance, when, keys):
 
 
 def test_definitions_load_and_pick_the_endpoint_by_environment(storage_resources):
-    merged = dg.Definitions.merge(defs, dg.Definitions(resources=storage_resources))
+    merged = dg.Definitions.merge(defs, dg.Definitions(resources={**local_resources(), **storage_resources}))
     dg.Definitions.validate_loadable(merged)
     assert merged.resolve_job_def("candles_job") is not None
     assert prod_resources()["coinbase"].base_url == PROD_URL
