@@ -106,6 +106,7 @@ def test_get_json_survives_timeout(replay_server):
     assert stats.retries == 1
 
 
+@pytest.mark.slow
 def test_io_manager_on_s3_round_trips_partitions(monkeypatch):
     """Production storage is configuration only: the same IO manager against moto's S3 server on loopback."""
     import boto3
@@ -143,6 +144,7 @@ def test_io_manager_on_s3_round_trips_partitions(monkeypatch):
         server.stop()
 
 
+@pytest.mark.slow
 def test_replay_console_script_serves_and_takes_faults_over_http():
     """`crpbot-replay` as users start it: a separate process, faults queued through its control endpoint."""
     import json

@@ -233,6 +233,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_io_manager_survives_a_writer_killed_mid_write(tmp_path):
     manager = PartitionedFileIOManager(base_uri=str(tmp_path))
     old = month_of(FEB_BTC).head(100)

@@ -31,6 +31,8 @@ from crpbot_assets_tests.training.helpers import SMALL_CONFIG, hourly_sentiment,
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "crpbot-test"
 DATA = f"s3://{BUCKET}/data"
+# Every test here talks to moto's server; the job scenarios also run subprocesses.
+pytestmark = pytest.mark.slow
 TINY_MODEL = {
     "hidden_size": 8,
     "num_layers": 1,

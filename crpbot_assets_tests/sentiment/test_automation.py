@@ -6,6 +6,7 @@ import sys
 from datetime import UTC, datetime
 
 import dagster as dg
+import pytest
 
 from crpbot_assets.common.resources import shared_resources
 from crpbot_assets.common.settings import REPO_ROOT
@@ -59,6 +60,7 @@ def test_definitions_load_with_shared_resources():
     assert {"fear_greed", "reddit", "google_trends"} <= set(defs.resources)
 
 
+@pytest.mark.slow
 def test_prod_resources_use_real_hosts_and_env_credentials():
     code = (
         "from crpbot_assets.sentiment.definitions import defs; r = defs.resources;"

@@ -80,6 +80,7 @@ def _materialize_upstream(resources, instance):
         assert dg.materialize(UPSTREAM, partition_key=key, resources=resources, instance=instance).success
 
 
+@pytest.mark.slow
 def test_training_graph_runs_through_the_local_pipes_launcher(storage_resources, instance):
     resources = {**storage_resources, "training_launcher": LocalTrainingLauncher()}
     _materialize_upstream(resources, instance)
@@ -152,6 +153,7 @@ def test_training_without_a_dataset_fails_with_the_missing_uri(storage_resources
     )
 
 
+@pytest.mark.slow
 def test_entry_point_imports_no_dagster():
     code = (
         "import sys, crpbot_assets.training.pipes_main\n"
@@ -161,6 +163,7 @@ def test_entry_point_imports_no_dagster():
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
 
 
+@pytest.mark.slow
 def test_entry_point_outside_pipes_fails_clearly():
     run = subprocess.run(
         [sys.executable, "-m", "crpbot_assets.training.pipes_main"],
