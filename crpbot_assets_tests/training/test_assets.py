@@ -27,8 +27,6 @@ from crpbot_assets_tests.training.helpers import hourly_sentiment, planted
 
 MONTHS = ("2019-01-01", "2019-02-01")
 N_MINUTES = (31 + 28) * 1440
-CANDLES, FEATURES = planted(N_MINUTES, seed=11)
-SENTIMENT = hourly_sentiment(N_MINUTES, null_before_hours=24 * 20)
 
 
 def _month_slice(frame: pl.DataFrame, key: str) -> pl.DataFrame:
@@ -39,23 +37,28 @@ def _month_slice(frame: pl.DataFrame, key: str) -> pl.DataFrame:
     )
 
 
-# Stand-ins with the real upstream keys and partitions, writing through the shared IO manager.
-@dg.asset(name="candles", partitions_def=symbol_month_partitions)
-def candles_stub(context: dg.AssetExecutionContext) -> pl.DataFrame:
-    return _month_slice(CANDLES, context.partition_key)
+def upstream_assets(frames: dict[str, pl.DataFrame]) -> list[dg.AssetsDefinition]:
+    """Stand-ins with the real upstream keys and partitions, writing `frames[name]` (BTC-USD only) through the
+    shared IO manager. With no frames they only declare the upstream keys."""
+
+    def stand_in(name: str) -> dg.AssetsDefinition:
+        @dg.asset(name=name, partitions_def=symbol_month_partitions)
+        def _stub(context: dg.AssetExecutionContext) -> pl.DataFrame:
+            return _month_slice(frames[name], context.partition_key)
+
+        return _stub
+
+    return [stand_in(name) for name in ("candles", "features", "sentiment_features")]
 
 
-@dg.asset(name="features", partitions_def=symbol_month_partitions)
-def features_stub(context: dg.AssetExecutionContext) -> pl.DataFrame:
-    return _month_slice(FEATURES, context.partition_key)
+@pytest.fixture(scope="module")
+def upstream() -> list[dg.AssetsDefinition]:
+    """Two months of planted BTC-USD candles/features and hourly sentiment (null for the first 20 days)."""
+    candles, features = planted(N_MINUTES, seed=11)
+    sentiment = hourly_sentiment(N_MINUTES, null_before_hours=24 * 20)
+    return upstream_assets({"candles": candles, "features": features, "sentiment_features": sentiment})
 
 
-@dg.asset(name="sentiment_features", partitions_def=symbol_month_partitions)
-def sentiment_stub(context: dg.AssetExecutionContext) -> pl.DataFrame:
-    return _month_slice(SENTIMENT, context.partition_key)
-
-
-UPSTREAM = [candles_stub, features_stub, sentiment_stub]
 TRAINING = [training_dataset, lstm_model, model_evaluation]
 RUN_CONFIG = dg.RunConfig(
     ops={
@@ -74,18 +77,18 @@ RUN_CONFIG = dg.RunConfig(
 )
 
 
-def _materialize_upstream(resources, instance):
+def _materialize_upstream(upstream, resources, instance):
     for month in MONTHS:
         key = dg.MultiPartitionKey({"symbol": "BTC-USD", "month": month})
-        assert dg.materialize(UPSTREAM, partition_key=key, resources=resources, instance=instance).success
+        assert dg.materialize(upstream, partition_key=key, resources=resources, instance=instance).success
 
 
 @pytest.mark.slow
-def test_training_graph_runs_through_the_local_pipes_launcher(storage_resources, instance):
+def test_training_graph_runs_through_the_local_pipes_launcher(upstream, storage_resources, instance):
     resources = {**storage_resources, "training_launcher": LocalTrainingLauncher()}
-    _materialize_upstream(resources, instance)
+    _materialize_upstream(upstream, resources, instance)
     result = dg.materialize(
-        [*UPSTREAM, *TRAINING],
+        [*upstream, *TRAINING],
         selection=TRAINING,
         partition_key="BTC-USD",
         resources=resources,
@@ -138,7 +141,7 @@ def test_training_graph_runs_through_the_local_pipes_launcher(storage_resources,
 def test_training_without_a_dataset_fails_with_the_missing_uri(storage_resources, instance):
     resources = {**storage_resources, "training_launcher": LocalTrainingLauncher()}
     result = dg.materialize(
-        [*UPSTREAM, training_dataset, lstm_model],
+        [*upstream_assets({}), training_dataset, lstm_model],
         selection=[lstm_model],
         partition_key="ETH-USD",
         resources=resources,
@@ -175,7 +178,9 @@ def test_entry_point_outside_pipes_fails_clearly():
 
 
 def test_domain_definitions_resolve_with_shared_resources(storage_resources):
-    defs = dg.Definitions.merge(training_defs, dg.Definitions(assets=UPSTREAM, resources=storage_resources))
+    defs = dg.Definitions.merge(
+        training_defs, dg.Definitions(assets=upstream_assets({}), resources=storage_resources)
+    )
     repo = defs.get_repository_def()
     graph = repo.asset_graph
     key = dg.AssetKey("training_dataset")
