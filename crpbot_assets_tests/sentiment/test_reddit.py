@@ -31,6 +31,7 @@ def test_praw_pages_the_listing_newest_first(replay_server):
     assert paths.count("/api/v1/access_token") == 1 and paths.count("/r/bitcoin/new") == 3
 
 
+@pytest.mark.slow  # 10 listing pages at praw's real pacing: ~5 s
 def test_listing_stops_at_about_1000_posts(replay_server):
     posts = reddit_resource(replay_server.url, max_posts=5000).newest_posts("solana")
     assert posts.height == 1000  # Reddit's listing cap: older history is out of reach
