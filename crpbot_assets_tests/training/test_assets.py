@@ -6,6 +6,7 @@ import sys
 from datetime import UTC, datetime
 
 import dagster as dg
+import numpy as np
 import polars as pl
 import pytest
 
@@ -22,6 +23,7 @@ from crpbot_assets.training.assets import (
     model_relative_path,
     training_dataset,
 )
+from crpbot_assets.training.dataset import CLASSES
 from crpbot_assets.training.definitions import defs as training_defs
 from crpbot_assets_tests.training.helpers import hourly_sentiment, planted
 
@@ -127,12 +129,38 @@ def test_training_graph_runs_through_the_local_pipes_launcher(upstream, storage_
 
     evaluation = by_asset["model_evaluation"]
     assert evaluation["fee_bps"].value == 25.0
-    for variant in ("with_sentiment", "without_sentiment"):
-        assert 0 <= evaluation[f"{variant}/model/accuracy"].value <= 1
-        assert "equity" in evaluation[f"{variant}/equity_curve"].value
     stored = storage_resources["io_manager"].storage.read_json("model_evaluation/BTC-USD.json")
     assert set(stored["variants"]) == {"with_sentiment", "without_sentiment"}
-    assert "accuracy_delta" in stored["sentiment_ablation"]
+    accuracy = {}
+    for variant in ("with_sentiment", "without_sentiment"):
+        assert "equity" in evaluation[f"{variant}/equity_curve"].value
+        # Each reported figure follows from its confusion matrix (rows = true class), counted here.
+        report = stored["variants"][variant]
+        matrix = np.array(report["model"]["confusion_matrix"])
+        samples = report["model"]["samples"]
+        support = matrix.sum(axis=1)
+        assert matrix.shape == (3, 3) and matrix.sum() == samples
+        accuracy[variant] = np.trace(matrix) / samples
+        assert evaluation[f"{variant}/model/accuracy"].value == pytest.approx(accuracy[variant], abs=5e-5)
+        recalls = [matrix[c, c] / support[c] for c in range(3) if support[c]]
+        assert evaluation[f"{variant}/model/balanced_accuracy"].value == pytest.approx(
+            sum(recalls) / len(recalls), abs=5e-5
+        )
+        # The majority baseline predicts one class for every window: its accuracy is that class's share.
+        majority = np.array(report["majority_baseline"]["confusion_matrix"])
+        predicted = CLASSES.index(report["majority_baseline"]["class"])
+        assert (majority.sum(axis=1) == support).all() and majority[:, predicted].sum() == samples
+        assert evaluation[f"{variant}/majority_baseline/accuracy"].value == pytest.approx(
+            support[predicted] / samples, abs=5e-5
+        )
+        persistence = np.array(report["persistence_baseline"]["confusion_matrix"])
+        assert (persistence.sum(axis=1) == support).all()
+        assert evaluation[f"{variant}/persistence_baseline/accuracy"].value == pytest.approx(
+            np.trace(persistence) / samples, abs=5e-5
+        )
+    assert stored["sentiment_ablation"]["accuracy_delta"] == pytest.approx(
+        accuracy["with_sentiment"] - accuracy["without_sentiment"], abs=1e-9
+    )
     # Both variants are judged on exactly the same test windows.
     samples = {v: stored["variants"][v]["model"]["samples"] for v in stored["variants"]}
     assert samples["with_sentiment"] == samples["without_sentiment"] > 0
