@@ -115,7 +115,7 @@ def test_pytrends_hourly_windows_stitch_to_the_true_series(replay_server):
 def test_partial_points_are_dropped(now):
     now_hour = datetime(2026, 3, 1, 10, tzinfo=UTC)
     with ReplayServer([replay_trends.service(clock=now.timestamp)]) as server:
-        resource = trends_resource(server.url)
+        resource = trends_resource(server.url, requests_per_s=50.0)  # 6 requests: within the replay's burst
         window = resource.window("Bitcoin", now_hour - timedelta(days=2), now_hour)
         past = resource.window("Bitcoin", now_hour - timedelta(days=3), now_hour - timedelta(days=1))
     assert window["ts"].max() == now_hour - H  # the running hour is partial, not final
