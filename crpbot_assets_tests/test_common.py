@@ -1,10 +1,14 @@
 """Shared building blocks: atomic storage, the IO manager's errors, request pacing and retries."""
 
-import multiprocessing
+import contextlib
+import io
 import os
+import resource
+import signal
 import time
 
 import dagster as dg
+import numpy as np
 import polars as pl
 import pytest
 import requests
@@ -16,26 +20,65 @@ from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.common.storage import CorruptFileError, Storage
 
 
-def _write_forever(base: str) -> None:
-    """Child process: keep rewriting one large file until killed."""
-    frame = pl.DataFrame({"x": range(3_000_000)})
-    storage = Storage(base)
-    while True:
-        storage.write_parquet("asset/part.parquet", frame)
+@contextlib.contextmanager
+def file_size_limit(limit: int):
+    """Files cannot grow past `limit` bytes while inside: the OS fails the write that would cross it (EFBIG),
+    after the bytes up to the limit were written - a disk filling up halfway through a write, deterministically."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an error, not the default kill
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
 
 
-def test_killed_writer_leaves_old_file_intact_and_no_partial_file(tmp_path):
+LIMIT = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def big() -> pl.DataFrame:
+    return pl.DataFrame({"x": np.random.default_rng(0).random(200_000)})  # ~1.6 MB of parquet: crosses LIMIT
+
+
+def _parquet_bytes(frame: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    return buffer.getvalue()
+
+
+def _through_the_io_manager(base: str, frame: pl.DataFrame) -> None:
+    context = dg.build_output_context(
+        asset_key=dg.AssetKey("asset"),
+        partition_key="part",
+        asset_partitions_def=dg.StaticPartitionsDefinition(["part"]),
+    )
+    PartitionedFileIOManager(storage=StorageResource(base_uri=base)).handle_output(context, frame)
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda base, frame: Storage(base).write_parquet("asset/part.parquet", frame),
+        lambda base, frame: Storage(base).write_bytes("asset/part.parquet", _parquet_bytes(frame)),
+        lambda base, frame: Storage(base).write_json("asset/part.parquet", {"x": frame["x"].to_list()}),
+        _through_the_io_manager,
+    ],
+    ids=["write_parquet", "write_bytes", "write_json", "io_manager"],
+)
+def test_write_failing_halfway_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, big, write):
     storage = Storage(str(tmp_path))
-    storage.write_parquet("asset/part.parquet", pl.DataFrame({"x": [1, 2, 3]}))
-    child = multiprocessing.get_context("spawn").Process(target=_write_forever, args=(str(tmp_path),))
-    child.start()
-    time.sleep(2.5)
-    child.kill()
-    child.join()
-    frame = storage.read_parquet("asset/part.parquet")  # old or fully new, never partial
-    assert frame.height in (3, 3_000_000)
-    leftovers = [name for name in os.listdir(tmp_path / "asset") if name != "part.parquet"]
-    assert all(".tmp-" in name for name in leftovers)  # only an orphaned temp file, never read as data
+    old = pl.DataFrame({"x": [1.0, 2.0, 3.0]})
+    storage.write_parquet("asset/part.parquet", old)
+    before = (tmp_path / "asset" / "part.parquet").read_bytes()
+    with file_size_limit(LIMIT), pytest.raises(OSError, match="too large"):
+        write(str(tmp_path), big)
+    assert (tmp_path / "asset" / "part.parquet").read_bytes() == before  # the old file, byte for byte
+    assert storage.read_parquet("asset/part.parquet").equals(old)
+    assert os.listdir(tmp_path / "asset") == ["part.parquet"]  # no temporary file left behind
+    write(str(tmp_path), big)  # without the limit the same write succeeds: the limit was the only problem
+    assert (tmp_path / "asset" / "part.parquet").stat().st_size > LIMIT
 
 
 def test_corrupt_parquet_names_the_file(tmp_path):
@@ -107,6 +150,7 @@ def test_get_json_survives_timeout(replay_server):
     assert stats.retries == 1
 
 
+@pytest.mark.slow
 def test_io_manager_on_s3_round_trips_partitions(monkeypatch):
     """Production storage is configuration only: the same IO manager against moto's S3 server on loopback."""
     import boto3
@@ -144,6 +188,7 @@ def test_io_manager_on_s3_round_trips_partitions(monkeypatch):
         server.stop()
 
 
+@pytest.mark.slow
 def test_replay_console_script_serves_and_takes_faults_over_http():
     """`crpbot-replay` as users start it: a separate process, faults queued through its control endpoint."""
     import json

@@ -13,6 +13,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# Every test here starts `dagster` or `dagster-webserver` as a real process.
+pytestmark = pytest.mark.slow
 EXPECTED_ASSETS = {
     "candles",
     "features",

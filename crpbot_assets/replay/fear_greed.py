@@ -7,6 +7,8 @@ first, `time_until_update` only on the newest entry; history from 2018-02-01 wit
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
@@ -50,8 +52,11 @@ def history(seed: int = 0, today: datetime | None = None) -> list[tuple[datetime
     ]
 
 
-def service(seed: int = 0, rate_per_s: float = 1.0, burst: int = 60) -> ReplayService:
-    """60 requests/minute per client, as alternative.me documents."""
+def service(
+    seed: int = 0, rate_per_s: float = 1.0, burst: int = 60, clock: Callable[[], float] = time.time
+) -> ReplayService:
+    """60 requests/minute per client, as alternative.me documents. `clock` is the replay's notion of now (tests
+    fix it, so that "today" cannot change between the request and the assertion)."""
 
     def fng(request: Request) -> Response:
         if request.query.get("format", "json") != "json":
@@ -62,7 +67,7 @@ def service(seed: int = 0, rate_per_s: float = 1.0, burst: int = 60) -> ReplaySe
             return Response.json(
                 {"name": "Fear and Greed Index", "data": [], "metadata": {"error": "Invalid limit"}}
             )
-        now = datetime.now(UTC)
+        now = datetime.fromtimestamp(clock(), UTC)
         rows = history(seed, now)[::-1]
         rows = rows if limit == 0 else rows[:limit]
         data = [

@@ -235,6 +235,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_io_manager_survives_a_writer_killed_mid_write(tmp_path):
     manager = PartitionedFileIOManager(storage=StorageResource(base_uri=str(tmp_path)))
     old = month_of(FEB_BTC).head(100)

@@ -42,6 +42,7 @@ def test_full_month_equals_the_served_series(fast):
     assert fast.stats["coinbase"]["max_in_flight"] >= 2  # pages really go out concurrently
 
 
+@pytest.mark.slow  # 40 requests at the real 10/s: ~4 s
 def test_pacing_honours_the_rate_limit(replay_server):
     """At Coinbase's 10/s against a server enforcing 10/s (burst 15): no 429s, never faster than the limit."""
     client = fast_coinbase(replay_server, requests_per_second=10.0, max_workers=None).client()

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 
 import dagster as dg
+import numpy as np
 import polars as pl
 import pytest
 
@@ -41,6 +42,21 @@ def seed(resources, keys, tamper=None) -> dict[str, pl.DataFrame]:
         written[key] = tamper(frame) if tamper else frame
         storage.write_parquet(partition_path(dg.AssetKey("candles"), key) + ".parquet", written[key])
     return written
+
+
+def assert_known_columns(frame: pl.DataFrame, candles: pl.DataFrame, month: datetime) -> None:
+    """Independent of the feature code: the stored rows are the month's candle minutes (from the first kept one),
+    and the 1-minute log return and gap are computed here from the candles, the month's first row from the
+    warm-up month's last candle."""
+    ts = candles["ts"]
+    rows = np.flatnonzero(((ts >= frame["ts"][0]) & (ts < month_end(month))).to_numpy())
+    assert rows[0] > 0 and frame["ts"].equals(ts.gather(rows))  # every kept row has a previous candle
+    closes = candles["close"].to_numpy()
+    minutes = ts.dt.epoch("s").to_numpy() // 60
+    np.testing.assert_allclose(
+        frame["m1_logret_1"].to_numpy(), np.log(closes[rows] / closes[rows - 1]), rtol=1e-12
+    )
+    np.testing.assert_array_equal(frame["m1_gap_minutes"].to_numpy(), minutes[rows] - minutes[rows - 1] - 1)
 
 
 def stored(resources, key: str, asset: str = "features") -> pl.DataFrame:
@@ -91,6 +107,7 @@ def test_month_materializes_with_previous_month_warmup(instance, storage_resourc
     ).frame
     frame = stored(storage_resources, "2021-05-01|ETH-USD")
     assert frame.equals(expected) and frame.height == candles["2021-05-01|ETH-USD"].height  # no row lost
+    assert_known_columns(frame, pl.concat(candles.values()), datetime(2021, 5, 1, tzinfo=UTC))
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
     assert metadata["warmup_partition"].value == "2021-04-01|ETH-USD"
     assert metadata["warmup_rows"].value == candles["2021-04-01|ETH-USD"].height
@@ -131,6 +148,8 @@ def test_range_runs_once_and_writes_each_month_like_a_single_partition_run(insta
             pl.concat([candles[previous], candles[key]]), month, month_end(month)
         ).frame
         assert frame.equals(expected), key
+        if frame.height:
+            assert_known_columns(frame, pl.concat([candles[previous], candles[key]]), month)
     assert (
         events["2021-05-01|SOL-USD"]["listed"].value is False
         and stored(storage_resources, "2021-05-01|SOL-USD").height == 0

@@ -76,6 +76,7 @@ def hello(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={"rows": 1})
 
 
+@pytest.mark.slow
 def test_production_instance_on_postgres_and_s3(postgres, tmp_path, monkeypatch):
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

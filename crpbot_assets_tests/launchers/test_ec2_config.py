@@ -96,6 +96,7 @@ def test_remote_requirements_pin_this_hosts_versions_without_local_tags():
     assert requirements["dagster-pipes"] == dg.__version__
 
 
+@pytest.mark.slow
 def test_bundle_is_a_wheel_of_the_package_and_is_memoized():
     wheel = build_bundle()
     assert wheel.name.startswith("crpbot_assets-") and wheel.suffix == ".whl"

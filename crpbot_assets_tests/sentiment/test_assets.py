@@ -57,6 +57,7 @@ def frozen_reddit():
         yield server
 
 
+@pytest.mark.slow  # a month of Google Trends windows at the production pace (4.5/s): ~15 s
 def test_sentiment_features_for_a_month(sentiment_resources, storage_resources, instance, replay_server):
     reddit = reddit_resource(
         replay_server.url,

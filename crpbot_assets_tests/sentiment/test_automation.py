@@ -6,6 +6,7 @@ import sys
 from datetime import UTC, datetime
 
 import dagster as dg
+import pytest
 
 from crpbot_assets.common.settings import REPO_ROOT
 from crpbot_assets.resources import resources_for
@@ -60,6 +61,7 @@ def test_definitions_load_with_the_local_resources():
     assert not defs.resources  # bound only in crpbot_assets/resources.py
 
 
+@pytest.mark.slow
 def test_prod_resources_use_real_hosts_and_env_credentials():
     code = (
         "from crpbot_assets.definitions import defs; r = defs.resources;"

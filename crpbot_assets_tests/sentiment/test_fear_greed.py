@@ -7,28 +7,37 @@ import pytest
 
 from crpbot_assets.common.http import ApiError
 from crpbot_assets.replay import fear_greed as replay_fg
+from crpbot_assets.replay.server import ReplayServer
 from crpbot_assets.sentiment.fear_greed import (
     FearGreedPayloadError,
     hourly_index,
     missing_days,
     parse_payload,
 )
+from crpbot_assets.sentiment.resources import FearGreedResource
 
 UTC = UTC
 
 
-def test_history_parses_the_replayed_wire_format(sentiment_resources):
-    daily, stats = sentiment_resources["fear_greed"].history()
-    expected = replay_fg.history()
+# Half a minute after midnight UTC: the moment a test reading the wall clock could disagree with the server.
+FROZEN_NOW = datetime(2026, 3, 1, 0, 0, 30, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def frozen_fear_greed():
+    """A Fear & Greed replay whose clock stands at FROZEN_NOW."""
+    with ReplayServer([replay_fg.service(clock=FROZEN_NOW.timestamp)]) as server:
+        yield FearGreedResource(base_url=server.url, base_delay_s=0.05)
+
+
+def test_history_parses_the_replayed_wire_format(frozen_fear_greed):
+    daily, stats = frozen_fear_greed.history()
+    expected = replay_fg.history(today=FROZEN_NOW)
     assert daily.height == len(expected) and stats.requests == 1
     assert daily["day"].is_sorted() and daily["day"].n_unique() == daily.height
     assert daily["day"][0] == datetime(2018, 2, 1, tzinfo=UTC)
-    assert daily["day"][-1] == datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    by_day = dict(expected)
-    assert all(
-        by_day[d] == v
-        for d, v in zip(daily["day"].to_list()[-50:], daily["fear_greed_index"].to_list()[-50:])
-    )
+    assert daily["day"][-1] == datetime(2026, 3, 1, tzinfo=UTC)  # today's value is out from 00:00 UTC
+    assert list(zip(daily["day"].to_list(), daily["fear_greed_index"].to_list())) == expected
     assert set(daily["classification"].unique()) <= {
         "Extreme Fear",
         "Fear",

@@ -20,6 +20,16 @@ from .conftest import reddit_resource
 UTC = UTC
 
 
+FROZEN_NOW = datetime(2026, 3, 1, 10, 30, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def frozen_reddit():
+    """A Reddit replay whose clock stands still, so no post can appear between two sensor ticks."""
+    with ReplayServer([reddit.service(clock=FROZEN_NOW.timestamp)]) as server:
+        yield server
+
+
 def test_praw_pages_the_listing_newest_first(replay_server):
     stats = RequestStats()
     posts = reddit_resource(replay_server.url).newest_posts("bitcoin", limit=250, stats=stats)
@@ -31,18 +41,24 @@ def test_praw_pages_the_listing_newest_first(replay_server):
     assert paths.count("/api/v1/access_token") == 1 and paths.count("/r/bitcoin/new") == 3
 
 
+@pytest.mark.slow  # 10 listing pages at praw's real pacing: ~5 s
 def test_listing_stops_at_about_1000_posts(replay_server):
     posts = reddit_resource(replay_server.url, max_posts=5000).newest_posts("solana")
     assert posts.height == 1000  # Reddit's listing cap: older history is out of reach
 
 
-def test_stop_before_ends_paging_early(replay_server):
+def test_stop_before_ends_paging_early(frozen_reddit):
     stats = RequestStats()
-    cutoff = time.time() - 3 * 3600
-    posts = reddit_resource(replay_server.url, max_posts=1000).newest_posts(
+    cutoff = FROZEN_NOW.timestamp() - 3 * 3600
+    posts = reddit_resource(frozen_reddit.url, max_posts=1000).newest_posts(
         "cryptocurrency", stop_before=cutoff, stats=stats
     )
-    assert posts["created_utc"].min() < cutoff and stats.requests < 10
+    # Paging stops with the first page that reaches past the cutoff: every post newer than it, and no more pages.
+    newer = [
+        p for p in reddit.newest_posts("cryptocurrency", FROZEN_NOW.timestamp()) if p["created_utc"] >= cutoff
+    ]
+    assert posts["created_utc"].min() < cutoff and set(posts["id"]) >= {p["id"] for p in newer}
+    assert stats.requests == len(newer) // 100 + 1
 
 
 def test_bad_credentials_and_unknown_subreddit_fail_clearly(replay_server):
@@ -150,16 +166,6 @@ def test_sensor_skips_with_the_reason_when_credentials_are_missing(instance):
     result = reddit_new_posts(dg.build_sensor_context(instance=instance, resources={"reddit": resource}))
     assert isinstance(result, dg.SkipReason)
     assert "CRPBOT_TEST_NO_ID, CRPBOT_TEST_NO_SECRET, CRPBOT_TEST_NO_AGENT" in result.skip_message
-
-
-FROZEN_NOW = datetime(2026, 3, 1, 10, 30, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def frozen_reddit():
-    """A Reddit replay whose clock stands still, so no post can appear between two sensor ticks."""
-    with ReplayServer([reddit.service(clock=FROZEN_NOW.timestamp)]) as server:
-        yield server
 
 
 def test_sensor_requests_runs_only_for_unseen_posts(instance, frozen_reddit):

@@ -7,6 +7,8 @@ import polars as pl
 import pytest
 
 from crpbot_assets.common.http import ApiError, RequestStats
+from crpbot_assets.replay import trends as replay_trends
+from crpbot_assets.replay.server import ReplayServer
 from crpbot_assets.replay.trends import true_interest
 from crpbot_assets.sentiment.resources import TrendsPayloadError
 from crpbot_assets.sentiment.trends import StitchError, plan_windows, stitch
@@ -102,10 +104,23 @@ def test_pytrends_hourly_windows_stitch_to_the_true_series(replay_server):
     assert abs(np.mean(later_ratio) / np.mean(ratio) - 1) < 0.02
 
 
-def test_partial_points_are_dropped(replay_server):
-    now_hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    window = trends_resource(replay_server.url).window("Bitcoin", now_hour - timedelta(days=2), now_hour)
+@pytest.mark.parametrize(
+    "now",
+    [
+        datetime(2026, 3, 1, 10, 0, 0, tzinfo=UTC),  # the top of the hour: the 10:00 point has just begun
+        datetime(2026, 3, 1, 10, 30, tzinfo=UTC),
+        datetime(2026, 3, 1, 10, 59, 59, tzinfo=UTC),
+    ],
+)
+def test_partial_points_are_dropped(now):
+    now_hour = datetime(2026, 3, 1, 10, tzinfo=UTC)
+    with ReplayServer([replay_trends.service(clock=now.timestamp)]) as server:
+        resource = trends_resource(server.url, requests_per_s=50.0)  # 6 requests: within the replay's burst
+        window = resource.window("Bitcoin", now_hour - timedelta(days=2), now_hour)
+        past = resource.window("Bitcoin", now_hour - timedelta(days=3), now_hour - timedelta(days=1))
     assert window["ts"].max() == now_hour - H  # the running hour is partial, not final
+    assert window.height == 48  # every complete hour of the two days, none dropped besides the running one
+    assert past.height == 49 and past["ts"].max() == now_hour - timedelta(days=1)  # all final: all kept
 
 
 def test_429s_are_retried_with_backoff_then_a_clear_error(replay_server):

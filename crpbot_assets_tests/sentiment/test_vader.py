@@ -39,6 +39,7 @@ def _run(code: str, tmp_path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_scores_without_nltk_data_or_network(tmp_path):
     result = _run(
         "from crpbot_assets.sentiment.vader import compound_scores;"
@@ -49,6 +50,7 @@ def test_scores_without_nltk_data_or_network(tmp_path):
     assert result.stdout.strip() == "0.4404"
 
 
+@pytest.mark.slow
 def test_missing_lexicon_is_a_clear_error(tmp_path):
     # sys.modules[name] = None is how Python marks a package as not importable.
     result = _run(

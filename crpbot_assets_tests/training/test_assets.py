@@ -6,6 +6,7 @@ import sys
 from datetime import UTC, datetime
 
 import dagster as dg
+import numpy as np
 import polars as pl
 import pytest
 
@@ -23,13 +24,12 @@ from crpbot_assets.training.assets import (
     model_relative_path,
     training_dataset,
 )
+from crpbot_assets.training.dataset import CLASSES
 from crpbot_assets.training.definitions import defs as training_defs
 from crpbot_assets_tests.training.helpers import hourly_sentiment, planted
 
 MONTHS = ("2019-01-01", "2019-02-01")
 N_MINUTES = (31 + 28) * 1440
-CANDLES, FEATURES = planted(N_MINUTES, seed=11)
-SENTIMENT = hourly_sentiment(N_MINUTES, null_before_hours=24 * 20)
 
 
 def _month_slice(frame: pl.DataFrame, key: str) -> pl.DataFrame:
@@ -40,23 +40,28 @@ def _month_slice(frame: pl.DataFrame, key: str) -> pl.DataFrame:
     )
 
 
-# Stand-ins with the real upstream keys and partitions, writing through the shared IO manager.
-@dg.asset(name="candles", partitions_def=symbol_month_partitions)
-def candles_stub(context: dg.AssetExecutionContext) -> pl.DataFrame:
-    return _month_slice(CANDLES, context.partition_key)
+def upstream_assets(frames: dict[str, pl.DataFrame]) -> list[dg.AssetsDefinition]:
+    """Stand-ins with the real upstream keys and partitions, writing `frames[name]` (BTC-USD only) through the
+    shared IO manager. With no frames they only declare the upstream keys."""
+
+    def stand_in(name: str) -> dg.AssetsDefinition:
+        @dg.asset(name=name, partitions_def=symbol_month_partitions)
+        def _stub(context: dg.AssetExecutionContext) -> pl.DataFrame:
+            return _month_slice(frames[name], context.partition_key)
+
+        return _stub
+
+    return [stand_in(name) for name in ("candles", "features", "sentiment_features")]
 
 
-@dg.asset(name="features", partitions_def=symbol_month_partitions)
-def features_stub(context: dg.AssetExecutionContext) -> pl.DataFrame:
-    return _month_slice(FEATURES, context.partition_key)
+@pytest.fixture(scope="module")
+def upstream() -> list[dg.AssetsDefinition]:
+    """Two months of planted BTC-USD candles/features and hourly sentiment (null for the first 20 days)."""
+    candles, features = planted(N_MINUTES, seed=11)
+    sentiment = hourly_sentiment(N_MINUTES, null_before_hours=24 * 20)
+    return upstream_assets({"candles": candles, "features": features, "sentiment_features": sentiment})
 
 
-@dg.asset(name="sentiment_features", partitions_def=symbol_month_partitions)
-def sentiment_stub(context: dg.AssetExecutionContext) -> pl.DataFrame:
-    return _month_slice(SENTIMENT, context.partition_key)
-
-
-UPSTREAM = [candles_stub, features_stub, sentiment_stub]
 TRAINING = [training_dataset, lstm_model, model_evaluation]
 RUN_CONFIG = dg.RunConfig(
     ops={
@@ -75,17 +80,18 @@ RUN_CONFIG = dg.RunConfig(
 )
 
 
-def _materialize_upstream(resources, instance):
+def _materialize_upstream(upstream, resources, instance):
     for month in MONTHS:
         key = dg.MultiPartitionKey({"symbol": "BTC-USD", "month": month})
-        assert dg.materialize(UPSTREAM, partition_key=key, resources=resources, instance=instance).success
+        assert dg.materialize(upstream, partition_key=key, resources=resources, instance=instance).success
 
 
-def test_training_graph_runs_through_the_local_pipes_launcher(storage_resources, instance):
+@pytest.mark.slow
+def test_training_graph_runs_through_the_local_pipes_launcher(upstream, storage_resources, instance):
     resources = {**storage_resources, "training_launcher": LocalTrainingLauncher()}
-    _materialize_upstream(resources, instance)
+    _materialize_upstream(upstream, resources, instance)
     result = dg.materialize(
-        [*UPSTREAM, *TRAINING],
+        [*upstream, *TRAINING],
         selection=TRAINING,
         partition_key="BTC-USD",
         resources=resources,
@@ -124,12 +130,38 @@ def test_training_graph_runs_through_the_local_pipes_launcher(storage_resources,
 
     evaluation = by_asset["model_evaluation"]
     assert evaluation["fee_bps"].value == 25.0
-    for variant in ("with_sentiment", "without_sentiment"):
-        assert 0 <= evaluation[f"{variant}/model/accuracy"].value <= 1
-        assert "equity" in evaluation[f"{variant}/equity_curve"].value
     stored = storage_resources["storage"].storage.read_json("model_evaluation/BTC-USD.json")
     assert set(stored["variants"]) == {"with_sentiment", "without_sentiment"}
-    assert "accuracy_delta" in stored["sentiment_ablation"]
+    accuracy = {}
+    for variant in ("with_sentiment", "without_sentiment"):
+        assert "equity" in evaluation[f"{variant}/equity_curve"].value
+        # Each reported figure follows from its confusion matrix (rows = true class), counted here.
+        report = stored["variants"][variant]
+        matrix = np.array(report["model"]["confusion_matrix"])
+        samples = report["model"]["samples"]
+        support = matrix.sum(axis=1)
+        assert matrix.shape == (3, 3) and matrix.sum() == samples
+        accuracy[variant] = np.trace(matrix) / samples
+        assert evaluation[f"{variant}/model/accuracy"].value == pytest.approx(accuracy[variant], abs=5e-5)
+        recalls = [matrix[c, c] / support[c] for c in range(3) if support[c]]
+        assert evaluation[f"{variant}/model/balanced_accuracy"].value == pytest.approx(
+            sum(recalls) / len(recalls), abs=5e-5
+        )
+        # The majority baseline predicts one class for every window: its accuracy is that class's share.
+        majority = np.array(report["majority_baseline"]["confusion_matrix"])
+        predicted = CLASSES.index(report["majority_baseline"]["class"])
+        assert (majority.sum(axis=1) == support).all() and majority[:, predicted].sum() == samples
+        assert evaluation[f"{variant}/majority_baseline/accuracy"].value == pytest.approx(
+            support[predicted] / samples, abs=5e-5
+        )
+        persistence = np.array(report["persistence_baseline"]["confusion_matrix"])
+        assert (persistence.sum(axis=1) == support).all()
+        assert evaluation[f"{variant}/persistence_baseline/accuracy"].value == pytest.approx(
+            np.trace(persistence) / samples, abs=5e-5
+        )
+    assert stored["sentiment_ablation"]["accuracy_delta"] == pytest.approx(
+        accuracy["with_sentiment"] - accuracy["without_sentiment"], abs=1e-9
+    )
     # Both variants are judged on exactly the same test windows.
     samples = {v: stored["variants"][v]["model"]["samples"] for v in stored["variants"]}
     assert samples["with_sentiment"] == samples["without_sentiment"] > 0
@@ -138,7 +170,7 @@ def test_training_graph_runs_through_the_local_pipes_launcher(storage_resources,
 def test_training_without_a_dataset_fails_with_the_missing_uri(storage_resources, instance):
     resources = {**storage_resources, "training_launcher": LocalTrainingLauncher()}
     result = dg.materialize(
-        [*UPSTREAM, training_dataset, lstm_model],
+        [*upstream_assets({}), training_dataset, lstm_model],
         selection=[lstm_model],
         partition_key="ETH-USD",
         resources=resources,
@@ -153,6 +185,7 @@ def test_training_without_a_dataset_fails_with_the_missing_uri(storage_resources
     )
 
 
+@pytest.mark.slow
 def test_entry_point_imports_no_dagster():
     code = (
         "import sys, crpbot_assets.training.pipes_main\n"
@@ -162,6 +195,7 @@ def test_entry_point_imports_no_dagster():
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
 
 
+@pytest.mark.slow
 def test_entry_point_outside_pipes_fails_clearly():
     run = subprocess.run(
         [sys.executable, "-m", "crpbot_assets.training.pipes_main"],
@@ -176,7 +210,8 @@ def test_domain_definitions_resolve_with_shared_resources(storage_resources):
     defs = dg.Definitions.merge(
         training_defs,
         dg.Definitions(
-            assets=UPSTREAM, resources={**storage_resources, "training_launcher": LocalTrainingLauncher()}
+            assets=upstream_assets({}),
+            resources={**storage_resources, "training_launcher": LocalTrainingLauncher()},
         ),
     )
     repo = defs.get_repository_def()
