@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from crpbot_assets.common.symbols import LISTED_AT
 from crpbot_assets.replay import synthetic
-from crpbot_assets.replay.server import ReplayService, Request, Response
+from crpbot_assets.replay.protocol import ReplayService, Request, Response
 
 GRANULARITIES = {60, 300, 900, 3600, 21600, 86400}
 MAX_CANDLES = 300

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from crpbot_assets.replay.server import ReplayService, Request, Response
+from crpbot_assets.replay.protocol import ReplayService, Request, Response
 
 POSTS_PER_HOUR = {"bitcoin": 12.0, "cryptocurrency": 40.0, "ethereum": 6.0, "solana": 5.0}
 LISTING_CAP, PAGE_MAX, WINDOW_S, WINDOW_REQUESTS = 1000, 100, 600, 1000

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from crpbot_assets.replay.server import ReplayService, Request, Response
+from crpbot_assets.replay.protocol import ReplayService, Request, Response
 
 KEYWORD_LEVELS = {"bitcoin": 100.0, "ethereum": 40.0, "solana": 12.0}
 HOUR, DAY, WEEK = 3600, 86400, 7 * 86400

@@ -6,8 +6,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import polars as pl
 
-from crpbot_assets.common.checks import partition_check_result
-from crpbot_assets.common.http import RateLimiter, RequestStats
+from crpbot_assets.common.http import RequestStats
 from crpbot_assets.common.io_manager import partition_path
 from crpbot_assets.common.partitions import month_end, month_partitions, split_key, symbol_month_partitions
 from crpbot_assets.common.plots import line_plot
@@ -17,6 +16,7 @@ from crpbot_assets.sentiment.features import FEATURE_COLUMNS, TS, assemble, hour
 from crpbot_assets.sentiment.reddit import POST_SCHEMA, append_posts, hourly_aggregates, in_window
 from crpbot_assets.sentiment.resources import FearGreedResource, GoogleTrendsResource, RedditResource
 from crpbot_assets.sentiment.trends import COLUMNS, KEYWORDS
+from crpbot_assets.sentiment.trends_client import TrendsClient
 from crpbot_assets.sentiment.vader import compound_scores
 
 GROUP = "sentiment"
@@ -50,7 +50,7 @@ def fear_greed_index(context: dg.AssetExecutionContext, fear_greed: FearGreedRes
     request returns the full ~3,000-day history; per-month partitions would each re-download all of it.
     Refreshed daily by `fear_greed_daily`. Days the source lacks stay absent (listed in metadata).
     """
-    daily, stats = fear_greed.history(log=context.log.warning)
+    daily, stats = fear_greed.client().history(log=context.log.warning)
     gaps = missing_days(daily)
     recent = daily.tail(365)
     context.add_output_metadata(
@@ -90,13 +90,12 @@ def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, stor
     The `reddit_new_posts` sensor triggers it. A month the listings no longer reach yields an empty frame
     with `served: False` and the reason.
     """
-    reddit.require_credentials()
     client, files, stats = reddit.client(), storage.storage, RequestStats()
     earliest = min(_month(str(k))[0] for k in context.partition_keys)
     subreddits, listings = reddit.all_subreddits(), {}
     for i, sub in enumerate(subreddits, 1):  # one pass over the listings serves every month of the run
-        listings[sub] = reddit.newest_posts(
-            sub, stop_before=earliest.timestamp(), client=client, stats=stats, log=context.log.warning
+        listings[sub] = client.newest_posts(
+            sub, stop_before=earliest.timestamp(), stats=stats, log=context.log.warning
         )
         context.log.info(f"r/{sub}: {listings[sub].height} posts listed ({i}/{len(subreddits)} subreddits)")
 
@@ -203,13 +202,13 @@ def google_trends_hourly(
     at hour end): overlapping 7-day windows stitched onto one scale (see `sentiment.trends`). When the
     previous month is materialized its last day anchors the scale, so consecutive months share it."""
     built: dict[str, pl.DataFrame] = {}
-    limiter = RateLimiter(google_trends.requests_per_s)  # one pace for every keyword and month of the run
+    client = google_trends.client()  # one pace for every keyword and month of the run
 
     def build(key: str):
         start, month_stop = _month(key)
         before = f"{start - timedelta(days=1):%Y-%m-01}"
         frame, metadata = _trends_month(
-            context, google_trends, limiter, start, month_stop, built.get(before, previous.get(before))
+            context, client, start, month_stop, built.get(before, previous.get(before))
         )
         built[key] = frame
         return frame, metadata
@@ -219,8 +218,7 @@ def google_trends_hourly(
 
 def _trends_month(
     context: dg.AssetExecutionContext,
-    google_trends: GoogleTrendsResource,
-    limiter: RateLimiter,
+    client: TrendsClient,
     start: datetime,
     month_stop: datetime,
     prior: pl.DataFrame | None,
@@ -228,7 +226,7 @@ def _trends_month(
     """One month of stitched hourly interest for every keyword, anchored on `prior` (the month before) if it
     covers the overlap."""
     end = min(month_stop, utc_hour())
-    overlap = timedelta(hours=google_trends.overlap_hours)
+    overlap = timedelta(hours=client.overlap_hours)
     stats, anchored = RequestStats(), {}
     hours = pl.datetime_range(start, month_stop, "1h", closed="left", time_zone="UTC", eager=True).cast(TS)
     frame = pl.DataFrame({"ts": hours.filter(hours < end)})
@@ -244,11 +242,9 @@ def _trends_month(
                 .select("ts", pl.col(column).alias("value"))
                 .drop_nulls()
             )
-            anchor = anchor if anchor.height >= google_trends.overlap_hours // 2 else None
+            anchor = anchor if anchor.height >= client.overlap_hours // 2 else None
         anchored[keyword] = anchor is not None
-        series = google_trends.hourly_interest(
-            keyword, start, end, anchor=anchor, stats=stats, limiter=limiter, log=context.log.info
-        )
+        series = client.hourly_interest(keyword, start, end, anchor=anchor, stats=stats, log=context.log.info)
         frame = frame.join(series.rename({"value": column}), on="ts", how="left", maintain_order="left")
         context.log.info(f"{start:%Y-%m}: {keyword} stitched ({i}/{len(KEYWORDS)} keywords)")
     metadata = {
@@ -328,25 +324,3 @@ def sentiment_features(
         return frame, metadata
 
     return _per_partition(context, build)
-
-
-def schema_problems(key: str, frame: pl.DataFrame) -> list[str]:
-    """What is wrong with one partition of `sentiment_features` (empty list when nothing)."""
-    expected = {"ts": TS, **{c: pl.Float64 for c in FEATURE_COLUMNS}}
-    if dict(frame.schema) != expected:
-        return [f"schema {dict(frame.schema)} != {expected}"]
-    problems, ts = [], frame["ts"]
-    _, start = split_key(key)
-    if frame.height and (not ts.is_sorted() or ts.is_duplicated().any()):
-        problems.append("ts not sorted and unique")
-    if frame.height and (ts.dt.minute().max() or ts.dt.second().max()):
-        problems.append("ts not on hour boundaries")
-    if frame.height and (ts.min() <= start or ts.max() > month_end(start)):
-        problems.append(f"ts outside ({start}, {month_end(start)}]")
-    return problems
-
-
-@dg.asset_check(asset=sentiment_features, blocking=True, partitions_def=symbol_month_partitions)
-def sentiment_features_schema(sentiment_features: dict[str, pl.DataFrame]) -> dg.AssetCheckResult:
-    """Exactly `ts` + the seven Float64 columns; sorted, unique hour ends inside the partition's month."""
-    return partition_check_result(sentiment_features, schema_problems)

@@ -30,7 +30,7 @@ def reddit_new_posts(context: dg.SensorEvaluationContext, reddit: RedditResource
     seen = json.loads(context.cursor) if context.cursor else {}
     client, cursor, fresh_by_month = reddit.client(), {}, {}
     for sub in reddit.all_subreddits():
-        page = reddit.newest_posts(sub, limit=POLL_PAGE, client=client, log=context.log.warning)
+        page = client.newest_posts(sub, limit=POLL_PAGE, log=context.log.warning)
         cursor[sub], previous = page["id"].to_list(), set(seen.get(sub, []))
         for post_id, created in zip(page["id"], page["created_utc"]):
             if post_id not in previous:

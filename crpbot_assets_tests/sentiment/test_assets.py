@@ -18,8 +18,8 @@ from crpbot_assets.sentiment.assets import (
     reddit_hourly,
     reddit_posts,
     sentiment_features,
-    sentiment_features_schema,
 )
+from crpbot_assets.sentiment.checks import sentiment_features_schema
 from crpbot_assets.sentiment.features import FEATURE_COLUMNS
 from crpbot_assets.sentiment.reddit import posts_frame
 from crpbot_assets.sentiment.vader import compound_scores

@@ -22,7 +22,7 @@ UTC = UTC
 
 def test_praw_pages_the_listing_newest_first(replay_server):
     stats = RequestStats()
-    posts = reddit_resource(replay_server.url).newest_posts("bitcoin", limit=250, stats=stats)
+    posts = reddit_resource(replay_server.url).client().newest_posts("bitcoin", limit=250, stats=stats)
     assert posts.height == 250 and posts["id"].n_unique() == 250 and stats.requests == 3
     assert posts["created_utc"].is_sorted(descending=True)
     assert set(posts["subreddit"]) == {"bitcoin"} and posts["created_utc"].max() <= time.time()
@@ -32,46 +32,63 @@ def test_praw_pages_the_listing_newest_first(replay_server):
 
 
 def test_listing_stops_at_about_1000_posts(replay_server):
-    posts = reddit_resource(replay_server.url, max_posts=5000).newest_posts("solana")
+    posts = reddit_resource(replay_server.url, max_posts=5000).client().newest_posts("solana")
     assert posts.height == 1000  # Reddit's listing cap: older history is out of reach
 
 
 def test_stop_before_ends_paging_early(replay_server):
     stats = RequestStats()
     cutoff = time.time() - 3 * 3600
-    posts = reddit_resource(replay_server.url, max_posts=1000).newest_posts(
-        "cryptocurrency", stop_before=cutoff, stats=stats
+    posts = (
+        reddit_resource(replay_server.url, max_posts=1000)
+        .client()
+        .newest_posts("cryptocurrency", stop_before=cutoff, stats=stats)
     )
     assert posts["created_utc"].min() < cutoff and stats.requests < 10
 
 
 def test_bad_credentials_and_unknown_subreddit_fail_clearly(replay_server):
     with pytest.raises(Exception, match="401"):
-        reddit_resource(replay_server.url, client_secret="invalid").newest_posts("bitcoin", limit=5)
+        reddit_resource(replay_server.url, client_secret="invalid").client().newest_posts("bitcoin", limit=5)
     with pytest.raises(ApiError, match="r/nosuchsub not found"):
-        reddit_resource(replay_server.url).newest_posts("nosuchsub", limit=5)
+        reddit_resource(replay_server.url).client().newest_posts("nosuchsub", limit=5)
 
 
 def test_429_is_retried_then_a_clear_error(replay_server):
     stats = RequestStats()
-    resource = reddit_resource(replay_server.url)
-    client = resource.client()
-    resource.newest_posts("ethereum", limit=1, client=client)  # token fetched before the faults are queued
+    client = reddit_resource(replay_server.url).client()
+    client.newest_posts("ethereum", limit=1)  # token fetched before the faults are queued
     replay_server.inject("reddit", "429", 2)
-    assert resource.newest_posts("ethereum", limit=10, client=client, stats=stats).height == 10
+    assert client.newest_posts("ethereum", limit=10, stats=stats).height == 10
     assert stats.retries == 2
+    impatient = reddit_resource(replay_server.url, max_attempts=3).client()
+    impatient.newest_posts("ethereum", limit=1)
     replay_server.inject("reddit", "429", 3)
     with pytest.raises(ApiError, match=r"r/ethereum/new.*gave up after 3 attempts.*TooManyRequests"):
-        reddit_resource(replay_server.url, max_attempts=3).newest_posts("ethereum", limit=10, client=client)
+        impatient.newest_posts("ethereum", limit=10)
+
+
+def test_server_errors_are_retried_by_prawcore_alone(replay_server):
+    client = reddit_resource(replay_server.url).client()
+    client.newest_posts("bitcoin", limit=1)
+    replay_server.clear()
+    stats = RequestStats()
+    replay_server.inject("reddit", "503", 1)  # prawcore retries a 5xx itself: our loop sees a success
+    assert client.newest_posts("bitcoin", limit=5, stats=stats).height == 5 and stats.retries == 0
+    replay_server.clear()
+    replay_server.inject("reddit", "503", 12)
+    with pytest.raises(ApiError, match=r"r/bitcoin/new .*HTTP 503"):
+        client.newest_posts("bitcoin", limit=5)
+    # prawcore's 3 attempts, not 3 x our 4: one layer retries.
+    assert [p for _, p, _, status in replay_server.request_log if status == 503] == ["/r/bitcoin/new"] * 3
 
 
 def test_malformed_listing_names_the_post(replay_server):
-    resource = reddit_resource(replay_server.url)
-    client = resource.client()
-    resource.newest_posts("solana", limit=1, client=client)
+    client = reddit_resource(replay_server.url).client()
+    client.newest_posts("solana", limit=1)
     replay_server.inject("reddit", "malformed")
     with pytest.raises(ValueError, match=r"r/solana/new: post '\w+' is malformed"):
-        resource.newest_posts("solana", limit=10, client=client)
+        client.newest_posts("solana", limit=10)
 
 
 def test_missing_credentials_name_every_variable():

@@ -8,8 +8,8 @@ import pytest
 
 from crpbot_assets.common.http import ApiError, RequestStats
 from crpbot_assets.replay.trends import true_interest
-from crpbot_assets.sentiment.resources import TrendsPayloadError
 from crpbot_assets.sentiment.trends import StitchError, plan_windows, stitch
+from crpbot_assets.sentiment.trends_client import TrendsPayloadError
 
 from .conftest import trends_resource
 
@@ -83,7 +83,7 @@ def test_windows_without_usable_overlap_fail_clearly():
 def test_pytrends_hourly_windows_stitch_to_the_true_series(replay_server):
     resource, stats = trends_resource(replay_server.url), RequestStats()
     start, end = datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 14, tzinfo=UTC)
-    series = resource.hourly_interest("Ethereum", start, end, stats=stats)
+    series = resource.client().hourly_interest("Ethereum", start, end, stats=stats)
     assert (
         series["ts"].to_list() == pl.datetime_range(start, end, "1h", time_zone="UTC", eager=True).to_list()
     )
@@ -95,7 +95,7 @@ def test_pytrends_hourly_windows_stitch_to_the_true_series(replay_server):
         len(windows) == 2 and stats.requests == 3 * len(windows) and stats.retries == 0
     )  # cookie+explore+multiline
     # A later stretch anchored on this one continues the same scale.
-    later = resource.hourly_interest("Ethereum", end, end + timedelta(days=5), anchor=series)
+    later = resource.client().hourly_interest("Ethereum", end, end + timedelta(days=5), anchor=series)
     later_ratio = later["value"].to_numpy() / true_interest(
         "Ethereum", np.array([int(t.timestamp()) for t in later["ts"].to_list()])
     )
@@ -104,7 +104,9 @@ def test_pytrends_hourly_windows_stitch_to_the_true_series(replay_server):
 
 def test_partial_points_are_dropped(replay_server):
     now_hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    window = trends_resource(replay_server.url).window("Bitcoin", now_hour - timedelta(days=2), now_hour)
+    window = (
+        trends_resource(replay_server.url).client().window("Bitcoin", now_hour - timedelta(days=2), now_hour)
+    )
     assert window["ts"].max() == now_hour - H  # the running hour is partial, not final
 
 
@@ -112,7 +114,7 @@ def test_429s_are_retried_with_backoff_then_a_clear_error(replay_server):
     resource, stats = trends_resource(replay_server.url), RequestStats()
     start = datetime(2024, 3, 1, tzinfo=UTC)
     replay_server.inject("google_trends", "429", 2)
-    window = resource.window("Solana", start, start + timedelta(days=2), stats=stats)
+    window = resource.client().window("Solana", start, start + timedelta(days=2), stats=stats)
     assert window.height == 49 and stats.retries == 2
     replay_server.inject("google_trends", "429", 20)
     with pytest.raises(
@@ -120,7 +122,9 @@ def test_429s_are_retried_with_backoff_then_a_clear_error(replay_server):
         match=r"Google Trends 'Solana' 2024-03-01T00 2024-03-03T00: gave up after 3 "
         r"attempts; last problem: TooManyRequestsError.*429",
     ):
-        trends_resource(replay_server.url, max_attempts=3).window("Solana", start, start + timedelta(days=2))
+        trends_resource(replay_server.url, max_attempts=3).client().window(
+            "Solana", start, start + timedelta(days=2)
+        )
 
 
 def test_malformed_interest_is_not_retried(replay_server):
@@ -128,5 +132,7 @@ def test_malformed_interest_is_not_retried(replay_server):
     replay_server.inject("google_trends", "malformed", 3)
     stats, start = RequestStats(), datetime(2024, 3, 1, tzinfo=UTC)
     with pytest.raises(TrendsPayloadError, match=r"'Solana' 2024-03-01T00 2024-03-02T00: malformed interest"):
-        trends_resource(replay_server.url).window("Solana", start, start + timedelta(days=1), stats=stats)
+        trends_resource(replay_server.url).client().window(
+            "Solana", start, start + timedelta(days=1), stats=stats
+        )
     assert stats.retries == 0
