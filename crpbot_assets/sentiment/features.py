@@ -33,17 +33,16 @@ def hour_ends(start: datetime, end: datetime, now: datetime | None = None) -> pl
     )
 
 
-def trends_by_hour_end(trends: pl.DataFrame) -> pl.DataFrame:
-    """Trends rows are stamped at the hour's start; a value is known once its hour is over."""
-    return trends.with_columns((pl.col("ts").cast(TS) + pl.duration(hours=1)).alias("ts"))
-
-
 def assemble(
-    hours: pl.Series, reddit_hourly: pl.DataFrame, fear_greed_hourly: pl.DataFrame, trends: pl.DataFrame
+    hours: pl.Series,
+    reddit_hourly: pl.DataFrame,
+    fear_greed_hourly: pl.DataFrame,
+    trends_hourly: pl.DataFrame,
 ) -> pl.DataFrame:
-    """`ts` + exactly FEATURE_COLUMNS (Float64, null where a source has no coverage), one row per hour end."""
+    """`ts` + exactly FEATURE_COLUMNS (Float64, null where a source has no coverage), one row per hour end.
+    Every source frame is already keyed by the hour end at which its values are known."""
     frame = pl.DataFrame({"ts": hours.cast(TS)})
-    for source in (reddit_hourly, fear_greed_hourly, trends_by_hour_end(trends)):
+    for source in (reddit_hourly, fear_greed_hourly, trends_hourly):
         present = [c for c in FEATURE_COLUMNS if c in source.columns]
         if present and source.height:
             frame = frame.join(source.select(pl.col("ts").cast(TS), *present), on="ts", how="left")

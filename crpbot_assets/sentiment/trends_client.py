@@ -7,7 +7,8 @@ replaced without touching the assets.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import time
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import requests
@@ -15,19 +16,36 @@ from pytrends.exceptions import ResponseError, TooManyRequestsError
 from pytrends.request import BASE_TRENDS_URL, TrendReq
 
 from crpbot_assets.common.http import (
+    ApiError,
     RateLimiter,
     RequestStats,
     RetryPolicy,
     call_with_retries,
     parse_retry_after,
 )
-from crpbot_assets.sentiment.trends import SERIES_SCHEMA, plan_windows, stitch
+from crpbot_assets.sentiment.trends import (
+    TS,
+    WINDOW_SCHEMA,
+    detect_resolution,
+    period_end,
+    plan_windows,
+    stitch,
+)
 
 PROD_URL = BASE_TRENDS_URL
+ADJECTIVES = {"hour": "hourly", "day": "daily", "week": "weekly", "month": "monthly"}
 
 
-class TrendsPayloadError(ValueError):
+class TrendsError(ApiError):
+    """A Google Trends window that could not be fetched or read; the message names keyword and timeframe."""
+
+
+class TrendsPayloadError(TrendsError, ValueError):
     """A Google Trends response that cannot be read as interest over time."""
+
+
+class TrendsCookieError(RuntimeError):
+    """The cookie page set no NID cookie (pytrends needs it for every API call)."""
 
 
 class _TrendReq(TrendReq):
@@ -44,14 +62,20 @@ class _TrendReq(TrendReq):
         super().__init__(retries=0, backoff_factor=0, **kwargs)
 
     def GetGoogleCookie(self):  # noqa: N802 - pytrends' name
-        response = requests.get(
-            f"{self.base_url}/explore/?geo={self.hl[-2:]}", timeout=self.timeout, **self.requests_args
-        )
+        """The NID cookie, kept whatever the status, as pytrends does: real Google answers this page 404 and
+        sets NID anyway. No NID: a 429/5xx is raised to be retried, anything else is a TrendsCookieError."""
+        url = f"{self.base_url}/explore/?geo={self.hl[-2:]}"
+        response = requests.get(url, timeout=self.timeout, **self.requests_args)
+        nid = {name: value for name, value in response.cookies.items() if name == "NID"}
+        if nid:
+            return nid
         if response.status_code == 429:
             raise TooManyRequestsError.from_response(response)
-        if response.status_code >= 400:
+        if response.status_code >= 500:
             raise ResponseError.from_response(response)
-        return dict(filter(lambda item: item[0] == "NID", response.cookies.items()))
+        raise TrendsCookieError(
+            f"cookie page GET {url} answered HTTP {response.status_code} without an NID cookie"
+        )
 
     def _get_data(self, url, method=TrendReq.GET_METHOD, trim_chars=0, **kwargs):
         return super()._get_data(
@@ -65,6 +89,12 @@ def _retryable(exc: Exception) -> float | None | bool:
             return parse_retry_after(exc.response.headers.get("Retry-After"))
         return False
     return None if isinstance(exc, (requests.ConnectionError, requests.Timeout)) else False
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ResponseError):
+        return f"HTTP {exc.response.status_code} from {exc.response.url}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 class TrendsClient:
@@ -93,11 +123,27 @@ class TrendsClient:
         self.timeout_s = timeout_s
         self.limiter = RateLimiter(requests_per_s)
         self.policy = policy or RetryPolicy(max_attempts=6, base_delay_s=5.0, max_delay_s=120.0)
+        self.clock = time.time  # when values are retrieved (tests fix it together with the replay's)
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
 
     def window(
-        self, keyword: str, start: datetime, end: datetime, stats: RequestStats | None = None, log=None
+        self,
+        keyword: str,
+        start: datetime,
+        end: datetime,
+        stats: RequestStats | None = None,
+        log=None,
+        partial: str = "drop",
+        require: str | None = None,
     ) -> pl.DataFrame:
-        """One window's final hourly points (`ts` = hour start, `value` 0-100 on the window's own scale)."""
+        """One window's points on the window's own 0-100 scale: `ts` (period start), `period_end` (when the
+        value is final), `value`, `retrieved_at`. The resolution (hour/day/week/month) is read from the
+        timestamps; `require` makes any other a TrendsError. `isPartial` points (period not over) are dropped,
+        or kept with `partial` = True when `partial="flag"`."""
+        if partial not in ("drop", "flag"):
+            raise ValueError(f"partial must be 'drop' or 'flag', got {partial!r}")
         stats = stats if stats is not None else RequestStats()
         timeframe = f"{start:%Y-%m-%dT%H} {end:%Y-%m-%dT%H}"
         what = f"Google Trends {keyword!r} {timeframe}"
@@ -113,26 +159,49 @@ class TrendsClient:
             client.build_payload([keyword], timeframe=timeframe, geo=self.geo)
             paced()
             try:
-                return client.interest_over_time()
+                return client.interest_over_time(), self.clock()
             except (ValueError, KeyError, TypeError) as exc:
                 raise TrendsPayloadError(
                     f"{what}: malformed interest over time ({type(exc).__name__}: {exc})"
                 ) from None
 
-        frame = call_with_retries(what, fetch, _retryable, self.policy, stats, log)
+        try:
+            frame, retrieved = call_with_retries(what, fetch, _retryable, self.policy, stats, log)
+        except TrendsError:
+            raise
+        except ApiError as exc:  # retries exhausted: the message already names keyword and timeframe
+            raise TrendsError(str(exc)) from exc
+        except Exception as exc:  # noqa: BLE001 - every failure must name the keyword and the timeframe
+            raise TrendsError(f"{what}: {_describe(exc)}") from exc
         if frame.empty:
-            return pl.DataFrame(schema=SERIES_SCHEMA)
+            return pl.DataFrame(schema=WINDOW_SCHEMA)
         out = pl.DataFrame(
             [
                 pl.Series("ts", frame.index),
                 pl.Series("value", frame[keyword].to_numpy()),
                 pl.Series("partial", frame["isPartial"].to_numpy(), dtype=pl.Boolean),
             ]
-        )
-        out = out.with_columns(pl.col("ts").dt.replace_time_zone("UTC").dt.cast_time_unit("us"))
+        ).with_columns(pl.col("ts").dt.replace_time_zone("UTC").dt.cast_time_unit("us"))
         if out.filter(~pl.col("value").is_between(0, 100)).height:
             raise TrendsPayloadError(f"{what}: values outside 0..100")
-        return out.filter(~pl.col("partial")).select("ts", pl.col("value").cast(pl.Float64))
+        try:
+            resolution = detect_resolution(out["ts"], end - start)
+        except ValueError as exc:
+            raise TrendsPayloadError(f"{what}: {exc}") from None
+        if require and resolution != require:
+            raise TrendsError(
+                f"{what}: Google answered {ADJECTIVES[resolution]} points where {ADJECTIVES[require]} ones are "
+                "required"
+                f"(Google gives hourly points only for windows up to 7 days; window_hours={self.window_hours})"
+            )
+        out = out.with_columns(
+            period_end(pl.col("ts"), resolution).alias("period_end"),
+            pl.lit(datetime.fromtimestamp(retrieved, UTC)).cast(TS).alias("retrieved_at"),
+            pl.col("value").cast(pl.Float64),
+        )
+        if partial == "drop":
+            return out.filter(~pl.col("partial")).select(list(WINDOW_SCHEMA))
+        return out.select(*WINDOW_SCHEMA, "partial")
 
     def hourly_interest(
         self,
@@ -151,7 +220,7 @@ class TrendsClient:
         plan = plan_windows(first, end, timedelta(hours=self.window_hours), overlap)
         windows = []
         for i, (a, b) in enumerate(plan, 1):
-            windows.append(self.window(keyword, a, b, stats, log))
+            windows.append(self.window(keyword, a, b, stats, log, require="hour"))
             if log:
                 log(f"Google Trends {keyword!r}: {i}/{len(plan)} windows")
         return stitch(windows, anchor, label=f"Google Trends {keyword!r}")
