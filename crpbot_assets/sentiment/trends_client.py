@@ -191,7 +191,7 @@ class TrendsClient:
         if require and resolution != require:
             raise TrendsError(
                 f"{what}: Google answered {ADJECTIVES[resolution]} points where {ADJECTIVES[require]} ones are "
-                "required"
+                "required "
                 f"(Google gives hourly points only for windows up to 7 days; window_hours={self.window_hours})"
             )
         out = out.with_columns(
