@@ -73,7 +73,8 @@ class RedditClient:
         log=None,
     ) -> pl.DataFrame:
         """Newest posts of `subreddit` (POST_SCHEMA), paging 100 at a time until `limit` (default `max_posts`),
-        the listing's end (Reddit keeps ~1000), or a post created before `stop_before` (UNIX s)."""
+        the listing's end (Reddit keeps ~1000), or a post created before `stop_before` (UNIX s). Stickied
+        posts are left out. Every row's `listed_back_to_utc` is the oldest post this listing reached."""
         stats = stats if stats is not None else RequestStats()
         limit = limit or self.max_posts
         rows = []
@@ -96,6 +97,7 @@ class RedditClient:
             except prawcore.exceptions.RequestException as exc:
                 raise ApiError(f"{what}: {type(exc.original_exception).__name__}: {exc}") from exc
             retrieved = time.time()
+            # Stickied posts come first on a page, old and out of order: never posts of the listing's span.
             page = [
                 {
                     "id": p.id,
@@ -107,6 +109,7 @@ class RedditClient:
                     "retrieved_utc": retrieved,
                 }
                 for p in listing
+                if not p.stickied
             ]
             rows.extend(page)
             after = listing.after
@@ -116,4 +119,7 @@ class RedditClient:
                 or (stop_before is not None and min(r["created_utc"] for r in page) < stop_before)
             ):
                 break
-        return posts_frame(rows[:limit], source=f"r/{subreddit}/new")
+        rows = rows[:limit]
+        # The listing observed every post from its oldest listed one on: that is where its coverage starts.
+        reach = min((r["created_utc"] for r in rows), default=None)
+        return posts_frame([{**r, "listed_back_to_utc": reach} for r in rows], source=f"r/{subreddit}/new")

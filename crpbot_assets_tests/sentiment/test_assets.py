@@ -173,16 +173,17 @@ def test_reddit_posts_append_to_what_is_stored(
     _materialize([reddit_hourly], resources, instance, key)
     hourly = storage.read_parquet("reddit_hourly/symbol=SOL-USD/month=2026-03-01.parquet")
     sol = [p for p in listed if p["subreddit"] == "solana"] + [early] * (early["subreddit"] == "solana")
-    first_hour_end = min(p["created_utc"] for p in sol) // 3600 * 3600 + 3600
+    listed_sol = [p for p in replay_reddit.newest_posts("solana", FROZEN_NOW.timestamp())]
+    assert min(p["created_utc"] for p in listed_sol) < month_start  # so the whole month so far is covered
     engagement_seen = []
     for hour in range(1, 11):
         end = datetime(2026, 3, 1, hour, tzinfo=UTC).timestamp()
         row = hourly.filter(pl.col("ts") == datetime.fromtimestamp(end, UTC)).row(0, named=True)
-        if end < first_hour_end:  # before the first post: not covered, so null rather than zero
-            assert row["reddit_volume_1h"] is None
-            continue
         in_hour = [p for p in sol if end - 3600 <= p["created_utc"] < end]
-        assert row["reddit_volume_1h"] == len(in_hour) > 0
+        assert row["reddit_volume_1h"] == len(in_hour)  # a covered hour without posts is a real 0
+        if not in_hour:
+            assert row["reddit_sentiment_1h"] is None and row["reddit_engagement_1h"] == 0
+            continue
         assert row["reddit_sentiment_1h"] == pytest.approx(
             np.mean(compound_scores([p["title"] for p in in_hour]))
         )
