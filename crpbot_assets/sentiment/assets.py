@@ -341,7 +341,8 @@ def sentiment_features(
 ):
     """Hourly sentiment per symbol-month: `ts` = end of the hour (the instant the row becomes usable) and
     exactly reddit_sentiment_1h, reddit_volume_1h, reddit_engagement_1h, fear_greed_index,
-    search_interest_btc/eth/sol (Float64, null without coverage). Join 1-minute rows with
+    search_interest_btc/eth/sol (Float64, null without coverage). Search interest is the latest hour retrieved
+    by the row's end (in a finished, backfilled month: the hour just ended). Join 1-minute rows with
     `join_asof(on="ts", strategy="backward")` after shifting each minute to its close."""
     lag = timedelta(hours=config.fear_greed_publication_lag_hours)
     staleness = timedelta(hours=config.fear_greed_max_staleness_hours)
