@@ -56,15 +56,19 @@ def posts_frame(rows: list[dict], source: str = "reddit listing") -> pl.DataFram
     return pl.DataFrame(clean, schema=POST_SCHEMA)
 
 
+def with_post_schema(posts: pl.DataFrame) -> pl.DataFrame:
+    """`posts` in POST_SCHEMA; columns added since a partition was stored read as null."""
+    if not posts.width:
+        return pl.DataFrame(schema=POST_SCHEMA)
+    missing = [
+        pl.lit(None, dtype).alias(name) for name, dtype in POST_SCHEMA.items() if name not in posts.columns
+    ]
+    return posts.with_columns(missing).select(list(POST_SCHEMA)).cast(POST_SCHEMA)
+
+
 def append_posts(stored: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
     """Stored posts plus unseen new ones, one row per id; the first observation of a post wins."""
-    if stored.is_empty():
-        stored = pl.DataFrame(schema=POST_SCHEMA)
-    missing = [
-        pl.lit(None, dtype).alias(name) for name, dtype in POST_SCHEMA.items() if name not in stored.columns
-    ]
-    stored = stored.with_columns(missing).select(list(POST_SCHEMA)).cast(POST_SCHEMA)
-    merged = pl.concat([stored, new.select(list(POST_SCHEMA))])
+    merged = pl.concat([with_post_schema(stored), with_post_schema(new)])
     return merged.unique(subset="id", keep="first", maintain_order=True).sort("created_utc", "id")
 
 
@@ -91,8 +95,10 @@ def hourly_aggregates(
     hours = pl.datetime_range(start, end, "1h", closed="right", time_zone="UTC", eager=True).alias("ts")
     frame = pl.DataFrame({"ts": hours}).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
     wanted = sorted({s.lower() for s in subreddits})
-    scored = posts.with_columns(pl.Series("compound", scores, dtype=pl.Float64)).filter(
-        pl.col("subreddit").is_in(wanted)
+    scored = (
+        with_post_schema(posts)
+        .with_columns(pl.Series("compound", scores, dtype=pl.Float64))
+        .filter(pl.col("subreddit").is_in(wanted))
     )
     scored = scored.with_columns(
         (

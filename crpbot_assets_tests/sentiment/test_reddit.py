@@ -136,6 +136,9 @@ def test_append_dedups_by_id_and_keeps_the_first_observation():
     assert merged["id"].to_list() == ["a", "b", "c"]
     assert merged.filter(pl.col("id") == "b")["score"].item() == 5
     assert append_posts(pl.DataFrame(), new).height == 2
+    # A partition stored before `listed_back_to_utc` existed reads it as null.
+    legacy = stored.drop("listed_back_to_utc")
+    assert append_posts(legacy, new)["listed_back_to_utc"].null_count() == 3
 
 
 def test_hourly_aggregates_keep_gaps_null_and_zero_hours_zero():
