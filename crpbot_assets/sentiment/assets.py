@@ -12,7 +12,7 @@ from crpbot_assets.common.partitions import month_end, month_partitions, split_k
 from crpbot_assets.common.plots import line_plot
 from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.sentiment.fear_greed import hourly_index, missing_days
-from crpbot_assets.sentiment.features import FEATURE_COLUMNS, TS, assemble, hour_ends, utc_hour
+from crpbot_assets.sentiment.features import CATALOGUE, FEATURE_COLUMNS, TS, assemble, hour_ends, utc_hour
 from crpbot_assets.sentiment.reddit import POST_SCHEMA, append_posts, hourly_aggregates, in_window
 from crpbot_assets.sentiment.resources import FearGreedResource, GoogleTrendsResource, RedditResource
 from crpbot_assets.sentiment.trends import COLUMNS, KEYWORDS, SERIES_SCHEMA, as_of_hour_ends, revisions
@@ -370,6 +370,7 @@ def sentiment_features(
             "null_share": dg.MetadataValue.json(nulls),
             "first_ts": str(frame["ts"].min()) if frame.height else "none",
             "last_ts": str(frame["ts"].max()) if frame.height else "none",
+            "column_catalogue": dg.MetadataValue.json(CATALOGUE),
         }
         if frame.height > 1:
             metadata["fear_greed_and_search"] = line_plot(

@@ -109,6 +109,11 @@ def test_sentiment_features_for_a_month(sentiment_resources, storage_resources, 
         tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[1]},
     )
     assert all(check.passed for check in result.get_asset_check_evaluations())
+    catalogue = result.asset_materializations_for_node("sentiment_features")[0].metadata["column_catalogue"]
+    assert (
+        tuple(catalogue.value) == FEATURE_COLUMNS
+        and "Hourly points only" in catalogue.value["search_interest_sol"]
+    )
     done = {str(m.partition) for m in result.asset_materializations_for_node("sentiment_features")}
     assert done == {
         str(dg.MultiPartitionKey({"symbol": s, "month": "2024-03-01"}))
