@@ -51,6 +51,7 @@ def _fetch_partition(
         "missing_minutes": expected - present,
         "coverage": round(share, 6),
         "pages": result.pages,
+        "empty_pages": result.empty_pages,
         "requests": result.requests,
         "retries": result.retries,
         "requests_per_second": round(result.requests / max(result.seconds, 1e-9), 2),

@@ -59,6 +59,7 @@ class FetchResult:
     requests: int
     retries: int
     seconds: float
+    empty_pages: int = 0  # pages answered with no candles: legal (no trades), or an outage or throttling
 
 
 def _iso(when: datetime) -> str:
@@ -90,6 +91,9 @@ def parse_page(payload, page: Page, described: str) -> np.ndarray:
     the page, a repeated time, a wrong shape or a non-finite/non-numeric value raises CandlePayloadError
     naming the request.
     """
+    if isinstance(payload, dict) and "message" in payload:
+        # Coinbase sometimes answers 200 with an error object instead of candles.
+        raise CandlePayloadError(f"{described}: the API answered {payload['message']!r} instead of candles")
     if not isinstance(payload, list):
         raise CandlePayloadError(
             f"{described}: expected a JSON list of candles, got {type(payload).__name__}"
@@ -206,5 +210,10 @@ class CandlesClient:
                     progress(len(parts), len(pages))
         rows = np.concatenate(parts) if parts else np.empty((0, 6))
         return FetchResult(
-            to_frame(rows), len(pages), stats.requests, stats.retries, time.monotonic() - started
+            to_frame(rows),
+            len(pages),
+            stats.requests,
+            stats.retries,
+            time.monotonic() - started,
+            empty_pages=sum(1 for part in parts if not len(part)),
         )

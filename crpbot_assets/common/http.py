@@ -1,4 +1,20 @@
-"""Client-side request pacing and retries shared by every HTTP API client."""
+"""Request pacing and retries shared by every HTTP API client (and the replay server's rate limits).
+
+Retries: crpbot keeps this small loop (`call_with_retries`) rather than urllib3's `Retry` or tenacity.
+- urllib3's `Retry` retries inside the transport adapter, below the token bucket: a retried request would skip
+  `RateLimiter.acquire()` and burst past Coinbase's 10 requests/s, and its retries are invisible to the
+  `RequestStats` counters the assets report. pytrends cannot use it either (its own `Retry(method_whitelist=)`
+  crashes with urllib3 2, so pytrends runs with retries=0).
+- tenacity would wrap the same three decisions (which errors, how long, how often) in a new dependency for one
+  25-line loop that every client already shares.
+- Exactly one layer retries each failure. Plain HTTP (Coinbase, alternative.me) and pytrends retry only here.
+  Under praw, prawcore already retries 5xx answers and connection errors/read timeouts twice on its own; the
+  Reddit client therefore retries only what prawcore does not (429 Too Many Requests), so a 5xx is never
+  retried 3 x 4 times. See `sentiment.reddit_client`.
+
+Pacing: `RateLimiter` is the one token bucket. Clients block on `acquire()`; the replay server asks
+`try_acquire()` and answers 429 with the returned wait as Retry-After.
+"""
 
 from __future__ import annotations
 
@@ -27,21 +43,26 @@ class RateLimiter:
     def __init__(self, rate: float, burst: int = 1):
         if rate <= 0:
             raise ValueError(f"rate must be positive, got {rate}")
-        self.rate, self.burst = rate, max(1, burst)
+        self.rate = rate
+        self.burst = max(1, burst)
         self._tokens = float(self.burst)
         self._last = time.monotonic()
         self._lock = threading.Lock()
 
+    def try_acquire(self) -> float:
+        """Take a token if one is available (returns 0.0), else the seconds until one will be (takes nothing)."""
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return 0.0
+            return (1 - self._tokens) / self.rate
+
     def acquire(self) -> None:
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-                self._last = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
-                wait = (1 - self._tokens) / self.rate
+        """Block until a token is taken."""
+        while wait := self.try_acquire():
             time.sleep(wait)
 
 

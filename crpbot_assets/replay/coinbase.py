@@ -3,7 +3,9 @@
 Matches the real wire format: rows `[time, low, high, open, close, volume]`, newest first; both ends of
 the window inclusive; more than 300 buckets -> 400; absent start/end -> the newest 300; a quiet minute
 has no row; 10 requests/s per client with bursts of 15 -> 429. Like the real API it sometimes returns
-one candle from just before `start` (clients must filter).
+one candle from just before `start` (clients must filter). Injectable faults beyond the server's: "malformed"
+(a non-numeric field), "message" (HTTP 200 with `{"message": ...}` instead of candles) and "empty" (HTTP 200
+with no rows, as for a page without trades).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from crpbot_assets.common.symbols import LISTED_AT
 from crpbot_assets.replay import synthetic
-from crpbot_assets.replay.server import ReplayService, Request, Response
+from crpbot_assets.replay.protocol import ReplayService, Request, Response
 
 GRANULARITIES = {60, 300, 900, 3600, 21600, 86400}
 MAX_CANDLES = 300
@@ -60,6 +62,10 @@ def service(seed: int = 0, rate_per_s: float = 10.0, burst: int = 15) -> ReplayS
         ]
         if request.malformed:
             rows = [[r[0], "not-a-number", *r[2:]] for r in rows] or [["garbage"]]
+        if request.fault == "message":
+            return Response.json({"message": "Internal error: try again later"})
+        if request.fault == "empty":
+            rows = []
         return Response.json(rows)
 
     return ReplayService(
@@ -67,4 +73,5 @@ def service(seed: int = 0, rate_per_s: float = 10.0, burst: int = 15) -> ReplayS
         routes=[("GET", r"/products/(?P<product>[^/]+)/candles", candles)],
         rate_per_s=rate_per_s,
         burst=burst,
+        faults=("malformed", "message", "empty"),
     )

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from crpbot_assets.replay.server import ReplayService, Request, Response
+from crpbot_assets.replay.protocol import ReplayService, Request, Response
 
 FIRST_DAY = datetime(2018, 2, 1, tzinfo=UTC)
 MISSING_DAYS = {datetime(2018, 4, d, tzinfo=UTC) for d in (14, 15, 16)}

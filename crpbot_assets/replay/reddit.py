@@ -4,6 +4,8 @@
   -> `{"access_token", "token_type": "bearer", "expires_in", "scope"}`; a secret of "invalid" -> 401.
 - `GET {oauth_url}/r/{subreddit}/new?limit=&after=` (bearer token) -> a `Listing` of `t3` children, newest
   first, 100 a page at most, only the newest 1000 posts reachable (as on Reddit). Unknown subreddit -> 404.
+- The first page of a listing starts with the subreddit's stickied posts (`STICKIES`: old, out of date order,
+  `"stickied": true`), beyond `limit`, as Reddit does on listings; the ~1000-post cap counts the others.
 - Rate limit as Reddit's free tier: 1000 requests per 600 s window per token, reported in the
   `x-ratelimit-used/-remaining/-reset` headers praw paces itself by; over it -> 429.
 Posts arrive at a per-subreddit rate; titles carry positive or negative words following a slow "mood";
@@ -21,7 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from crpbot_assets.replay.server import ReplayService, Request, Response
+from crpbot_assets.replay.protocol import ReplayService, Request, Response
 
 POSTS_PER_HOUR = {"bitcoin": 12.0, "cryptocurrency": 40.0, "ethereum": 6.0, "solana": 5.0}
 LISTING_CAP, PAGE_MAX, WINDOW_S, WINDOW_REQUESTS = 1000, 100, 600, 1000
@@ -91,6 +93,33 @@ def hour_posts(subreddit: str, hour: int, seed: int = 0) -> list[dict]:
     return posts
 
 
+STICKY_AGES_DAYS = (45.0, 400.0)  # the moderators' pinned posts, long before anything the listing reaches
+
+
+def stickies(subreddit: str, now: float) -> list[dict]:
+    """The subreddit's stickied posts as of `now` (old, newest of them not first)."""
+    out = []
+    for i, age in enumerate(STICKY_AGES_DAYS[::-1]):
+        post_id = f"st{i}{subreddit[:3]}"
+        created = float(int(now // 86400 - age) * 86400)
+        out.append(
+            {
+                "id": post_id,
+                "name": f"t3_{post_id}",
+                "subreddit": subreddit,
+                "subreddit_name_prefixed": f"r/{subreddit}",
+                "title": f"{SUBJECTS[subreddit]} daily discussion and rules",
+                "created_utc": created,
+                "score": 500,
+                "num_comments": 4000,
+                "author": "AutoModerator",
+                "stickied": True,
+                "permalink": f"/r/{subreddit}/comments/{post_id}/",
+            }
+        )
+    return out
+
+
 def newest_posts(subreddit: str, now: float, seed: int = 0, cap: int = LISTING_CAP) -> list[dict]:
     """The `cap` newest posts created by `now`, newest first, scores as of `now`."""
     out, hour = [], int(now // 3600)
@@ -156,7 +185,10 @@ def service(seed: int = 0, clock: Callable[[], float] = time.time) -> ReplayServ
             names = [p["name"] for p in posts]
             start = names.index(after) + 1 if after in names else len(posts)
         page = posts[start : start + limit]
-        children = [{"kind": "t3", "data": {k: v for k, v in p.items() if k != "final_score"}} for p in page]
+        pinned = stickies(subreddit, clock()) if not after else []
+        children = [
+            {"kind": "t3", "data": {k: v for k, v in p.items() if k != "final_score"}} for p in pinned + page
+        ]
         if request.malformed:
             for child in children:
                 child["data"]["created_utc"] = "yesterday"

@@ -2,8 +2,13 @@
 
 Each external API is a `ReplayService` (its routes and its own rate limit); the server routes requests,
 enforces per-client limits with 429 + Retry-After, and applies faults queued through `inject()` or
-`POST /_replay/faults {"service", "fault", "count"}`. Faults: "429", "500", "503", "timeout" (hang
-past the client's timeout), "malformed" (the service answers with a broken payload).
+`POST /_replay/faults {"service", "fault", "count"}`. Generic faults: "429", "500", "503", "timeout" (hang
+past the client's timeout); each service adds its own (`ReplayService.faults`: "malformed" everywhere, and
+Coinbase's "message" and "empty"). Without injected faults every service already behaves as the real one
+does where crpbot knows it (see README.md in this folder, the fidelity table).
+
+A development and test double: nothing the product runs (definitions, the training entry point, the EC2 job)
+imports this package.
 """
 
 from __future__ import annotations
@@ -14,77 +19,33 @@ import re
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
-FAULTS = ("429", "500", "503", "timeout", "malformed")
+from crpbot_assets.common.http import RateLimiter
+from crpbot_assets.replay import coinbase, fear_greed, reddit, trends
+from crpbot_assets.replay.protocol import Handler, ReplayService, Request, Response
 
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: bytes
-    client: str
-    match: re.Match | None = None
-    malformed: bool = False  # a queued "malformed" fault: the handler must answer with a broken payload
-
-    def form(self) -> dict[str, str]:
-        return {k: v[-1] for k, v in parse_qs(self.body.decode()).items()}
-
-
-@dataclass
-class Response:
-    status: int = 200
-    body: bytes = b""
-    content_type: str = "application/json"
-    headers: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def json(cls, value, status: int = 200, **headers) -> Response:
-        return cls(status, json.dumps(value).encode(), headers=headers)
-
-    @classmethod
-    def error(cls, status: int, message: str, **headers) -> Response:
-        return cls.json({"message": message}, status, **headers)
-
-
-Handler = Callable[[Request], Response]
-
-
-@dataclass
-class ReplayService:
-    """One external API: a name, (method, path regex, handler) routes and a per-client rate limit."""
-
-    name: str
-    routes: list[tuple[str, str, Handler]]
-    rate_per_s: float | None = None
-    burst: int = 1
+__all__ = ["ReplayServer", "ReplayService", "Request", "Response", "default_services", "main"]
+GENERIC_FAULTS = ("429", "500", "503", "timeout")  # acted out by the server for every service
 
 
 class _TokenBuckets:
-    """Server-side limiter: one bucket per (service, client); answers how long until a token is due."""
+    """Server-side limits: one `RateLimiter` (the clients' token bucket) per (service, client)."""
 
     def __init__(self):
-        self._state: dict[tuple[str, str], tuple[float, float]] = {}
+        self._limiters: dict[tuple[str, str], RateLimiter] = {}
         self._lock = threading.Lock()
 
     def take(self, service: ReplayService, client: str) -> float:
+        """0.0 when the request may pass, else the seconds until the client's next token."""
         if not service.rate_per_s:
             return 0.0
         with self._lock:
-            now = time.monotonic()
-            tokens, last = self._state.get((service.name, client), (float(service.burst), now))
-            tokens = min(service.burst, tokens + (now - last) * service.rate_per_s)
-            if tokens >= 1:
-                self._state[(service.name, client)] = (tokens - 1, now)
-                return 0.0
-            self._state[(service.name, client)] = (tokens, now)
-            return (1 - tokens) / service.rate_per_s
+            limiter = self._limiters.setdefault(
+                (service.name, client), RateLimiter(service.rate_per_s, service.burst)
+            )
+        return limiter.try_acquire()
 
 
 class ReplayServer:
@@ -136,10 +97,12 @@ class ReplayServer:
 
     def inject(self, service: str, fault: str, count: int = 1) -> None:
         """Make the next `count` requests to `service` fail with `fault`."""
-        if fault not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}; choose from {FAULTS}")
-        if service not in {s.name for s in self.services}:
-            raise ValueError(f"unknown service {service!r}")
+        known = {s.name: s for s in self.services}
+        if service not in known:
+            raise ValueError(f"unknown service {service!r}; serving {sorted(known)}")
+        allowed = GENERIC_FAULTS + known[service].faults
+        if fault not in allowed:
+            raise ValueError(f"unknown fault {fault!r} for {service}; choose from {allowed}")
         with self._lock:
             self._faults[service].extend([fault] * count)
 
@@ -201,7 +164,8 @@ class ReplayServer:
             if fault == "timeout":
                 self._count(svc.name, "fault_timeout")
                 time.sleep(self.hang_s)
-            request.match, request.malformed = match, fault == "malformed"
+            request.match = match
+            request.fault = fault if fault in svc.faults else None
             return handler(request)
         finally:
             with self._lock:
@@ -253,8 +217,6 @@ class ReplayServer:
 
 def default_services(seed: int = 0) -> list[ReplayService]:
     """Every service crpbot talks to, with deterministic data from `seed`."""
-    from crpbot_assets.replay import coinbase, fear_greed, reddit, trends
-
     return [coinbase.service(seed), fear_greed.service(seed), reddit.service(seed), trends.service(seed)]
 
 

@@ -6,8 +6,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import polars as pl
 
-from crpbot_assets.common.checks import partition_check_result
-from crpbot_assets.common.http import RateLimiter, RequestStats
+from crpbot_assets.common.http import RequestStats
 from crpbot_assets.common.io_manager import concat_partitions, partition_path
 from crpbot_assets.common.months import month_end, month_key, month_window, previous_month
 from crpbot_assets.common.partitions import month_partitions, split_key, symbol_month_partitions
@@ -15,10 +14,11 @@ from crpbot_assets.common.plots import line_plot
 from crpbot_assets.common.ranges import run_partitions
 from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.sentiment.fear_greed import hourly_index, missing_days
-from crpbot_assets.sentiment.features import FEATURE_COLUMNS, TS, assemble, hour_ends, utc_hour
+from crpbot_assets.sentiment.features import CATALOGUE, FEATURE_COLUMNS, TS, assemble, hour_ends, utc_hour
 from crpbot_assets.sentiment.reddit import POST_SCHEMA, append_posts, hourly_aggregates, in_window
 from crpbot_assets.sentiment.resources import FearGreedResource, GoogleTrendsResource, RedditResource
-from crpbot_assets.sentiment.trends import COLUMNS, KEYWORDS
+from crpbot_assets.sentiment.trends import COLUMNS, KEYWORDS, SERIES_SCHEMA, as_of_hour_ends, revisions
+from crpbot_assets.sentiment.trends_client import TrendsClient
 from crpbot_assets.sentiment.vader import compound_scores
 
 GROUP = "sentiment"
@@ -33,7 +33,7 @@ def fear_greed_index(context: dg.AssetExecutionContext, fear_greed: FearGreedRes
     """
     # Kept whole rather than partitioned: the API serves only "the last N days" (no date range), so one
     # request returns the full ~3,000-day history; per-month partitions would each re-download all of it.
-    daily, stats = fear_greed.history(log=context.log.warning)
+    daily, stats = fear_greed.client().history(log=context.log.warning)
     gaps = missing_days(daily)
     recent = daily.tail(365)
     context.add_output_metadata(
@@ -73,7 +73,6 @@ def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, stor
     """
     # Each materialization reads the partition's stored posts, appends the unseen ones (de-duplicated by id)
     # and the IO manager rewrites the file atomically.
-    reddit.require_credentials()
     client = reddit.client()
     files = storage.storage
     stats = RequestStats()
@@ -81,8 +80,8 @@ def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, stor
     subreddits = reddit.all_subreddits()
     listings = {}
     for i, sub in enumerate(subreddits, 1):  # one pass over the listings serves every month of the run
-        listings[sub] = reddit.newest_posts(
-            sub, stop_before=earliest.timestamp(), client=client, stats=stats, log=context.log.warning
+        listings[sub] = client.newest_posts(
+            sub, stop_before=earliest.timestamp(), stats=stats, log=context.log.warning
         )
         context.log.info(f"r/{sub}: {listings[sub].height} posts listed ({i}/{len(subreddits)} subreddits)")
 
@@ -187,19 +186,31 @@ def reddit_hourly(
     },
 )
 def google_trends_hourly(
-    context: dg.AssetExecutionContext, google_trends: GoogleTrendsResource, previous: dict[str, pl.DataFrame]
+    context: dg.AssetExecutionContext,
+    google_trends: GoogleTrendsResource,
+    storage: StorageResource,
+    previous: dict,
 ):
-    """Hourly Google search interest for Bitcoin, Ethereum and Solana (`ts` = hour start; a value is known
-    at hour end): overlapping 7-day windows stitched onto one scale (see `sentiment.trends`). When the
-    previous month is materialized its last day anchors the scale, so consecutive months share it."""
+    """Hourly Google search interest for Bitcoin, Ethereum and Solana: `ts` (hour start; the value is final
+    at the hour's end), `search_interest_btc/eth/sol` on one stitched scale (overlapping 7-day windows, see
+    `sentiment.trends`), and `retrieved_at`, when the hour's value was fetched.
+
+    Hours already stored keep their first observation: a refresh of the month in progress fetches only the
+    hours since, linked to the stored ones, so a value once served never changes. For the month in progress
+    a value counts only from `retrieved_at` on; a month fetched after it ended is final. When the previous
+    month is materialized its last day anchors the scale, so consecutive months share it. Metadata
+    `revision_*` is how much the re-fetched overlap hours moved against their stored values."""
     built: dict[str, pl.DataFrame] = {}
-    limiter = RateLimiter(google_trends.requests_per_s)  # one pace for every keyword and month of the run
+    client = google_trends.client()  # one pace for every keyword and month of the run
+    files = storage.storage
 
     def build(key: str):
         start, month_stop = month_window(key)
         before = month_key(previous_month(start))
+        relative = partition_path(context.asset_key, key) + ".parquet"
+        stored = files.read_parquet(relative) if files.exists(relative) else None
         frame, metadata = _trends_month(
-            context, google_trends, limiter, start, month_stop, built.get(before, previous.get(before))
+            context, client, start, month_stop, built.get(before, previous.get(before)), stored
         )
         built[key] = frame
         context.add_asset_metadata(metadata, partition_key=key)
@@ -208,44 +219,79 @@ def google_trends_hourly(
     return run_partitions(context, build)
 
 
+def _keyword_series(frame: pl.DataFrame | None, column: str) -> pl.DataFrame:
+    """(`ts`, `value`, `retrieved_at`) of one keyword's column in a stored partition, non-null values only."""
+    if frame is None or column not in frame.columns:
+        return pl.DataFrame(schema=SERIES_SCHEMA)
+    retrieved = pl.col("retrieved_at") if "retrieved_at" in frame.columns else pl.lit(None)
+    return (
+        frame.select("ts", pl.col(column).alias("value"), retrieved.alias("retrieved_at"))
+        .drop_nulls("value")
+        .cast(SERIES_SCHEMA)
+    )
+
+
 def _trends_month(
     context: dg.AssetExecutionContext,
-    google_trends: GoogleTrendsResource,
-    limiter: RateLimiter,
+    client: TrendsClient,
     start: datetime,
     month_stop: datetime,
     prior: pl.DataFrame | None,
+    stored: pl.DataFrame | None,
 ) -> tuple[pl.DataFrame, dict]:
-    """One month of stitched hourly interest for every keyword, anchored on `prior` (the month before) if it
-    covers the overlap."""
-    end = min(month_stop, utc_hour())
-    overlap = timedelta(hours=google_trends.overlap_hours)
+    """One month of hourly interest for every keyword: the `stored` hours as they are, the hours after them
+    fetched and linked to them (or to `prior`, the month before, when it covers the overlap)."""
+    end = min(month_stop, utc_hour(client.now()))
+    overlap = timedelta(hours=client.overlap_hours)
     stats = RequestStats()
     anchored = {}
+    hours_by_keyword = {}
+    moved = []
     hours = pl.datetime_range(start, month_stop, "1h", closed="left", time_zone="UTC", eager=True).cast(TS)
     frame = pl.DataFrame({"ts": hours.filter(hours < end)})
     for i, (symbol, keyword) in enumerate(KEYWORDS.items(), 1):
         column = COLUMNS[symbol]
-        if end <= start:
-            frame = frame.with_columns(pl.lit(None, pl.Float64).alias(column))
-            continue
-        anchor = None
-        if prior is not None and column in prior.columns:
-            anchor = (
-                prior.filter(pl.col("ts") >= start - overlap)
-                .select("ts", pl.col(column).alias("value"))
-                .drop_nulls()
+        kept = _keyword_series(stored, column).filter(pl.col("ts").is_between(start, end, closed="left"))
+        before = _keyword_series(prior, column).filter(pl.col("ts") >= start - overlap)
+        if before.height < client.overlap_hours // 2:
+            before = before.clear()
+        anchor = pl.concat([before, kept]) if before.height or kept.height else None
+        anchored[keyword] = before.height > 0
+        fetch_from = kept["ts"].max() + timedelta(hours=1) if kept.height else start
+        fresh = pl.DataFrame(schema=SERIES_SCHEMA)
+        if fetch_from < end:
+            series = client.hourly_interest(
+                keyword, fetch_from, end, anchor=anchor, stats=stats, log=context.log.info
             )
-            anchor = anchor if anchor.height >= google_trends.overlap_hours // 2 else None
-        anchored[keyword] = anchor is not None
-        series = google_trends.hourly_interest(
-            keyword, start, end, anchor=anchor, stats=stats, limiter=limiter, log=context.log.info
+            if anchor is not None:
+                moved.append(revisions(anchor, series))
+            fresh = series.filter(pl.col("ts").is_between(fetch_from, end, closed="left"))
+        hours_by_keyword[keyword] = {"kept": kept.height, "fetched": fresh.height}
+        frame = frame.join(
+            pl.concat([kept, fresh]).rename({"value": column, "retrieved_at": f"retrieved_{column}"}),
+            on="ts",
+            how="left",
+            maintain_order="left",
         )
-        frame = frame.join(series.rename({"value": column}), on="ts", how="left", maintain_order="left")
-        context.log.info(f"{start:%Y-%m}: {keyword} stitched ({i}/{len(KEYWORDS)} keywords)")
+        context.log.info(
+            f"{start:%Y-%m}: {keyword} {kept.height} hours kept, {fresh.height} fetched ({i}/{len(KEYWORDS)})"
+        )
+    retrieved = [f"retrieved_{c}" for c in COLUMNS.values()]
+    frame = frame.with_columns(pl.max_horizontal(retrieved).alias("retrieved_at")).drop(retrieved)
+    for column in COLUMNS.values():
+        if column not in frame.columns:  # a month that has not started yet
+            frame = frame.with_columns(pl.lit(None, pl.Float64).alias(column))
+    frame = frame.select("ts", *COLUMNS.values(), pl.col("retrieved_at").cast(TS))
+    changes = pl.concat(moved)["revision"].abs() if moved else pl.Series([], dtype=pl.Float64)
     metadata = {
         "rows": frame.height,
         "anchored_to_previous_month": dg.MetadataValue.json(anchored),
+        "hours": dg.MetadataValue.json(hours_by_keyword),
+        # Values fetched while the month was in progress: usable only from their retrieval on.
+        "preliminary_hours": frame.filter(pl.col("retrieved_at") < month_stop).height,
+        "revision_hours": changes.len(),
+        "revision_median_abs_pct": round(100 * changes.median(), 3) if changes.len() else None,
+        "revision_max_abs_pct": round(100 * changes.max(), 3) if changes.len() else None,
         "requests": stats.requests,
         "retries": stats.retries,
     }
@@ -264,6 +310,9 @@ class SentimentFeaturesConfig(dg.Config):
     """A day's index (stamped 00:00 UTC) is treated as published this long after midnight."""
     fear_greed_max_staleness_hours: float = 26.0
     """The latest published index is used for at most this long; a missing day then reads null."""
+    trends_max_staleness_hours: float = 8.0
+    """In the month in progress, the latest search interest retrieved (refreshed every 6 hours) is used for at
+    most this long after its retrieval; a final month gives each hour end exactly the hour just ended."""
 
 
 @dg.asset(
@@ -283,15 +332,23 @@ def sentiment_features(
 ):
     """Hourly sentiment per symbol-month: `ts` = end of the hour (the instant the row becomes usable) and
     exactly reddit_sentiment_1h, reddit_volume_1h, reddit_engagement_1h, fear_greed_index,
-    search_interest_btc/eth/sol (Float64, null without coverage). Join 1-minute rows with
+    search_interest_btc/eth/sol (Float64, null without coverage). Search interest is the latest hour retrieved
+    by the row's end (in a finished, backfilled month: the hour just ended). Join 1-minute rows with
     `join_asof(on="ts", strategy="backward")` after shifting each minute to its close."""
     lag = timedelta(hours=config.fear_greed_publication_lag_hours)
     staleness = timedelta(hours=config.fear_greed_max_staleness_hours)
+    trends_staleness = timedelta(hours=config.trends_max_staleness_hours)
 
     def build(key: str):
         symbol, start = split_key(key)
         hours = hour_ends(start, month_end(start))
-        trends = google_trends_hourly[month_key(start)]
+        trends = as_of_hour_ends(
+            google_trends_hourly[month_key(start)],
+            hours,
+            month_end(start),
+            list(COLUMNS.values()),
+            trends_staleness,
+        )
         frame = assemble(
             hours, reddit_hourly[key], hourly_index(fear_greed_index, hours, lag, staleness), trends
         )
@@ -304,6 +361,7 @@ def sentiment_features(
             "null_share": dg.MetadataValue.json(nulls),
             "first_ts": str(frame["ts"].min()) if frame.height else "none",
             "last_ts": str(frame["ts"].max()) if frame.height else "none",
+            "column_catalogue": dg.MetadataValue.json(CATALOGUE),
         }
         if frame.height > 1:
             metadata["fear_greed_and_search"] = line_plot(
@@ -319,26 +377,3 @@ def sentiment_features(
         return frame
 
     return run_partitions(context, build)
-
-
-def schema_problems(key: str, frame: pl.DataFrame) -> list[str]:
-    """What is wrong with one partition of `sentiment_features` (empty list when nothing)."""
-    expected = {"ts": TS, **{c: pl.Float64 for c in FEATURE_COLUMNS}}
-    if dict(frame.schema) != expected:
-        return [f"schema {dict(frame.schema)} != {expected}"]
-    problems = []
-    ts = frame["ts"]
-    _, start = split_key(key)
-    if frame.height and (not ts.is_sorted() or ts.is_duplicated().any()):
-        problems.append("ts not sorted and unique")
-    if frame.height and (ts.dt.minute().max() or ts.dt.second().max()):
-        problems.append("ts not on hour boundaries")
-    if frame.height and (ts.min() <= start or ts.max() > month_end(start)):
-        problems.append(f"ts outside ({start}, {month_end(start)}]")
-    return problems
-
-
-@dg.asset_check(asset=sentiment_features, blocking=True, partitions_def=symbol_month_partitions)
-def sentiment_features_schema(sentiment_features: dict[str, pl.DataFrame]) -> dg.AssetCheckResult:
-    """Exactly `ts` + the seven Float64 columns; sorted, unique hour ends inside the partition's month."""
-    return partition_check_result(sentiment_features, schema_problems)

@@ -8,8 +8,8 @@ from crpbot_assets.sentiment.assets import (
     reddit_hourly,
     reddit_posts,
     sentiment_features,
-    sentiment_features_schema,
 )
+from crpbot_assets.sentiment.checks import sentiment_features_schema
 from crpbot_assets.sentiment.schedules import fear_greed_daily, google_trends_refresh
 from crpbot_assets.sentiment.sensors import reddit_new_posts
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import polars as pl
 
@@ -14,6 +14,9 @@ POST_SCHEMA = {
     "score": pl.Int64,
     "num_comments": pl.Int64,
     "retrieved_utc": pl.Float64,
+    # created_utc of the oldest post the listing that first saw this post reached: it observed every post
+    # from there on (null for posts stored before this column existed).
+    "listed_back_to_utc": pl.Float64,
 }
 DEFAULT_SUBREDDITS = {
     "BTC-USD": ["bitcoin", "cryptocurrency"],
@@ -41,6 +44,9 @@ def posts_frame(rows: list[dict], source: str = "reddit listing") -> pl.DataFram
                     "score": int(row["score"]),
                     "num_comments": int(row["num_comments"]),
                     "retrieved_utc": float(row["retrieved_utc"]),
+                    "listed_back_to_utc": (
+                        None if row.get("listed_back_to_utc") is None else float(row["listed_back_to_utc"])
+                    ),
                 }
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -50,11 +56,19 @@ def posts_frame(rows: list[dict], source: str = "reddit listing") -> pl.DataFram
     return pl.DataFrame(clean, schema=POST_SCHEMA)
 
 
+def with_post_schema(posts: pl.DataFrame) -> pl.DataFrame:
+    """`posts` in POST_SCHEMA; columns added since a partition was stored read as null."""
+    if not posts.width:
+        return pl.DataFrame(schema=POST_SCHEMA)
+    missing = [
+        pl.lit(None, dtype).alias(name) for name, dtype in POST_SCHEMA.items() if name not in posts.columns
+    ]
+    return posts.with_columns(missing).select(list(POST_SCHEMA)).cast(POST_SCHEMA)
+
+
 def append_posts(stored: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
     """Stored posts plus unseen new ones, one row per id; the first observation of a post wins."""
-    if stored.is_empty():
-        stored = pl.DataFrame(schema=POST_SCHEMA)
-    merged = pl.concat([stored.select(list(POST_SCHEMA)).cast(POST_SCHEMA), new.select(list(POST_SCHEMA))])
+    merged = pl.concat([with_post_schema(stored), with_post_schema(new)])
     return merged.unique(subset="id", keep="first", maintain_order=True).sort("created_utc", "id")
 
 
@@ -69,8 +83,11 @@ def hourly_aggregates(
     """Hourly rows (`ts` = hour end) of mean VADER compound, post count, score sum and comment sum.
 
     `scores` are the compound scores of `posts` in row order. An hour is covered when every subreddit was
-    observed through it: from the latest of the subreddits' first-post hours to the earliest of their last
-    retrievals (a subreddit without posts covers nothing). Covered hours without posts get count 0 and a
+    observed through all of it: from the latest of the subreddits' observation starts to the earliest of their
+    last retrievals (a subreddit without posts covers nothing). A subreddit's observation starts at `start`
+    when a listing reached back past it, else at the first hour that begins at or after the oldest post a
+    listing reached (`listed_back_to_utc`, else its oldest post): the hour holding that post was seen only
+    from the post on, so it is not covered. Covered hours without posts get count 0 and a
     null sentiment; other hours are null throughout: nothing is invented where no listing reached.
     Engagement and comments sum only posts retrieved by the hour's end (a later observation would carry
     votes cast after it); an hour whose posts were all first seen later has them null.
@@ -78,8 +95,10 @@ def hourly_aggregates(
     hours = pl.datetime_range(start, end, "1h", closed="right", time_zone="UTC", eager=True).alias("ts")
     frame = pl.DataFrame({"ts": hours}).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
     wanted = sorted({s.lower() for s in subreddits})
-    scored = posts.with_columns(pl.Series("compound", scores, dtype=pl.Float64)).filter(
-        pl.col("subreddit").is_in(wanted)
+    scored = (
+        with_post_schema(posts)
+        .with_columns(pl.Series("compound", scores, dtype=pl.Float64))
+        .filter(pl.col("subreddit").is_in(wanted))
     )
     scored = scored.with_columns(
         (
@@ -91,11 +110,18 @@ def hourly_aggregates(
         ).alias("ts")
     )
     spans = scored.group_by("subreddit").agg(
-        pl.col("ts").min().alias("first"), pl.col("retrieved_utc").max().alias("last")
+        pl.coalesce(pl.col("listed_back_to_utc").min(), pl.col("created_utc").min()).alias("reach"),
+        pl.col("retrieved_utc").max().alias("last"),
     )
     if spans.height < len(wanted):
         return frame.with_columns([pl.lit(None, pl.Float64).alias(c) for c in HOURLY_COLUMNS])
-    first_hour_end = spans["first"].max()
+    reach = spans["reach"].max()  # the subreddit observed from the latest point on decides
+    first_hour_start = (
+        start
+        if reach < start.timestamp()
+        else datetime.fromtimestamp(-(-reach // 3600) * 3600, tz=start.tzinfo)
+    )
+    first_hour_end = first_hour_start + timedelta(hours=1)
     observed_until = datetime.fromtimestamp(spans["last"].min(), tz=start.tzinfo)
     # Scores and comment counts grow after posting: only observations made by the hour's end may count.
     seen_in_time = pl.col("retrieved_utc") <= pl.col("ts").dt.epoch("s")

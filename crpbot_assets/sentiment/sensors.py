@@ -33,7 +33,7 @@ def reddit_new_posts(context: dg.SensorEvaluationContext, reddit: RedditResource
     cursor = {}
     fresh_by_month = {}
     for sub in reddit.all_subreddits():
-        page = reddit.newest_posts(sub, limit=POLL_PAGE, client=client, log=context.log.warning)
+        page = client.newest_posts(sub, limit=POLL_PAGE, log=context.log.warning)
         cursor[sub] = page["id"].to_list()
         previous = set(seen.get(sub, []))
         for post_id, created in zip(page["id"], page["created_utc"]):

@@ -87,6 +87,7 @@ def test_partition_range_materializes_in_one_run(fast, instance, storage_resourc
         assert (
             meta["requests"].value == (149 if key.startswith("2019-01") else 135)
             and meta["retries"].value == 0
+            and meta["empty_pages"].value == 0
         )
         assert meta["first_ts"].value == str(on_disk["ts"][0])
     assert fast.stats["coinbase"]["requests"] == 2 * (149 + 135)

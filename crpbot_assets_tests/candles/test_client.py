@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
+import polars as pl
 import pytest
 
 from crpbot_assets.candles.client import CandlePayloadError, Page, page_plan, parse_page
@@ -90,6 +91,25 @@ def test_malformed_payload_raises_naming_the_request(fast):
         client.fetch("BTC-USD", FEB, FEB + minutes(1500))
 
 
+def test_a_200_message_object_shows_the_services_message(fast):
+    fast.inject("coinbase", "message", 1)
+    with pytest.raises(
+        CandlePayloadError,
+        match=r"GET .*/products/BTC-USD/candles params=.*: the API answered 'Internal error: try again later'",
+    ):
+        fast_coinbase(fast).client().fetch("BTC-USD", FEB, FEB + minutes(300))
+
+
+def test_empty_pages_between_full_ones_are_kept_and_counted(fast):
+    client = fast_coinbase(fast, max_workers=1).client()
+    full = client.fetch("BTC-USD", FEB, FEB + minutes(900))
+    assert full.empty_pages == 0
+    fast.inject("coinbase", "empty", 1)  # with one worker the first page is the one answered empty
+    result = client.fetch("BTC-USD", FEB, FEB + minutes(900))
+    assert result.pages == 3 and result.empty_pages == 1 and result.retries == 0
+    assert result.frame.equals(full.frame.filter(pl.col("ts") >= FEB + minutes(300)))
+
+
 def test_unknown_symbol_is_a_clear_error(fast):
     client = fast_coinbase(fast).client()
     with pytest.raises(ApiError, match=r"/products/DOGE-USD/candles.*HTTP 404"):
@@ -112,7 +132,8 @@ def test_parse_page_drops_the_documented_leak_before_start():
 @pytest.mark.parametrize(
     "payload, problem",
     [
-        ({"message": "oops"}, "expected a JSON list"),
+        ({"message": "oops"}, "the API answered 'oops' instead of candles"),
+        ({"error": "oops"}, "expected a JSON list"),
         ([row(T0)[:5]], "row 0 is not"),
         ([row(T0), row(T0 + 60, high="2.0")], "row 1 holds a non-numeric"),
         ([row(T0, volume=True)], "non-numeric"),

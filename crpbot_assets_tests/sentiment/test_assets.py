@@ -18,8 +18,8 @@ from crpbot_assets.sentiment.assets import (
     reddit_hourly,
     reddit_posts,
     sentiment_features,
-    sentiment_features_schema,
 )
+from crpbot_assets.sentiment.checks import sentiment_features_schema
 from crpbot_assets.sentiment.features import FEATURE_COLUMNS
 from crpbot_assets.sentiment.reddit import posts_frame
 from crpbot_assets.sentiment.vader import compound_scores
@@ -110,6 +110,11 @@ def test_sentiment_features_for_a_month(sentiment_resources, storage_resources, 
         tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[1]},
     )
     assert all(check.passed for check in result.get_asset_check_evaluations())
+    catalogue = result.asset_materializations_for_node("sentiment_features")[0].metadata["column_catalogue"]
+    assert (
+        tuple(catalogue.value) == FEATURE_COLUMNS
+        and "Hourly points only" in catalogue.value["search_interest_sol"]
+    )
     done = {str(m.partition) for m in result.asset_materializations_for_node("sentiment_features")}
     assert done == {
         str(dg.MultiPartitionKey({"symbol": s, "month": "2024-03-01"}))
@@ -174,16 +179,17 @@ def test_reddit_posts_append_to_what_is_stored(
     _materialize([reddit_hourly], resources, instance, key)
     hourly = storage.read_parquet("reddit_hourly/symbol=SOL-USD/month=2026-03-01.parquet")
     sol = [p for p in listed if p["subreddit"] == "solana"] + [early] * (early["subreddit"] == "solana")
-    first_hour_end = min(p["created_utc"] for p in sol) // 3600 * 3600 + 3600
+    listed_sol = [p for p in replay_reddit.newest_posts("solana", FROZEN_NOW.timestamp())]
+    assert min(p["created_utc"] for p in listed_sol) < month_start  # so the whole month so far is covered
     engagement_seen = []
     for hour in range(1, 11):
         end = datetime(2026, 3, 1, hour, tzinfo=UTC).timestamp()
         row = hourly.filter(pl.col("ts") == datetime.fromtimestamp(end, UTC)).row(0, named=True)
-        if end < first_hour_end:  # before the first post: not covered, so null rather than zero
-            assert row["reddit_volume_1h"] is None
-            continue
         in_hour = [p for p in sol if end - 3600 <= p["created_utc"] < end]
-        assert row["reddit_volume_1h"] == len(in_hour) > 0
+        assert row["reddit_volume_1h"] == len(in_hour)  # a covered hour without posts is a real 0
+        if not in_hour:
+            assert row["reddit_sentiment_1h"] is None and row["reddit_engagement_1h"] == 0
+            continue
         assert row["reddit_sentiment_1h"] == pytest.approx(
             np.mean(compound_scores([p["title"] for p in in_hour]))
         )

@@ -31,7 +31,7 @@ def frozen_fear_greed():
 
 
 def test_history_parses_the_replayed_wire_format(frozen_fear_greed):
-    daily, stats = frozen_fear_greed.history()
+    daily, stats = frozen_fear_greed.client().history()
     expected = replay_fg.history(today=FROZEN_NOW)
     assert daily.height == len(expected) and stats.requests == 1
     assert daily["day"].is_sorted() and daily["day"].n_unique() == daily.height
@@ -48,7 +48,7 @@ def test_history_parses_the_replayed_wire_format(frozen_fear_greed):
 
 
 def test_missing_days_are_reported_not_filled(sentiment_resources):
-    daily, _ = sentiment_resources["fear_greed"].history()
+    daily, _ = sentiment_resources["fear_greed"].client().history()
     assert missing_days(daily) == ["2018-04-14", "2018-04-15", "2018-04-16"]
     assert daily.filter(
         pl.col("day").dt.date().cast(pl.String).is_in(["2018-04-14", "2018-04-15"])
@@ -58,16 +58,16 @@ def test_missing_days_are_reported_not_filled(sentiment_resources):
 def test_malformed_payload_from_the_server_names_the_entry(sentiment_resources, replay_server):
     replay_server.inject("fear_greed", "malformed")
     with pytest.raises(FearGreedPayloadError, match=r"fng.*entry \d+ is malformed.*'n/a'"):
-        sentiment_resources["fear_greed"].history()
+        sentiment_resources["fear_greed"].client().history()
 
 
 def test_429_is_retried_then_a_clear_error(sentiment_resources, replay_server):
     replay_server.inject("fear_greed", "429", 2)
-    daily, stats = sentiment_resources["fear_greed"].history()
+    daily, stats = sentiment_resources["fear_greed"].client().history()
     assert daily.height > 3000 and stats.retries == 2
     replay_server.inject("fear_greed", "429", 5)
     with pytest.raises(ApiError, match=r"/fng/.*gave up after 5 attempts.*HTTP 429"):
-        sentiment_resources["fear_greed"].history()
+        sentiment_resources["fear_greed"].client().history()
 
 
 @pytest.mark.parametrize(
