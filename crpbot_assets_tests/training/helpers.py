@@ -20,20 +20,30 @@ def minutes(n: int, start: datetime = START) -> pl.Series:
     ).alias("ts")
 
 
-def planted(n: int, seed: int = 0, noise_features: int = 4, strength: float = 1.0, drop_p: float = 0.002):
+def planted(
+    n: int,
+    seed: int = 0,
+    noise_features: int = 4,
+    strength: float = 1.0,
+    drop_p: float = 0.002,
+    start: datetime = START,
+    pattern_from: datetime | None = None,
+):
     """(candles, features): a persistent latent signal `s` (a feature) drives the next minutes' returns.
 
     r[t+1] = strength * 4e-4 * s[t] + N(0, 1e-3), s AR(1) with phi 0.9: the sign of s predicts the 15-minute
-    forward return. Other features are pure noise. About `drop_p` of the minutes are missing.
+    forward return. Other features are pure noise. About `drop_p` of the minutes are missing. With
+    `pattern_from`, returns before that instant ignore `s` (the pattern starts then).
     """
     rng = np.random.default_rng(seed)
     s = np.zeros(n)
     shocks = rng.normal(0, 1, n)
     for t in range(1, n):  # test data only; fine as a loop over 1e5 numbers
         s[t] = 0.9 * s[t - 1] + np.sqrt(1 - 0.81) * shocks[t]
-    returns = np.concatenate([[0.0], strength * 4e-4 * s[:-1]]) + rng.normal(0, 1e-3, n)
+    ts = minutes(n, start)
+    active = np.ones(n) if pattern_from is None else (ts >= pattern_from).to_numpy().astype(float)
+    returns = np.concatenate([[0.0], strength * 4e-4 * s[:-1]]) * active + rng.normal(0, 1e-3, n)
     close = 100.0 * np.exp(np.cumsum(returns))
-    ts = minutes(n)
     keep = rng.random(n) >= drop_p
     candles = pl.DataFrame(
         {
