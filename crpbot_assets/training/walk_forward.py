@@ -76,8 +76,23 @@ class Fold:
     test_end: datetime
     model_month: datetime
     window_start: datetime
-    cuts: SplitCuts
+    val_end: datetime
     purge: timedelta
+    val_fraction: float
+
+    def cuts(self, data_start: datetime) -> SplitCuts:
+        """Split cuts for a window whose data begins at `data_start` (later than `window_start` when less
+        history is materialized): the latest `val_fraction` of it validates, a purge gap before it."""
+        start = max(self.window_start, data_start)
+        val_minutes = round((self.val_end - start).total_seconds() / 60 * self.val_fraction)
+        train_end = self.val_end - timedelta(minutes=val_minutes) - self.purge
+        if train_end <= start:
+            raise DatasetError(
+                f"the window {start:%Y-%m-%d %H:%M}..{self.val_end:%Y-%m-%d %H:%M} before the test month "
+                f"{self.test_start:%Y-%m} is too short for a validation part and two purge gaps of {self.purge} "
+                "(materialize earlier months)"
+            )
+        return SplitCuts(train_end=train_end, val_end=self.val_end, test_start=self.test_start)
 
 
 def plan_fold(test_month: datetime, config: WalkForwardConfig, dataset_config: DatasetConfig) -> Fold:
@@ -85,18 +100,15 @@ def plan_fold(test_month: datetime, config: WalkForwardConfig, dataset_config: D
     step = RETRAIN_MONTHS[config.retrain]
     model_month = shift_months(test_month, -((test_month.month - 1) % step))
     purge = timedelta(minutes=dataset_config.purge_minutes)
-    window_start = shift_months(model_month, -config.window_months)
-    val_end = model_month - purge
-    val_minutes = round((val_end - window_start).total_seconds() / 60 * config.val_fraction)
-    val_start = val_end - timedelta(minutes=val_minutes)
-    train_end = val_start - purge
-    if train_end <= window_start:
-        raise DatasetError(
-            f"a {config.window_months}-month window before {model_month:%Y-%m} is too short for a purge of "
-            f"{purge} twice plus a {config.val_fraction:.0%} validation part"
-        )
-    cuts = SplitCuts(train_end=train_end, val_end=val_end, test_start=test_month)
-    return Fold(test_month, shift_months(test_month, 1), model_month, window_start, cuts, purge)
+    return Fold(
+        test_start=test_month,
+        test_end=shift_months(test_month, 1),
+        model_month=model_month,
+        window_start=shift_months(model_month, -config.window_months),
+        val_end=model_month - purge,
+        purge=purge,
+        val_fraction=config.val_fraction,
+    )
 
 
 def fold_dataset(
@@ -112,13 +124,20 @@ def fold_dataset(
     def inside(frame: pl.DataFrame) -> pl.DataFrame:
         return frame.filter((pl.col("ts") >= fold.window_start) & (pl.col("ts") < fold.test_end))
 
+    features = inside(features)
+    if features.filter(pl.col("ts") < fold.val_end).height == 0:
+        raise DatasetError(
+            f"{symbol}: no features in the training window {fold.window_start:%Y-%m}..{fold.val_end:%Y-%m-%d} "
+            f"before the test month {fold.test_start:%Y-%m} (materialize `features` for earlier months)"
+        )
+
     dataset = build_dataset(
-        inside(features),
+        features,
         sentiment.filter(pl.col("ts") <= fold.test_end) if sentiment.height else sentiment,
         inside(candles),
         dataset_config,
         symbol,
-        fold.cuts,
+        fold.cuts(features["ts"].min()),
     )
     assert_purged(dataset, fold)
     return dataset
@@ -193,7 +212,7 @@ def predict_fold(
     baseline_config: bl.BaselineConfig = bl.BaselineConfig(),
     log=lambda message: None,
 ) -> tuple[pl.DataFrame, dict]:
-    """One row per test minute: label, forward/past return, half-spread, every model's prediction.
+    """One row per test minute: label, forward return, half-spread (costs.py), horizon, every model's prediction.
 
     The LSTM variants come from `artifact` (trained on the fold's train/val rows); the baselines are fitted
     here on the windows the LSTM trained on (last row of each) and scored on the same test windows.
@@ -243,6 +262,7 @@ def predict_fold(
         majority=pl.lit(bl.majority_class(y[train_ends]), pl.Int8),
         persist=pl.Series(bl.persistence(past, dataset.config.dead_zone_bps / 1e4), dtype=pl.Int8),
         half_spread_bps=pl.Series(spread, dtype=pl.Float32),
+        horizon_minutes=pl.lit(dataset.config.horizon_minutes, pl.Int16),
     )
     info = {
         "test_rows": frame.height,
