@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from crpbot_assets.training import costs
+from crpbot_assets.training import baselines, costs
 from crpbot_assets.training.artifacts import build_model, variant_dataset
 from crpbot_assets.training.costs import DEFAULT_FEE_BPS, POSITIONS
 from crpbot_assets.training.dataset import CLASSES, Dataset
@@ -88,10 +88,9 @@ def evaluate_variant(dataset: Dataset, variant: dict, fee_bps: float) -> dict:
     y_true = test["label"].to_numpy().astype(np.int64)
     y_pred = probabilities.argmax(axis=1)
     train_labels = windows.y[windows.ends["train"]].numpy()
-    majority = int(np.bincount(train_labels, minlength=3).argmax())
-    dead_zone = dataset.config.dead_zone_bps / 1e4
+    majority = baselines.majority_class(train_labels)
     past = test["past_return"].to_numpy()
-    persistence = np.where(past > dead_zone, 2, np.where(past < -dead_zone, 0, 1))  # null past -> flat
+    persistence = baselines.persistence(past, dataset.config.dead_zone_bps / 1e4)  # null past -> flat
     horizon = dataset.config.horizon_minutes
     epoch_minute = test["ts"].dt.epoch("s").to_numpy() // 60
     grid = epoch_minute % horizon == 0

@@ -81,3 +81,33 @@ def hourly_sentiment(n_minutes: int, seed: int = 1, null_before_hours: int = 0) 
             [pl.when(mask).then(None).otherwise(pl.col(c)).alias(c) for c in SENTIMENT_COLUMNS]
         )
     return frame
+
+
+def hand_backtest(dataset, variant: dict, fee_bps: float) -> dict[str, float]:
+    """Total net return per strategy at `fee_bps`, recomputed by hand from the variant's test predictions
+    (independent of evaluation.backtest/costs.py): grid minutes only, a skipped grid period re-enters from flat."""
+    from crpbot_assets.training.artifacts import build_model, variant_dataset
+    from crpbot_assets.training.train import make_windows, predict
+
+    data = variant_dataset(dataset, variant)
+    length = int(variant["config"]["sequence_length"])
+    windows = make_windows(data, variant["feature_columns"], length)
+    ends = windows.ends["test"]
+    predicted = predict(build_model(variant), windows, ends).argmax(axis=1)
+    test = dataset.frame[ends.numpy()]
+    minute = test["ts"].dt.epoch("s").to_numpy() // 60
+    horizon = dataset.config.horizon_minutes
+    on_grid = minute % horizon == 0
+    out = {}
+    for mode, mapping in (("long_short", {0: -1.0, 1: 0.0, 2: 1.0}), ("long_flat", {0: 0.0, 1: 0.0, 2: 1.0})):
+        equity, held, last_minute = 1.0, 0.0, None
+        for cls, fwd, m in zip(predicted[on_grid], test["fwd_return"].to_numpy()[on_grid], minute[on_grid]):
+            position = mapping[int(cls)]
+            if last_minute is not None and m - last_minute != horizon:
+                traded = abs(held) + abs(position)  # flat in between: leave, then enter
+            else:
+                traded = abs(position - held)
+            equity *= 1 + position * fwd - traded * fee_bps / 1e4
+            held, last_minute = position, m
+        out[mode] = equity - 1
+    return out
