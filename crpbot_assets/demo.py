@@ -2,6 +2,8 @@
 
 Starts the replay server on loopback, then materializes the whole graph for a small window (every symbol,
 the last complete months) into the sqlite instance under dagster_home/, so `dagster dev` shows the results.
+Then a short walk-forward for BTC-USD (every month after the first as a test month, small model) and the
+report's headline.
 """
 
 from __future__ import annotations
@@ -27,7 +29,12 @@ def _range_tags(first: str, last: str) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--months", type=int, default=2, help="complete months to materialize (default 2)")
+    parser.add_argument(
+        "--months",
+        type=int,
+        default=3,
+        help="complete months to materialize (default 3; the walk-forward tests all but the first)",
+    )
     parser.add_argument(
         "--epochs", type=int, default=3, help="LSTM epochs per symbol (default 3; production 15)"
     )
@@ -110,6 +117,20 @@ def _materialize_window(month_count: int, model_config: dict) -> None:
             {"ops": {"lstm_model": {"config": model_config}, "training_dataset": {"config": DEMO_DATASET}}},
         )
 
+    walk_forward_config = {
+        "model": model_config,
+        "dataset": DEMO_DATASET,
+        "baselines": {"max_train_rows": 50_000, "lgbm_rounds": 100},
+    }
+    for month in months[1:]:
+        run(
+            f"walk_forward_predictions, {SYMBOLS[0]} {month:%Y-%m} (trained on the months before)",
+            ["walk_forward_predictions"],
+            {"dagster/partition": str(symbol_month_key(SYMBOLS[0], month))},
+            {"ops": {"walk_forward_predictions": {"config": walk_forward_config}}},
+        )
+    run(f"walk_forward_report, {SYMBOLS[0]}", ["walk_forward_report"], {"dagster/partition": SYMBOLS[0]})
+
     print(f"\nDone. Asset files: {local_storage_uri()}")
     print(f"Dagster instance (runs, metadata, plots): {os.environ['DAGSTER_HOME']}")
     for symbol in SYMBOLS:
@@ -125,6 +146,14 @@ def _materialize_window(month_count: int, model_config: dict) -> None:
                 if k.endswith("/accuracy") or k.startswith("sentiment_ablation/")
             }
             print(f"  {symbol} test-segment results: {shown}")
+    report = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("walk_forward_report"), asset_partitions=[SYMBOLS[0]]),
+        limit=1,
+    )
+    for record in report.records:
+        print(
+            f"\nWalk-forward verdict, {SYMBOLS[0]}: {record.asset_materialization.metadata['headline'].value}"
+        )
     print(
         "Open the UI: .venv/bin/crpbot-replay &  then  "
         "DAGSTER_HOME=$PWD/dagster_home .venv/bin/dagster dev -w workspace.yaml  ->  http://127.0.0.1:3000"

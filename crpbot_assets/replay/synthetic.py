@@ -2,10 +2,19 @@
 
 Every UTC day is generated independently from (seed, symbol, day), bridged between daily anchor
 prices so days join continuously; any window is reproducible without generating the whole history.
+
+Sentiment lead (off by default): with `sentiment_lead` L > 0 (argument, or the environment variable
+CRPBOT_SYNTHETIC_SENTIMENT_LEAD read at each call), day d's drift gains L x daily volatility x
+(F&G(d) - 50) / 50, where F&G(d) is the replayed Fear & Greed value of that day (published at 01:00 UTC, see
+sentiment/fear_greed.py). The bridge spreads the drift evenly over the day, so a model that knows the day's
+index knows the sign of the remaining day's drift: a weak lead of sentiment on later returns (L = 1 moves
+the 15-minute return's mean by about 0.1 x (F&G - 50) / 50 of its standard deviation). With L = 0 prices and
+sentiment are unrelated, as before; the walk-forward ablation test uses both settings.
 """
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
@@ -21,6 +30,7 @@ MISSING_MINUTE_P = {"BTC-USD": 0.002, "ETH-USD": 0.004, "SOL-USD": 0.01}
 OUTAGE_P = 0.02  # chance a day holds one 10-60 minute outage (no rows)
 ANCHOR_DAYS = 365 * 12
 COLUMNS = ("ts", "open", "high", "low", "close", "volume")
+SENTIMENT_LEAD_ENV = "CRPBOT_SYNTHETIC_SENTIMENT_LEAD"
 
 
 def _rng(seed: int, symbol: str, *salt: int) -> np.random.Generator:
@@ -28,18 +38,40 @@ def _rng(seed: int, symbol: str, *salt: int) -> np.random.Generator:
 
 
 @lru_cache(maxsize=16)
-def _daily_anchors(symbol: str, seed: int) -> np.ndarray:
+def _daily_anchors(symbol: str, seed: int, sentiment_lead: float = 0.0) -> np.ndarray:
     """Log price at 00:00 UTC of each day since the symbol's listing (a drifting daily random walk)."""
     price, daily_vol, _ = PROFILES[symbol]
     steps = _rng(seed, symbol, 0).standard_t(df=4, size=ANCHOR_DAYS) * daily_vol / np.sqrt(2) + 0.0004
+    if sentiment_lead:
+        steps = steps + sentiment_lead * daily_vol * (_fear_greed_by_day(symbol, seed) - 50.0) / 50.0
     return np.log(price) + np.concatenate([[0.0], np.cumsum(steps)])
 
 
+def _fear_greed_by_day(symbol: str, seed: int) -> np.ndarray:
+    """The replayed Fear & Greed value of each anchor day (50 = neutral where the series has no value)."""
+    from crpbot_assets.replay import (
+        fear_greed,  # the sentiment lead's only dependency on the sentiment replay
+    )
+
+    listing = listed_at(symbol)
+    values = np.full(ANCHOR_DAYS, 50.0)
+    for day, value in fear_greed.history(seed, listing + timedelta(days=ANCHOR_DAYS - 1)):
+        index = (day - listing).days
+        if 0 <= index < ANCHOR_DAYS:
+            values[index] = value
+    return values
+
+
+def sentiment_lead_setting(value: float | None = None) -> float:
+    """The lead strength: `value` when given, else CRPBOT_SYNTHETIC_SENTIMENT_LEAD (default 0: off)."""
+    return float(os.environ.get(SENTIMENT_LEAD_ENV, "0") if value is None else value)
+
+
 @lru_cache(maxsize=256)
-def _day(symbol: str, day_index: int, seed: int) -> tuple[np.ndarray, ...]:
+def _day(symbol: str, day_index: int, seed: int, sentiment_lead: float = 0.0) -> tuple[np.ndarray, ...]:
     """Arrays (minute offsets, open, high, low, close, volume) for day `day_index` after listing."""
     _, daily_vol, base_volume = PROFILES[symbol]
-    anchors = _daily_anchors(symbol, seed)
+    anchors = _daily_anchors(symbol, seed, sentiment_lead)
     rng = _rng(seed, symbol, 1, day_index)
     # Volatility clustering: an AR(1) log-volatility per hour, held through the hour.
     log_vol = np.empty(24)
@@ -67,9 +99,16 @@ def _day(symbol: str, day_index: int, seed: int) -> tuple[np.ndarray, ...]:
 
 
 def candles(
-    symbol: str, start: datetime, end: datetime, seed: int = 0, now: datetime | None = None
+    symbol: str,
+    start: datetime,
+    end: datetime,
+    seed: int = 0,
+    now: datetime | None = None,
+    sentiment_lead: float | None = None,
 ) -> pl.DataFrame:
-    """Candles with start <= ts < end (UTC, minute-aligned), oldest first; nothing before listing or after `now`."""
+    """Candles with start <= ts < end (UTC, minute-aligned), oldest first; nothing before listing or after `now`.
+    `sentiment_lead`: see the module docstring (None: from the environment, default off)."""
+    lead = sentiment_lead_setting(sentiment_lead)
     listing = listed_at(symbol)
     first, last = max(start, listing), min(end, now or datetime.now(UTC))
     parts, day = [], (first - listing).days
@@ -77,7 +116,7 @@ def candles(
         if day >= ANCHOR_DAYS:
             raise ValueError(f"synthetic history for {symbol} ends {ANCHOR_DAYS} days after listing")
         day_start = int((listing + timedelta(days=day)).timestamp())
-        minutes, o, h, l, c, v = _day(symbol, day, seed)
+        minutes, o, h, l, c, v = _day(symbol, day, seed, lead)
         ts = day_start + minutes * 60
         mask = (ts >= first.timestamp()) & (ts < last.timestamp())
         parts.append((ts[mask], o[mask], h[mask], l[mask], c[mask], v[mask]))

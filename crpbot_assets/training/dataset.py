@@ -26,6 +26,7 @@ Splits and scaling
   features' own lookback, by default the feature catalogue's longest, ~13.4 days) reaches back into training rows.
   Strictly, non-overlapping labels need only the horizon; the lookback part is a conservative embargo. Months of
   data are needed for three non-empty segments; fewer gives a clear error (lower `feature_lookback_minutes`).
+  The walk-forward (walk_forward.py) passes explicit `SplitCuts` instead of fractions; everything else is shared.
 - Mean/std per feature are computed on training rows only and stored with the data (parquet key-value metadata);
   features are stored raw (float32) and scaled on load with `scale()`.
 """
@@ -35,7 +36,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import asdict, dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -69,6 +70,16 @@ class DatasetConfig:
     @property
     def purge_minutes(self) -> int:
         return self.horizon_minutes + self.max_sequence_length + self.feature_lookback_minutes
+
+
+@dataclass(frozen=True)
+class SplitCuts:
+    """Explicit split boundaries: train ts < train_end; val train_end + gap <= ts < val_end; test ts >= test_start
+    (test_start >= val_end + gap). Rows in between are purged."""
+
+    train_end: datetime
+    val_end: datetime
+    test_start: datetime
 
 
 @dataclass
@@ -109,8 +120,10 @@ def build_dataset(
     candles: pl.DataFrame,
     config: DatasetConfig = DatasetConfig(),
     symbol: str = "",
+    cuts: SplitCuts | None = None,
 ) -> Dataset:
-    """Join, label, split and fit the scaler; see the module docstring for every rule."""
+    """Join, label, split and fit the scaler; see the module docstring for every rule. `cuts` (the walk-forward's
+    fold) replaces the fractional split with explicit boundaries."""
     where = f" for {symbol}" if symbol else ""
     if features.height == 0:
         raise DatasetError(f"features{where}: no rows (materialize `features` first)")
@@ -143,17 +156,25 @@ def build_dataset(
         raise DatasetError(
             f"features{where}: only {labelled.len()} labelled rows; need history beyond {config.horizon_minutes} minutes"
         )
-    last = labelled.len() - 1
-    train_end = labelled[min(last, int(labelled.len() * (1 - config.val_fraction - config.test_fraction)))]
-    val_end = labelled[min(last, int(labelled.len() * (1 - config.test_fraction)))]
     gap = timedelta(minutes=config.purge_minutes)
+    if cuts is None:
+        last = labelled.len() - 1
+        train_end = labelled[
+            min(last, int(labelled.len() * (1 - config.val_fraction - config.test_fraction)))
+        ]
+        val_end = labelled[min(last, int(labelled.len() * (1 - config.test_fraction)))]
+        cuts = SplitCuts(train_end, val_end, val_end + gap)
+    elif cuts.test_start < cuts.val_end + gap or cuts.val_end < cuts.train_end + gap:
+        raise DatasetError(
+            f"split cuts {cuts} leave less than the purge gap of {config.purge_minutes} minutes"
+        )
     ts = pl.col("ts")
     frame = frame.with_columns(
-        pl.when(ts < train_end)
+        pl.when(ts < cuts.train_end)
         .then(0)
-        .when((ts >= train_end + gap) & (ts < val_end))
+        .when((ts >= cuts.train_end + gap) & (ts < cuts.val_end))
         .then(1)
-        .when(ts >= val_end + gap)
+        .when(ts >= cuts.test_start)
         .then(2)
         .otherwise(PURGED)
         .cast(pl.Int8)

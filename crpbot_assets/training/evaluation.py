@@ -9,6 +9,7 @@ At such a minute the position is set from the prediction made with data up to it
 earns the label's forward return. long/short: down -> -1, flat -> 0, up -> +1; long/flat: up -> +1 else 0.
 Every change of position costs `fee_bps` per unit traded (-1 -> +1 pays twice). Grid minutes without a usable
 test window (missing candles, invalid rows) are skipped: the strategy is flat for that period (and pays to leave and re-enter).
+Turnover and costs are costs.py's (the walk-forward verdict adds the half-spread and a threshold there).
 Sharpe is annualised with sqrt(periods per year) on per-period net returns (no risk-free rate).
 """
 
@@ -17,13 +18,13 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from crpbot_assets.training import baselines, costs
 from crpbot_assets.training.artifacts import build_model, variant_dataset
+from crpbot_assets.training.costs import DEFAULT_FEE_BPS, POSITIONS
 from crpbot_assets.training.dataset import CLASSES, Dataset
 from crpbot_assets.training.train import make_windows, predict
 
-DEFAULT_FEE_BPS = 60.0  # Coinbase Advanced entry-tier taker fee: 0.60 %
 MINUTES_PER_YEAR = 365 * 24 * 60
-POSITIONS = {"long_short": np.array([-1.0, 0.0, 1.0]), "long_flat": np.array([0.0, 0.0, 1.0])}
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int = 3) -> np.ndarray:
@@ -56,11 +57,9 @@ def backtest(
     `follows_previous[i]` is False where grid periods were skipped before period i: the strategy was flat in
     between, so it pays to leave the previous position and to enter the new one.
     """
-    position = POSITIONS[mode][predictions]
-    previous = np.concatenate([[0.0], position[:-1]])
-    contiguous = np.ones(len(position), bool) if follows_previous is None else follows_previous
-    turnover = np.where(contiguous, np.abs(position - previous), np.abs(previous) + np.abs(position))
-    net = position * fwd_return - turnover * fee_bps / 1e4
+    position = costs.positions_from_classes(predictions, mode)
+    period = costs.simulate(position, fwd_return, fee_bps, 0.0, follows_previous)
+    net = period["net"]
     equity = np.cumprod(1.0 + net)
     drawdown = equity / np.maximum.accumulate(equity) - 1.0 if len(equity) else np.zeros(0)
     std = net.std()
@@ -68,7 +67,7 @@ def backtest(
         "total_return": float(equity[-1] - 1.0) if len(equity) else 0.0,
         "sharpe": float(net.mean() / std * np.sqrt(MINUTES_PER_YEAR / horizon_minutes)) if std > 0 else 0.0,
         "max_drawdown": float(drawdown.min()) if len(drawdown) else 0.0,
-        "trades": int(np.count_nonzero(turnover)),
+        "trades": int(np.count_nonzero(period["turnover"])),
         "periods": int(len(net)),
         "exposure": float(np.mean(position != 0)) if len(position) else 0.0,
         "equity": equity,
@@ -89,10 +88,9 @@ def evaluate_variant(dataset: Dataset, variant: dict, fee_bps: float) -> dict:
     y_true = test["label"].to_numpy().astype(np.int64)
     y_pred = probabilities.argmax(axis=1)
     train_labels = windows.y[windows.ends["train"]].numpy()
-    majority = int(np.bincount(train_labels, minlength=3).argmax())
-    dead_zone = dataset.config.dead_zone_bps / 1e4
+    majority = baselines.majority_class(train_labels)
     past = test["past_return"].to_numpy()
-    persistence = np.where(past > dead_zone, 2, np.where(past < -dead_zone, 0, 1))  # null past -> flat
+    persistence = baselines.persistence(past, dataset.config.dead_zone_bps / 1e4)  # null past -> flat
     horizon = dataset.config.horizon_minutes
     epoch_minute = test["ts"].dt.epoch("s").to_numpy() // 60
     grid = epoch_minute % horizon == 0

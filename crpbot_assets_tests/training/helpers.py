@@ -20,20 +20,30 @@ def minutes(n: int, start: datetime = START) -> pl.Series:
     ).alias("ts")
 
 
-def planted(n: int, seed: int = 0, noise_features: int = 4, strength: float = 1.0, drop_p: float = 0.002):
+def planted(
+    n: int,
+    seed: int = 0,
+    noise_features: int = 4,
+    strength: float = 1.0,
+    drop_p: float = 0.002,
+    start: datetime = START,
+    pattern_from: datetime | None = None,
+):
     """(candles, features): a persistent latent signal `s` (a feature) drives the next minutes' returns.
 
     r[t+1] = strength * 4e-4 * s[t] + N(0, 1e-3), s AR(1) with phi 0.9: the sign of s predicts the 15-minute
-    forward return. Other features are pure noise. About `drop_p` of the minutes are missing.
+    forward return. Other features are pure noise. About `drop_p` of the minutes are missing. With
+    `pattern_from`, returns before that instant ignore `s` (the pattern starts then).
     """
     rng = np.random.default_rng(seed)
     s = np.zeros(n)
     shocks = rng.normal(0, 1, n)
     for t in range(1, n):  # test data only; fine as a loop over 1e5 numbers
         s[t] = 0.9 * s[t - 1] + np.sqrt(1 - 0.81) * shocks[t]
-    returns = np.concatenate([[0.0], strength * 4e-4 * s[:-1]]) + rng.normal(0, 1e-3, n)
+    ts = minutes(n, start)
+    active = np.ones(n) if pattern_from is None else (ts >= pattern_from).to_numpy().astype(float)
+    returns = np.concatenate([[0.0], strength * 4e-4 * s[:-1]]) * active + rng.normal(0, 1e-3, n)
     close = 100.0 * np.exp(np.cumsum(returns))
-    ts = minutes(n)
     keep = rng.random(n) >= drop_p
     candles = pl.DataFrame(
         {
@@ -71,3 +81,33 @@ def hourly_sentiment(n_minutes: int, seed: int = 1, null_before_hours: int = 0) 
             [pl.when(mask).then(None).otherwise(pl.col(c)).alias(c) for c in SENTIMENT_COLUMNS]
         )
     return frame
+
+
+def hand_backtest(dataset, variant: dict, fee_bps: float) -> dict[str, float]:
+    """Total net return per strategy at `fee_bps`, recomputed by hand from the variant's test predictions
+    (independent of evaluation.backtest/costs.py): grid minutes only, a skipped grid period re-enters from flat."""
+    from crpbot_assets.training.artifacts import build_model, variant_dataset
+    from crpbot_assets.training.train import make_windows, predict
+
+    data = variant_dataset(dataset, variant)
+    length = int(variant["config"]["sequence_length"])
+    windows = make_windows(data, variant["feature_columns"], length)
+    ends = windows.ends["test"]
+    predicted = predict(build_model(variant), windows, ends).argmax(axis=1)
+    test = dataset.frame[ends.numpy()]
+    minute = test["ts"].dt.epoch("s").to_numpy() // 60
+    horizon = dataset.config.horizon_minutes
+    on_grid = minute % horizon == 0
+    out = {}
+    for mode, mapping in (("long_short", {0: -1.0, 1: 0.0, 2: 1.0}), ("long_flat", {0: 0.0, 1: 0.0, 2: 1.0})):
+        equity, held, last_minute = 1.0, 0.0, None
+        for cls, fwd, m in zip(predicted[on_grid], test["fwd_return"].to_numpy()[on_grid], minute[on_grid]):
+            position = mapping[int(cls)]
+            if last_minute is not None and m - last_minute != horizon:
+                traded = abs(held) + abs(position)  # flat in between: leave, then enter
+            else:
+                traded = abs(position - held)
+            equity *= 1 + position * fwd - traded * fee_bps / 1e4
+            held, last_minute = position, m
+        out[mode] = equity - 1
+    return out

@@ -14,6 +14,8 @@ from crpbot_assets.common.partitions import split_key, symbol_month_partitions
 from crpbot_assets.common.settings import REPO_ROOT
 from crpbot_assets.launchers.local import LocalTrainingLauncher
 from crpbot_assets.resources import resources_for
+from crpbot_assets.training import dataset as ds
+from crpbot_assets.training.artifacts import load_artifact
 from crpbot_assets.training.assets import (
     DatasetSettings,
     EvaluationConfig,
@@ -26,7 +28,7 @@ from crpbot_assets.training.assets import (
 )
 from crpbot_assets.training.dataset import CLASSES
 from crpbot_assets.training.definitions import defs as training_defs
-from crpbot_assets_tests.training.helpers import hourly_sentiment, planted
+from crpbot_assets_tests.training.helpers import hand_backtest, hourly_sentiment, planted
 
 MONTHS = ("2019-01-01", "2019-02-01")
 N_MINUTES = (31 + 28) * 1440
@@ -130,7 +132,17 @@ def test_training_graph_runs_through_the_local_pipes_launcher(upstream, storage_
 
     evaluation = by_asset["model_evaluation"]
     assert evaluation["fee_bps"].value == 25.0
-    stored = storage_resources["storage"].storage.read_json("model_evaluation/BTC-USD.json")
+    # The net results are those of the configured fee (25 bps), recomputed by hand from the stored model.
+    files = storage_resources["storage"].storage
+    dataset = ds.from_parquet_bytes(files.read_bytes(dataset_relative_path("BTC-USD")))
+    artifact = load_artifact(files.read_bytes(model_relative_path("BTC-USD")))
+    for variant in ("with_sentiment", "without_sentiment"):
+        expected = hand_backtest(dataset, artifact["variants"][variant], 25.0)
+        for mode in ("long_short", "long_flat"):
+            assert evaluation[f"{variant}/{mode}/total_return"].value == pytest.approx(
+                expected[mode], abs=1e-4
+            )
+    stored = files.read_json("model_evaluation/BTC-USD.json")
     assert set(stored["variants"]) == {"with_sentiment", "without_sentiment"}
     accuracy = {}
     for variant in ("with_sentiment", "without_sentiment"):

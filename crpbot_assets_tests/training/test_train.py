@@ -7,7 +7,12 @@ import torch
 
 from crpbot_assets.training.artifacts import build_model, load_artifact, save_artifact, variant_record
 from crpbot_assets.training.dataset import build_dataset
-from crpbot_assets.training.evaluation import backtest, classification_metrics, evaluate_artifact
+from crpbot_assets.training.evaluation import (
+    backtest,
+    classification_metrics,
+    evaluate_artifact,
+    evaluate_variant,
+)
 from crpbot_assets.training.train import (
     TrainConfig,
     make_windows,
@@ -16,7 +21,7 @@ from crpbot_assets.training.train import (
     train_model,
     window_ends,
 )
-from crpbot_assets_tests.training.helpers import SMALL_CONFIG, hourly_sentiment, planted
+from crpbot_assets_tests.training.helpers import SMALL_CONFIG, hand_backtest, hourly_sentiment, planted
 
 TINY = TrainConfig(
     hidden_size=16,
@@ -165,3 +170,18 @@ def test_evaluation_uses_only_test_rows(dataset):
     test = dataset.frame.filter(pl.col("split") == 2)
     assert evaluation["test_first_ts"] >= str(test["ts"].min())
     assert evaluation["model"]["samples"] <= test["label"].drop_nulls().len()
+
+
+def test_evaluate_variant_charges_the_fee_it_is_given(dataset):
+    config = TrainConfig(**{**TINY.__dict__, "epochs": 1, "max_train_windows_per_epoch": 2_000})
+    windows = make_windows(dataset, dataset.feature_columns, config.sequence_length)
+    variant = variant_record(train_model(windows, config), config, dataset, dataset.feature_columns)
+    variant = load_artifact(save_artifact({"v": variant}, "BTC-USD"))["variants"]["v"]
+    for fee in (0.0, 37.0):
+        result = evaluate_variant(dataset, variant, fee)
+        expected = hand_backtest(dataset, variant, fee)
+        for mode in ("long_short", "long_flat"):
+            assert result["backtest"][mode]["total_return"] == pytest.approx(
+                expected[mode], rel=1e-9, abs=1e-12
+            )
+    assert result["backtest"]["long_short"]["trades"] > 0  # so the fee really bites
