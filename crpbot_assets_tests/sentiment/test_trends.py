@@ -12,11 +12,11 @@ from pytrends.request import TrendReq
 
 from crpbot_assets.common.http import ApiError, RequestStats
 from crpbot_assets.common.io_manager import partition_path
-from crpbot_assets.common.resources import PartitionedFileIOManager, StorageResource
 from crpbot_assets.replay import trends as replay_trends
 from crpbot_assets.replay.protocol import Response
 from crpbot_assets.replay.server import ReplayServer
 from crpbot_assets.replay.trends import true_interest
+from crpbot_assets.resources import file_resources
 from crpbot_assets.sentiment.assets import google_trends_hourly
 from crpbot_assets.sentiment.resources import GoogleTrendsResource
 from crpbot_assets.sentiment.trends import StitchError, as_of_hour_ends, plan_windows, revisions, stitch
@@ -280,13 +280,9 @@ def test_recent_hours_are_revised_between_fetches(frozen_trends):
 
 def test_the_month_in_progress_keeps_first_observations_usable_from_retrieval(frozen_trends, tmp_path):
     month = datetime(2026, 3, 1, tzinfo=UTC)
-    storage = StorageResource(base_uri=str(tmp_path / "data"))
     resource = _FrozenTrends(base_url=f"{frozen_trends.url}/trends", requests_per_s=4.5, base_delay_s=0.05)
-    resources = {
-        "google_trends": resource,
-        "storage": storage,
-        "io_manager": PartitionedFileIOManager(base_uri=str(tmp_path / "data")),
-    }
+    resources = {"google_trends": resource, **file_resources(str(tmp_path / "data"))}
+    storage = resources["storage"]
     path = partition_path(dg.AssetKey("google_trends_hourly"), "2026-03-01") + ".parquet"
     with dg.instance_for_test() as instance:
         dg.materialize(

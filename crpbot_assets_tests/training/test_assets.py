@@ -3,14 +3,11 @@
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime
 
 import dagster as dg
 import numpy as np
-import polars as pl
 import pytest
 
-from crpbot_assets.common.partitions import split_key, symbol_month_partitions
 from crpbot_assets.common.settings import REPO_ROOT
 from crpbot_assets.launchers.local import LocalTrainingLauncher
 from crpbot_assets.resources import resources_for
@@ -28,41 +25,8 @@ from crpbot_assets.training.assets import (
 )
 from crpbot_assets.training.dataset import CLASSES
 from crpbot_assets.training.definitions import defs as training_defs
-from crpbot_assets_tests.training.helpers import hand_backtest, hourly_sentiment, planted
-
-MONTHS = ("2019-01-01", "2019-02-01")
-N_MINUTES = (31 + 28) * 1440
-
-
-def _month_slice(frame: pl.DataFrame, key: str) -> pl.DataFrame:
-    symbol, start = split_key(key)
-    end = datetime(start.year + start.month // 12, start.month % 12 + 1, 1, tzinfo=UTC)
-    return (
-        frame.filter((pl.col("ts") >= start) & (pl.col("ts") < end)) if symbol == "BTC-USD" else frame.clear()
-    )
-
-
-def upstream_assets(frames: dict[str, pl.DataFrame]) -> list[dg.AssetsDefinition]:
-    """Stand-ins with the real upstream keys and partitions, writing `frames[name]` (BTC-USD only) through the
-    shared IO manager. With no frames they only declare the upstream keys."""
-
-    def stand_in(name: str) -> dg.AssetsDefinition:
-        @dg.asset(name=name, partitions_def=symbol_month_partitions)
-        def _stub(context: dg.AssetExecutionContext) -> pl.DataFrame:
-            return _month_slice(frames[name], context.partition_key)
-
-        return _stub
-
-    return [stand_in(name) for name in ("candles", "features", "sentiment_features")]
-
-
-@pytest.fixture(scope="module")
-def upstream() -> list[dg.AssetsDefinition]:
-    """Two months of planted BTC-USD candles/features and hourly sentiment (null for the first 20 days)."""
-    candles, features = planted(N_MINUTES, seed=11)
-    sentiment = hourly_sentiment(N_MINUTES, null_before_hours=24 * 20)
-    return upstream_assets({"candles": candles, "features": features, "sentiment_features": sentiment})
-
+from crpbot_assets_tests.training.conftest import materialize_upstream, upstream_assets
+from crpbot_assets_tests.training.helpers import hand_backtest
 
 TRAINING = [training_dataset, lstm_model, model_evaluation]
 RUN_CONFIG = dg.RunConfig(
@@ -82,16 +46,10 @@ RUN_CONFIG = dg.RunConfig(
 )
 
 
-def _materialize_upstream(upstream, resources, instance):
-    for month in MONTHS:
-        key = dg.MultiPartitionKey({"symbol": "BTC-USD", "month": month})
-        assert dg.materialize(upstream, partition_key=key, resources=resources, instance=instance).success
-
-
 @pytest.mark.slow
 def test_training_graph_runs_through_the_local_pipes_launcher(upstream, storage_resources, instance):
     resources = {**storage_resources, "training_launcher": LocalTrainingLauncher()}
-    _materialize_upstream(upstream, resources, instance)
+    materialize_upstream(upstream, resources, instance)
     result = dg.materialize(
         [*upstream, *TRAINING],
         selection=TRAINING,

@@ -6,7 +6,7 @@ import pytest
 
 from crpbot_assets.launchers.local import LocalTrainingLauncher
 from crpbot_assets.training.walk_forward_assets import WalkForwardSettings, build_walk_forward_assets
-from crpbot_assets_tests.training.test_assets import MONTHS, UPSTREAM, _materialize_upstream
+from crpbot_assets_tests.training.conftest import MONTHS, materialize_upstream
 
 PREDICTIONS, REPORT = build_walk_forward_assets(window_months=1)
 SETTINGS = WalkForwardSettings(
@@ -26,9 +26,9 @@ SETTINGS = WalkForwardSettings(
 KEY = dg.MultiPartitionKey({"symbol": "BTC-USD", "month": MONTHS[1]})
 
 
-def _predict(resources, instance):
+def _predict(upstream, resources, instance):
     return dg.materialize(
-        [*UPSTREAM, PREDICTIONS],
+        [*upstream, PREDICTIONS],
         selection=[PREDICTIONS],
         partition_key=str(KEY),
         resources=resources,
@@ -39,11 +39,11 @@ def _predict(resources, instance):
 
 @pytest.mark.slow
 def test_walk_forward_month_trains_through_the_launcher_reports_and_is_not_recomputed(
-    storage_resources, instance
+    upstream, storage_resources, instance
 ):
     resources = {**storage_resources, "training_launcher": LocalTrainingLauncher()}
-    _materialize_upstream(resources, instance)
-    first = _predict(resources, instance)
+    materialize_upstream(upstream, resources, instance)
+    first = _predict(upstream, resources, instance)
     assert first.success
     meta = first.asset_materializations_for_node("walk_forward_predictions")[0].metadata
     assert meta["reused"].value is False and meta["test_rows"].value > 25_000  # most minutes of February
@@ -56,7 +56,9 @@ def test_walk_forward_month_trains_through_the_launcher_reports_and_is_not_recom
         frame.columns
     )
 
-    again = _predict(resources, instance)  # nothing upstream changed: the stored predictions come back
+    again = _predict(
+        upstream, resources, instance
+    )  # nothing upstream changed: the stored predictions come back
     meta_again = again.asset_materializations_for_node("walk_forward_predictions")[0].metadata
     assert meta_again["reused"].value is True
     assert meta_again["inputs_fingerprint"].value == meta["inputs_fingerprint"].value
@@ -69,7 +71,7 @@ def test_walk_forward_month_trains_through_the_launcher_reports_and_is_not_recom
     assert versions[0] == versions[1] == meta["inputs_fingerprint"].value
 
     report = dg.materialize(
-        [*UPSTREAM, PREDICTIONS, REPORT],
+        [*upstream, PREDICTIONS, REPORT],
         selection=[REPORT],
         partition_key="BTC-USD",
         resources=resources,
