@@ -410,7 +410,14 @@ def test_a_late_job_of_a_cancelled_run_cannot_replace_the_model(
     promoted = Storage(DATA).read_bytes(model_relative_path("BTC-USD"))
 
     # the next run is cancelled while its job trains; the job outlives the run and still writes its model
-    late, sim = _run(aws, dagster_instance, tmp_path / "late", "late", model={**TINY_MODEL, "epochs": 6})
+    late, sim = _run(
+        aws,
+        dagster_instance,
+        tmp_path / "late",
+        "late",
+        dataset=dataset_bytes,
+        model={**TINY_MODEL, "epochs": 6},
+    )
     assert not late.success
     assert sim.job_output.returncode == 0, sim.job_output.stdout + sim.job_output.stderr
     late_model = Storage(DATA).read_bytes(run_model_relative_path("BTC-USD", late.run_id))
