@@ -91,7 +91,10 @@ def aws(moto_server):
             ec2=ec2,
             s3=s3,
             env=env,
-            ami=ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"],
+            # a name filter: listing all of moto's ~hundreds of AMIs costs a second per test
+            ami=ec2.describe_images(Filters=[{"Name": "name", "Values": ["amzn2-ami-hvm-*"]}])["Images"][0][
+                "ImageId"
+            ],
             subnet=ec2.describe_subnets()["Subnets"][0]["SubnetId"],
             sg=ec2.create_security_group(GroupName="crpbot", Description="crpbot", VpcId=vpc)["GroupId"],
             key=ec2.create_key_pair(KeyName="crpbot")["KeyName"],
