@@ -1,7 +1,8 @@
 """Training throughput: the full training loop vs the same model on pre-built in-memory batches (pure compute).
 
     .venv/bin/python benchmarks/bench_training.py                  # CPU, production model defaults
-    .venv/bin/python benchmarks/bench_training.py --device cuda    # on a GPU machine (AMP), bigger sample
+    .venv/bin/python benchmarks/bench_training.py --device cuda    # on a GPU machine (AMP, fused Adam), bigger sample
+    .venv/bin/python benchmarks/bench_training.py --device cuda --full-epoch   # + one real epoch over 1 M windows
 
 The full loop is `train_model` (per-epoch shuffling, one gather per batch from the unfold view of the whole
 scaled matrix, forward/backward/step, loss accumulation). Pure compute replays the very same batches, already
@@ -129,6 +130,9 @@ def main() -> None:
     parser.add_argument(
         "--full-epoch", action="store_true", help="also run one real epoch over 1M training windows"
     )
+    parser.add_argument(
+        "--deterministic", action="store_true", help="torch's deterministic mode (TrainConfig.deterministic)"
+    )
     args = parser.parse_args()
 
     device = pick_device(args.device, args.threads)
@@ -144,9 +148,15 @@ def main() -> None:
         epochs=2,
         patience=10,
         max_train_windows_per_epoch=per_epoch,
+        deterministic=args.deterministic,
     )
     name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {device} ({name}); torch {torch.__version__}")
+    _, _, optimizer, scaler = new_trainer(4, config, None, device)
+    print(
+        f"optimizer: Adam fused={bool(optimizer.defaults.get('fused'))}; AMP (fp16 autocast + GradScaler) "
+        f"{'on' if scaler.is_enabled() else 'off'}; deterministic {config.deterministic}"
+    )
     print(
         f"model: LSTM hidden {config.hidden_size} x {config.num_layers} layers, sequence {config.sequence_length}, "
         f"batch {config.batch_size}, {args.features + 7} features"

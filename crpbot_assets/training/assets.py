@@ -2,7 +2,9 @@
 
 The dataset and model are files next to the IO manager's (`training_dataset/<symbol>.parquet`,
 `lstm_model/<symbol>.pt` under the shared storage), because the training job reads and writes them by URI
-wherever it runs.
+wherever it runs. The job writes its model to a run-scoped key (`lstm_model_runs/<run id>/<symbol>.pt`); the asset
+promotes it to `lstm_model/<symbol>.pt` only when the job succeeded, so a late job of a failed or cancelled run
+cannot replace the model the last successful materialization describes.
 """
 
 import dataclasses
@@ -31,6 +33,15 @@ def dataset_relative_path(symbol: str) -> str:
 
 def model_relative_path(symbol: str) -> str:
     return partition_path(dg.AssetKey("lstm_model"), symbol) + ".pt"
+
+
+def run_model_relative_path(symbol: str, run_id: str) -> str:
+    """Where one run's training job writes its model (promoted to model_relative_path on success)."""
+    return f"lstm_model_runs/{run_id}/{symbol}.pt"
+
+
+# EC2 GPU instances at once (one per lstm_model step): sized by the instance's pool limit (deploy/README.md).
+GPU_POOL = "ec2_gpu"
 
 
 def _all_months(key: str) -> dg.AssetIn:
@@ -139,7 +150,13 @@ def _loss_plot(result: dg.MaterializeResult) -> dict:
     return {"loss_curve": line_plot(curves, "Cross-entropy per epoch", "epoch", "loss")} if curves else {}
 
 
-@dg.asset(partitions_def=symbol_partitions, deps=[training_dataset], kinds={"pytorch"}, group_name=GROUP)
+@dg.asset(
+    partitions_def=symbol_partitions,
+    deps=[training_dataset],
+    kinds={"pytorch"},
+    group_name=GROUP,
+    pool=GPU_POOL,
+)
 def lstm_model(
     context: dg.AssetExecutionContext,
     config: LstmConfig,
@@ -158,13 +175,22 @@ def lstm_model(
     extras = {
         "symbol": symbol,
         "dataset_uri": storage.storage.uri(dataset_relative_path(symbol)),
-        "model_uri": storage.storage.uri(model_relative_path(symbol)),
+        "model_uri": storage.storage.uri(run_model_relative_path(symbol, context.run_id)),
         "config": config.model_dump(),
     }
     result = training_launcher.run(context, extras).get_materialize_result()
+    # promoted only now that the job succeeded
+    trained = storage.storage.read_bytes(run_model_relative_path(symbol, context.run_id))
+    model_uri = storage.storage.write_bytes(model_relative_path(symbol), trained)
+    context.log.info(f"{symbol}: promoted {extras['model_uri']} to {model_uri}")
     return dg.MaterializeResult(
         asset_key=result.asset_key,
-        metadata={**(result.metadata or {}), **_loss_plot(result)},
+        metadata={
+            **(result.metadata or {}),
+            **_loss_plot(result),
+            "model_uri": dg.MetadataValue.path(model_uri),
+            "run_model_uri": dg.MetadataValue.path(extras["model_uri"]),
+        },
         data_version=result.data_version,
         tags=result.tags,
     )

@@ -1,7 +1,9 @@
 """Training entry point: `python -m crpbot_assets.training.pipes_main`, run inside Dagster Pipes.
 
 Reads `extras = {"symbol", "dataset_uri", "model_uri", "config": {...}}`, trains on CUDA when available (else
-CPU), writes the model artifact to `model_uri`, logs every epoch and reports the materialization.
+CPU), writes the model artifact to `model_uri`, logs every epoch and reports the materialization. With
+`extras["require_cuda"]` (the machine's description; the EC2 launcher sets it) CUDA is mandatory: without it the
+job fails at once, before reading any data, naming the machine and its driver.
 With `config.sentiment_ablation` (default true) it trains a second model on the same data without the seven
 sentiment features, so one launch (one GPU instance in prod) yields both sides of the ablation in one artifact.
 
@@ -33,7 +35,9 @@ def run_training(extras: dict, log: Callable[[str], None]) -> dict:
         raise ValueError(f"training extras lack {missing}; got keys {sorted(extras)}")
     options = dict(extras.get("config") or {})
     ablation = bool(options.pop("sentiment_ablation", True))
-    device = pick_device(options.pop("device", None), options.pop("cpu_threads", None))
+    device = pick_device(
+        options.pop("device", None), options.pop("cpu_threads", None), extras.get("require_cuda")
+    )
     config = TrainConfig.from_dict(options)
     symbol = extras["symbol"]
     started = time.perf_counter()

@@ -2,7 +2,9 @@
 
 The whole scaled feature matrix lives on the device (GPU when present). A batch is one gather
 (`windows[starts]`) from the `unfold` view, so the data path costs one memory copy per batch.
-CUDA runs with mixed precision (fp16 autocast + GradScaler); CPU uses every core this process may run on.
+CUDA runs with mixed precision (fp16 autocast + GradScaler) and the fused Adam kernel (which takes the scaler's
+inf check on the device, so no host sync per step); CPU uses every core this process may run on.
+cuDNN's LSTM kernels are not bit-deterministic: `TrainConfig.deterministic` turns on torch's deterministic mode.
 A window is `sequence_length` consecutive rows ending on a labelled row, all valid and all in one split; minutes
 without candles are absent rows, so a window may step over a short outage (nothing is filled in).
 """
@@ -12,6 +14,8 @@ from __future__ import annotations
 import copy
 import os
 import random
+import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +43,7 @@ class TrainConfig:
     class_weighted: bool = True
     max_train_windows_per_epoch: int | None = None
     eval_batch_size: int = 8192
+    deterministic: bool = False  # bit-reproducible CUDA runs (slower); CPU runs are reproducible anyway
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -102,8 +107,23 @@ def make_windows(
     )
 
 
-def pick_device(requested: str | None = None, cpu_threads: int | None = None) -> torch.device:
-    """CUDA when available (or requested), else CPU with `cpu_threads` intra-op threads (default: every usable core)."""
+def pick_device(
+    requested: str | None = None, cpu_threads: int | None = None, require_cuda: str | None = None
+) -> torch.device:
+    """CUDA when available (or requested), else CPU with `cpu_threads` intra-op threads (default: every usable core).
+
+    `require_cuda` names the machine (e.g. "EC2 g4dn.xlarge, ami-..."): CUDA is then mandatory, and its absence
+    is an immediate error naming the machine and the driver, never a silent fall-back to CPU.
+    """
+    if require_cuda is not None:
+        if requested not in (None, "cuda") and not str(requested).startswith("cuda:"):
+            raise ValueError(f"device {requested!r} requested on {require_cuda}, which trains on CUDA only")
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"CUDA is required on {require_cuda} but torch {torch.__version__} "
+                f"(built for CUDA {torch.version.cuda or 'none: a CPU-only build'}) cannot use it; "
+                f"driver: {nvidia_driver()}. Check the AMI's NVIDIA driver against the GPU and the torch build."
+            )
     device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(
@@ -115,6 +135,36 @@ def pick_device(requested: str | None = None, cpu_threads: int | None = None) ->
     else:
         torch.backends.cudnn.benchmark = True
     return device
+
+
+def nvidia_driver() -> str:
+    """GPU name and driver version from `nvidia-smi`, or why they are unknown."""
+    if shutil.which("nvidia-smi") is None:
+        return "nvidia-smi not found (no NVIDIA driver installed)"
+    try:
+        result = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"nvidia-smi failed: {exc}"
+    output = (result.stdout + result.stderr).strip()
+    return output if result.returncode == 0 else f"nvidia-smi failed (status {result.returncode}): {output}"
+
+
+def set_deterministic(enabled: bool) -> None:
+    """torch's deterministic mode, for bit-reproducible CUDA training (cuDNN's LSTM is not by default).
+
+    cuBLAS needs CUBLAS_WORKSPACE_CONFIG before its first use; ops without a deterministic kernel warn.
+    """
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.backends.cudnn.deterministic = enabled
+    if enabled:
+        torch.backends.cudnn.benchmark = False
 
 
 def seed_everything(seed: int) -> None:
@@ -164,9 +214,17 @@ def new_trainer(n_features: int, config: TrainConfig, weights: torch.Tensor | No
     model = LSTMClassifier(n_features, config.hidden_size, config.num_layers, config.dropout).to(device)
     criterion = nn.CrossEntropyLoss(weight=weights)
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        model.parameters(),
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
+        **adam_options(device),
     )
     return model, criterion, optimizer, torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+
+
+def adam_options(device: torch.device) -> dict:
+    """The fused kernel on CUDA: one launch per step, and GradScaler's inf check stays on the device."""
+    return {"fused": True} if device.type == "cuda" else {}
 
 
 def train_step(
@@ -194,6 +252,7 @@ def train_model(
 ) -> TrainResult:
     """Adam + cross-entropy with early stopping on validation loss; the best epoch's weights are kept."""
     device = windows.x.device
+    set_deterministic(config.deterministic)
     seed_everything(config.seed)
     train_ends, val_ends = windows.ends["train"], windows.ends["val"]
     if len(train_ends) == 0 or len(val_ends) == 0:

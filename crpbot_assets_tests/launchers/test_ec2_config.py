@@ -1,7 +1,11 @@
-"""The EC2 launcher's pure parts: user-data rendering, cost estimate, launch validation, prod binding."""
+"""The EC2 launcher's pure parts: user-data rendering and its time budget, the bootstrap's GPU check, cost
+estimate, launch validation, the GPU pool, prod binding."""
 
+import os
+import re
 import subprocess
 import zipfile
+from pathlib import Path
 
 import boto3
 import dagster as dg
@@ -10,6 +14,7 @@ import pytest
 from crpbot_assets.launchers.ec2 import (
     DEFAULT_PRICES_PER_HOUR,
     MAX_USER_DATA_BYTES,
+    WATCHDOG_AFTER_DEADLINE_S,
     EC2LaunchSpec,
     PipesEC2Client,
     build_bundle,
@@ -19,22 +24,28 @@ from crpbot_assets.launchers.ec2 import (
     render_user_data,
 )
 from crpbot_assets.resources import ec2_training_launcher
+from crpbot_assets.training.assets import GPU_POOL, lstm_model
 
+REPO = Path(__file__).resolve().parents[2]
 PIPES_ENV = {"DAGSTER_PIPES_CONTEXT": "H4sIAAAA+context", "DAGSTER_PIPES_MESSAGES": "H4sIAAAA/messages"}
+DEADLINE = 1_800_000_000  # a fixed clock: unix seconds of the launcher's deadline
 
 
-def _user_data(**spec) -> str:
-    region = "eu-west-1"  # clients make no call while rendering
-    client = PipesEC2Client(
+def _client(region: str = "eu-west-1") -> PipesEC2Client:
+    return PipesEC2Client(  # clients make no call while rendering
         bucket="crpbot-prod",
         ec2_client=boto3.client("ec2", region_name=region),
         s3_client=boto3.client("s3", region_name=region),
     )
-    return client.user_data(
+
+
+def _user_data(**spec) -> str:
+    return _client().user_data(
         PIPES_ENV,
         EC2LaunchSpec(image_id="ami-1", **spec),
         "crpbot/ec2/bundles/ab/x.whl",
-        "crpbot/ec2/runs/r/status.json",
+        "crpbot/ec2/runs/r/j",
+        DEADLINE + 0.7,
     )
 
 
@@ -46,14 +57,94 @@ def test_rendered_user_data_is_valid_bash_with_every_value_quoted():
         requirements=("torch==2.13.0",),
     )
     assert subprocess.run(["bash", "-n"], input=user_data, text=True).returncode == 0
-    assert "shutdown -h +75 " in user_data  # 60 min job + 15 min grace
-    assert "timeout --kill-after=60 3600 " in user_data
     assert "--extra-index-url https://download.pytorch.org/whl/cu124 torch==2.13.0" in user_data
     job = extract_job_script(user_data)
     assert "export NOTE='a b; rm -rf /'" in job and "export OMP_NUM_THREADS=4" in job
     assert "export DAGSTER_PIPES_CONTEXT=H4sIAAAA+context" in job
     assert "export AWS_REGION=eu-west-1" in job
     assert "crpbot-prod crpbot/ec2/bundles/ab/x.whl dist/x.whl" in job
+    assert "crpbot-prod crpbot/ec2/runs/r/j/status.json crpbot/ec2/runs/r/j/job.log" in job
+
+
+def test_one_time_budget_job_deadline_before_the_launchers_watchdog_after():
+    """The launcher's deadline counts from launch; the job must end `finish_margin_s` before it (so it can
+    report), the instance's watchdog `WATCHDOG_AFTER_DEADLINE_S` after it (for a dead Dagster host)."""
+    user_data = _user_data(max_runtime_s=3600, finish_margin_s=120)
+    job = extract_job_script(user_data)
+    assert f"remaining=$(( {DEADLINE - 120} - $(date +%s) ))" in job
+    assert 'timeout --kill-after=30 "$remaining"' in job  # a third of the margin, at most 30 s
+    assert (
+        f"watchdog_min=$(( ({DEADLINE} + {WATCHDOG_AFTER_DEADLINE_S} - $(date +%s) + 59) / 60 ))" in user_data
+    )
+    short = extract_job_script(_user_data(max_runtime_s=60, finish_margin_s=9))
+    assert 'timeout --kill-after=3 "$remaining"' in short
+
+
+def _run_bootstrap(tmp_path, nvidia_smi: str, now: int, **spec) -> tuple[subprocess.CompletedProcess, str]:
+    """The rendered bootstrap under bash with stand-ins for `shutdown`, `nvidia-smi` and the clock."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "shutdown.calls"
+    stubs = {
+        "shutdown": f'echo "$*" >> {calls}',
+        "date": f'if [ "$1" = +%s ]; then echo {now}; else /bin/date "$@"; fi',
+        "nvidia-smi": nvidia_smi,
+        # the installs: stopped where they would begin
+        "python3": "echo 'crpbot test: installs reached' >&2; exit 3",
+        "apt-get": "echo 'crpbot test: installs reached' >&2; exit 3",
+    }
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    user_data = _user_data(**spec).replace("/opt/crpbot", str(tmp_path / "opt"))
+    result = subprocess.run(
+        ["bash", "-c", user_data],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return result, calls.read_text() if calls.exists() else ""
+
+
+def test_bootstrap_fails_at_once_when_the_gpu_cannot_be_driven(tmp_path):
+    failing = 'echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver."; exit 9'
+    result, shutdowns = _run_bootstrap(tmp_path, failing, DEADLINE - 3600, max_runtime_s=3600)
+    assert result.returncode == 1
+    assert (
+        "crpbot: FATAL: nvidia-smi failed on EC2 g4dn.xlarge (ami-1, eu-west-1): NVIDIA-SMI has failed"
+        in result.stdout
+    )
+    assert "installs reached" not in result.stderr  # nothing was installed
+    # watchdog first: the deadline is 60 min away, plus 10 min; then the shutdown of the EXIT trap
+    assert shutdowns.splitlines() == ["-h +70 crpbot watchdog: time budget spent", "-h now"]
+
+
+def test_bootstrap_goes_on_to_install_when_the_gpu_answers(tmp_path):
+    ok = 'echo "Tesla T4, 570.86.15"'
+    result, _ = _run_bootstrap(tmp_path, ok, DEADLINE - 3600, max_runtime_s=3600)
+    assert "crpbot: GPU Tesla T4, 570.86.15 on EC2 g4dn.xlarge (ami-1, eu-west-1)" in result.stdout
+    assert "installs reached" in result.stderr
+
+
+def test_job_with_no_time_left_after_installs_reports_status_124(tmp_path):
+    """Boot and installs that eat the whole budget end the job with the timeout status, and it is reported."""
+    job = extract_job_script(_user_data(max_runtime_s=600, finish_margin_s=60))
+    job = re.sub(r"\$\(date \+%s\)", str(DEADLINE), job)  # the clock: at the launcher's deadline
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/bash\necho "$@" >> {tmp_path / "python.calls"}\n')  # every python call
+    python.chmod(0o755)
+    env = {"PATH": os.environ["PATH"], "CRPBOT_HOME": str(tmp_path), "CRPBOT_PYTHON": str(python)}
+    result = subprocess.run(["bash", "-c", job], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 124
+    log = (tmp_path / "job.log").read_text()
+    assert "the time budget was spent by boot and installs (60s past the job's deadline)" in log
+    assert "crpbot: job exited with status 124" in log
+    calls = (tmp_path / "python.calls").read_text()
+    assert "crpbot_assets.launchers.ec2_job" not in calls  # the training never started
+    assert calls.splitlines()[-1].endswith(
+        "crpbot/ec2/runs/r/j/status.json crpbot/ec2/runs/r/j/job.log 124 job.log"
+    )
 
 
 def test_render_refuses_missing_unused_and_oversized_values():
@@ -68,12 +159,7 @@ def test_render_refuses_missing_unused_and_oversized_values():
 
 
 def test_cost_estimate_uses_per_second_billing_with_a_minute_minimum():
-    assert DEFAULT_PRICES_PER_HOUR == {
-        "g4dn.xlarge": 0.526,
-        "g4dn.2xlarge": 0.752,
-        "g5.xlarge": 1.006,
-        "p3.2xlarge": 3.06,
-    }
+    assert DEFAULT_PRICES_PER_HOUR == {"g4dn.xlarge": 0.526, "g4dn.2xlarge": 0.752, "g5.xlarge": 1.006}
     assert estimate_cost("g4dn.xlarge", 1800, DEFAULT_PRICES_PER_HOUR) == pytest.approx(0.263)
     assert estimate_cost("g5.xlarge", 10, DEFAULT_PRICES_PER_HOUR) == pytest.approx(1.006 / 60, abs=1e-4)
     assert estimate_cost("p4d.24xlarge", 3600, DEFAULT_PRICES_PER_HOUR) is None
@@ -87,6 +173,51 @@ def test_launch_spec_validation_names_the_problem():
         EC2LaunchSpec(image_id="")
     with pytest.raises(ValueError, match="max_runtime_s must be positive"):
         EC2LaunchSpec(image_id="ami-1", max_runtime_s=0)
+    with pytest.raises(ValueError, match="finish_margin_s must be between 0 and max_runtime_s"):
+        EC2LaunchSpec(image_id="ami-1", max_runtime_s=100, finish_margin_s=100)
+    for unsupported in ("p3.2xlarge", "c5.xlarge"):
+        with pytest.raises(ValueError, match=rf"{unsupported}' is not supported.*Turing and newer"):
+            EC2LaunchSpec(image_id="ami-1", instance_type=unsupported)
+    EC2LaunchSpec(image_id="ami-1", instance_type="g5.2xlarge")
+
+
+def test_iam_policy_launches_exactly_the_supported_families():
+    import json
+
+    from crpbot_assets.launchers.ec2 import SUPPORTED_FAMILIES
+
+    policy = json.loads((REPO / "deploy" / "iam" / "dagster-host-policy.json").read_text())
+    launch = next(s for s in policy["Statement"] if s["Sid"] == "LaunchOnlyTaggedGpuInstances")
+    assert launch["Condition"]["StringLike"]["ec2:InstanceType"] == [f"{f}.*" for f in SUPPORTED_FAMILIES]
+    instance = json.loads((REPO / "deploy" / "iam" / "training-instance-policy.json").read_text())
+    writes = next(s for s in instance["Statement"] if s["Action"] == "s3:PutObject")["Resource"]
+    assert "arn:aws:s3:::BUCKET/data/lstm_model_runs/*" in writes  # run-scoped models only:
+    assert not any("data/lstm_model/" in r for r in writes)  # a job cannot write the promoted key
+
+
+def test_cost_metadata_names_the_price_region_and_what_it_excludes():
+    from crpbot_assets.launchers.ec2 import _Launch
+
+    launch = EC2LaunchSpec(image_id="ami-1")
+    state = _Launch(job_id="j", instance_id="i-1", attempts=1)
+    elsewhere = _client("eu-west-1")._metadata(launch, state, 1800, "b/x.whl", "p", [])
+    assert elsewhere["ec2_estimated_cost_usd"].value == pytest.approx(0.263)
+    assert elsewhere["ec2_cost_basis"] == (
+        "on-demand Linux price per second (60 s minimum) from the us-east-1 price table; the instance ran in "
+        "eu-west-1, prices differ; EBS volume, S3 and data transfer not included"
+    )
+    home = _client("us-east-1")._metadata(launch, state, 1800, "b/x.whl", "p", ["i-2"])
+    assert "ran in" not in home["ec2_cost_basis"] and home["ec2_unconfirmed_terminations"] == "i-2"
+
+
+def test_lstm_model_is_in_the_gpu_pool_sized_by_the_production_instance_config(tmp_path):
+    import yaml
+
+    assert lstm_model.op.pool == GPU_POOL
+    concurrency = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())["concurrency"]
+    with dg.instance_for_test(overrides={"concurrency": concurrency}, temp_dir=str(tmp_path)) as instance:
+        assert instance.event_log_storage.initialize_concurrency_limit_to_default(GPU_POOL)
+        assert instance.event_log_storage.get_concurrency_info(GPU_POOL).slot_count == 1
 
 
 def test_remote_requirements_pin_this_hosts_versions_without_local_tags():
