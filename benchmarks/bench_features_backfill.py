@@ -158,7 +158,7 @@ def main() -> None:
                 events = [  # one per partition: the step-end records, not the range run's commit records
                     e
                     for e in result.get_asset_materialization_events()
-                    if COMMIT_TAG not in e.materialization.tags
+                    if COMMIT_TAG not in (e.materialization.tags or {})
                 ]
                 written += sum(e.materialization.metadata["rows"].value for e in events)
                 checks_ok = all(e.passed for e in result.get_asset_check_evaluations())

@@ -69,13 +69,22 @@ def _writer_is_gone(name: str) -> bool:
     owner = name.split(TMP_MARK, 1)[1].rsplit("-", 2)
     if len(owner) != 3 or owner[0] != socket.gethostname() or not owner[1].isdigit():
         return False
+    return not process_alive(int(owner[1]))
+
+
+def process_alive(pid: int) -> bool:
+    """True while process `pid` of this host runs (a zombie, exited but not yet reaped, does not)."""
     try:
-        os.kill(int(owner[1]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
         return False
-    return False
+    except PermissionError:  # alive, another user's
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):  # no procfs (macOS): kill(0) answered
+        return True
 
 
 def sweep_stale_temps(directory: str, grace_s: float) -> list[str]:
