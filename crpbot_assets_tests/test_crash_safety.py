@@ -317,22 +317,26 @@ def test_sigkill_of_only_the_cli_parent_leaves_the_step_to_finish(fast, tmp_path
     (step,) = step_processes(process.pid)
     os.kill(process.pid, signal.SIGKILL)  # only the CLI: its step process lives on and finishes the range
     process.wait(timeout=30)
-    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
-        (run,) = instance.get_run_records()
+    try:
+        with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+            (run,) = instance.get_run_records()
 
-        def step_succeeded() -> bool:
-            return any(
-                e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_SUCCESS
-                for e in instance.all_logs(run.dagster_run.run_id)
-            )
+            def step_succeeded() -> bool:
+                return any(
+                    e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_SUCCESS
+                    for e in instance.all_logs(run.dagster_run.run_id)
+                )
 
-        wait_until(step_succeeded, 120, "the orphaned step to finish its work")
-        assert_consistent(tmp_path / "data", instance)  # it committed every month on its own
-    # Having finished, the orphan does not exit (seen with Dagster 1.13: it waits on its dead parent's queue);
-    # end it as an operator would, then the re-run finds everything stored.
-    if process_alive(step):
-        os.kill(step, signal.SIGKILL)
-    wait_until(lambda: not process_alive(step), 30, "the step process to end")
+            wait_until(step_succeeded, 120, "the orphaned step to finish its work")
+            assert_consistent(tmp_path / "data", instance)  # it committed every month on its own
+        # Having finished, the orphan does not exit (seen with Dagster 1.13: it waits on its dead parent's queue);
+        # end it as an operator would, then the re-run finds everything stored.
+        if process_alive(step):
+            os.kill(step, signal.SIGKILL)
+        wait_until(lambda: not process_alive(step), 30, "the step process to end")
+    finally:  # never leave the orphan behind, even when an assertion failed
+        if process_alive(step):
+            os.kill(step, signal.SIGKILL)
     assert_rerun_completes(backfill, fast, fetched=[])
 
 
