@@ -6,6 +6,7 @@ import polars as pl
 from crpbot_assets.candles.client import CandlesClient, empty_frame
 from crpbot_assets.candles.resources import CoinbaseResource
 from crpbot_assets.candles.validation import coverage, daily_coverage, expected_window
+from crpbot_assets.common.io_manager import table_schema
 from crpbot_assets.common.months import month_end
 from crpbot_assets.common.partitions import split_key, symbol_month_partitions
 from crpbot_assets.common.plots import line_plot
@@ -29,7 +30,10 @@ def _fetch_partition(
             else f"{symbol} was not listed on Coinbase before {listed_at(symbol):%Y-%m-%d}"
         )
         context.log.info(f"{key}: no candles ({reason})")
-        context.add_asset_metadata({"listed": listed, "explanation": reason, "rows": 0}, partition_key=key)
+        context.add_asset_metadata(
+            {"listed": listed, "explanation": reason, "rows": 0, "window_complete": not listed},
+            partition_key=key,
+        )
         return empty_frame()
 
     last_logged = [0]
@@ -48,6 +52,7 @@ def _fetch_partition(
         "first_ts": str(frame["ts"].min()) if present else "none",
         "last_ts": str(frame["ts"].max()) if present else "none",
         "window": f"[{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}) UTC",
+        "window_complete": end == month_end(month),
         "missing_minutes": expected - present,
         "coverage": round(share, 6),
         "pages": result.pages,
@@ -77,17 +82,22 @@ def _fetch_partition(
     backfill_policy=dg.BackfillPolicy.single_run(),
     kinds={"polars", "parquet"},
     group_name="candles",
+    metadata={"dagster/column_schema": table_schema(empty_frame().schema)},
 )
 def candles(context: dg.AssetExecutionContext, coinbase: CoinbaseResource):
     """Coinbase Exchange 1-minute candles of one symbol-month: `ts` (UTC, minute-aligned, sorted, unique),
     `open, high, low, close, volume` (Float64). Minutes without trades are absent, never filled. Months
     before a symbol's listing are empty frames with metadata `listed: False`.
     """
-    # A range of partitions (single-run backfill) runs in one process; nothing is written unless every
-    # partition of the run was fetched and validated (the IO manager writes only the returned dict).
+    # A range of partitions (single-run backfill) runs in one process and commits month by month; re-running
+    # it skips the months already stored whose window was complete (`common/ranges.py`).
     plot = len(context.partition_keys) <= MAX_PLOTS_PER_RUN
     client = coinbase.client()
     try:
-        return run_partitions(context, lambda key: _fetch_partition(context, client, key, plot))
+        return run_partitions(
+            context,
+            lambda key: _fetch_partition(context, client, key, plot),
+            resume_if=lambda recorded: recorded.get("window_complete") is True,
+        )
     finally:
         client.close()

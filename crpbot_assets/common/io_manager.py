@@ -6,8 +6,14 @@ The loading rule, one for every input:
   keys), however many partitions the mapping selects (one included). A partition never materialized fails the
   run, unless the input's metadata says `allow_missing_partitions=True`; then it is left out (and logged).
   Assets that want one frame call `concat_partitions`.
-Writing: a one-partition run returns the value, a range run (single-run backfill) {partition_key: value},
-each written to its own partition's file.
+Writing: a one-partition run returns the value; a range run (single-run backfill) goes through
+`common/ranges.run_partitions`, which writes and records each partition as soon as it is computed and returns
+`CommittedPartitions`; a plain {partition_key: value} is still written here, one file per partition.
+
+Every load follows the commit rule (`common/commits.py`): a file its latest materialization record does not
+describe (left by a killed run) counts as not materialized. Every stored frame is checked against its asset's
+`dagster/column_schema` metadata (column names and dtypes, see `table_schema`); a mismatch names the partition,
+the column, the expected and the found dtype.
 
 Why not Dagster's `UPathIOManager` (dagster/_core/storage/upath_io_manager.py), on which dagster-polars'
 `PolarsParquetIOManager` is built: its multi-partition loading is the same idea (a dict, the same
@@ -24,11 +30,73 @@ from __future__ import annotations
 import dagster as dg
 import polars as pl
 
+from crpbot_assets.common.commits import STAMP_KEY, describes, latest_records
 from crpbot_assets.common.partitions import symbol_month_partitions
 from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.common.storage import CorruptFileError, MissingFileError, Storage
 
 SUFFIX_BY_TYPE = ((pl.DataFrame, ".parquet"), (bytes, ".bin"), (dict, ".json"))
+SCHEMA_KEY = "dagster/column_schema"
+
+
+class SchemaMismatchError(ValueError):
+    """A stored partition's columns or dtypes differ from its asset's column schema."""
+
+
+class CommittedPartitions(dict):
+    """{partition_key: uri} of partitions a range run already wrote and recorded (`run_partitions`)."""
+
+
+def dtype_name(dtype: pl.DataType) -> str:
+    """The type name a `dg.TableColumn` carries for a polars dtype: `float64`, `datetime[us, UTC]`, ..."""
+    if isinstance(dtype, pl.Datetime):
+        zone = f", {dtype.time_zone}" if dtype.time_zone else ""
+        return f"datetime[{dtype.time_unit}{zone}]"
+    return str(dtype).lower()
+
+
+def table_schema(schema: pl.Schema | dict, descriptions: dict[str, str] | None = None) -> dg.TableSchema:
+    """A `dagster/column_schema` value for a polars schema (what loads check stored frames against)."""
+    descriptions = descriptions or {}
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name, dtype_name(dtype), description=descriptions.get(name))
+            for name, dtype in schema.items()
+        ]
+    )
+
+
+def schema_problems(frame: pl.DataFrame, schema: dg.TableSchema) -> list[str]:
+    """Each difference between `frame`'s columns and `schema`: missing, unexpected, or of another dtype."""
+    expected = {column.name: column.type for column in schema.columns}
+    found = {name: dtype_name(dtype) for name, dtype in frame.schema.items()}
+    problems = [
+        f"column {name!r} missing (expected {kind})" for name, kind in expected.items() if name not in found
+    ]
+    problems += [
+        f"column {name!r} is {found[name]}, expected {kind}"
+        for name, kind in expected.items()
+        if name in found and found[name] != kind
+    ]
+    problems += [
+        f"unexpected column {name!r} ({kind})" for name, kind in found.items() if name not in expected
+    ]
+    return problems
+
+
+def _instance_or_none(context: dg.InputContext) -> dg.DagsterInstance | None:
+    """The run's instance; None only for contexts built by hand without one (unit tests of the loading rule)."""
+    try:
+        return context.instance
+    except dg.DagsterInvariantViolationError:
+        return None
+
+
+def _column_schema(context: dg.InputContext) -> dg.TableSchema | None:
+    """The upstream asset's `dagster/column_schema` metadata, if it declares one."""
+    upstream = context.upstream_output
+    schema = (upstream.definition_metadata or {}).get(SCHEMA_KEY) if upstream is not None else None
+    return schema.schema if isinstance(schema, dg.TableSchemaMetadataValue) else schema
 
 
 def partition_path(asset_key: dg.AssetKey, partition_key: str | None) -> str:
@@ -59,10 +127,12 @@ class PartitionedFileIOManager(dg.ConfigurableIOManager):
             self._write_partitions(context, obj)
             return
         key = context.partition_key if context.has_partition_key else None
-        uri = self._write_one(context.asset_key, key, obj)
-        context.add_output_metadata({"path": dg.MetadataValue.path(uri)})
+        context.add_output_metadata(self.write_partition(context.asset_key, key, obj))
 
-    def _write_one(self, asset_key: dg.AssetKey, partition_key: str | None, obj) -> str:
+    def write_partition(
+        self, asset_key: dg.AssetKey, partition_key: str | None, obj
+    ) -> dict[str, dg.MetadataValue]:
+        """Write one partition atomically; returns the metadata its record must carry (path and stamp)."""
         suffix = next((s for t, s in SUFFIX_BY_TYPE if isinstance(obj, t)), None)
         if suffix is None:
             raise TypeError(f"{asset_key.to_user_string()}: cannot store {type(obj).__name__}")
@@ -70,10 +140,24 @@ class PartitionedFileIOManager(dg.ConfigurableIOManager):
         write = {".parquet": storage.write_parquet, ".bin": storage.write_bytes, ".json": storage.write_json}[
             suffix
         ]
-        return write(partition_path(asset_key, partition_key) + suffix, obj)
+        relative = partition_path(asset_key, partition_key) + suffix
+        uri = write(relative, obj)
+        return {"path": dg.MetadataValue.path(uri), STAMP_KEY: dg.MetadataValue.text(storage.stamp(relative))}
+
+    def commit_outside_run(
+        self, instance: dg.DagsterInstance, asset_key: dg.AssetKey | str, partition_key: str | None, obj
+    ) -> None:
+        """Write a partition and record its materialization outside any run (seeding, imports, tests): the
+        commit rule's two steps, so loads accept the file."""
+        asset_key = dg.AssetKey.from_coercible(asset_key)
+        metadata = self.write_partition(asset_key, partition_key, obj)
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key, partition=partition_key, metadata=metadata)
+        )
 
     def _write_partitions(self, context: dg.OutputContext, obj) -> None:
-        """A multi-partition run's output: {partition_key: value} holding exactly the run's partitions."""
+        """A multi-partition run's output: {partition_key: value} (or `CommittedPartitions`, already written)
+        holding exactly the run's partitions."""
         name = context.asset_key.to_user_string()
         expected = {str(key) for key in context.asset_partition_keys}
         if not isinstance(obj, dict) or {str(key) for key in obj} != expected:
@@ -82,43 +166,82 @@ class PartitionedFileIOManager(dg.ConfigurableIOManager):
                 f"{name}: a run over {len(expected)} partitions must return a dict keyed by exactly "
                 f"those partition keys; got {got}"
             )
-        for key, value in obj.items():
-            self._write_one(context.asset_key, str(key), value)
+        if not isinstance(obj, CommittedPartitions):
+            for key, value in obj.items():
+                self.write_partition(context.asset_key, str(key), value)
         context.add_output_metadata(
             {"path": dg.MetadataValue.path(self.files.uri(partition_path(context.asset_key, None)))}
         )
 
-    def _load_one(self, asset_key: dg.AssetKey, partition_key: str | None):
+    def stored_file(self, asset_key: dg.AssetKey, partition_key: str | None) -> tuple[str, str] | None:
+        """(relative path, stamp) of a partition's stored file, None when there is none."""
+        base = partition_path(asset_key, partition_key)
+        for suffix in (".parquet", ".json", ".bin"):
+            stamp = self.files.stamp(base + suffix)
+            if stamp is not None:
+                return base + suffix, stamp
+        return None
+
+    def is_committed(self, asset_key: dg.AssetKey, partition_key: str | None, record) -> bool:
+        """True when `record` (the partition's latest materialization) describes the file on disk."""
+        stored = self.stored_file(asset_key, partition_key)
+        return stored is not None and describes(record, stored[1])
+
+    def _load_one(
+        self,
+        asset_key: dg.AssetKey,
+        partition_key: str | None,
+        records: dict | None,
+        schema: dg.TableSchema | None,
+    ):
+        """One partition's value; `records` (latest records by partition, None: no instance) decide whether
+        a stored file is committed, `schema` whether a frame has the asset's columns."""
         storage = self.files
         base = partition_path(asset_key, partition_key)
         where = (
             f"partition {partition_key!r} of " if partition_key else ""
         ) + f"asset {asset_key.to_user_string()}"
-        for suffix, read in (
-            (".parquet", storage.read_parquet),
-            (".json", storage.read_json),
-            (".bin", storage.read_bytes),
-        ):
-            if storage.exists(base + suffix):
-                try:
-                    return read(base + suffix)
-                except CorruptFileError as exc:
-                    raise CorruptFileError(f"{where}: {exc}") from exc
-        raise MissingFileError(f"{where} is not materialized (no file at {storage.uri(base)}.*)")
+        stored = self.stored_file(asset_key, partition_key)
+        if stored is None:
+            raise MissingFileError(f"{where} is not materialized (no file at {storage.uri(base)}.*)")
+        relative, stamp = stored
+        if records is not None and not describes(records.get(partition_key), stamp):
+            raise MissingFileError(
+                f"{where} is not materialized: {storage.uri(relative)} has no materialization record "
+                "describing it (left by a killed run); materialize the partition again"
+            )
+        read = {".parquet": storage.read_parquet, ".json": storage.read_json, ".bin": storage.read_bytes}
+        try:
+            value = read[relative[relative.rindex(".") :]](relative)
+        except CorruptFileError as exc:
+            raise CorruptFileError(f"{where}: {exc}") from exc
+        if schema is not None and isinstance(value, pl.DataFrame):
+            problems = schema_problems(value, schema)
+            if problems:
+                raise SchemaMismatchError(
+                    f"{where} ({storage.uri(relative)}) does not match the asset's {SCHEMA_KEY}: "
+                    + "; ".join(problems)
+                )
+        return value
 
     def load_input(self, context: dg.InputContext):
         asset_key = context.asset_key
+        instance = _instance_or_none(context)
+        schema = _column_schema(context)
         if not context.has_asset_partitions:
-            return self._load_one(asset_key, None)
+            records = latest_records(instance, asset_key, None) if instance else None
+            return self._load_one(asset_key, None, records, schema)
         allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
+        keys = sorted(context.asset_partition_keys)
+        records = latest_records(instance, asset_key, keys) if instance else None
         loaded = {}
-        for key in sorted(context.asset_partition_keys):
+        for key in keys:
             try:
-                loaded[key] = self._load_one(asset_key, key)
-            except MissingFileError:
+                loaded[key] = self._load_one(asset_key, key, records, schema)
+            except MissingFileError as exc:
                 if not allow_missing:
                     raise
-                context.log.warning(f"{asset_key.to_user_string()} partition {key} not materialized; skipped")
+                context.log.warning(f"{asset_key.to_user_string()} partition {key} skipped: {exc}")
         return loaded
 
 

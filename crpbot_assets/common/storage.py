@@ -1,10 +1,24 @@
-"""Atomic file storage on local disk or S3 (pyarrow.fs); no Dagster import, so remote jobs can use it."""
+"""Atomic file storage on local disk or S3 (pyarrow.fs); no Dagster import, so remote jobs can use it.
+
+Local writes go to a temporary sibling `<name>.tmp-<host>-<pid>-<uuid>` renamed into place. A writer killed
+before the rename leaves its temporary file; the next write to the same directory removes it: at once when its
+writer was a process of this host that no longer exists, else once it is older than `tmp_grace_s` (a writer on
+another host sharing the disk). A live writer's file survives. S3 puts are atomic by themselves.
+
+`CRPBOT_STORAGE_TEST_HOOK` (tests only) stops a write at a chosen point so kill tests are deterministic:
+`<stage>:<action>:<path substring>`, stage `mid-write` (half the bytes in the temporary file) or `after-write`
+(renamed into place), action `pause` (touch the file named by `CRPBOT_STORAGE_TEST_SIGNAL`, then sleep until
+killed) or `enospc` (raise OSError(ENOSPC), a full disk).
+"""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
+import socket
+import time
 import uuid
 from dataclasses import dataclass
 from urllib.parse import urlparse
@@ -21,6 +35,79 @@ class MissingFileError(FileNotFoundError):
     """A stored file that was expected is absent."""
 
 
+TMP_MARK = ".tmp-"
+TMP_GRACE_S = 3600.0  # a temporary file untouched this long belongs to a dead writer
+TEST_HOOK_ENV = "CRPBOT_STORAGE_TEST_HOOK"
+TEST_SIGNAL_ENV = "CRPBOT_STORAGE_TEST_SIGNAL"
+
+
+def _test_hook(stage: str, relative: str) -> None:
+    """Tests only: pause (until killed) or fail with ENOSPC at `stage` of writing `relative`."""
+    spec = os.environ.get(TEST_HOOK_ENV)
+    if not spec:
+        return
+    hook_stage, action, needle = spec.split(":", 2)
+    if hook_stage != stage or needle not in relative:
+        return
+    if action == "enospc":
+        raise OSError(errno.ENOSPC, f"No space left on device (test hook) writing {relative}")
+    if action == "pause":
+        with open(os.environ[TEST_SIGNAL_ENV], "w") as signal_file:
+            signal_file.write(f"{stage} {relative} pid {os.getpid()}\n")
+        while True:
+            time.sleep(60)
+    raise ValueError(f"{TEST_HOOK_ENV}={spec!r}: action must be pause or enospc")
+
+
+def temp_name(final: str) -> str:
+    """The temporary sibling of `final` this process writes: names its host and process."""
+    return f"{final}{TMP_MARK}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
+
+
+def _writer_is_gone(name: str) -> bool:
+    """True when the temporary file `name` was written by a process of this host that has exited."""
+    owner = name.split(TMP_MARK, 1)[1].rsplit("-", 2)
+    if len(owner) != 3 or owner[0] != socket.gethostname() or not owner[1].isdigit():
+        return False
+    return not process_alive(int(owner[1]))
+
+
+def process_alive(pid: int) -> bool:
+    """True while process `pid` of this host runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):  # no procfs (macOS): kill(0) answered
+        return True
+
+
+def sweep_stale_temps(directory: str, grace_s: float) -> list[str]:
+    """Remove the `*.tmp-*` files in `directory` of dead writers (see the module docstring); returns their
+    names."""
+    removed = []
+    cutoff = time.time() - grace_s
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if TMP_MARK not in entry.name or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            if _writer_is_gone(entry.name) or entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.remove(entry.path)
+                removed.append(entry.name)
+        except FileNotFoundError:  # its writer finished or another sweep won
+            continue
+    return removed
+
+
 @dataclass(frozen=True)
 class Storage:
     """Files under `base_uri` (a local path or `s3://bucket/prefix`); every write is all-or-nothing."""
@@ -28,6 +115,7 @@ class Storage:
     base_uri: str
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
+    tmp_grace_s: float = TMP_GRACE_S
 
     @property
     def is_s3(self) -> bool:
@@ -56,25 +144,40 @@ class Storage:
         fs, root = self._fs_and_root()
         return fs.get_file_info(f"{root}/{relative}").type == pafs.FileType.File
 
+    def stamp(self, relative: str) -> str | None:
+        """`size:mtime_ns` of a stored file (None when absent): which write of the file is on disk."""
+        fs, root = self._fs_and_root()
+        info = fs.get_file_info(f"{root}/{relative}")
+        if info.type != pafs.FileType.File:
+            return None
+        return f"{info.size}:{info.mtime_ns}"
+
     def write_bytes(self, relative: str, data: bytes) -> str:
-        """Write atomically: a temporary sibling renamed into place (S3 puts are atomic already)."""
+        """Write atomically: a temporary sibling renamed into place (S3 puts are atomic already); stale
+        temporary files of killed writers in the same directory are removed first."""
         fs, root = self._fs_and_root()
         final = f"{root}/{relative}"
         if self.is_s3:  # S3 has no directories (creating them would leave marker objects)
             with fs.open_output_stream(final) as out:
                 out.write(data)
             return self.uri(relative)
-        fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
-        tmp = f"{final}.tmp-{uuid.uuid4().hex}"
+        directory = final.rsplit("/", 1)[0]
+        fs.create_dir(directory, recursive=True)
+        sweep_stale_temps(directory, self.tmp_grace_s)
+        tmp = temp_name(final)
         try:
             with open(tmp, "wb") as out:
-                out.write(data)
+                view = memoryview(data)
+                out.write(view[: len(data) // 2])
+                _test_hook("mid-write", relative)
+                out.write(view[len(data) // 2 :])
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, final)
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
+        _test_hook("after-write", relative)
         return self.uri(relative)
 
     def read_bytes(self, relative: str) -> bytes:

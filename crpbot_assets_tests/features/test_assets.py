@@ -33,14 +33,13 @@ def month_candles(key: str) -> pl.DataFrame:
     return synthetic.candles(symbol, month, month_end(month))
 
 
-def seed(resources, keys, tamper=None) -> dict[str, pl.DataFrame]:
-    """Write candle partitions where the IO manager reads them; returns what was written."""
-    storage = resources["storage"].storage
+def seed(resources, instance, keys, tamper=None) -> dict[str, pl.DataFrame]:
+    """Write and record candle partitions where the IO manager reads them; returns what was written."""
     written = {}
     for key in keys:
         frame = month_candles(key)
         written[key] = tamper(frame) if tamper else frame
-        storage.write_parquet(partition_path(dg.AssetKey("candles"), key) + ".parquet", written[key])
+        resources["io_manager"].commit_outside_run(instance, "candles", key, written[key])
     return written
 
 
@@ -99,7 +98,7 @@ def checks(result) -> dict:
 
 
 def test_month_materializes_with_previous_month_warmup(instance, storage_resources):
-    candles = seed(storage_resources, ["2021-04-01|ETH-USD", "2021-05-01|ETH-USD"])
+    candles = seed(storage_resources, instance, ["2021-04-01|ETH-USD", "2021-05-01|ETH-USD"])
     result = run(storage_resources, instance, key="2021-05-01|ETH-USD")
     assert result.success
     expected = features_for_month(
@@ -131,7 +130,7 @@ def test_catalogue_is_definition_metadata():
 def test_range_runs_once_and_writes_each_month_like_a_single_partition_run(instance, storage_resources):
     """A single-run backfill over 2 months x 3 symbols: one run, one file per partition, each equal to the
     month computed alone; SOL before listing is an empty frame with the schema."""
-    candles = seed(storage_resources, [f"{m}|{s}" for m in MONTHS for s in SYMBOLS])
+    candles = seed(storage_resources, instance, [f"{m}|{s}" for m in MONTHS for s in SYMBOLS])
     result = run(storage_resources, instance, first="2021-05-01|BTC-USD", last="2021-06-01|SOL-USD")
     assert result.success and len(instance.get_run_records()) == 1
     events = {
@@ -161,7 +160,7 @@ def test_range_runs_once_and_writes_each_month_like_a_single_partition_run(insta
 
 
 def test_missing_month_candles_fail_naming_the_partition(instance, storage_resources):
-    seed(storage_resources, ["2021-04-01|BTC-USD"])
+    seed(storage_resources, instance, ["2021-04-01|BTC-USD"])
     result = run(storage_resources, instance, key="2021-05-01|BTC-USD")
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.error
@@ -169,7 +168,7 @@ def test_missing_month_candles_fail_naming_the_partition(instance, storage_resou
 
 
 def test_first_month_without_warmup_drops_rows_and_says_so(instance, storage_resources):
-    seed(storage_resources, ["2018-11-01|BTC-USD"])
+    seed(storage_resources, instance, ["2018-11-01|BTC-USD"])
     result = run(storage_resources, instance, key="2018-11-01|BTC-USD")
     assert result.success
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
@@ -179,9 +178,10 @@ def test_first_month_without_warmup_drops_rows_and_says_so(instance, storage_res
 
 def test_corrupt_candle_fails_the_blocking_check_and_stops_downstream(instance, storage_resources):
     """A zero price turns log returns into -inf: the finiteness check fails, names the column, blocks consumers."""
-    seed(storage_resources, ["2021-04-01|BTC-USD"])
+    seed(storage_resources, instance, ["2021-04-01|BTC-USD"])
     seed(
         storage_resources,
+        instance,
         ["2021-05-01|BTC-USD"],
         tamper=lambda f: f.with_columns(
             pl.when(pl.int_range(pl.len()) == 20_000).then(0.0).otherwise(pl.col("close")).alias("close")
@@ -210,8 +210,9 @@ def good_features() -> pl.DataFrame:
 
 
 def test_checks_pass_on_good_stored_features(instance, storage_resources, good_features):
-    path = partition_path(dg.AssetKey("features"), "2021-05-01|ETH-USD") + ".parquet"
-    storage_resources["storage"].storage.write_parquet(path, good_features)
+    storage_resources["io_manager"].commit_outside_run(
+        instance, "features", "2021-05-01|ETH-USD", good_features
+    )
     found = checks(run_checks_only(storage_resources, instance, "2021-05-01|ETH-USD"))
     assert set(found) == {"features_finite", "features_schema"} and all(e.passed for e in found.values())
 
@@ -240,22 +241,26 @@ def test_checks_pass_on_good_stored_features(instance, storage_resources, good_f
             "m1_rsi_14: 3 null/NaN/inf",
         ),
         (lambda f: f.with_columns(pl.col("m15_macd") / 0.0), "features_finite", "m15_macd: "),
+        # a stored frame off the column schema is refused where it is read (the IO manager), naming the column
         (
             lambda f: f.with_columns(pl.col("m5_macd").cast(pl.Float32)),
-            "features_schema",
-            "wrong dtypes {'m5_macd': 'Float32'}",
+            "load",
+            "column 'm5_macd' is float32, expected float64",
         ),
-        (lambda f: f.drop("m1_vol_60"), "features_schema", "missing columns ['m1_vol_60']"),
-        (lambda f: f.with_columns(extra=pl.lit(1.0)), "features_schema", "unexpected columns ['extra']"),
+        (lambda f: f.drop("m1_vol_60"), "load", "column 'm1_vol_60' missing (expected float64)"),
+        (lambda f: f.with_columns(extra=pl.lit(1.0)), "load", "unexpected column 'extra' (float64)"),
     ],
 )
 def test_checks_catch_planted_problems_in_stored_features(
     instance, storage_resources, good_features, plant, failing, words
 ):
     key = "2021-05-01|ETH-USD"
-    path = partition_path(dg.AssetKey("features"), key) + ".parquet"
-    storage_resources["storage"].storage.write_parquet(path, plant(good_features))
+    storage_resources["io_manager"].commit_outside_run(instance, "features", key, plant(good_features))
     result = run_checks_only(storage_resources, instance, key)
+    if failing == "load":
+        errors = [e.event_specific_data.error.to_string() for e in result.get_step_failure_events()]
+        assert errors and all("SchemaMismatchError" in e and key in e and words in e for e in errors)
+        return
     found = checks(result)
     assert (
         set(found) == {"features_finite", "features_schema"} and not result.get_asset_materialization_events()

@@ -75,8 +75,10 @@ def test_sentiment_features_for_a_month(sentiment_resources, storage_resources, 
         eager=True,
     )
     seconds = np.array([int(t.timestamp()) for t in tail.to_list()])
-    storage.write_parquet(
-        partition_path(dg.AssetKey("google_trends_hourly"), "2024-02-01") + ".parquet",
+    storage_resources["io_manager"].commit_outside_run(
+        instance,
+        "google_trends_hourly",
+        "2024-02-01",
         pl.DataFrame(
             {
                 "ts": tail,

@@ -1,0 +1,50 @@
+"""The commit rule: a stored partition counts only when its materialization record describes the file on disk.
+
+A partition is committed in two steps: its file is written atomically (`common/storage.py`), then its
+materialization is recorded with the file's stamp (`stored_file`: size and modification time) in the metadata.
+A process killed between the two leaves a file without a record, or (when it overwrote an older version) a file
+that its latest record does not describe. Both count as absent: loads refuse them, range runs recompute them
+and the rewrite replaces the file. A record whose file is gone fails the load naming the file.
+Records without a stamp (a range written by the IO manager at step end) describe whatever file is there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import dagster as dg
+
+STAMP_KEY = "stored_file"  # materialization metadata: `size:mtime_ns` of the file the record describes
+COMMIT_TAG = "crpbot/commit"  # tag of the record a range run writes as soon as a partition's file is written
+RECOMPUTE_TAG = "crpbot/recompute"  # run tag "true": a range run recomputes partitions it could resume
+
+
+def latest_records(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition_keys: Iterable[str] | None
+) -> dict[str | None, dg.EventLogRecord]:
+    """The latest materialization record of each partition (key None: a non-partitioned asset), in two queries."""
+    if partition_keys is None:
+        found = instance.fetch_materializations(asset_key, limit=1).records
+        return {None: found[0]} if found else {}
+    ids = instance.event_log_storage.get_latest_storage_id_by_partition(
+        asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, set(partition_keys)
+    )
+    if not ids:
+        return {}
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, storage_ids=list(ids.values())), limit=len(ids)
+    ).records
+    return {record.partition_key: record for record in records}
+
+
+def record_metadata(record: dg.EventLogRecord) -> dict:
+    """A record's metadata as plain values."""
+    return {name: value.value for name, value in record.asset_materialization.metadata.items()}
+
+
+def describes(record: dg.EventLogRecord | None, stamp: str | None) -> bool:
+    """True when `record` describes the stored file whose stamp is `stamp` (None: no file)."""
+    if record is None or stamp is None:
+        return False
+    recorded = record.asset_materialization.metadata.get(STAMP_KEY)
+    return recorded is None or recorded.value == stamp

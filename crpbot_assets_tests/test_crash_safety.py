@@ -1,0 +1,386 @@
+"""Crash-safe, resumable backfills: per-partition commits, the commit rule, resume, temp files, schema on read.
+
+The slow tests kill real `dagster asset materialize --partition-range` processes (sqlite DAGSTER_HOME, the
+replay server on loopback), deterministically through the storage test hook (`common/storage.py`), then run the
+same backfill again and check the stored files against the instance's records.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from crpbot_assets.candles.assets import candles
+from crpbot_assets.candles.resources import CoinbaseResource
+from crpbot_assets.common.commits import COMMIT_TAG, RECOMPUTE_TAG, describes, latest_records
+from crpbot_assets.common.io_manager import PartitionedFileIOManager, SchemaMismatchError, partition_path
+from crpbot_assets.common.months import month_end
+from crpbot_assets.common.partitions import split_key, symbol_month_partitions
+from crpbot_assets.common.resources import StorageResource
+from crpbot_assets.common.storage import TEST_HOOK_ENV, TEST_SIGNAL_ENV, TMP_MARK, Storage, process_alive
+from crpbot_assets.features.assets import features
+from crpbot_assets.replay import coinbase, synthetic
+from crpbot_assets.replay.server import ReplayServer
+
+JAN, FEB, MAR = "2019-01-01|BTC-USD", "2019-02-01|BTC-USD", "2019-03-01|BTC-USD"
+KEYS = [JAN, FEB, MAR]
+PAGES = {JAN: 149, FEB: 135, MAR: 149}  # 300-minute pages per month
+CANDLES = dg.AssetKey("candles")
+RANGE_TAGS = {"dagster/asset_partition_range_start": JAN, "dagster/asset_partition_range_end": MAR}
+
+
+@pytest.fixture(scope="module")
+def fast_server():
+    with ReplayServer([coinbase.service(rate_per_s=2000.0, burst=200)], hang_s=3.0) as server:
+        yield server
+
+
+@pytest.fixture
+def fast(fast_server):
+    fast_server.clear()
+    return fast_server
+
+
+def fast_coinbase(server: ReplayServer) -> CoinbaseResource:
+    return CoinbaseResource(base_url=server.url, requests_per_second=400.0, max_workers=8, timeout_s=5.0)
+
+
+def stored_state(base: Path, instance: dg.DagsterInstance) -> dict:
+    """What is on disk and in the instance for the candles of KEYS."""
+    manager = PartitionedFileIOManager(storage=StorageResource(base_uri=str(base)))
+    records = latest_records(instance, CANDLES, KEYS)
+    files = {key: manager.stored_file(CANDLES, key) for key in KEYS}
+    folder = base / "candles" / "symbol=BTC-USD"
+    return {
+        "files": {key for key, stored in files.items() if stored},
+        "records": set(records),
+        "described": {key for key in KEYS if files[key] and describes(records.get(key), files[key][1])},
+        "temps": sorted(p.name for p in folder.iterdir() if TMP_MARK in p.name) if folder.exists() else [],
+    }
+
+
+def assert_consistent(base: Path, instance: dg.DagsterInstance, keys=KEYS) -> None:
+    """Every file has a record describing it, every record has its file, no temporary file."""
+    state = stored_state(base, instance)
+    assert state == {"files": set(keys), "records": set(keys), "described": set(keys), "temps": []}
+    for key in keys:
+        symbol, month = split_key(key)
+        frame = pl.read_parquet(base / (partition_path(CANDLES, key) + ".parquet"))
+        assert frame.equals(synthetic.candles(symbol, month, month_end(month)))  # complete, not half a month
+
+
+# --- in process (fast tier) -------------------------------------------------------------------------------
+
+
+def materialize_range(resources, instance, tags=RANGE_TAGS):
+    return dg.materialize([candles], instance=instance, resources=resources, tags=tags, raise_on_error=False)
+
+
+def test_full_disk_mid_range_keeps_earlier_months_and_the_rerun_resumes(
+    fast, instance, tmp_path, storage_resources, monkeypatch
+):
+    resources = {**storage_resources, "coinbase": fast_coinbase(fast)}
+    base = tmp_path / "data"
+    monkeypatch.setenv(TEST_HOOK_ENV, "mid-write:enospc:month=2019-02-01")  # the disk fills writing February
+    failed = materialize_range(resources, instance)
+    assert not failed.success
+    errors = [e.event_specific_data.error.to_string() for e in failed.get_step_failure_events()]
+    assert any("No space left on device" in e and "month=2019-02-01" in e for e in errors)
+    # January was committed before February failed: file and record; February left nothing, not even a temp
+    assert stored_state(base, instance) == {"files": {JAN}, "records": {JAN}, "described": {JAN}, "temps": []}
+    (commit,) = instance.fetch_materializations(CANDLES, limit=10).records  # written to the instance at once
+    assert commit.partition_key == JAN and commit.asset_materialization.tags[COMMIT_TAG] == failed.run_id
+
+    monkeypatch.delenv(TEST_HOOK_ENV)
+    fast.clear()
+    rerun = materialize_range(resources, instance)
+    assert rerun.success
+    assert fast.stats["coinbase"]["requests"] == PAGES[FEB] + PAGES[MAR]  # January is not fetched again
+    logs = [r.user_message for r in instance.all_logs(rerun.run_id)]
+    assert any(m.startswith(f"candles {JAN}: already stored and complete") for m in logs)
+    assert "candles: 2 partitions committed, 1 resumed from earlier runs" in logs
+    step_end = {
+        e.materialization.partition: e.materialization.metadata
+        for e in rerun.get_asset_materialization_events()
+        if COMMIT_TAG not in (e.materialization.tags or {})
+    }
+    assert step_end[JAN]["resumed_from_run"].value == failed.run_id
+    assert step_end[JAN]["rows"].value > 40_000 and "resumed_from_run" not in step_end[FEB]
+    assert_consistent(base, instance)
+
+    # A one-partition run recomputes a complete month (the UI's "materialize"), so does a tagged range run.
+    fast.clear()
+    assert dg.materialize([candles], instance=instance, resources=resources, partition_key=JAN).success
+    assert fast.stats["coinbase"]["requests"] == PAGES[JAN]
+    fast.clear()
+    assert materialize_range(resources, instance, {**RANGE_TAGS, RECOMPUTE_TAG: "true"}).success
+    assert fast.stats["coinbase"]["requests"] == sum(PAGES.values())
+    assert_consistent(base, instance)
+
+
+def test_a_file_without_a_describing_record_counts_as_absent(tmp_path, instance):
+    manager = PartitionedFileIOManager(storage=StorageResource(base_uri=str(tmp_path)))
+    frame = pl.DataFrame({"v": [1.0]})
+    relative = partition_path(CANDLES, JAN) + ".parquet"
+    Storage(str(tmp_path)).write_parquet(relative, frame)  # a killed run: written, never recorded
+
+    def load(allow_missing=False):
+        return manager.load_input(
+            dg.build_input_context(
+                asset_key=CANDLES,
+                partition_key=JAN,
+                asset_partitions_def=symbol_month_partitions,
+                definition_metadata={"allow_missing_partitions": allow_missing},
+                instance=instance,
+            )
+        )
+
+    with pytest.raises(FileNotFoundError, match="has no materialization record describing it"):
+        load()
+    assert load(allow_missing=True) == {}
+    manager.commit_outside_run(instance, CANDLES, JAN, frame)
+    assert load()[JAN].equals(frame)
+    Storage(str(tmp_path)).write_parquet(relative, pl.DataFrame({"v": [2.0]}))  # rewritten, record not
+    with pytest.raises(FileNotFoundError, match=r"2019-01-01\|BTC-USD.*no materialization record"):
+        load()
+    (tmp_path / relative).unlink()  # a record whose file is gone
+    with pytest.raises(FileNotFoundError, match="is not materialized"):
+        load()
+
+
+def test_a_stored_partition_missing_a_column_names_the_partition_and_the_column(instance, storage_resources):
+    """Without the check this failed inside pl.concat with a bare ShapeError."""
+    manager = storage_resources["io_manager"]
+    for key in (JAN, FEB):
+        symbol, month = split_key(key)
+        frame = synthetic.candles(symbol, month, month_end(month))
+        manager.commit_outside_run(instance, CANDLES, key, frame.drop("volume") if key == JAN else frame)
+    result = dg.materialize(
+        [candles, features],
+        selection=[features],
+        partition_key=FEB,
+        instance=instance,
+        resources={**storage_resources, "coinbase": CoinbaseResource(base_url="http://127.0.0.1:9")},
+        raise_on_error=False,
+    )
+    assert not result.success
+    (error,) = [e.event_specific_data.error for e in result.get_step_failure_events()]
+    text = error.to_string()
+    assert SchemaMismatchError.__name__ in text and "ShapeError" not in text
+    assert "partition '2019-01-01|BTC-USD' of asset candles" in text
+    assert "column 'volume' missing (expected float64)" in text
+
+
+# --- real processes (slow tier) -----------------------------------------------------------------------------
+
+
+def wait_until(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+class Backfill:
+    """`dagster asset materialize --partition-range JAN...MAR` of candles in its own process group."""
+
+    def __init__(self, home: Path, server: ReplayServer):
+        self.home = home
+        self.server = server
+        (home / "dagster.yaml").touch()
+        self.runs = 0
+
+    def start(self, hook: str | None = None) -> subprocess.Popen:
+        self.runs += 1
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(self.home),
+            "CRPBOT_STORAGE_URI": str(self.home / "data"),
+            "CRPBOT_REPLAY_URL": self.server.url,
+            "PYTHONPATH": os.getcwd(),
+            TEST_SIGNAL_ENV: str(self.signal),
+        }
+        env.pop(TEST_HOOK_ENV, None)
+        if hook:
+            env[TEST_HOOK_ENV] = hook
+        self.log = self.home / f"cli-{self.runs}.log"
+        command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize"]
+        command += ["-m", "crpbot_assets_tests.crash_defs", "-a", "defs", "--select", "candles"]
+        command += ["--partition-range", f"{JAN}...{MAR}"]
+        with open(self.log, "w") as log:
+            return subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    @property
+    def signal(self) -> Path:
+        return self.home / "hook-reached"
+
+    def paused_pid(self) -> int:
+        return int(self.signal.read_text().split()[-1])
+
+    def run_to_end(self) -> str:
+        process = self.start()
+        assert process.wait(timeout=300) == 0, self.log.read_text()[-3000:]
+        return self.log.read_text()
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def run_statuses(home: Path) -> list[dg.DagsterRunStatus]:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        return [r.dagster_run.status for r in reversed(instance.get_run_records())]  # oldest first
+
+
+def assert_rerun_completes(backfill: Backfill, server: ReplayServer, fetched: list[str]) -> None:
+    """The same backfill again: succeeds, fetches exactly `fetched`, leaves every file with its record; the
+    killed run stays STARTED (no run monitoring in this instance)."""
+    server.clear()
+    output = backfill.run_to_end()
+    assert server.stats["coinbase"]["requests"] == sum(PAGES[k] for k in fetched)
+    for key in set(KEYS) - set(fetched):
+        assert f"candles {key}: already stored and complete" in output
+    with dg.DagsterInstance.from_config(str(backfill.home)) as instance:
+        assert_consistent(backfill.home / "data", instance)
+    assert run_statuses(backfill.home) == [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.SUCCESS]
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_run_while_a_partition_is_written(fast, tmp_path):
+    backfill = Backfill(tmp_path, fast)
+    process = backfill.start(hook="mid-write:pause:month=2019-02-01")
+    wait_until(backfill.signal.exists, 180, "February's write")
+    writer = backfill.paused_pid()
+    kill_group(process)
+    wait_until(lambda: not process_alive(writer), 30, "the step process to die")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        state = stored_state(tmp_path / "data", instance)
+    assert state["files"] == state["records"] == state["described"] == {JAN}
+    assert len(state["temps"]) == 1 and state["temps"][0].startswith("month=2019-02-01.parquet.tmp-")
+    assert_rerun_completes(backfill, fast, fetched=[FEB, MAR])  # the dead writer's temp file is swept
+
+
+@pytest.mark.slow
+def test_sigkill_right_after_a_partition_is_written(fast, tmp_path):
+    backfill = Backfill(tmp_path, fast)
+    process = backfill.start(hook="after-write:pause:month=2019-02-01")
+    wait_until(backfill.signal.exists, 180, "February's file")
+    kill_group(process)
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        state = stored_state(tmp_path / "data", instance)
+        assert state == {"files": {JAN, FEB}, "records": {JAN}, "described": {JAN}, "temps": []}
+        manager = PartitionedFileIOManager(storage=StorageResource(base_uri=str(tmp_path / "data")))
+        context = dg.build_input_context(
+            asset_key=CANDLES,
+            partition_key=FEB,
+            asset_partitions_def=symbol_month_partitions,
+            instance=instance,
+        )
+        with pytest.raises(FileNotFoundError, match="no materialization record"):  # the file counts as absent
+            manager.load_input(context)
+    assert_rerun_completes(backfill, fast, fetched=[FEB, MAR])
+
+
+def step_processes(parent: int) -> list[int]:
+    """Children of `parent` running a multiprocess executor step (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except (FileNotFoundError, NotADirectoryError, PermissionError, ProcessLookupError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and b"spawn_main" in command:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+def test_sigkill_of_only_the_cli_parent_leaves_the_step_to_finish(fast, tmp_path):
+    backfill = Backfill(tmp_path, fast)
+    process = backfill.start()
+    january = tmp_path / "data" / (partition_path(CANDLES, JAN) + ".parquet")
+    wait_until(january.exists, 180, "January's file")
+    (step,) = step_processes(process.pid)
+    os.kill(process.pid, signal.SIGKILL)  # only the CLI: its step process lives on and finishes the range
+    process.wait(timeout=30)
+    try:
+        with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+            (run,) = instance.get_run_records()
+
+            def step_succeeded() -> bool:
+                return any(
+                    e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_SUCCESS
+                    for e in instance.all_logs(run.dagster_run.run_id)
+                )
+
+            wait_until(step_succeeded, 120, "the orphaned step to finish its work")
+            assert_consistent(tmp_path / "data", instance)  # it committed every month on its own
+        # Having finished, the orphan does not exit (seen with Dagster 1.13: it waits on its dead parent's queue);
+        # end it as an operator would, then the re-run finds everything stored.
+        if process_alive(step):
+            os.kill(step, signal.SIGKILL)
+        wait_until(lambda: not process_alive(step), 30, "the step process to end")
+    finally:  # never leave the orphan behind, even when an assertion failed
+        if process_alive(step):
+            os.kill(step, signal.SIGKILL)
+    assert_rerun_completes(backfill, fast, fetched=[])
+
+
+WRITER = """
+import sys
+from crpbot_assets.common.storage import Storage
+Storage(sys.argv[1]).write_bytes(sys.argv[2], b"x" * 1_000_000)
+"""
+
+
+@pytest.mark.slow
+def test_the_next_write_removes_dead_writers_temp_files_not_a_live_ones(tmp_path):
+    folder = tmp_path / "asset"
+
+    def writer(name: str) -> subprocess.Popen:
+        signal_file = tmp_path / f"{name}.paused"
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.getcwd(),
+            TEST_HOOK_ENV: f"mid-write:pause:{name}",
+            TEST_SIGNAL_ENV: str(signal_file),
+        }
+        process = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), f"asset/{name}"], env=env)
+        wait_until(signal_file.exists, 60, f"{name} to be half written")
+        return process
+
+    live = writer("live.bin")
+    dead = writer("dead.bin")
+    dead.kill()
+    dead.wait()
+    old = folder / "foreign.bin.tmp-otherhost-7-0f0f"  # another host's writer: only its age tells
+    old.write_bytes(b"partial")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    young = folder / "young.bin.tmp-otherhost-8-0f0f"
+    young.write_bytes(b"partial")
+    try:
+        Storage(str(tmp_path)).write_bytes("asset/other.bin", b"done")
+        names = sorted(p.name for p in folder.iterdir())
+        assert [n for n in names if n.startswith("dead.bin")] == []
+        assert "foreign.bin.tmp-otherhost-7-0f0f" not in names
+        assert "young.bin.tmp-otherhost-8-0f0f" in names
+        assert (
+            len([n for n in names if n.startswith("live.bin.tmp-")]) == 1
+        )  # the live writer's file survives
+    finally:
+        live.kill()
+        live.wait()
