@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+import crpbot_assets.automation as automation
 import crpbot_assets.candles.definitions as candles
 import crpbot_assets.features.definitions as features
 import crpbot_assets.jobs as jobs
@@ -16,5 +17,6 @@ defs = dg.Definitions.merge(
     sentiment.defs,
     training.defs,
     jobs.defs,
+    automation.defs,
     dg.Definitions(resources=resources_for(crpbot_env())),
 )

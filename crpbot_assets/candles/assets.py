@@ -6,6 +6,7 @@ import polars as pl
 from crpbot_assets.candles.client import CandlesClient, empty_frame
 from crpbot_assets.candles.resources import CoinbaseResource
 from crpbot_assets.candles.validation import coverage, daily_coverage, expected_window
+from crpbot_assets.common.automation import CANDLES_FRESHNESS
 from crpbot_assets.common.months import month_end
 from crpbot_assets.common.partitions import split_key, symbol_month_partitions
 from crpbot_assets.common.plots import line_plot
@@ -76,6 +77,7 @@ def _fetch_partition(
     backfill_policy=dg.BackfillPolicy.single_run(),
     kinds={"polars", "parquet"},
     group_name="candles",
+    freshness_policy=CANDLES_FRESHNESS,
 )
 def candles(context: dg.AssetExecutionContext, coinbase: CoinbaseResource):
     """Coinbase Exchange 1-minute candles of one symbol-month: `ts` (UTC, minute-aligned, sorted, unique),

@@ -3,6 +3,7 @@
 import dagster as dg
 import polars as pl
 
+from crpbot_assets.common.automation import on_input_update
 from crpbot_assets.common.months import month_end, previous_month
 from crpbot_assets.common.partitions import (
     previous_and_current_month,
@@ -100,6 +101,7 @@ def _month_features(
     },
     kinds={"polars", "parquet"},
     group_name="features",
+    automation_condition=on_input_update(),
     metadata={
         "feature_catalogue": dg.MetadataValue.md(catalogue_markdown()),
         "dagster/column_schema": COLUMN_SCHEMA,

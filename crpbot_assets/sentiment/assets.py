@@ -6,6 +6,11 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import polars as pl
 
+from crpbot_assets.common.automation import (
+    SENTIMENT_FRESHNESS,
+    on_input_update,
+    on_input_update_latest_only_for,
+)
 from crpbot_assets.common.checks import partition_check_result
 from crpbot_assets.common.http import RateLimiter, RequestStats
 from crpbot_assets.common.io_manager import concat_partitions, partition_path
@@ -132,7 +137,7 @@ def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, stor
     kinds={"polars", "parquet"},
     backfill_policy=dg.BackfillPolicy.single_run(),
     ins={"reddit_posts": dg.AssetIn(partition_mapping=by_month, metadata={"allow_missing_partitions": True})},
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=on_input_update(),
 )
 def reddit_hourly(
     context: dg.AssetExecutionContext, reddit: RedditResource, reddit_posts: dict[str, pl.DataFrame]
@@ -272,7 +277,8 @@ class SentimentFeaturesConfig(dg.Config):
     kinds={"polars", "parquet"},
     backfill_policy=dg.BackfillPolicy.single_run(),
     ins={"google_trends_hourly": dg.AssetIn(partition_mapping=by_month)},
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=on_input_update_latest_only_for("fear_greed_index"),
+    freshness_policy=SENTIMENT_FRESHNESS,
 )
 def sentiment_features(
     context: dg.AssetExecutionContext,

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from crpbot_assets.common.months import month_key
+from crpbot_assets.common.settings import interval_setting
 from crpbot_assets.sentiment.assets import reddit_posts
 from crpbot_assets.sentiment.resources import RedditResource
 
@@ -15,9 +16,9 @@ POLL_PAGE = 100  # one page per subreddit per tick; the asset pages deeper when 
 
 @dg.sensor(
     name="reddit_new_posts",
-    minimum_interval_seconds=300,
+    minimum_interval_seconds=interval_setting("CRPBOT_REDDIT_POLL_S", 300),
     asset_selection=[reddit_posts],
-    default_status=dg.DefaultSensorStatus.STOPPED,
+    default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def reddit_new_posts(context: dg.SensorEvaluationContext, reddit: RedditResource):
     """Every 5 minutes: read the newest page of each subreddit; posts whose ids the previous tick did not

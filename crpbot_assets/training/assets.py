@@ -13,6 +13,7 @@ import dagster as dg
 import polars as pl
 import pydantic
 
+from crpbot_assets.common.automation import MODEL_FRESHNESS, on_retrain_cron
 from crpbot_assets.common.io_manager import concat_partitions, partition_path
 from crpbot_assets.common.partitions import all_months_of_symbol, symbol_partitions
 from crpbot_assets.common.plots import line_plot
@@ -67,6 +68,7 @@ DatasetSettings = _config_from(
     },
     kinds={"polars", "parquet"},
     group_name=GROUP,
+    automation_condition=on_retrain_cron(),
 )
 def training_dataset(
     context: dg.AssetExecutionContext,
@@ -139,7 +141,14 @@ def _loss_plot(result: dg.MaterializeResult) -> dict:
     return {"loss_curve": line_plot(curves, "Cross-entropy per epoch", "epoch", "loss")} if curves else {}
 
 
-@dg.asset(partitions_def=symbol_partitions, deps=[training_dataset], kinds={"pytorch"}, group_name=GROUP)
+@dg.asset(
+    partitions_def=symbol_partitions,
+    deps=[training_dataset],
+    kinds={"pytorch"},
+    group_name=GROUP,
+    automation_condition=on_retrain_cron(),
+    freshness_policy=MODEL_FRESHNESS,
+)
 def lstm_model(
     context: dg.AssetExecutionContext,
     config: LstmConfig,
@@ -186,6 +195,7 @@ def _confusion_markdown(matrix: list[list[int]]) -> str:
     deps=[training_dataset, lstm_model],
     kinds={"pytorch", "json"},
     group_name=GROUP,
+    automation_condition=on_retrain_cron(),
 )
 def model_evaluation(
     context: dg.AssetExecutionContext, config: EvaluationConfig, storage: StorageResource

@@ -1,0 +1,115 @@
+"""Declarative automation, evaluated by Dagster's own evaluator over sequences of updates (no daemon)."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pytest
+
+from crpbot_assets.common.partitions import symbol_month_key
+from crpbot_assets.definitions import defs
+
+NOW = datetime(2026, 5, 15, 12, 0, tzinfo=UTC)  # a Friday; month in progress 2026-05
+MARCH, APRIL, MAY = (datetime(2026, m, 1, tzinfo=UTC) for m in (3, 4, 5))
+
+
+def key(symbol: str, month: datetime) -> str:
+    return str(symbol_month_key(symbol, month))
+
+
+class Ticks:
+    """Successive automation ticks on one instance, carrying the evaluator's cursor."""
+
+    def __init__(self, instance: dg.DagsterInstance):
+        self.instance = instance
+        self.cursor = None
+
+    def materialize(self, asset: str, *partitions: str | None) -> None:
+        for partition in partitions or (None,):
+            self.instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=partition))
+
+    def tick(self, when: datetime = NOW) -> dict[str, set[str | None]]:
+        """{asset: requested partition keys} of one evaluation."""
+        result = dg.evaluate_automation_conditions(
+            defs=defs, instance=self.instance, evaluation_time=when, cursor=self.cursor
+        )
+        self.cursor = result.cursor
+        return {
+            r.key.to_user_string(): {str(k) for k in r.true_subset.expensively_compute_partition_keys()}
+            if r.true_subset.is_partitioned
+            else {None}
+            for r in result.results
+            if r.true_subset.size
+        }
+
+
+@pytest.fixture
+def ticks(instance):
+    ticks = Ticks(instance)
+    assert ticks.tick() == {}  # first evaluation: nothing is requested retroactively
+    return ticks
+
+
+def test_late_warm_up_month_recomputes_that_features_month_and_nothing_else(ticks):
+    ticks.materialize("candles", key("BTC-USD", APRIL))
+    # April's features were never computed and their warm-up month (March) is missing: wait for it
+    assert ticks.tick() == {}
+    ticks.materialize("features", key("BTC-USD", APRIL))  # computed by hand without warm-up
+    assert ticks.tick() == {}
+    ticks.materialize("candles", key("BTC-USD", MARCH))  # the warm-up month arrives later
+    # April recomputes; March's features never existed and its own warm-up (February) is missing
+    assert ticks.tick() == {"features": {key("BTC-USD", APRIL)}}
+    assert ticks.tick() == {}  # handled: not requested again
+
+
+def test_month_in_progress_follows_its_candles_and_the_next_month_is_not_requested_to_fail(ticks):
+    ticks.materialize("candles", key("ETH-USD", MARCH), key("ETH-USD", APRIL))
+    # April: never computed, both inputs present; March waits for February (never computed)
+    assert ticks.tick() == {"features": {key("ETH-USD", APRIL)}}
+    ticks.materialize("features", key("ETH-USD", APRIL))
+    assert ticks.tick() == {}
+    ticks.materialize("candles", key("ETH-USD", APRIL))  # an hourly refresh of the latest fetched month
+    # April recomputes; May (downstream of April through the warm-up) has no candles of its own yet
+    assert ticks.tick() == {"features": {key("ETH-USD", APRIL)}}
+    ticks.materialize("features", key("ETH-USD", APRIL))
+    ticks.materialize("candles", key("ETH-USD", MAY))  # the month in progress gets candles
+    assert ticks.tick() == {"features": {key("ETH-USD", MAY)}}
+
+
+def test_reddit_posts_flow_to_sentiment_features_of_the_month_in_progress(ticks):
+    ticks.materialize("fear_greed_index")
+    ticks.materialize("google_trends_hourly", "2026-05-01")
+    assert ticks.tick() == {}  # reddit_hourly, the other input of sentiment_features, is missing
+    ticks.materialize("reddit_posts", "2026-05-01")
+    both = {key(symbol, MAY) for symbol in ("BTC-USD", "ETH-USD", "SOL-USD")}
+    # reddit_hourly follows its posts; sentiment_features follows reddit_hourly in the same tick
+    assert ticks.tick() == {"reddit_hourly": both, "sentiment_features": both}
+    ticks.materialize("reddit_hourly", *both)
+    ticks.materialize("sentiment_features", *both)
+    assert ticks.tick() == {}
+    ticks.materialize("reddit_posts", "2026-05-01")  # the sensor appended posts
+    assert ticks.tick() == {"reddit_hourly": both, "sentiment_features": both}
+
+
+def test_daily_fear_and_greed_refreshes_only_the_latest_month_of_sentiment(ticks):
+    ticks.materialize("fear_greed_index")
+    ticks.materialize("google_trends_hourly", "2026-04-01", "2026-05-01")
+    ticks.materialize("reddit_hourly", key("BTC-USD", APRIL), key("BTC-USD", MAY))
+    assert ticks.tick() == {"sentiment_features": {key("BTC-USD", APRIL), key("BTC-USD", MAY)}}
+    ticks.materialize("sentiment_features", key("BTC-USD", APRIL), key("BTC-USD", MAY))
+    assert ticks.tick() == {}
+    ticks.materialize("fear_greed_index")  # the daily refresh of the whole history
+    assert ticks.tick() == {"sentiment_features": {key("BTC-USD", MAY)}}
+
+
+def test_training_chain_retrains_on_its_weekly_cron_not_on_every_candle(ticks):
+    for asset in ("candles", "features", "sentiment_features"):
+        ticks.materialize(asset, key("BTC-USD", MAY))
+    ticks.materialize("fear_greed_index")
+    assert "training_dataset" not in ticks.tick()  # Friday: candles alone never retrain
+    monday = datetime(2026, 5, 18, 3, 30, tzinfo=UTC)  # after the default cron's tick (Mon 03:00 UTC)
+    for asset in ("candles", "features", "sentiment_features"):
+        ticks.materialize(asset, key("BTC-USD", MAY))
+    requested = ticks.tick(monday)
+    chain = {"training_dataset": {"BTC-USD"}, "lstm_model": {"BTC-USD"}, "model_evaluation": {"BTC-USD"}}
+    assert {k: v for k, v in requested.items() if k in chain} == chain
+    assert "training_dataset" not in ticks.tick(monday.replace(hour=4))  # once per cron tick
