@@ -3,9 +3,11 @@
 import dagster as dg
 import polars as pl
 
+from crpbot_assets.candles.checks import CANDLES_CHECKS
 from crpbot_assets.candles.client import CandlesClient, empty_frame
 from crpbot_assets.candles.resources import CoinbaseResource
 from crpbot_assets.candles.validation import coverage, daily_coverage, expected_window
+from crpbot_assets.common import checks
 from crpbot_assets.common.automation import CANDLES_FRESHNESS
 from crpbot_assets.common.months import month_end
 from crpbot_assets.common.partitions import split_key, symbol_month_partitions
@@ -78,6 +80,7 @@ def _fetch_partition(
     kinds={"polars", "parquet"},
     group_name="candles",
     freshness_policy=CANDLES_FRESHNESS,
+    check_specs=checks.specs("candles", CANDLES_CHECKS, symbol_month_partitions),
 )
 def candles(context: dg.AssetExecutionContext, coinbase: CoinbaseResource):
     """Coinbase Exchange 1-minute candles of one symbol-month: `ts` (UTC, minute-aligned, sorted, unique),
@@ -89,6 +92,8 @@ def candles(context: dg.AssetExecutionContext, coinbase: CoinbaseResource):
     plot = len(context.partition_keys) <= MAX_PLOTS_PER_RUN
     client = coinbase.client()
     try:
-        return run_partitions(context, lambda key: _fetch_partition(context, client, key, plot))
+        value = run_partitions(context, lambda key: _fetch_partition(context, client, key, plot))
     finally:
         client.close()
+    yield dg.Output(value)
+    yield from checks.evaluate(context, value, CANDLES_CHECKS)

@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import polars as pl
 
+from crpbot_assets.common import checks
 from crpbot_assets.common.automation import (
     SENTIMENT_FRESHNESS,
     on_input_update,
     on_input_update_latest_only_for,
 )
-from crpbot_assets.common.checks import partition_check_result
 from crpbot_assets.common.http import RateLimiter, RequestStats
 from crpbot_assets.common.io_manager import concat_partitions, partition_path
 from crpbot_assets.common.months import month_end, month_key, month_window, previous_month
@@ -264,6 +264,32 @@ def _trends_month(
     return frame, metadata
 
 
+def schema_problems(key: str, frame: pl.DataFrame) -> list[str]:
+    """What is wrong with one partition of `sentiment_features` (empty list when nothing)."""
+    expected = {"ts": TS, **{c: pl.Float64 for c in FEATURE_COLUMNS}}
+    if dict(frame.schema) != expected:
+        return [f"schema {dict(frame.schema)} != {expected}"]
+    problems = []
+    ts = frame["ts"]
+    _, start = split_key(key)
+    if frame.height and (not ts.is_sorted() or ts.is_duplicated().any()):
+        problems.append("ts not sorted and unique")
+    if frame.height and (ts.dt.minute().max() or ts.dt.second().max()):
+        problems.append("ts not on hour boundaries")
+    if frame.height and (ts.min() <= start or ts.max() > month_end(start)):
+        problems.append(f"ts outside ({start}, {month_end(start)}]")
+    return problems
+
+
+SENTIMENT_CHECKS = [
+    checks.PartitionCheck(
+        "sentiment_features_schema",
+        "Exactly `ts` + the seven Float64 columns; sorted, unique hour ends inside the partition's month.",
+        schema_problems,
+    )
+]
+
+
 class SentimentFeaturesConfig(dg.Config):
     fear_greed_publication_lag_hours: float = 1.0
     """A day's index (stamped 00:00 UTC) is treated as published this long after midnight."""
@@ -279,6 +305,7 @@ class SentimentFeaturesConfig(dg.Config):
     ins={"google_trends_hourly": dg.AssetIn(partition_mapping=by_month)},
     automation_condition=on_input_update_latest_only_for("fear_greed_index"),
     freshness_policy=SENTIMENT_FRESHNESS,
+    check_specs=checks.specs("sentiment_features", SENTIMENT_CHECKS, symbol_month_partitions),
 )
 def sentiment_features(
     context: dg.AssetExecutionContext,
@@ -324,27 +351,6 @@ def sentiment_features(
         context.add_asset_metadata(metadata, partition_key=key)
         return frame
 
-    return run_partitions(context, build)
-
-
-def schema_problems(key: str, frame: pl.DataFrame) -> list[str]:
-    """What is wrong with one partition of `sentiment_features` (empty list when nothing)."""
-    expected = {"ts": TS, **{c: pl.Float64 for c in FEATURE_COLUMNS}}
-    if dict(frame.schema) != expected:
-        return [f"schema {dict(frame.schema)} != {expected}"]
-    problems = []
-    ts = frame["ts"]
-    _, start = split_key(key)
-    if frame.height and (not ts.is_sorted() or ts.is_duplicated().any()):
-        problems.append("ts not sorted and unique")
-    if frame.height and (ts.dt.minute().max() or ts.dt.second().max()):
-        problems.append("ts not on hour boundaries")
-    if frame.height and (ts.min() <= start or ts.max() > month_end(start)):
-        problems.append(f"ts outside ({start}, {month_end(start)}]")
-    return problems
-
-
-@dg.asset_check(asset=sentiment_features, blocking=True, partitions_def=symbol_month_partitions)
-def sentiment_features_schema(sentiment_features: dict[str, pl.DataFrame]) -> dg.AssetCheckResult:
-    """Exactly `ts` + the seven Float64 columns; sorted, unique hour ends inside the partition's month."""
-    return partition_check_result(sentiment_features, schema_problems)
+    value = run_partitions(context, build)
+    yield dg.Output(value)
+    yield from checks.evaluate(context, value, SENTIMENT_CHECKS)

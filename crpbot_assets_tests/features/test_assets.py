@@ -7,12 +7,13 @@ import numpy as np
 import polars as pl
 import pytest
 
+from crpbot_assets.common.checks import evaluate, specs
 from crpbot_assets.common.io_manager import partition_path
 from crpbot_assets.common.months import month_end
 from crpbot_assets.common.partitions import split_key, symbol_month_partitions
 from crpbot_assets.features.assets import COLUMN_SCHEMA, features
 from crpbot_assets.features.catalogue import FEATURE_NAMES
-from crpbot_assets.features.checks import features_checks
+from crpbot_assets.features.checks import FEATURES_CHECKS
 from crpbot_assets.features.compute import FEATURES_SCHEMA, features_for_month
 from crpbot_assets.features.definitions import defs
 from crpbot_assets.replay import synthetic
@@ -70,7 +71,7 @@ def run(resources, instance, key=None, first=None, last=None, extra=()):
         else None
     )
     return dg.materialize(
-        [CANDLES, features, *features_checks, *extra],
+        [CANDLES, features, *extra],
         partition_key=key,
         tags=tags,
         resources=resources,
@@ -80,17 +81,20 @@ def run(resources, instance, key=None, first=None, last=None, extra=()):
     )
 
 
-def run_checks_only(resources, instance, key):
-    """Only the features checks, on what is stored (partition passed as run tags: `materialize` validates a
-    `partition_key` against the selected assets, and a check-only selection has none)."""
-    tags = {"dagster/partition": key, **symbol_month_partitions.get_tags_for_partition_key(key)}
+def run_planted(resources, instance, key, frame):
+    """A stand-in `features` returning `frame`, checked by the real checks as the asset checks itself."""
+
+    @dg.asset(
+        name="features",
+        partitions_def=symbol_month_partitions,
+        check_specs=specs("features", FEATURES_CHECKS, symbol_month_partitions),
+    )
+    def planted(context: dg.AssetExecutionContext):
+        yield dg.Output(frame)
+        yield from evaluate(context, frame, FEATURES_CHECKS)
+
     return dg.materialize(
-        [CANDLES, features, *features_checks],
-        tags=tags,
-        resources=resources,
-        instance=instance,
-        raise_on_error=False,
-        selection=dg.AssetSelection.checks_for_assets(features),
+        [planted], partition_key=key, resources=resources, instance=instance, raise_on_error=False
     )
 
 
@@ -156,7 +160,11 @@ def test_range_runs_once_and_writes_each_month_like_a_single_partition_run(insta
     )
     assert events["2021-06-01|SOL-USD"]["rows_dropped_before_lookback"].value > 0  # listing month: no warm-up
     assert events["2021-06-01|BTC-USD"]["rows_dropped_before_lookback"].value == 0
-    (finite,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "features_finite"]
+    (finite,) = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "features_finite" and e.partition is None  # the range run's summary
+    ]
     assert finite.passed and finite.metadata["partitions_checked"].value == 6
 
 
@@ -209,10 +217,8 @@ def good_features() -> pl.DataFrame:
     ).frame
 
 
-def test_checks_pass_on_good_stored_features(instance, storage_resources, good_features):
-    path = partition_path(dg.AssetKey("features"), "2021-05-01|ETH-USD") + ".parquet"
-    storage_resources["storage"].storage.write_parquet(path, good_features)
-    found = checks(run_checks_only(storage_resources, instance, "2021-05-01|ETH-USD"))
+def test_checks_pass_on_good_features(instance, storage_resources, good_features):
+    found = checks(run_planted(storage_resources, instance, "2021-05-01|ETH-USD", good_features))
     assert set(found) == {"features_finite", "features_schema"} and all(e.passed for e in found.values())
 
 
@@ -249,17 +255,13 @@ def test_checks_pass_on_good_stored_features(instance, storage_resources, good_f
         (lambda f: f.with_columns(extra=pl.lit(1.0)), "features_schema", "unexpected columns ['extra']"),
     ],
 )
-def test_checks_catch_planted_problems_in_stored_features(
+def test_checks_catch_planted_problems_in_features(
     instance, storage_resources, good_features, plant, failing, words
 ):
     key = "2021-05-01|ETH-USD"
-    path = partition_path(dg.AssetKey("features"), key) + ".parquet"
-    storage_resources["storage"].storage.write_parquet(path, plant(good_features))
-    result = run_checks_only(storage_resources, instance, key)
+    result = run_planted(storage_resources, instance, key, plant(good_features))
     found = checks(result)
-    assert (
-        set(found) == {"features_finite", "features_schema"} and not result.get_asset_materialization_events()
-    )
+    assert set(found) == {"features_finite", "features_schema"} and not result.success
     assert (
         not found[failing].passed
         and words in found[failing].description
