@@ -56,6 +56,7 @@ def _fetch_partition(
         "pages": result.pages,
         "requests": result.requests,
         "retries": result.retries,
+        "retry_wait_s": result.retry_wait_s,
         "requests_per_second": round(result.requests / max(result.seconds, 1e-9), 2),
     }
     days = daily_coverage(frame, start, end) if plot else None
@@ -69,7 +70,8 @@ def _fetch_partition(
     context.add_asset_metadata(metadata, partition_key=key)
     context.log.info(
         f"{key}: {present} rows, {expected - present} missing minutes, "
-        f"{result.requests} requests ({result.retries} retries) in {result.seconds:.1f}s"
+        f"{result.requests} requests ({result.retries} retries, {result.retry_wait_s:.1f}s of back-off) "
+        f"in {result.seconds:.1f}s"
     )
     return frame
 
@@ -79,6 +81,7 @@ def _fetch_partition(
     backfill_policy=dg.BackfillPolicy.single_run(),
     kinds={"polars", "parquet"},
     group_name="candles",
+    pool="coinbase",
     freshness_policy=CANDLES_FRESHNESS,
     check_specs=checks.specs("candles", CANDLES_CHECKS, symbol_month_partitions),
 )

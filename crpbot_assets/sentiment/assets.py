@@ -12,8 +12,9 @@ from crpbot_assets.common.automation import (
     on_input_update,
     on_input_update_latest_only_for,
 )
-from crpbot_assets.common.http import RateLimiter, RequestStats
+from crpbot_assets.common.http import RateLimiter, RequestStats, SharedRateLimiter, rate_limiter
 from crpbot_assets.common.io_manager import concat_partitions, partition_path
+from crpbot_assets.common.locks import exclusive
 from crpbot_assets.common.months import month_end, month_key, month_window, previous_month
 from crpbot_assets.common.partitions import month_partitions, split_key, symbol_month_partitions
 from crpbot_assets.common.plots import line_plot
@@ -30,7 +31,7 @@ GROUP = "sentiment"
 by_month = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="month")
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "parquet"})
+@dg.asset(group_name=GROUP, kinds={"polars", "parquet"}, pool="alternative_me")
 def fear_greed_index(context: dg.AssetExecutionContext, fear_greed: FearGreedResource) -> pl.DataFrame:
     """alternative.me Crypto Fear & Greed Index, one row per published day: `day` (00:00 UTC),
     `fear_greed_index` (0-100), `classification`. The whole history, refreshed daily by `fear_greed_daily`.
@@ -68,8 +69,11 @@ def fear_greed_index(context: dg.AssetExecutionContext, fear_greed: FearGreedRes
     group_name=GROUP,
     kinds={"reddit", "parquet"},
     backfill_policy=dg.BackfillPolicy.single_run(),
+    pool="reddit",
 )
-def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, storage: StorageResource):
+def reddit_posts(
+    context: dg.AssetExecutionContext, reddit: RedditResource, storage: StorageResource
+) -> dg.MaterializeResult:
     """Raw Reddit posts created in the month, from every configured subreddit: `id, created_utc, subreddit,
     title, score, num_comments, retrieved_utc` (first observation; later polls never overwrite it).
     Posts accumulate over materializations (triggered by the `reddit_new_posts` sensor), because Reddit
@@ -77,7 +81,10 @@ def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, stor
     for is an empty frame with `served: False` and the reason.
     """
     # Each materialization reads the partition's stored posts, appends the unseen ones (de-duplicated by id)
-    # and the IO manager rewrites the file atomically.
+    # and rewrites the file atomically itself (at the IO manager's path, where downstream assets load it),
+    # all under the partition's lock: two runs of one month (sensor ticks, a backfill) take turns, so a slow
+    # writer never overwrites posts another run stored meanwhile. The lock is machine-wide (common/locks.py);
+    # across hosts sharing an S3 store, the `reddit` pool (one step at a time per instance) serializes writers.
     reddit.require_credentials()
     client = reddit.client()
     files = storage.storage
@@ -91,44 +98,53 @@ def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, stor
         )
         context.log.info(f"r/{sub}: {listings[sub].height} posts listed ({i}/{len(subreddits)} subreddits)")
 
-    def build(key: str):
-        start, end = month_window(key)
+    def build(key: str) -> None:
         relative = partition_path(context.asset_key, key) + ".parquet"
-        stored = files.read_parquet(relative) if files.exists(relative) else pl.DataFrame(schema=POST_SCHEMA)
-        reach = {}
-        for sub, posts in listings.items():
-            oldest = posts["created_utc"].min() if posts.height else None
-            reach[sub] = (
-                "month start"
-                if oldest is not None and oldest < start.timestamp()
-                else (
-                    datetime.fromtimestamp(oldest, UTC).isoformat()
-                    if oldest is not None
-                    else "nothing listed"
-                )
+        with exclusive(f"reddit_posts-{files.uri(relative)}", log=context.log.info) as waited:
+            stored = (
+                files.read_parquet(relative) if files.exists(relative) else pl.DataFrame(schema=POST_SCHEMA)
             )
-        merged = append_posts(stored, in_window(pl.concat(list(listings.values())), start, end))
-        served = merged.height > 0 or datetime.now(UTC) < start
-        metadata = {
-            "posts": merged.height,
-            "new_posts": merged.height - stored.height,
-            "previously_stored": stored.height,
-            "listings_reach_back_to": dg.MetadataValue.json(reach),
-            "requests_in_run": stats.requests,
-            "retries_in_run": stats.retries,
-            "served": served,
-        }
-        if not served:
-            metadata["explanation"] = (
-                f"Reddit listings keep only the newest ~1000 posts per subreddit and reach "
-                f"back only to {reach}; posts of {key[:7]} can no longer be fetched and none "
-                "were accumulated earlier"
-            )
+            merged, metadata = _merge_month(key, listings, stored, stats)
+            uri = files.write_parquet(relative, merged)
+        metadata.update(path=dg.MetadataValue.path(uri), lock_wait_s=round(waited, 3))
         context.log.info(f"{key}: {merged.height} posts ({merged.height - stored.height} new)")
         context.add_asset_metadata(metadata, partition_key=key)
-        return merged
 
-    return run_partitions(context, build)
+    run_partitions(context, build)
+    return dg.MaterializeResult()
+
+
+def _merge_month(
+    key: str, listings: dict[str, pl.DataFrame], stored: pl.DataFrame, stats: RequestStats
+) -> tuple[pl.DataFrame, dict]:
+    """The month's stored posts plus the listed ones created in it, and the partition's metadata."""
+    start, end = month_window(key)
+    reach = {}
+    for sub, posts in listings.items():
+        oldest = posts["created_utc"].min() if posts.height else None
+        reach[sub] = (
+            "month start"
+            if oldest is not None and oldest < start.timestamp()
+            else (datetime.fromtimestamp(oldest, UTC).isoformat() if oldest is not None else "nothing listed")
+        )
+    merged = append_posts(stored, in_window(pl.concat(list(listings.values())), start, end))
+    served = merged.height > 0 or datetime.now(UTC) < start
+    metadata = {
+        "posts": merged.height,
+        "new_posts": merged.height - stored.height,
+        "previously_stored": stored.height,
+        "listings_reach_back_to": dg.MetadataValue.json(reach),
+        "requests_in_run": stats.requests,
+        "retries_in_run": stats.retries,
+        "served": served,
+    }
+    if not served:
+        metadata["explanation"] = (
+            f"Reddit listings keep only the newest ~1000 posts per subreddit and reach "
+            f"back only to {reach}; posts of {key[:7]} can no longer be fetched and none "
+            "were accumulated earlier"
+        )
+    return merged, metadata
 
 
 @dg.asset(
@@ -181,6 +197,7 @@ def reddit_hourly(
     group_name=GROUP,
     kinds={"pytrends", "parquet"},
     backfill_policy=dg.BackfillPolicy.single_run(),
+    pool="google_trends",
     ins={
         "previous": dg.AssetIn(
             "google_trends_hourly",
@@ -198,7 +215,8 @@ def google_trends_hourly(
     at hour end): overlapping 7-day windows stitched onto one scale (see `sentiment.trends`). When the
     previous month is materialized its last day anchors the scale, so consecutive months share it."""
     built: dict[str, pl.DataFrame] = {}
-    limiter = RateLimiter(google_trends.requests_per_s)  # one pace for every keyword and month of the run
+    # one pace for every keyword and month of the run, shared with the instance's other runs
+    limiter = rate_limiter("google_trends", google_trends.requests_per_s)
 
     def build(key: str):
         start, month_stop = month_window(key)
@@ -216,7 +234,7 @@ def google_trends_hourly(
 def _trends_month(
     context: dg.AssetExecutionContext,
     google_trends: GoogleTrendsResource,
-    limiter: RateLimiter,
+    limiter: RateLimiter | SharedRateLimiter,
     start: datetime,
     month_stop: datetime,
     prior: pl.DataFrame | None,
