@@ -7,6 +7,7 @@ import pytest
 
 from crpbot_assets.common.partitions import symbol_month_key
 from crpbot_assets.definitions import defs
+from crpbot_assets.sentiment.sensors import fresh_posts
 
 NOW = datetime(2026, 5, 15, 12, 0, tzinfo=UTC)  # a Friday; month in progress 2026-05
 MARCH, APRIL, MAY = (datetime(2026, m, 1, tzinfo=UTC) for m in (3, 4, 5))
@@ -113,3 +114,21 @@ def test_training_chain_retrains_on_its_weekly_cron_not_on_every_candle(ticks):
     chain = {"training_dataset": {"BTC-USD"}, "lstm_model": {"BTC-USD"}, "model_evaluation": {"BTC-USD"}}
     assert {k: v for k, v in requested.items() if k in chain} == chain
     assert "training_dataset" not in ticks.tick(monday.replace(hour=4))  # once per cron tick
+
+
+def test_sensor_cursor_is_a_high_water_mark_and_the_ids_of_the_last_minutes():
+    ids = [f"p{i}" for i in range(100)]
+    created = [1_000_000.0 - 60 * i for i in range(100)]  # newest first, one a minute
+    fresh, state = fresh_posts(ids, created, None)
+    assert len(fresh) == 100 and state["hwm"] == 1_000_000.0
+    assert sorted(state["recent"]) == sorted(ids[:11])  # within RECENT_S (600 s) of the newest post
+    # next tick: two newer posts, and one from 5 minutes before the mark that the listing reveals late
+    later_ids = ["n1", "n0", "late", *ids[:50]]
+    later_created = [1_000_120.0, 1_000_060.0, 999_700.0, *created[:50]]
+    fresh, state = fresh_posts(later_ids, later_created, state)
+    assert fresh == [("n1", 1_000_120.0), ("n0", 1_000_060.0), ("late", 999_700.0)]
+    assert state["hwm"] == 1_000_120.0 and "late" in state["recent"] and "p10" not in state["recent"]
+    assert fresh_posts(later_ids, later_created, state)[0] == []  # nothing new twice
+    # a legacy cursor (the ids of the last page) still counts exactly those ids as seen
+    fresh, state = fresh_posts(ids[:5], created[:5], ids[2:5])
+    assert [post_id for post_id, _ in fresh] == ["p0", "p1"] and state["hwm"] == created[0]
