@@ -15,7 +15,6 @@ from crpbot_assets.candles.checks import CANDLES_CHECKS
 from crpbot_assets.candles.client import PROD_URL, SCHEMA
 from crpbot_assets.candles.definitions import defs
 from crpbot_assets.candles.schedules import candles_current_month_schedule
-from crpbot_assets.common.checks import evaluate, specs
 from crpbot_assets.common.io_manager import PartitionedFileIOManager, partition_path
 from crpbot_assets.common.partitions import split_key, symbol_month_partitions
 from crpbot_assets.common.resources import StorageResource
@@ -24,6 +23,7 @@ from crpbot_assets.replay import synthetic
 from crpbot_assets.replay.server import ReplayServer
 from crpbot_assets.resources import local_resources, prod_resources
 from crpbot_assets_tests.candles.conftest import fast_coinbase, tampered_service
+from crpbot_assets_tests.planted import planted_asset
 
 UTC = UTC
 FEB_BTC = "2019-02-01|BTC-USD"
@@ -187,17 +187,8 @@ def test_timestamp_check_catches_planted_data(instance, storage_resources):
         ]
     )
 
-    @dg.asset(
-        name="candles",
-        partitions_def=symbol_month_partitions,
-        check_specs=specs("candles", CANDLES_CHECKS, symbol_month_partitions),
-    )
-    def planted(context: dg.AssetExecutionContext):
-        yield dg.Output(bad)
-        yield from evaluate(context, bad, CANDLES_CHECKS)
-
     result = dg.materialize(
-        [planted, downstream],
+        [planted_asset("candles", bad, CANDLES_CHECKS), downstream],
         partition_key=FEB_BTC,
         instance=instance,
         resources=storage_resources,

@@ -7,7 +7,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from crpbot_assets.common.checks import evaluate, specs
 from crpbot_assets.common.io_manager import partition_path
 from crpbot_assets.common.months import month_end
 from crpbot_assets.common.partitions import split_key, symbol_month_partitions
@@ -17,6 +16,7 @@ from crpbot_assets.features.checks import FEATURES_CHECKS
 from crpbot_assets.features.compute import FEATURES_SCHEMA, features_for_month
 from crpbot_assets.features.definitions import defs
 from crpbot_assets.replay import synthetic
+from crpbot_assets_tests.planted import planted_asset
 
 UTC = UTC
 CANDLES = dg.AssetSpec("candles", partitions_def=symbol_month_partitions)  # stands in for the candles domain
@@ -83,18 +83,12 @@ def run(resources, instance, key=None, first=None, last=None, extra=()):
 
 def run_planted(resources, instance, key, frame):
     """A stand-in `features` returning `frame`, checked by the real checks as the asset checks itself."""
-
-    @dg.asset(
-        name="features",
-        partitions_def=symbol_month_partitions,
-        check_specs=specs("features", FEATURES_CHECKS, symbol_month_partitions),
-    )
-    def planted(context: dg.AssetExecutionContext):
-        yield dg.Output(frame)
-        yield from evaluate(context, frame, FEATURES_CHECKS)
-
     return dg.materialize(
-        [planted], partition_key=key, resources=resources, instance=instance, raise_on_error=False
+        [planted_asset("features", frame, FEATURES_CHECKS)],
+        partition_key=key,
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
     )
 
 
