@@ -4,7 +4,9 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import pytest
+import requests
 
+from crpbot_assets.common.http import ApiError, RequestStats, RetryPolicy, get_json
 from crpbot_assets.common.partitions import symbol_month_key
 from crpbot_assets.definitions import defs
 from crpbot_assets.sentiment.sensors import fresh_posts
@@ -132,3 +134,20 @@ def test_sensor_cursor_is_a_high_water_mark_and_the_ids_of_the_last_minutes():
     # a legacy cursor (the ids of the last page) still counts exactly those ids as seen
     fresh, state = fresh_posts(ids[:5], created[:5], ids[2:5])
     assert [post_id for post_id, _ in fresh] == ["p0", "p1"] and state["hwm"] == created[0]
+
+
+def test_sustained_429s_are_retried_within_a_total_wait_budget_and_the_wait_is_reported(replay_server):
+    url = f"{replay_server.url}/products/BTC-USD/candles"
+    params = {"granularity": 60, "start": "2019-02-01T00:00:00Z", "end": "2019-02-01T04:59:00Z"}
+    replay_server.inject("coinbase", "429", 8)  # more 429s in a row than max_attempts allows
+    stats = RequestStats()
+    policy = RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.2, max_rate_limited_wait_s=30)
+    rows = get_json(requests.Session(), url, params=params, policy=policy, stats=stats)
+    assert len(rows) == 300 and stats.retries == 8 and stats.requests == 9
+    assert stats.waited_s >= 8 * 0.1  # each 429 carried Retry-After: 0.1, honoured
+    replay_server.inject("coinbase", "429", 50)
+    short = RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.2, max_rate_limited_wait_s=1.0)
+    with pytest.raises(
+        ApiError, match=r"gave up after \d+ attempts; last problem: HTTP 429 \(\d\.\ds of back-off\)"
+    ):
+        get_json(requests.Session(), url, params=params, policy=short)
