@@ -17,7 +17,6 @@ warnings.filterwarnings("ignore")  # Dagster's beta/preview notices
 import dagster as dg  # noqa: E402
 
 from crpbot_assets.candles.assets import candles
-from crpbot_assets.candles.checks import candles_checks
 from crpbot_assets.candles.resources import CoinbaseResource
 from crpbot_assets.common.io_manager import PartitionedFileIOManager
 from crpbot_assets.common.resources import StorageResource
@@ -58,7 +57,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp, dg.instance_for_test(temp_dir=tmp) as instance:
             started = time.perf_counter()
             run = dg.materialize(
-                [candles, *candles_checks],
+                [candles],
                 instance=instance,
                 resources={
                     "coinbase": resource,

@@ -37,7 +37,6 @@ from crpbot_assets.common.partitions import split_key, symbol_month_key, symbol_
 from crpbot_assets.common.resources import StorageResource  # noqa: E402
 from crpbot_assets.common.storage import Storage  # noqa: E402
 from crpbot_assets.features.assets import features  # noqa: E402
-from crpbot_assets.features.checks import features_checks  # noqa: E402
 from crpbot_assets.features.compute import features_for_month  # noqa: E402
 from crpbot_assets.features.definitions import defs as features_defs  # noqa: E402
 from crpbot_assets.replay import synthetic  # noqa: E402
@@ -148,7 +147,7 @@ def main() -> None:
             for request in requests:
                 run_start = time.perf_counter()
                 result = dg.materialize(
-                    [CANDLES, features, *features_checks],
+                    [CANDLES, features],
                     instance=instance,
                     tags=request.tags,
                     resources=resources,

@@ -2,9 +2,11 @@
 
 import dagster as dg
 
+import crpbot_assets.automation as automation
 import crpbot_assets.candles.definitions as candles
 import crpbot_assets.features.definitions as features
 import crpbot_assets.jobs as jobs
+import crpbot_assets.launchers.definitions as launchers
 import crpbot_assets.sentiment.definitions as sentiment
 import crpbot_assets.training.definitions as training
 from crpbot_assets.common.settings import crpbot_env
@@ -16,5 +18,7 @@ defs = dg.Definitions.merge(
     sentiment.defs,
     training.defs,
     jobs.defs,
+    automation.defs,
+    launchers.defs,
     dg.Definitions(resources=resources_for(crpbot_env())),
 )

@@ -3,9 +3,12 @@
 import dagster as dg
 import polars as pl
 
+from crpbot_assets.candles.checks import CANDLES_CHECKS
 from crpbot_assets.candles.client import CandlesClient, empty_frame
 from crpbot_assets.candles.resources import CoinbaseResource
 from crpbot_assets.candles.validation import coverage, daily_coverage, expected_window
+from crpbot_assets.common import checks
+from crpbot_assets.common.automation import CANDLES_FRESHNESS
 from crpbot_assets.common.io_manager import table_schema
 from crpbot_assets.common.months import month_end
 from crpbot_assets.common.partitions import split_key, symbol_month_partitions
@@ -59,6 +62,7 @@ def _fetch_partition(
         "empty_pages": result.empty_pages,
         "requests": result.requests,
         "retries": result.retries,
+        "retry_wait_s": result.retry_wait_s,
         "requests_per_second": round(result.requests / max(result.seconds, 1e-9), 2),
     }
     days = daily_coverage(frame, start, end) if plot else None
@@ -72,7 +76,8 @@ def _fetch_partition(
     context.add_asset_metadata(metadata, partition_key=key)
     context.log.info(
         f"{key}: {present} rows, {expected - present} missing minutes, "
-        f"{result.requests} requests ({result.retries} retries) in {result.seconds:.1f}s"
+        f"{result.requests} requests ({result.retries} retries, {result.retry_wait_s:.1f}s of back-off) "
+        f"in {result.seconds:.1f}s"
     )
     return frame
 
@@ -83,6 +88,9 @@ def _fetch_partition(
     kinds={"polars", "parquet"},
     group_name="candles",
     metadata={"dagster/column_schema": table_schema(empty_frame().schema)},
+    pool="coinbase",
+    freshness_policy=CANDLES_FRESHNESS,
+    check_specs=checks.specs("candles", CANDLES_CHECKS, symbol_month_partitions),
 )
 def candles(context: dg.AssetExecutionContext, coinbase: CoinbaseResource):
     """Coinbase Exchange 1-minute candles of one symbol-month: `ts` (UTC, minute-aligned, sorted, unique),
@@ -94,10 +102,13 @@ def candles(context: dg.AssetExecutionContext, coinbase: CoinbaseResource):
     plot = len(context.partition_keys) <= MAX_PLOTS_PER_RUN
     client = coinbase.client()
     try:
-        return run_partitions(
+        value = run_partitions(
             context,
             lambda key: _fetch_partition(context, client, key, plot),
             resume_if=lambda recorded: recorded.get("window_complete") is True,
+            checks=CANDLES_CHECKS,
         )
     finally:
         client.close()
+    yield dg.Output(value)
+    yield from checks.evaluate(context, value, CANDLES_CHECKS)

@@ -14,13 +14,14 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlparse
 
 import numpy as np
 import polars as pl
 import requests
 from requests.adapters import HTTPAdapter
 
-from crpbot_assets.common.http import ApiError, RateLimiter, RequestStats, RetryPolicy, get_json
+from crpbot_assets.common.http import ApiError, RequestStats, RetryPolicy, get_json, rate_limiter
 
 GRANULARITY_S = 60
 PAGE_MINUTES = 300
@@ -60,6 +61,7 @@ class FetchResult:
     retries: int
     seconds: float
     empty_pages: int = 0  # pages answered with no candles: legal (no trades), or an outage or throttling
+    retry_wait_s: float = 0.0  # back-off slept before retries, summed over the concurrent requests
 
 
 def _iso(when: datetime) -> str:
@@ -153,7 +155,8 @@ class CandlesClient:
         max_workers: int | None = None,
     ):
         self.base_url = base_url.rstrip("/")
-        self.limiter = RateLimiter(requests_per_second, burst)
+        # shared by every run of the instance that calls this API (see common/http.py `rate_limiter`)
+        self.limiter = rate_limiter(f"coinbase-{urlparse(self.base_url).netloc}", requests_per_second, burst)
         self.policy = policy or RetryPolicy()
         # Enough workers to keep the limiter busy while responses take up to ~1 s.
         self.max_workers = max_workers or max(2, min(32, math.ceil(requests_per_second)))
@@ -215,5 +218,6 @@ class CandlesClient:
             stats.requests,
             stats.retries,
             time.monotonic() - started,
+            retry_wait_s=round(stats.waited_s, 3),
             empty_pages=sum(1 for part in parts if not len(part)),
         )

@@ -1,14 +1,12 @@
-"""The candles domain's Definitions: asset, checks, job and schedule (resources: crpbot_assets/resources.py)."""
+"""The candles domain's Definitions: asset (with its checks), job and schedule (resources: crpbot_assets/resources.py)."""
 
 import dagster as dg
 
 from crpbot_assets.candles.assets import candles
-from crpbot_assets.candles.checks import candles_checks
 from crpbot_assets.candles.schedules import candles_current_month_schedule, candles_job
 
 defs = dg.Definitions(
     assets=[candles],
-    asset_checks=candles_checks,
     jobs=[candles_job],
     schedules=[candles_current_month_schedule],
 )

@@ -24,6 +24,11 @@ class CoinbaseResource(dg.ConfigurableResource):
     timeout_s: float = Field(default=10.0, description="Per-request timeout")
     base_delay_s: float = Field(default=0.25, description="First back-off delay (exponential, full jitter)")
     max_delay_s: float = Field(default=20.0, description="Longest back-off delay")
+    max_rate_limited_wait_s: float = Field(
+        default=300.0,
+        description="Under sustained 429s (other runs sharing the limit), keep retrying a request while its "
+        "total back-off stays within this many seconds (beyond max_attempts)",
+    )
 
     def client(self) -> CandlesClient:
         policy = RetryPolicy(
@@ -31,5 +36,6 @@ class CoinbaseResource(dg.ConfigurableResource):
             base_delay_s=self.base_delay_s,
             max_delay_s=self.max_delay_s,
             timeout_s=self.timeout_s,
+            max_rate_limited_wait_s=self.max_rate_limited_wait_s,
         )
         return CandlesClient(self.base_url, self.requests_per_second, self.burst, policy, self.max_workers)

@@ -21,7 +21,7 @@ candles_job = dg.define_asset_job(
     job=candles_job,
     cron_schedule="5 * * * *",
     execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
 )
 def candles_current_month_schedule(context: dg.ScheduleEvaluationContext):
     """Hourly (at :05): re-fetch the month in progress for every symbol listed by then. The first run of a

@@ -19,12 +19,16 @@ Pacing: `RateLimiter` is the one token bucket. Clients block on `acquire()`; the
 from __future__ import annotations
 
 import email.utils
+import fcntl
+import json
+import os
 import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TypeVar
 
 import requests
@@ -66,14 +70,66 @@ class RateLimiter:
             time.sleep(wait)
 
 
+class SharedRateLimiter:
+    """Token bucket shared by every process and thread of this machine that uses the same `path`: its state
+    (tokens, last refill, wall clock) lives in a small JSON file updated under an exclusive `flock`, so
+    concurrent runs (a backfill and the schedule) share one API limit instead of each taking all of it."""
+
+    def __init__(self, path: str | Path, rate: float, burst: int = 1):
+        if rate <= 0:
+            raise ValueError(f"rate must be positive, got {rate}")
+        self.path = Path(path)
+        self.rate = rate
+        self.burst = max(1, burst)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _take(self) -> float:
+        """Take a token if one is there (0.0), else the seconds until one will be."""
+        with open(self.path, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+            handle.seek(0)
+            try:
+                state = json.loads(handle.read() or "{}")
+            except json.JSONDecodeError:  # a torn write cannot happen under the lock; start over if edited
+                state = {}
+            now = time.time()
+            last = min(float(state.get("last", now)), now)
+            tokens = min(self.burst, float(state.get("tokens", self.burst)) + (now - last) * self.rate)
+            wait = 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+            if not wait:
+                tokens -= 1
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"tokens": tokens, "last": now}))
+            handle.flush()
+            return wait
+
+    def acquire(self) -> None:
+        while wait := self._take():
+            time.sleep(wait)
+
+
+def rate_limiter(service: str, rate: float, burst: int = 1) -> RateLimiter | SharedRateLimiter:
+    """The limiter for one external API: shared by every process of the Dagster instance (a file under
+    `$DAGSTER_HOME/rate_limits/`) when DAGSTER_HOME is set, else this process's own."""
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        return RateLimiter(rate, burst)
+    return SharedRateLimiter(Path(home) / "rate_limits" / f"{service}.json", rate, burst)
+
+
 @dataclass
 class RetryPolicy:
-    """Bounded exponential back-off with full jitter; a server's Retry-After wins when longer."""
+    """Bounded exponential back-off with full jitter; a server's Retry-After wins when longer.
+
+    `max_attempts` bounds retries of errors; with `max_rate_limited_wait_s`, 429s (sustained contention) are
+    retried beyond it for as long as the total back-off stays within that many seconds."""
 
     max_attempts: int = 6
     base_delay_s: float = 0.25
     max_delay_s: float = 20.0
     timeout_s: float = 10.0
+    max_rate_limited_wait_s: float | None = None
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         backoff = random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2**attempt))
@@ -100,12 +156,14 @@ class RequestStats:
 
     requests: int = 0
     retries: int = 0
+    waited_s: float = 0.0  # back-off slept before retries, summed over threads
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, requests: int = 0, retries: int = 0) -> None:
+    def add(self, requests: int = 0, retries: int = 0, waited_s: float = 0.0) -> None:
         with self._lock:
             self.requests += requests
             self.retries += retries
+            self.waited_s += waited_s
 
 
 class RetryableStatus(Exception):
@@ -113,6 +171,7 @@ class RetryableStatus(Exception):
 
     def __init__(self, status: int, retry_after: float | None):
         super().__init__(f"HTTP {status}")
+        self.status = status
         self.retry_after = retry_after
 
 
@@ -125,9 +184,13 @@ def call_with_retries(
     log=None,
 ) -> T:
     """Run `call`, retrying exceptions `retryable` accepts (it returns Retry-After seconds, None or True for
-    "retry", False for "fatal") with the policy's bounded jittered back-off; then an ApiError naming `what`."""
+    "retry", False for "fatal") with the policy's bounded jittered back-off; then an ApiError naming `what`
+    with the attempts made and the time waited."""
     problem = "no attempt made"
-    for attempt in range(policy.max_attempts):
+    attempt = 0
+    waited = 0.0
+    while True:
+        attempt += 1
         try:
             return call()
         except Exception as exc:  # noqa: BLE001 - classified by `retryable`
@@ -136,13 +199,22 @@ def call_with_retries(
                 raise
             problem = str(exc) if isinstance(exc, RetryableStatus) else f"{type(exc).__name__}: {exc}"
             retry_after = verdict if isinstance(verdict, float) else None
-        if attempt + 1 < policy.max_attempts:
-            stats.add(retries=1)
-            pause = policy.delay(attempt, retry_after)
-            if log:
-                log(f"{what}: {problem}; retry {attempt + 1}/{policy.max_attempts - 1} in {pause:.2f}s")
-            time.sleep(pause)
-    raise ApiError(f"{what}: gave up after {policy.max_attempts} attempts; last problem: {problem}")
+            rate_limited = isinstance(exc, RetryableStatus) and exc.status == 429
+        pause = policy.delay(min(attempt - 1, 30), retry_after)
+        budget = policy.max_rate_limited_wait_s
+        if rate_limited and budget is not None:
+            give_up = waited + pause > budget
+        else:
+            give_up = attempt >= policy.max_attempts
+        if give_up:
+            raise ApiError(
+                f"{what}: gave up after {attempt} attempts; last problem: {problem} ({waited:.1f}s of back-off)"
+            )
+        stats.add(retries=1, waited_s=pause)
+        if log:
+            log(f"{what}: {problem}; retry {attempt} in {pause:.2f}s ({waited + pause:.1f}s waited so far)")
+        time.sleep(pause)
+        waited += pause
 
 
 def _http_retryable(exc: Exception) -> float | None | bool:

@@ -44,7 +44,13 @@ class SchemaMismatchError(ValueError):
 
 
 class CommittedPartitions(dict):
-    """{partition_key: uri} of partitions a range run already wrote and recorded (`run_partitions`)."""
+    """{partition_key: uri} of partitions a range run already wrote and recorded (`run_partitions`), with
+    `problems`: {partition_key: {check name: problems found}} of the checks run on each frame before it was
+    dropped (`common/checks.py`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.problems: dict[str, dict[str, list[str]]] = {}
 
 
 def dtype_name(dtype: pl.DataType) -> str:

@@ -22,12 +22,13 @@ step-end record. A one-partition run (e.g. from the UI) always recomputes; so do
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
 import dagster as dg
 
+from crpbot_assets.common.checks import PartitionCheck, problems_by_check
 from crpbot_assets.common.commits import COMMIT_TAG, RECOMPUTE_TAG, latest_records, record_metadata
 from crpbot_assets.common.io_manager import CommittedPartitions, PartitionedFileIOManager
 
@@ -70,11 +71,15 @@ def run_partitions(
     context: dg.AssetExecutionContext,
     compute_one: Callable[[str], T],
     resume_if: Callable[[dict], bool] | None = None,
+    checks: Sequence[PartitionCheck] = (),
 ) -> T | CommittedPartitions | dict[str, T]:
     """`compute_one(partition_key)` for every partition of the run, keys sorted (month keys, and the
     "month|symbol" keys of symbol x month, sort chronologically). A one-partition run returns the value; a
     range run commits each partition as it goes (module docstring) and returns `CommittedPartitions`.
-    `resume_if(recorded metadata)`: opt in to skipping partitions already stored and complete."""
+    `resume_if(recorded metadata)`: opt in to skipping partitions already stored and complete. `checks` are run
+    on each committed frame before it is dropped (`CommittedPartitions.problems`, for `common/checks.evaluate`);
+    a resumed partition's stored frame is read back for them. `compute_one` may return None when it wrote and
+    described the partition itself (its metadata then carries `path`)."""
     keys = sorted(map(str, context.partition_keys))
     if context.has_partition_key:
         return compute_one(keys[0])
@@ -95,10 +100,18 @@ def run_partitions(
                 partition_key=key,
             )
             context.log.info(f"{name} {key}: already stored and complete (run {record.run_id[:8]}); skipped")
-            committed[key] = manager.files.uri(manager.stored_file(context.asset_key, key)[0])
+            relative = manager.stored_file(context.asset_key, key)[0]
+            committed[key] = manager.files.uri(relative)
+            if checks:
+                committed.problems[key] = problems_by_check(checks, key, manager.files.read_parquet(relative))
             continue
         value = _logged(context, compute_one, keys, i)
-        context.add_asset_metadata(manager.write_partition(context.asset_key, key, value), partition_key=key)
+        if value is not None:
+            if checks:
+                committed.problems[key] = problems_by_check(checks, key, value)
+            context.add_asset_metadata(
+                manager.write_partition(context.asset_key, key, value), partition_key=key
+            )
         del value
         metadata = context.get_step_execution_context().get_asset_metadata(
             asset_key=context.asset_key, partition_key=key

@@ -27,3 +27,21 @@ def local_storage_uri() -> str:
     """Where the embedded defaults keep asset files: $DAGSTER_HOME/data, else dagster_home/data in the repo."""
     home = os.environ.get("DAGSTER_HOME") or str(REPO_ROOT / "dagster_home")
     return os.environ.get("CRPBOT_STORAGE_URI", str(Path(home) / "data"))
+
+
+DEFAULT_RETRAIN_CRON = "0 3 * * 1"  # Mondays 03:00 UTC
+
+
+def retrain_cron() -> str:
+    """When training_dataset -> lstm_model -> model_evaluation retrain (cron, UTC): CRPBOT_RETRAIN_CRON."""
+    return os.environ.get("CRPBOT_RETRAIN_CRON", DEFAULT_RETRAIN_CRON)
+
+
+def interval_setting(name: str, default: int) -> int:
+    """A polling interval in seconds from environment variable `name` (tests shorten them); positive."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) <= 0:
+        raise ValueError(f"{name}={value!r} must be a positive number of seconds")
+    return int(value)

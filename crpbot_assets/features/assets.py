@@ -3,6 +3,8 @@
 import dagster as dg
 import polars as pl
 
+from crpbot_assets.common import checks
+from crpbot_assets.common.automation import on_input_update
 from crpbot_assets.common.months import month_end, previous_month
 from crpbot_assets.common.partitions import (
     previous_and_current_month,
@@ -19,6 +21,7 @@ from crpbot_assets.features.catalogue import (
     MAX_LOOKBACK_MINUTES,
     catalogue_markdown,
 )
+from crpbot_assets.features.checks import FEATURES_CHECKS
 from crpbot_assets.features.compute import empty_features, features_for_month
 
 COLUMN_SCHEMA = dg.TableSchema(
@@ -100,6 +103,8 @@ def _month_features(
     },
     kinds={"polars", "parquet"},
     group_name="features",
+    automation_condition=on_input_update(),
+    check_specs=checks.specs("features", FEATURES_CHECKS, symbol_month_partitions),
     metadata={
         "feature_catalogue": dg.MetadataValue.md(catalogue_markdown()),
         "dagster/column_schema": COLUMN_SCHEMA,
@@ -120,4 +125,8 @@ def features(context: dg.AssetExecutionContext, candles: dict[str, pl.DataFrame]
     # {partition_key: frame} mapping (the IO manager's rule for partitioned inputs). A backfill of many
     # months x symbols becomes one run per key range: one per symbol for whole histories.
     plot = context.has_partition_key
-    return run_partitions(context, lambda key: _month_features(context, key, candles, plot))
+    value = run_partitions(
+        context, lambda key: _month_features(context, key, candles, plot), checks=FEATURES_CHECKS
+    )
+    yield dg.Output(value)
+    yield from checks.evaluate(context, value, FEATURES_CHECKS)

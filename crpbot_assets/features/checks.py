@@ -1,20 +1,16 @@
-"""Asset checks on `features`: finite values after warm-up, and the exact column set and dtypes.
+"""Checks on `features`: finite values after warm-up, and the exact column set and dtypes.
 
-Both are blocking (training must not read broken features), partitioned like the asset, and evaluated by one
-check op so the stored partitions are read once. A one-partition run
-records a per-partition result; a single-run backfill records one result for its whole range that inspects
-every partition and names the failing ones.
+Both are blocking (training must not read broken features). Evaluated by the asset itself on the frames it
+computed (`common/checks.py`): one result per partition, also in a range run, and nothing re-read.
 """
 
 from __future__ import annotations
 
-import dagster as dg
 import polars as pl
 
-from crpbot_assets.common.checks import partition_check_result
+from crpbot_assets.common.checks import PartitionCheck
 from crpbot_assets.common.months import month_end
-from crpbot_assets.common.partitions import split_key, symbol_month_partitions
-from crpbot_assets.features.assets import features
+from crpbot_assets.common.partitions import split_key
 from crpbot_assets.features.compute import FEATURES_SCHEMA
 
 
@@ -57,30 +53,16 @@ def schema_problems(frame: pl.DataFrame, month_start=None) -> list[str]:
     return problems
 
 
-CHECKS = {
-    "features_finite": "No null, NaN or infinite feature value in any stored row (rows are stored only after warm-up).",
-    "features_schema": "Exactly `ts` (Datetime us UTC) + the catalogue's features (Float64) in order; ts increasing "
-    "inside the partition's month.",
-}
-
-
-@dg.multi_asset_check(
-    specs=[
-        dg.AssetCheckSpec(
-            name, asset=features, description=text, blocking=True, partitions_def=symbol_month_partitions
-        )
-        for name, text in CHECKS.items()
-    ],
-    ins={"features": dg.AssetIn("features")},
-)
-def features_quality(features: dict[str, pl.DataFrame]):
-    """Both checks from one read of the stored partitions (a backfill range is read once, not once per check)."""
-    yield partition_check_result(
-        features, lambda key, frame: non_finite_problems(frame), check_name="features_finite"
-    )
-    yield partition_check_result(
-        features, lambda key, frame: schema_problems(frame, split_key(key)[1]), check_name="features_schema"
-    )
-
-
-features_checks = [features_quality]
+FEATURES_CHECKS = [
+    PartitionCheck(
+        "features_finite",
+        "No null, NaN or infinite feature value in any stored row (rows are stored only after warm-up).",
+        lambda key, frame: non_finite_problems(frame),
+    ),
+    PartitionCheck(
+        "features_schema",
+        "Exactly `ts` (Datetime us UTC) + the catalogue's features (Float64) in order; ts increasing "
+        "inside the partition's month.",
+        lambda key, frame: schema_problems(frame, split_key(key)[1]),
+    ),
+]

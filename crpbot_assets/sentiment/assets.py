@@ -6,13 +6,22 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import polars as pl
 
+from crpbot_assets.common import checks
+from crpbot_assets.common.automation import (
+    SENTIMENT_FRESHNESS,
+    on_input_update,
+    on_input_update_latest_only_for,
+)
+from crpbot_assets.common.commits import STAMP_KEY
 from crpbot_assets.common.http import RequestStats
 from crpbot_assets.common.io_manager import concat_partitions, partition_path
+from crpbot_assets.common.locks import exclusive
 from crpbot_assets.common.months import month_end, month_key, month_window, previous_month
 from crpbot_assets.common.partitions import month_partitions, split_key, symbol_month_partitions
 from crpbot_assets.common.plots import line_plot
 from crpbot_assets.common.ranges import run_partitions
 from crpbot_assets.common.resources import StorageResource
+from crpbot_assets.sentiment.checks import SENTIMENT_CHECKS
 from crpbot_assets.sentiment.fear_greed import hourly_index, missing_days
 from crpbot_assets.sentiment.features import CATALOGUE, FEATURE_COLUMNS, TS, assemble, hour_ends, utc_hour
 from crpbot_assets.sentiment.reddit import POST_SCHEMA, append_posts, hourly_aggregates, in_window
@@ -25,7 +34,7 @@ GROUP = "sentiment"
 by_month = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="month")
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "parquet"})
+@dg.asset(group_name=GROUP, kinds={"polars", "parquet"}, pool="alternative_me")
 def fear_greed_index(context: dg.AssetExecutionContext, fear_greed: FearGreedResource) -> pl.DataFrame:
     """alternative.me Crypto Fear & Greed Index, one row per published day: `day` (00:00 UTC),
     `fear_greed_index` (0-100), `classification`. The whole history, refreshed daily by `fear_greed_daily`.
@@ -63,8 +72,11 @@ def fear_greed_index(context: dg.AssetExecutionContext, fear_greed: FearGreedRes
     group_name=GROUP,
     kinds={"reddit", "parquet"},
     backfill_policy=dg.BackfillPolicy.single_run(),
+    pool="reddit",
 )
-def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, storage: StorageResource):
+def reddit_posts(
+    context: dg.AssetExecutionContext, reddit: RedditResource, storage: StorageResource
+) -> dg.MaterializeResult:
     """Raw Reddit posts created in the month, from every configured subreddit: `id, created_utc, subreddit,
     title, score, num_comments, retrieved_utc` (first observation; later polls never overwrite it).
     Posts accumulate over materializations (triggered by the `reddit_new_posts` sensor), because Reddit
@@ -72,7 +84,10 @@ def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, stor
     for is an empty frame with `served: False` and the reason.
     """
     # Each materialization reads the partition's stored posts, appends the unseen ones (de-duplicated by id)
-    # and the IO manager rewrites the file atomically.
+    # and rewrites the file atomically itself (at the IO manager's path, where downstream assets load it),
+    # all under the partition's lock: two runs of one month (sensor ticks, a backfill) take turns, so a slow
+    # writer never overwrites posts another run stored meanwhile. The lock is machine-wide (common/locks.py);
+    # across hosts sharing an S3 store, the `reddit` pool (one step at a time per instance) serializes writers.
     client = reddit.client()
     files = storage.storage
     stats = RequestStats()
@@ -85,44 +100,58 @@ def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, stor
         )
         context.log.info(f"r/{sub}: {listings[sub].height} posts listed ({i}/{len(subreddits)} subreddits)")
 
-    def build(key: str):
-        start, end = month_window(key)
+    def build(key: str) -> None:
         relative = partition_path(context.asset_key, key) + ".parquet"
-        stored = files.read_parquet(relative) if files.exists(relative) else pl.DataFrame(schema=POST_SCHEMA)
-        reach = {}
-        for sub, posts in listings.items():
-            oldest = posts["created_utc"].min() if posts.height else None
-            reach[sub] = (
-                "month start"
-                if oldest is not None and oldest < start.timestamp()
-                else (
-                    datetime.fromtimestamp(oldest, UTC).isoformat()
-                    if oldest is not None
-                    else "nothing listed"
-                )
+        with exclusive(f"reddit_posts-{files.uri(relative)}", log=context.log.info) as waited:
+            stored = (
+                files.read_parquet(relative) if files.exists(relative) else pl.DataFrame(schema=POST_SCHEMA)
             )
-        merged = append_posts(stored, in_window(pl.concat(list(listings.values())), start, end))
-        served = merged.height > 0 or datetime.now(UTC) < start
-        metadata = {
-            "posts": merged.height,
-            "new_posts": merged.height - stored.height,
-            "previously_stored": stored.height,
-            "listings_reach_back_to": dg.MetadataValue.json(reach),
-            "requests_in_run": stats.requests,
-            "retries_in_run": stats.retries,
-            "served": served,
-        }
-        if not served:
-            metadata["explanation"] = (
-                f"Reddit listings keep only the newest ~1000 posts per subreddit and reach "
-                f"back only to {reach}; posts of {key[:7]} can no longer be fetched and none "
-                "were accumulated earlier"
-            )
+            merged, metadata = _merge_month(key, listings, stored, stats)
+            uri = files.write_parquet(relative, merged)
+            stamp = files.stamp(relative)
+        # The record carries the file's stamp, as the IO manager's writes do (common/commits.py).
+        metadata.update(
+            {"path": dg.MetadataValue.path(uri), STAMP_KEY: dg.MetadataValue.text(stamp)},
+            lock_wait_s=round(waited, 3),
+        )
         context.log.info(f"{key}: {merged.height} posts ({merged.height - stored.height} new)")
         context.add_asset_metadata(metadata, partition_key=key)
-        return merged
 
-    return run_partitions(context, build)
+    run_partitions(context, build)
+    return dg.MaterializeResult()
+
+
+def _merge_month(
+    key: str, listings: dict[str, pl.DataFrame], stored: pl.DataFrame, stats: RequestStats
+) -> tuple[pl.DataFrame, dict]:
+    """The month's stored posts plus the listed ones created in it, and the partition's metadata."""
+    start, end = month_window(key)
+    reach = {}
+    for sub, posts in listings.items():
+        oldest = posts["created_utc"].min() if posts.height else None
+        reach[sub] = (
+            "month start"
+            if oldest is not None and oldest < start.timestamp()
+            else (datetime.fromtimestamp(oldest, UTC).isoformat() if oldest is not None else "nothing listed")
+        )
+    merged = append_posts(stored, in_window(pl.concat(list(listings.values())), start, end))
+    served = merged.height > 0 or datetime.now(UTC) < start
+    metadata = {
+        "posts": merged.height,
+        "new_posts": merged.height - stored.height,
+        "previously_stored": stored.height,
+        "listings_reach_back_to": dg.MetadataValue.json(reach),
+        "requests_in_run": stats.requests,
+        "retries_in_run": stats.retries,
+        "served": served,
+    }
+    if not served:
+        metadata["explanation"] = (
+            f"Reddit listings keep only the newest ~1000 posts per subreddit and reach "
+            f"back only to {reach}; posts of {key[:7]} can no longer be fetched and none "
+            "were accumulated earlier"
+        )
+    return merged, metadata
 
 
 @dg.asset(
@@ -131,7 +160,7 @@ def reddit_posts(context: dg.AssetExecutionContext, reddit: RedditResource, stor
     kinds={"polars", "parquet"},
     backfill_policy=dg.BackfillPolicy.single_run(),
     ins={"reddit_posts": dg.AssetIn(partition_mapping=by_month, metadata={"allow_missing_partitions": True})},
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=on_input_update(),
 )
 def reddit_hourly(
     context: dg.AssetExecutionContext, reddit: RedditResource, reddit_posts: dict[str, pl.DataFrame]
@@ -175,6 +204,7 @@ def reddit_hourly(
     group_name=GROUP,
     kinds={"pytrends", "parquet"},
     backfill_policy=dg.BackfillPolicy.single_run(),
+    pool="google_trends",
     ins={
         "previous": dg.AssetIn(
             "google_trends_hourly",
@@ -321,7 +351,9 @@ class SentimentFeaturesConfig(dg.Config):
     kinds={"polars", "parquet"},
     backfill_policy=dg.BackfillPolicy.single_run(),
     ins={"google_trends_hourly": dg.AssetIn(partition_mapping=by_month)},
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=on_input_update_latest_only_for("fear_greed_index"),
+    freshness_policy=SENTIMENT_FRESHNESS,
+    check_specs=checks.specs("sentiment_features", SENTIMENT_CHECKS, symbol_month_partitions),
 )
 def sentiment_features(
     context: dg.AssetExecutionContext,
@@ -376,4 +408,6 @@ def sentiment_features(
         context.add_asset_metadata(metadata, partition_key=key)
         return frame
 
-    return run_partitions(context, build)
+    value = run_partitions(context, build, checks=SENTIMENT_CHECKS)
+    yield dg.Output(value)
+    yield from checks.evaluate(context, value, SENTIMENT_CHECKS)

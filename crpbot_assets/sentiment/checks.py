@@ -1,14 +1,13 @@
-"""Asset checks of the sentiment assets; the rules are pure functions of one partition's frame."""
+"""Checks on `sentiment_features`: pure functions of one partition's frame, evaluated by the asset itself on
+the frames it computed (`common/checks.py`): one result per partition, also in a range run."""
 
 from __future__ import annotations
 
-import dagster as dg
 import polars as pl
 
-from crpbot_assets.common.checks import partition_check_result
+from crpbot_assets.common.checks import PartitionCheck
 from crpbot_assets.common.months import month_end
-from crpbot_assets.common.partitions import split_key, symbol_month_partitions
-from crpbot_assets.sentiment.assets import sentiment_features
+from crpbot_assets.common.partitions import split_key
 from crpbot_assets.sentiment.features import FEATURE_COLUMNS, TS
 
 
@@ -29,7 +28,10 @@ def schema_problems(key: str, frame: pl.DataFrame) -> list[str]:
     return problems
 
 
-@dg.asset_check(asset=sentiment_features, blocking=True, partitions_def=symbol_month_partitions)
-def sentiment_features_schema(sentiment_features: dict[str, pl.DataFrame]) -> dg.AssetCheckResult:
-    """Exactly `ts` + the seven Float64 columns; sorted, unique hour ends inside the partition's month."""
-    return partition_check_result(sentiment_features, schema_problems)
+SENTIMENT_CHECKS = [
+    PartitionCheck(
+        "sentiment_features_schema",
+        "Exactly `ts` + the seven Float64 columns; sorted, unique hour ends inside the partition's month.",
+        schema_problems,
+    )
+]

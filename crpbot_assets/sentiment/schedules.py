@@ -12,6 +12,7 @@ fear_greed_daily = dg.ScheduleDefinition(
     cron_schedule="15 1 * * *",
     execution_timezone="UTC",
     target=[fear_greed_index],
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     description="alternative.me publishes each day's index at 00:00 UTC; fetch it at 01:15 UTC.",
 )
 
@@ -21,6 +22,7 @@ fear_greed_daily = dg.ScheduleDefinition(
     cron_schedule="20 */6 * * *",
     execution_timezone="UTC",
     target=[google_trends_hourly],
+    default_status=dg.DefaultScheduleStatus.RUNNING,
 )
 def google_trends_refresh(context: dg.ScheduleEvaluationContext):
     """Every 6 hours: the month in progress; during a month's first day also the month just ended, so its

@@ -15,6 +15,7 @@ import dagster as dg
 import polars as pl
 import pydantic
 
+from crpbot_assets.common.automation import MODEL_FRESHNESS, on_retrain_cron
 from crpbot_assets.common.io_manager import concat_partitions, partition_path
 from crpbot_assets.common.partitions import all_months_of_symbol, symbol_partitions
 from crpbot_assets.common.plots import line_plot
@@ -78,6 +79,7 @@ DatasetSettings = _config_from(
     },
     kinds={"polars", "parquet"},
     group_name=GROUP,
+    automation_condition=on_retrain_cron(),
 )
 def training_dataset(
     context: dg.AssetExecutionContext,
@@ -156,6 +158,8 @@ def _loss_plot(result: dg.MaterializeResult) -> dict:
     kinds={"pytorch"},
     group_name=GROUP,
     pool=GPU_POOL,
+    automation_condition=on_retrain_cron(),
+    freshness_policy=MODEL_FRESHNESS,
 )
 def lstm_model(
     context: dg.AssetExecutionContext,
@@ -212,6 +216,7 @@ def _confusion_markdown(matrix: list[list[int]]) -> str:
     deps=[training_dataset, lstm_model],
     kinds={"pytorch", "json"},
     group_name=GROUP,
+    automation_condition=on_retrain_cron(),
 )
 def model_evaluation(
     context: dg.AssetExecutionContext, config: EvaluationConfig, storage: StorageResource

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from crpbot_assets.candles.assets import candles
-from crpbot_assets.candles.checks import candles_checks
+from crpbot_assets.candles.checks import CANDLES_CHECKS
 from crpbot_assets.candles.client import PROD_URL, SCHEMA
 from crpbot_assets.candles.definitions import defs
 from crpbot_assets.candles.schedules import candles_current_month_schedule
@@ -23,6 +23,7 @@ from crpbot_assets.replay import synthetic
 from crpbot_assets.replay.server import ReplayServer
 from crpbot_assets.resources import local_resources, prod_resources
 from crpbot_assets_tests.candles.conftest import fast_coinbase, tampered_service
+from crpbot_assets_tests.planted import planted_asset
 
 UTC = UTC
 FEB_BTC = "2019-02-01|BTC-USD"
@@ -40,7 +41,7 @@ def run(resources, instance, key=None, first=None, last=None, extra=(), selectio
         else None
     )
     return dg.materialize(
-        [candles, *candles_checks, *extra],
+        [candles, *extra],
         partition_key=key,
         tags=tags,
         resources=resources,
@@ -98,6 +99,20 @@ def test_partition_range_materializes_in_one_run(fast, instance, storage_resourc
     checks = checks_by_name(result)
     assert set(checks) == {"candles_timestamps_valid", "candles_ohlc_valid", "candles_coverage"}
     assert all(e.passed and e.metadata["partitions_checked"].value == 4 for e in checks.values())
+    # each month also gets its own result, on its own materialization: what the UI shows per partition
+    per_partition = [e for e in result.get_asset_check_evaluations() if e.partition]
+    assert sorted((e.check_name, e.partition) for e in per_partition) == sorted(
+        (name, key) for name in checks for key in keys
+    )
+    assert all(e.passed for e in per_partition)
+    infos = instance.event_log_storage.get_asset_check_partition_info(
+        [dg.AssetCheckKey(dg.AssetKey("candles"), name) for name in checks]
+    )
+    infos = [i for i in infos if i.partition_key]  # the range's summary has no partition
+    assert sorted((i.check_key.name, i.partition_key) for i in infos if i.is_current) == sorted(
+        (name, key) for name in checks for key in keys
+    )
+    assert {i.latest_execution_status.value for i in infos} == {"SUCCEEDED"}
 
 
 def test_sol_before_listing_is_an_empty_not_listed_partition(fast, instance, storage_resources):
@@ -149,6 +164,13 @@ def test_failed_blocking_check_stops_downstream(instance, storage_resources, key
     assert check.metadata["partitions_failed"].value == len(keys)
     for key in keys:
         assert f"{key}: low > min(open, close): 135 rows" in check.description
+    per_partition = {
+        e.partition: e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "candles_ohlc_valid" and e.partition
+    }
+    assert set(per_partition) == set(keys)  # one failed result per month (and the run's own result)
+    assert not any(e.passed for e in per_partition.values())
     assert checks_by_name(result)["candles_timestamps_valid"].passed
     assert {e.asset_key for e in result.get_asset_materialization_events()} == {dg.AssetKey("candles")}
     assert "downstream" not in {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
@@ -166,12 +188,8 @@ def test_timestamp_check_catches_planted_data(instance, storage_resources):
         ]
     )
 
-    @dg.asset(name="candles", partitions_def=symbol_month_partitions)
-    def planted() -> pl.DataFrame:
-        return bad
-
     result = dg.materialize(
-        [planted, *candles_checks, downstream],
+        [planted_asset("candles", bad, CANDLES_CHECKS), downstream],
         partition_key=FEB_BTC,
         instance=instance,
         resources=storage_resources,

@@ -12,10 +12,11 @@ from crpbot_assets.common.months import month_end
 from crpbot_assets.common.partitions import split_key, symbol_month_partitions
 from crpbot_assets.features.assets import COLUMN_SCHEMA, features
 from crpbot_assets.features.catalogue import FEATURE_NAMES
-from crpbot_assets.features.checks import features_checks
+from crpbot_assets.features.checks import FEATURES_CHECKS
 from crpbot_assets.features.compute import FEATURES_SCHEMA, features_for_month
 from crpbot_assets.features.definitions import defs
 from crpbot_assets.replay import synthetic
+from crpbot_assets_tests.planted import planted_asset
 
 UTC = UTC
 CANDLES = dg.AssetSpec("candles", partitions_def=symbol_month_partitions)  # stands in for the candles domain
@@ -69,7 +70,7 @@ def run(resources, instance, key=None, first=None, last=None, extra=()):
         else None
     )
     return dg.materialize(
-        [CANDLES, features, *features_checks, *extra],
+        [CANDLES, features, *extra],
         partition_key=key,
         tags=tags,
         resources=resources,
@@ -79,17 +80,14 @@ def run(resources, instance, key=None, first=None, last=None, extra=()):
     )
 
 
-def run_checks_only(resources, instance, key):
-    """Only the features checks, on what is stored (partition passed as run tags: `materialize` validates a
-    `partition_key` against the selected assets, and a check-only selection has none)."""
-    tags = {"dagster/partition": key, **symbol_month_partitions.get_tags_for_partition_key(key)}
+def run_planted(resources, instance, key, frame):
+    """A stand-in `features` returning `frame`, checked by the real checks as the asset checks itself."""
     return dg.materialize(
-        [CANDLES, features, *features_checks],
-        tags=tags,
+        [planted_asset("features", frame, FEATURES_CHECKS)],
+        partition_key=key,
         resources=resources,
         instance=instance,
         raise_on_error=False,
-        selection=dg.AssetSelection.checks_for_assets(features),
     )
 
 
@@ -155,7 +153,11 @@ def test_range_runs_once_and_writes_each_month_like_a_single_partition_run(insta
     )
     assert events["2021-06-01|SOL-USD"]["rows_dropped_before_lookback"].value > 0  # listing month: no warm-up
     assert events["2021-06-01|BTC-USD"]["rows_dropped_before_lookback"].value == 0
-    (finite,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "features_finite"]
+    (finite,) = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "features_finite" and e.partition is None  # the range run's summary
+    ]
     assert finite.passed and finite.metadata["partitions_checked"].value == 6
 
 
@@ -209,11 +211,8 @@ def good_features() -> pl.DataFrame:
     ).frame
 
 
-def test_checks_pass_on_good_stored_features(instance, storage_resources, good_features):
-    storage_resources["io_manager"].commit_outside_run(
-        instance, "features", "2021-05-01|ETH-USD", good_features
-    )
-    found = checks(run_checks_only(storage_resources, instance, "2021-05-01|ETH-USD"))
+def test_checks_pass_on_good_features(instance, storage_resources, good_features):
+    found = checks(run_planted(storage_resources, instance, "2021-05-01|ETH-USD", good_features))
     assert set(found) == {"features_finite", "features_schema"} and all(e.passed for e in found.values())
 
 
@@ -241,30 +240,22 @@ def test_checks_pass_on_good_stored_features(instance, storage_resources, good_f
             "m1_rsi_14: 3 null/NaN/inf",
         ),
         (lambda f: f.with_columns(pl.col("m15_macd") / 0.0), "features_finite", "m15_macd: "),
-        # a stored frame off the column schema is refused where it is read (the IO manager), naming the column
         (
             lambda f: f.with_columns(pl.col("m5_macd").cast(pl.Float32)),
-            "load",
-            "column 'm5_macd' is float32, expected float64",
+            "features_schema",
+            "wrong dtypes {'m5_macd': 'Float32'}",
         ),
-        (lambda f: f.drop("m1_vol_60"), "load", "column 'm1_vol_60' missing (expected float64)"),
-        (lambda f: f.with_columns(extra=pl.lit(1.0)), "load", "unexpected column 'extra' (float64)"),
+        (lambda f: f.drop("m1_vol_60"), "features_schema", "missing columns ['m1_vol_60']"),
+        (lambda f: f.with_columns(extra=pl.lit(1.0)), "features_schema", "unexpected columns ['extra']"),
     ],
 )
-def test_checks_catch_planted_problems_in_stored_features(
+def test_checks_catch_planted_problems_in_features(
     instance, storage_resources, good_features, plant, failing, words
 ):
     key = "2021-05-01|ETH-USD"
-    storage_resources["io_manager"].commit_outside_run(instance, "features", key, plant(good_features))
-    result = run_checks_only(storage_resources, instance, key)
-    if failing == "load":
-        errors = [e.event_specific_data.error.to_string() for e in result.get_step_failure_events()]
-        assert errors and all("SchemaMismatchError" in e and key in e and words in e for e in errors)
-        return
+    result = run_planted(storage_resources, instance, key, plant(good_features))
     found = checks(result)
-    assert (
-        set(found) == {"features_finite", "features_schema"} and not result.get_asset_materialization_events()
-    )
+    assert set(found) == {"features_finite", "features_schema"} and not result.success
     assert (
         not found[failing].passed
         and words in found[failing].description

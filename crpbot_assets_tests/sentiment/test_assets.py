@@ -19,7 +19,6 @@ from crpbot_assets.sentiment.assets import (
     reddit_posts,
     sentiment_features,
 )
-from crpbot_assets.sentiment.checks import sentiment_features_schema
 from crpbot_assets.sentiment.features import FEATURE_COLUMNS
 from crpbot_assets.sentiment.reddit import posts_frame
 from crpbot_assets.sentiment.vader import compound_scores
@@ -33,7 +32,6 @@ ALL = [
     reddit_hourly,
     google_trends_hourly,
     sentiment_features,
-    sentiment_features_schema,
 ]
 FROZEN_NOW = datetime(2026, 3, 1, 10, 30, tzinfo=UTC)
 
@@ -106,7 +104,7 @@ def test_sentiment_features_for_a_month(sentiment_resources, storage_resources, 
     # Every symbol of the month in one run (a single-run backfill range, as the demo does).
     keys = [str(dg.MultiPartitionKey({"symbol": s, "month": "2024-03-01"})) for s in ("BTC-USD", "SOL-USD")]
     result = _materialize(
-        [reddit_hourly, sentiment_features, sentiment_features_schema],
+        [reddit_hourly, sentiment_features],
         resources,
         instance,
         tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[1]},

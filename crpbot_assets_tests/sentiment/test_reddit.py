@@ -13,7 +13,7 @@ from crpbot_assets.replay import reddit
 from crpbot_assets.replay.server import ReplayServer
 from crpbot_assets.sentiment.reddit import POST_SCHEMA, append_posts, hourly_aggregates, posts_frame
 from crpbot_assets.sentiment.resources import MissingCredentialsError, RedditResource
-from crpbot_assets.sentiment.sensors import reddit_new_posts
+from crpbot_assets.sentiment.sensors import fresh_posts, reddit_new_posts
 
 from .conftest import reddit_resource
 
@@ -231,14 +231,18 @@ def test_sensor_requests_runs_only_for_unseen_posts(instance, frozen_reddit):
     # 100 newest posts reach back into February for r/solana (~6 posts/h), not for r/bitcoin.
     assert sorted(r.partition_key for r in requests) == ["2026-02-01", "2026-03-01"]
     cursor = json.loads(first.cursor)
-    assert sorted(cursor) == ["bitcoin", "solana"] and all(len(ids) == 100 for ids in cursor.values())
+    assert sorted(cursor) == ["bitcoin", "solana"]
+    # compact: the newest post time and the ids of the last minutes, not the 100 ids of each page
+    assert all(0 < len(state["recent"]) < 10 for state in cursor.values()) and len(first.cursor) < 600
 
     again = dg.build_sensor_context(instance=instance, cursor=first.cursor, resources={"reddit": resource})
     result = reddit_new_posts(again)
     assert isinstance(result, dg.SkipReason) and "no new posts" in result.skip_message
 
     # Pretend the last tick had not yet seen the 3 newest bitcoin posts: exactly those are new.
-    older = dict(cursor, bitcoin=cursor["bitcoin"][3:])
+    page = resource.client().newest_posts("bitcoin", limit=100)
+    _, before = fresh_posts(page["id"].to_list()[3:], page["created_utc"].to_list()[3:], None)
+    older = dict(cursor, bitcoin=before)
     later = dg.build_sensor_context(
         instance=instance, cursor=json.dumps(older), resources={"reddit": resource}
     )
