@@ -10,6 +10,7 @@ first month).
 
 import hashlib
 from datetime import UTC, datetime, timedelta
+from typing import Optional
 
 import dagster as dg
 import polars as pl
@@ -56,6 +57,7 @@ class SignalSettings(dg.Config):
 
     mode: str = "long_short"  # or long_flat
     threshold: float = 0.0  # minimum probability of the argmax direction to hold a position
+    first_minute: Optional[str] = None  # ISO time: score no minute before it (None: from the month's start)
 
 
 def promoted_artifact_path(symbol: str, version: str) -> str:
@@ -177,6 +179,8 @@ def signals(
     key = context.partition_key
     symbol, month = split_key(key)
     start, end = month_window(f"{month:%Y-%m-%d}")
+    if config.first_minute:
+        start = max(start, datetime.fromisoformat(config.first_minute).astimezone(UTC))
     stored = _stored(storage.storage, "signals", str(key))
     stored = scoring.empty_signals() if stored is None else stored
     after = stored["ts"].max() if stored.height else None
