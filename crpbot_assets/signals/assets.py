@@ -71,7 +71,8 @@ def _stored(storage: Storage, asset: str, key: str) -> pl.DataFrame | None:
     return storage.read_parquet(path) if storage.exists(path) else None
 
 
-def _latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str) -> dict:
+def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str) -> dict:
+    """Metadata values of the partition's latest materialization ({} when there is none)."""
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
     ).records
@@ -99,7 +100,7 @@ def promoted_model(
     why: promoted, kept, demoted (a promoted model no longer passes: signals stop) or none promoted."""
     symbol = context.partition_key
     files = storage.storage
-    previous = _latest_metadata(context.instance, "promoted_model", symbol).get("model_version") or None
+    previous = latest_metadata(context.instance, "promoted_model", symbol).get("model_version") or None
     report = walk_forward_report.get(symbol)
     if report is None:
         raise dg.Failure(f"walk_forward_report for {symbol} is not materialized")
@@ -108,7 +109,7 @@ def promoted_model(
     if decision.passed and not files.exists(path):
         decision = type(decision)(False, f"lstm_model for {symbol} is not materialized", decision.details)
     version = None
-    source = _latest_metadata(context.instance, "lstm_model", symbol)
+    source = latest_metadata(context.instance, "lstm_model", symbol)
     if decision.passed:
         data = files.read_bytes(path)
         artifact = load_artifact(data, files.uri(path))  # a clear error for a broken artifact

@@ -15,18 +15,10 @@ import dagster as dg
 from crpbot_assets.common.months import month_key
 from crpbot_assets.common.symbols import SYMBOLS, is_listed
 from crpbot_assets.signals.alerts import AlertConfig, SymbolFacts, evaluate
+from crpbot_assets.signals.assets import latest_metadata
 
 ALERTS = AlertConfig()  # stall and drawdown thresholds
 ASSET_OF_ALERT = {"stalled": "signals", "model_changed": "promoted_model", "drawdown": "paper_portfolio"}
-
-
-def _latest(instance: dg.DagsterInstance, asset: str, partition: str) -> dict:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
-    ).records
-    if not records:
-        return {}
-    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
 
 
 def _ts(value) -> datetime | None:
@@ -41,11 +33,11 @@ def gather_facts(instance: dg.DagsterInstance, now: datetime) -> dict[str, Symbo
         if not is_listed(symbol, now):
             continue
         key = f"{month}|{symbol}"
-        drawdown = _latest(instance, "paper_portfolio", key).get("drawdown")
+        drawdown = latest_metadata(instance, "paper_portfolio", key).get("drawdown")
         facts[symbol] = SymbolFacts(
-            newest_candle=_ts(_latest(instance, "candles", key).get("last_ts")),
-            newest_signal=_ts(_latest(instance, "signals", key).get("latest_signal_ts")),
-            model_version=_latest(instance, "promoted_model", symbol).get("model_version") or None,
+            newest_candle=_ts(latest_metadata(instance, "candles", key).get("last_ts")),
+            newest_signal=_ts(latest_metadata(instance, "signals", key).get("latest_signal_ts")),
+            model_version=latest_metadata(instance, "promoted_model", symbol).get("model_version") or None,
             drawdown=float(drawdown) if drawdown is not None else None,
         )
     return facts

@@ -14,20 +14,13 @@ from crpbot_assets.sentiment.features import FEATURE_COLUMNS as SENTIMENT_COLUMN
 from crpbot_assets.training.artifacts import save_artifact
 from crpbot_assets.training.model import LSTMClassifier
 from crpbot_assets.training.train import TrainConfig
+from crpbot_assets_tests.training.conftest import one_torch_thread  # noqa: F401 (autouse fixture)
 
 SYMBOL = "BTC-USD"
 FEB = datetime(2024, 2, 1, tzinfo=UTC)
 MARCH = datetime(2024, 3, 1, tzinfo=UTC)
 APRIL = datetime(2024, 4, 1, tzinfo=UTC)
 CONFIG = TrainConfig(hidden_size=8, num_layers=1, dropout=0.0, sequence_length=10)
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def march_candles(until: datetime = APRIL) -> pl.DataFrame:
