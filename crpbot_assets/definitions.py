@@ -8,6 +8,7 @@ import crpbot_assets.features.definitions as features
 import crpbot_assets.jobs as jobs
 import crpbot_assets.launchers.definitions as launchers
 import crpbot_assets.sentiment.definitions as sentiment
+import crpbot_assets.signals.definitions as signals
 import crpbot_assets.training.definitions as training
 from crpbot_assets.common.settings import crpbot_env
 from crpbot_assets.resources import resources_for
@@ -17,6 +18,7 @@ defs = dg.Definitions.merge(
     features.defs,
     sentiment.defs,
     training.defs,
+    signals.defs,
     jobs.defs,
     automation.defs,
     launchers.defs,

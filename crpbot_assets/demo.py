@@ -3,7 +3,7 @@
 Starts the replay server on loopback, then materializes the whole graph for a small window (every symbol,
 the last complete months) into the sqlite instance under dagster_home/, so `dagster dev` shows the results.
 Then a short walk-forward for BTC-USD (every month after the first as a test month, small model) and the
-report's headline.
+report's headline, and a short paper-trading stretch (signals, simulated fills) on the last replayed days.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from crpbot_assets.common.settings import REPO_ROOT
 
@@ -21,6 +21,10 @@ DEMO_MODEL = {"hidden_size": 32, "num_layers": 1, "sequence_length": 30}
 # Two months leave no room for the default embargo (the features' 13.4-day lookback) around three segments;
 # the demo purges horizon + window + one day instead.
 DEMO_DATASET = {"feature_lookback_minutes": 1440}
+# The demo's walk-forward has two test months of synthetic data: the default promotion rule (3 months) cannot
+# pass, so the demo promotes on a permissive rule to show the paper-trading stretch. Not a verdict on the model.
+DEMO_PROMOTION = {"recent_months": 1, "min_months_won": 0, "min_net_return": None}
+PAPER_DAYS = 3  # the paper-trading stretch: the last days of the last replayed month
 
 
 def _range_tags(first: str, last: str) -> dict[str, str]:
@@ -131,6 +135,8 @@ def _materialize_window(month_count: int, model_config: dict) -> None:
         )
     run(f"walk_forward_report, {SYMBOLS[0]}", ["walk_forward_report"], {"dagster/partition": SYMBOLS[0]})
 
+    _paper_trading_stretch(run, instance, months[-1])
+
     print(f"\nDone. Asset files: {local_storage_uri()}")
     print(f"Dagster instance (runs, metadata, plots): {os.environ['DAGSTER_HOME']}")
     for symbol in SYMBOLS:
@@ -157,6 +163,50 @@ def _materialize_window(month_count: int, model_config: dict) -> None:
     print(
         "Open the UI: .venv/bin/crpbot-replay &  then  "
         "DAGSTER_HOME=$PWD/dagster_home .venv/bin/dagster dev -w workspace.yaml  ->  http://127.0.0.1:3000"
+    )
+
+
+def _paper_trading_stretch(run, instance, month: datetime) -> None:
+    """Promote BTC-USD's model with a permissive rule, then signals and paper trades on the month's last days."""
+    import dagster as dg
+
+    from crpbot_assets.common.months import month_end
+    from crpbot_assets.common.partitions import symbol_month_key
+    from crpbot_assets.common.symbols import SYMBOLS
+
+    symbol = SYMBOLS[0]
+    key = str(symbol_month_key(symbol, month))
+    first_minute = (month_end(month) - timedelta(days=PAPER_DAYS)).isoformat()
+    run(
+        f"promoted_model, {symbol} (demo rule: {DEMO_PROMOTION})",
+        ["promoted_model"],
+        {"dagster/partition": symbol},
+        {"ops": {"promoted_model": {"config": DEMO_PROMOTION}}},
+    )
+    run(
+        f"signals -> paper_trades -> paper_portfolio, {symbol}, the last {PAPER_DAYS} days of {month:%Y-%m}",
+        ["signals", "paper_trades", "paper_portfolio"],
+        {"dagster/partition": key},
+        {"ops": {"signals": {"config": {"first_minute": first_minute}}}},
+    )
+
+    def latest(asset: str, partition: str) -> dict:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+        ).records
+        return {k: v.value for k, v in records[0].asset_materialization.metadata.items()} if records else {}
+
+    trades = latest("paper_trades", key)
+    book = latest("paper_portfolio", key)
+    print(f"\nPaper trading (simulation, not trading advice), {symbol}, from {first_minute}:")
+    if not book.get("minutes"):
+        print(f"  no paper portfolio: {latest('signals', key).get('status', 'no signals')}")
+        return
+    print(
+        f"  {trades['trades']} fills, fees {trades['fees_paid']:.2f} + spread {trades['spread_paid']:.2f} USD; "
+        f"equity {book['equity']:.2f} USD (P&L {book['pnl']:+.2f}, {book['return']:+.2%}) vs buy and hold "
+        f"{book['buy_and_hold_return']:+.2%}; drawdown now {book['drawdown']:.2%}, "
+        f"worst {book['max_drawdown_month']:.2%}"
     )
 
 

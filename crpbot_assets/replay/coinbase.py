@@ -10,6 +10,8 @@ with no rows, as for a page without trades).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from crpbot_assets.common.symbols import LISTED_AT
@@ -25,7 +27,11 @@ def _parse_time(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def service(seed: int = 0, rate_per_s: float = 10.0, burst: int = 15) -> ReplayService:
+def service(
+    seed: int = 0, rate_per_s: float = 10.0, burst: int = 15, clock: Callable[[], float] = time.time
+) -> ReplayService:
+    """`clock` is the replay's notion of now: only minutes completed by then are served (tests move it)."""
+
     def candles(request: Request) -> Response:
         product = request.match.group("product")
         if product not in LISTED_AT:
@@ -41,7 +47,7 @@ def service(seed: int = 0, rate_per_s: float = 10.0, burst: int = 15) -> ReplayS
                 if granularity not in GRANULARITIES
                 else "replay serves granularity=60 only",
             )
-        now = datetime.now(UTC).replace(second=0, microsecond=0)
+        now = datetime.fromtimestamp(clock(), UTC).replace(second=0, microsecond=0)
         if "start" in request.query and "end" in request.query:
             try:
                 start, end = _parse_time(request.query["start"]), _parse_time(request.query["end"])
@@ -56,7 +62,7 @@ def service(seed: int = 0, rate_per_s: float = 10.0, burst: int = 15) -> ReplayS
             start, end = now - timedelta(minutes=MAX_CANDLES - 1), now
         # Inclusive end; the real API occasionally leaks one bucket before start.
         leak = timedelta(minutes=1) if int(start.timestamp()) // 60 % 7 == 0 else timedelta(0)
-        frame = synthetic.candles(product, start - leak, end + timedelta(minutes=1), seed)
+        frame = synthetic.candles(product, start - leak, end + timedelta(minutes=1), seed, now=now)
         rows = [
             [int(ts.timestamp()), lo, hi, op, cl, vol] for ts, op, hi, lo, cl, vol in reversed(frame.rows())
         ]

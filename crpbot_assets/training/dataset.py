@@ -146,11 +146,7 @@ def build_dataset(
         )
 
     frame = join_sentiment(label_rows(features.sort("ts"), candles, config), sentiment)
-    frame = frame.with_columns(
-        pl.all_horizontal([pl.col(c).cast(pl.Float64).is_finite().fill_null(False) for c in technical]).alias(
-            "row_valid"
-        )
-    )
+    frame = frame.with_columns(row_valid(technical))
     labelled = frame.filter(pl.col("label").is_not_null())["ts"]
     if labelled.len() < 3:
         raise DatasetError(
@@ -202,6 +198,13 @@ def build_dataset(
     std = np.array([train[c].std(ddof=0) or 0.0 for c in columns], dtype=np.float64)
     mean, std = np.nan_to_num(mean), np.where(np.isfinite(std) & (std > 1e-12), std, 1.0)
     return Dataset(frame, columns, list(SENTIMENT_COLUMNS), mean, std, config, symbol)
+
+
+def row_valid(technical: list[str]) -> pl.Expr:
+    """`row_valid`: every technical feature of the row is finite (also what live scoring uses)."""
+    return pl.all_horizontal(
+        [pl.col(c).cast(pl.Float64).is_finite().fill_null(False) for c in technical]
+    ).alias("row_valid")
 
 
 def label_rows(features: pl.DataFrame, candles: pl.DataFrame, config: DatasetConfig) -> pl.DataFrame:

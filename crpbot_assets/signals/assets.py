@@ -1,0 +1,362 @@
+"""Signal assets: promoted_model (per symbol) -> signals -> paper_trades -> paper_portfolio (symbol x month).
+
+Thin Dagster wrappers around promotion.py, scoring.py and ledger.py. signals, paper_trades and
+paper_portfolio are meant for the month in progress: automation (`eager`, latest month only) refreshes them
+whenever their inputs update. Each resumes from its own stored partition (read through `storage`, the file the
+IO manager wrote), and paper_trades/paper_portfolio start a month from the previous month's stored partition:
+those are state hand-overs, not graph dependencies (a self-dependency would keep automation from starting the
+first month).
+"""
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from typing import Optional
+
+import dagster as dg
+import polars as pl
+
+from crpbot_assets.common.io_manager import concat_partitions, partition_path
+from crpbot_assets.common.months import month_window, previous_month
+from crpbot_assets.common.partitions import (
+    previous_and_current_month,
+    split_key,
+    symbol_month_key,
+    symbol_month_partitions,
+    symbol_partitions,
+)
+from crpbot_assets.common.plots import line_plot
+from crpbot_assets.common.resources import StorageResource
+from crpbot_assets.common.storage import Storage
+from crpbot_assets.signals import ledger as lg
+from crpbot_assets.signals import scoring
+from crpbot_assets.signals.promotion import PromotionRule, decide
+from crpbot_assets.training.artifacts import load_artifact
+from crpbot_assets.training.assets import _config_from, model_relative_path
+
+GROUP = "signals"
+SYMBOL_OF_MONTH = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="symbol")
+
+PromotionSettings = _config_from(
+    "PromotionSettings",
+    PromotionRule,
+    "The promotion rule (crpbot_assets.signals.promotion.PromotionRule): the latest `recent_months` test months "
+    "of walk_forward_report are judged; the LSTM must beat the best baseline in `min_months_won` of them, and "
+    "(None to ignore) its net return after costs exceed `min_net_return` and its break-even fee reach "
+    "`min_break_even_fee_bps`.",
+)
+PaperSettings = _config_from(
+    "PaperSettings",
+    lg.PaperConfig,
+    "Paper-trading settings (crpbot_assets.signals.ledger.PaperConfig): starting capital, taker fee, half-spread "
+    "(None: a quarter of the fill minute's high-low range, as in the evaluation) and the decision grid.",
+)
+
+
+class SignalSettings(dg.Config):
+    """How probabilities become a position: the evaluation's rule (training/costs.py)."""
+
+    mode: str = "long_short"  # or long_flat
+    threshold: float = 0.0  # minimum probability of the argmax direction to hold a position
+    first_minute: Optional[str] = None  # ISO time: score no minute before it (None: from the month's start)
+
+
+def promoted_artifact_path(symbol: str, version: str) -> str:
+    """Where a promoted model is kept, by version (immutable: a signal's model stays readable)."""
+    return f"promoted_models/{symbol}/{version}.pt"
+
+
+def _stored(storage: Storage, asset: str, key: str) -> pl.DataFrame | None:
+    """An asset partition's stored frame (what the IO manager wrote), None when there is none."""
+    path = partition_path(dg.AssetKey(asset), key) + ".parquet"
+    return storage.read_parquet(path) if storage.exists(path) else None
+
+
+def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str) -> dict:
+    """Metadata values of the partition's latest materialization ({} when there is none)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+    ).records
+    if not records:
+        return {}
+    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+
+
+@dg.asset(
+    partitions_def=symbol_partitions,
+    deps=["lstm_model"],
+    ins={"walk_forward_report": dg.AssetIn()},
+    automation_condition=dg.AutomationCondition.eager(),
+    kinds={"pytorch", "json"},
+    group_name=GROUP,
+)
+def promoted_model(
+    context: dg.AssetExecutionContext,
+    config: PromotionSettings,
+    storage: StorageResource,
+    walk_forward_report: dict[str, dict],
+) -> dg.Output[dict]:
+    """The model that produces signals for this symbol: the newest `lstm_model`, promoted only when the
+    walk-forward report passes the promotion rule (config). Metadata `status` and `reason` say what happened and
+    why: promoted, kept, demoted (a promoted model no longer passes: signals stop) or none promoted."""
+    symbol = context.partition_key
+    files = storage.storage
+    previous = latest_metadata(context.instance, "promoted_model", symbol).get("model_version") or None
+    report = walk_forward_report.get(symbol)
+    if report is None:
+        raise dg.Failure(f"walk_forward_report for {symbol} is not materialized")
+    decision = decide(report, PromotionRule(**config.model_dump()))
+    path = model_relative_path(symbol)
+    if decision.passed and not files.exists(path):
+        decision = type(decision)(False, f"lstm_model for {symbol} is not materialized", decision.details)
+    version = None
+    source = latest_metadata(context.instance, "lstm_model", symbol)
+    if decision.passed:
+        data = files.read_bytes(path)
+        artifact = load_artifact(data, files.uri(path))  # a clear error for a broken artifact
+        if artifact.get("symbol") not in (symbol, "", None):
+            raise dg.Failure(f"{files.uri(path)} holds a model of {artifact['symbol']}, not {symbol}")
+        version = hashlib.sha256(data).hexdigest()[:12]
+        files.write_bytes(promoted_artifact_path(symbol, version), data)
+    if version is None:
+        status = "demoted" if previous else "none promoted"
+    else:
+        status = "kept" if version == previous else "promoted"
+    message = f"{symbol}: {status}" + (f" model {version}" if version else "") + f": {decision.reason}"
+    (context.log.warning if status == "demoted" else context.log.info)(message)
+    value = {
+        "symbol": symbol,
+        "promoted": version is not None,
+        "model_version": version,
+        "model_uri": files.uri(promoted_artifact_path(symbol, version)) if version else None,
+        "status": status,
+        "reason": decision.reason,
+        "previous_model_version": previous,
+        "rule": config.model_dump(),
+        "evidence": decision.details,
+        "source_lstm_model_run": source.get("run_model_uri"),
+        "decided_at": datetime.now(UTC).isoformat(),
+    }
+    return dg.Output(
+        value,
+        metadata={
+            "status": status,
+            "reason": decision.reason,
+            "model_version": version or "",
+            "previous_model_version": previous or "",
+            "evidence": dg.MetadataValue.json(decision.details),
+        },
+    )
+
+
+@dg.asset(
+    partitions_def=symbol_month_partitions,
+    ins={
+        "features": dg.AssetIn(
+            partition_mapping=previous_and_current_month, metadata={"allow_missing_partitions": True}
+        ),
+        "sentiment_features": dg.AssetIn(
+            partition_mapping=previous_and_current_month, metadata={"allow_missing_partitions": True}
+        ),
+        "promoted_model": dg.AssetIn(partition_mapping=SYMBOL_OF_MONTH),
+    },
+    # sentiment is optional to a month's signals (nulls are imputed as in training)
+    automation_condition=dg.AutomationCondition.eager().ignore(
+        dg.AssetSelection.assets("sentiment_features")
+    ),
+    kinds={"pytorch", "polars"},
+    group_name=GROUP,
+)
+def signals(
+    context: dg.AssetExecutionContext,
+    config: SignalSettings,
+    storage: StorageResource,
+    features: dict[str, pl.DataFrame],
+    sentiment_features: dict[str, pl.DataFrame],
+    promoted_model: dict[str, dict],
+) -> dg.Output[pl.DataFrame]:
+    """The promoted model's class probabilities (p_down, p_flat, p_up), position and model version for every
+    minute of features of the month, each known at its minute's close. Incremental: a run scores only the
+    minutes after the newest stored signal. No promoted model: no new signals (metadata `status` says why)."""
+    key = context.partition_key
+    symbol, month = split_key(key)
+    start, end = month_window(f"{month:%Y-%m-%d}")
+    if config.first_minute:
+        start = max(start, datetime.fromisoformat(config.first_minute).astimezone(UTC))
+    stored = _stored(storage.storage, "signals", str(key))
+    stored = scoring.empty_signals() if stored is None else stored
+    after = stored["ts"].max() if stored.height else None
+    frame = concat_partitions(features)
+    promotion = promoted_model.get(symbol, {})
+    metadata: dict = {}
+    if not promotion.get("promoted"):
+        new = scoring.empty_signals()
+        metadata["status"] = (
+            f"no promoted model: {promotion.get('reason', 'promoted_model not materialized')}"
+        )
+    else:
+        data = storage.storage.read_bytes(promoted_artifact_path(symbol, promotion["model_version"]))
+        variant = load_artifact(data, promotion["model_uri"])["variants"]["with_sentiment"]
+        new = scoring.score(
+            frame,
+            concat_partitions(sentiment_features),
+            variant,
+            promotion["model_version"],
+            start,
+            end,
+            after,
+            config.mode,
+            config.threshold,
+        )
+        metadata["status"] = f"scoring with model {promotion['model_version']}"
+    result = pl.concat([stored, new]) if new.height else stored
+    month_features = frame.filter((pl.col("ts") >= start) & (pl.col("ts") < end)) if frame.height else frame
+    newest_input = month_features["ts"].max() if month_features.height else None
+    context.log.info(
+        f"{key}: {new.height} new signal(s) after {after or 'the month start'}; {result.height} in the month"
+    )
+    metadata.update(
+        {
+            "new_signals": new.height,
+            "signals": result.height,
+            "first_new_ts": str(new["ts"].min()) if new.height else "none",
+            "newest_input_ts": str(newest_input) if newest_input else "none",
+            # how old the newest feature minute is (its close) when this run ended
+            "newest_input_age_minutes": round(
+                (datetime.now(UTC) - newest_input - timedelta(minutes=1)).total_seconds() / 60, 1
+            )
+            if newest_input
+            else -1.0,
+        }
+    )
+    if result.height:
+        last = result.row(-1, named=True)
+        metadata.update(
+            {
+                "latest_signal_ts": str(last["ts"]),
+                "latest_position": int(last["position"]),
+                "latest_probability": round(float(max(last[c] for c in scoring.PROBABILITY_COLUMNS)), 4),
+                "latest_direction": max(scoring.PROBABILITY_COLUMNS, key=lambda c: last[c])[2:],
+                "model_version": last["model_version"],
+            }
+        )
+    return dg.Output(result, metadata=metadata)
+
+
+def _previous_key(key: str) -> str:
+    symbol, month = split_key(key)
+    return str(symbol_month_key(symbol, previous_month(month)))
+
+
+@dg.asset(
+    partitions_def=symbol_month_partitions,
+    ins={"signals": dg.AssetIn(), "candles": dg.AssetIn()},
+    automation_condition=dg.AutomationCondition.eager(),
+    kinds={"polars"},
+    group_name=GROUP,
+)
+def paper_trades(
+    context: dg.AssetExecutionContext,
+    config: PaperSettings,
+    storage: StorageResource,
+    signals: dict[str, pl.DataFrame],
+    candles: dict[str, pl.DataFrame],
+) -> dg.Output[pl.DataFrame]:
+    """Simulated trades (paper trading, no orders are sent) following the signals: decisions every
+    `rebalance_minutes`, filled at the next minute's open with the evaluation's fee and half-spread, one position
+    per symbol. Rows: the state the month opens with, then each fill with cash, units and equity after it.
+    Re-running never trades twice; a month continues from the previous month's last state."""
+    key = str(context.partition_key)
+    _, month = split_key(key)
+    start, end = month_window(f"{month:%Y-%m-%d}")
+    files = storage.storage
+    stored = _stored(files, "paper_trades", key)
+    previous = _stored(files, "paper_trades", _previous_key(key))
+    opening = lg.last_state(previous) if previous is not None else None
+    settings = lg.PaperConfig(**config.model_dump())
+    before = lg.empty_ledger() if stored is None else stored
+    result = lg.advance(before, opening, signals[key], candles[key], start, end, settings)
+    trades = result.filter(pl.col("kind") == "trade")
+    new = trades.height
+    if result.head(before.height).equals(before):
+        new -= before.filter(pl.col("kind") == "trade").height
+    else:
+        context.log.warning(
+            f"{key}: the previous month's closing state changed; the month's ledger was rebuilt"
+        )
+    context.log.info(f"{key}: {new} new fill(s); {trades.height} in the month")
+    metadata: dict = {"new_trades": new, "trades": trades.height}
+    if result.height:
+        last = result.row(-1, named=True)
+        metadata.update(
+            {
+                "position": int(last["position"]),
+                "cash": round(last["cash"], 2),
+                "units": round(last["units"], 8),
+                "equity_at_last_fill": round(last["equity"], 2),
+                "fees_paid": round(float(trades["fee"].sum()), 2),
+                "spread_paid": round(float(trades["spread_cost"].sum()), 2),
+                "last_fill_ts": str(last["fill_ts"]),
+            }
+        )
+    return dg.Output(result, metadata=metadata)
+
+
+@dg.asset(
+    partitions_def=symbol_month_partitions,
+    ins={"paper_trades": dg.AssetIn(), "candles": dg.AssetIn()},
+    automation_condition=dg.AutomationCondition.eager(),
+    kinds={"polars"},
+    group_name=GROUP,
+)
+def paper_portfolio(
+    context: dg.AssetExecutionContext,
+    config: PaperSettings,
+    storage: StorageResource,
+    paper_trades: dict[str, pl.DataFrame],
+    candles: dict[str, pl.DataFrame],
+) -> dg.Output[pl.DataFrame]:
+    """The paper portfolio minute by minute (simulation, not trading advice): equity at each close, the
+    buy-and-hold reference from the same start and costs, the running peak and the drawdown from it. Metadata:
+    equity, P&L and return against buy and hold, drawdown and maximum drawdown, with plots."""
+    key = str(context.partition_key)
+    previous = _stored(storage.storage, "paper_portfolio", _previous_key(key))
+    peak = float(previous["peak"][-1]) if previous is not None and previous.height else None
+    capital = lg.PaperConfig(**config.model_dump()).starting_capital
+    frame = lg.marks(paper_trades[key], candles[key], capital, peak)
+    metadata: dict = {"minutes": frame.height}
+    if frame.height:
+        last = frame.row(-1, named=True)
+        metadata.update(
+            {
+                "as_of": str(last["ts"]),
+                "equity": round(last["equity"], 2),
+                "pnl": round(last["equity"] - capital, 2),
+                "return": round(last["equity"] / capital - 1, 6),
+                "buy_and_hold_return": round(last["hold_equity"] / capital - 1, 6),
+                "vs_buy_and_hold": round((last["equity"] - last["hold_equity"]) / capital, 6),
+                "drawdown": round(last["drawdown"], 6),
+                "max_drawdown_month": round(float(frame["drawdown"].min()), 6),
+                "position": int(last["position"]),
+                "equity_plot": line_plot(
+                    {
+                        "paper portfolio": frame["equity"].to_list(),
+                        "buy & hold": frame["hold_equity"].to_list(),
+                    },
+                    f"{key}: paper equity (simulation)",
+                    "time",
+                    "equity",
+                    x=frame["ts"].to_list(),
+                ),
+                "drawdown_plot": line_plot(
+                    {"drawdown": frame["drawdown"].to_list()},
+                    f"{key}: drawdown from peak",
+                    "time",
+                    "drawdown",
+                    x=frame["ts"].to_list(),
+                ),
+            }
+        )
+    context.log.info(
+        f"{key}: {frame.height} minutes marked" + (f", equity {metadata['equity']}" if frame.height else "")
+    )
+    return dg.Output(frame, metadata=metadata)
