@@ -23,14 +23,17 @@ from crpbot_assets.training import dataset as ds
 from crpbot_assets.training import verdict as vd
 from crpbot_assets.training import walk_forward as wf
 from crpbot_assets.training.artifacts import load_artifact
-from crpbot_assets.training.assets import DatasetSettings, LstmConfig, TrainingLauncher, _config_from
+from crpbot_assets.training.assets import (
+    GPU_POOL,
+    DatasetSettings,
+    LstmConfig,
+    TrainingLauncher,
+    _config_from,
+)
 from crpbot_assets.training.baselines import BaselineConfig
 from crpbot_assets.training.train import TrainConfig
 
 GROUP = "walk_forward"
-POOL = (
-    "ec2_training"  # size it to the account's GPU quota (deploy/README.md); months of a backfill queue on it
-)
 complete_months = dg.MonthlyPartitionsDefinition(start_date=HISTORY_START.strftime("%Y-%m-%d"), end_offset=0)
 test_month_partitions = dg.MultiPartitionsDefinition({"symbol": symbol_partitions, "month": complete_months})
 
@@ -98,7 +101,7 @@ def build_walk_forward_assets(
         partitions_def=test_month_partitions,
         ins={"features": upstream, "sentiment_features": upstream, "candles": upstream},
         code_version=wf.CODE_VERSION,
-        pool=POOL,
+        pool=GPU_POOL,  # one GPU instance per slot, shared with lstm_model: the account's quota
         automation_condition=dg.AutomationCondition.eager(),
         kinds={"pytorch", "lightgbm", "parquet"},
         group_name=GROUP,
