@@ -38,7 +38,7 @@ SECRET = "crpbot-replay"
 REVISION = 0.15  # relative size of a just-ended hour's revision error
 REVISION_DECAY_H = 12.0
 REVISION_SLOT_S = 600  # fetches within the same 10 minutes see the same revision state
-NEWS_SIZE = 0.3  # log-interest per unit of news, only while the sentiment lead is on
+NEWS_SIZE = 0.6  # log-interest per unit of news, only while the sentiment lead is on (replay/synthetic.py)
 
 
 def true_interest(keyword: str, hour_starts: np.ndarray, seed: int = 0) -> np.ndarray:
