@@ -26,14 +26,14 @@ SETTINGS = WalkForwardSettings(
 KEY = dg.MultiPartitionKey({"symbol": "BTC-USD", "month": MONTHS[1]})
 
 
-def _predict(upstream, resources, instance):
+def _predict(upstream, resources, instance, settings=SETTINGS):
     return dg.materialize(
         [*upstream, PREDICTIONS],
         selection=[PREDICTIONS],
         partition_key=str(KEY),
         resources=resources,
         instance=instance,
-        run_config=dg.RunConfig(ops={"walk_forward_predictions": SETTINGS}),
+        run_config=dg.RunConfig(ops={"walk_forward_predictions": settings}),
     )
 
 
@@ -83,3 +83,26 @@ def test_walk_forward_month_trains_through_the_launcher_reports_and_is_not_recom
     assert "data:image/png;base64," in summary["equity plot"].value
     stored = storage_resources["io_manager"].storage.read_json("walk_forward_report/BTC-USD.json")
     assert set(stored["months"]) == {"2019-02"} and "ablation" in stored
+
+    # A second training seed: seed 0's stored model is reused, only seed 1 trains; the ablation pairs both.
+    two = _predict(upstream, resources, instance, SETTINGS.model_copy(update={"seeds": 2}))
+    meta_two = two.asset_materializations_for_node("walk_forward_predictions")[0].metadata
+    assert meta_two["reused"].value is False and meta_two["seeds"].value == 2
+    assert meta_two["model_fingerprint"].value == meta["model_fingerprint"].value
+    logs = [e.message for e in instance.all_logs(two.run_id) if e.message]
+    assert sum("already trained; reused" in m for m in logs) == 1
+    assert sum("training seed 1 (2/2)" in m for m in logs) == 1
+    frame = storage_resources["io_manager"].storage.read_parquet(
+        "walk_forward_predictions/symbol=BTC-USD/month=2019-02-01.parquet"
+    )
+    assert {"lstm_s1_up", "nosent_s1_up"} <= set(frame.columns)
+    report = dg.materialize(
+        [*upstream, PREDICTIONS, REPORT],
+        selection=[REPORT],
+        partition_key="BTC-USD",
+        resources=resources,
+        instance=instance,
+    )
+    assert (
+        report.asset_materializations_for_node("walk_forward_report")[0].metadata["ablation seeds"].value == 2
+    )
