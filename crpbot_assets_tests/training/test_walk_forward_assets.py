@@ -23,6 +23,18 @@ SETTINGS = WalkForwardSettings(
     baselines={"lgbm_rounds": 30, "max_train_rows": 20_000},
     val_fraction=0.2,
 )
+
+
+def _report(upstream, resources, instance):
+    return dg.materialize(
+        [*upstream, PREDICTIONS, REPORT],
+        selection=[REPORT],
+        partition_key="BTC-USD",
+        resources=resources,
+        instance=instance,
+    )
+
+
 KEY = dg.MultiPartitionKey({"symbol": "BTC-USD", "month": MONTHS[1]})
 
 
@@ -70,13 +82,7 @@ def test_walk_forward_month_trains_through_the_launcher_reports_and_is_not_recom
     ]
     assert versions[0] == versions[1] == meta["inputs_fingerprint"].value
 
-    report = dg.materialize(
-        [*upstream, PREDICTIONS, REPORT],
-        selection=[REPORT],
-        partition_key="BTC-USD",
-        resources=resources,
-        instance=instance,
-    )
+    report = _report(upstream, resources, instance)
     assert report.success
     summary = report.asset_materializations_for_node("walk_forward_report")[0].metadata
     assert summary["months"].value == 1 and "break-even fee" in summary["headline"].value
@@ -96,13 +102,7 @@ def test_walk_forward_month_trains_through_the_launcher_reports_and_is_not_recom
         "walk_forward_predictions/symbol=BTC-USD/month=2019-02-01.parquet"
     )
     assert {"lstm_s1_up", "nosent_s1_up"} <= set(frame.columns)
-    report = dg.materialize(
-        [*upstream, PREDICTIONS, REPORT],
-        selection=[REPORT],
-        partition_key="BTC-USD",
-        resources=resources,
-        instance=instance,
-    )
+    report = _report(upstream, resources, instance)
     assert (
         report.asset_materializations_for_node("walk_forward_report")[0].metadata["ablation seeds"].value == 2
     )
