@@ -4,6 +4,12 @@ End to end: the replay's synthetic world (candles, Fear & Greed and Google Trend
 loopback replay server) with the hourly sentiment lead on (L = 2) or off, the walk-forward folds, a tiny LSTM
 pair trained with three seeds per fold, the verdict. On: the ablation's interval lies above zero. Off: it
 contains zero.
+Not yet robust across worlds: this is world seed 0. Measured with the same settings, the lead-off interval
+contains zero in worlds 0, 1 and 2, but with the lead on (L = 2) the bacc interval excludes zero only in world
+0 (world 1: +0.0078 [-0.0038, +0.0211], its log-loss interval does exclude zero; world 2: -0.0015
+[-0.0114, +0.0084]); at L = 3 world 1 passes and world 2 still does not. Logistic regression and LightGBM
+(which read the sentiment columns) score higher than both LSTMs there: the tiny LSTM does not reliably learn
+the lead from the raw search-interest level, whose slow regimes move between training window and test month.
 """
 
 import re
