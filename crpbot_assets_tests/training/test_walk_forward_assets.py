@@ -61,7 +61,7 @@ def test_walk_forward_month_trains_through_the_launcher_reports_and_is_not_recom
     assert meta["reused"].value is False and meta["test_rows"].value > 25_000  # most minutes of February
     assert meta["train/with_sentiment/epochs_run"].value == 2 and meta["model_month"].value == "2019-02"
     assert meta["window"].value.startswith("2019-01-01") and meta["purge_minutes"].value == 15 + 16 + 60
-    frame = storage_resources["io_manager"].storage.read_parquet(
+    frame = storage_resources["storage"].storage.read_parquet(
         "walk_forward_predictions/symbol=BTC-USD/month=2019-02-01.parquet"
     )
     assert frame["ts"].min().month == 2 and {"lstm_up", "nosent_up", "logit_up", "lgbm_up"} <= set(
@@ -87,7 +87,7 @@ def test_walk_forward_month_trains_through_the_launcher_reports_and_is_not_recom
     summary = report.asset_materializations_for_node("walk_forward_report")[0].metadata
     assert summary["months"].value == 1 and "break-even fee" in summary["headline"].value
     assert "data:image/png;base64," in summary["equity plot"].value
-    stored = storage_resources["io_manager"].storage.read_json("walk_forward_report/BTC-USD.json")
+    stored = storage_resources["storage"].storage.read_json("walk_forward_report/BTC-USD.json")
     assert set(stored["months"]) == {"2019-02"} and "ablation" in stored
 
     # A second training seed: seed 0's stored model is reused, only seed 1 trains; the ablation pairs both.
@@ -98,7 +98,7 @@ def test_walk_forward_month_trains_through_the_launcher_reports_and_is_not_recom
     logs = [e.message for e in instance.all_logs(two.run_id) if e.message]
     assert sum("already trained; reused" in m for m in logs) == 1
     assert sum("training seed 1 (2/2)" in m for m in logs) == 1
-    frame = storage_resources["io_manager"].storage.read_parquet(
+    frame = storage_resources["storage"].storage.read_parquet(
         "walk_forward_predictions/symbol=BTC-USD/month=2019-02-01.parquet"
     )
     assert {"lstm_s1_up", "nosent_s1_up"} <= set(frame.columns)
