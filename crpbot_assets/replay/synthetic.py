@@ -4,17 +4,23 @@ Every UTC day is generated independently from (seed, symbol, day), bridged betwe
 prices so days join continuously; any window is reproducible without generating the whole history.
 
 Sentiment lead (off by default): with `sentiment_lead` L > 0 (argument, or the environment variable
-CRPBOT_SYNTHETIC_SENTIMENT_LEAD read at each call), day d's drift gains L x daily volatility x
-(F&G(d) - 50) / 50, where F&G(d) is the replayed Fear & Greed value of that day (published at 01:00 UTC, see
-sentiment/fear_greed.py). The bridge spreads the drift evenly over the day, so a model that knows the day's
-index knows the sign of the remaining day's drift: a weak lead of sentiment on later returns (L = 1 moves
-the 15-minute return's mean by about 0.1 x (F&G - 50) / 50 of its standard deviation). With L = 0 prices and
-sentiment are unrelated, as before; the walk-forward ablation test uses both settings.
+CRPBOT_SYNTHETIC_SENTIMENT_LEAD read at each call), every hour has a "news" shock z(h) (standard normal,
+deterministic in seed, keyword and hour; `news`). The replayed Google search interest of the symbol's keyword
+(replay/trends.py) carries it, x(h) x exp(NEWS_SIZE x z(h)), and each minute of the next hour drifts by
+L x LEAD_PER_MINUTE x z(h) of that minute's volatility. The pipeline's `search_interest_*` value of hour h is
+usable from the hour's end, so a model that reads it knows the sign of the next hour's drift: a weak lead of
+sentiment on later returns at the label's horizon (L = 1 moves the 15-minute return's mean by about
+0.2 x z of its standard deviation; over a month the search interest's log is about 0.9 correlated with z, the rest
+being its slow regimes and daily cycle). The shock is independent from hour to hour, so prices before the hour do
+not reveal it; within the hour, its returns gradually do (a model without sentiment catches up late).
+With L = 0 prices and sentiment are unrelated, as before. The walk-forward ablation test
+(crpbot_assets_tests/training/test_walk_forward_ablation.py) runs L = 2 and L = 0.
 """
 
 from __future__ import annotations
 
 import os
+import zlib
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
@@ -38,28 +44,37 @@ def _rng(seed: int, symbol: str, *salt: int) -> np.random.Generator:
 
 
 @lru_cache(maxsize=16)
-def _daily_anchors(symbol: str, seed: int, sentiment_lead: float = 0.0) -> np.ndarray:
+def _daily_anchors(symbol: str, seed: int) -> np.ndarray:
     """Log price at 00:00 UTC of each day since the symbol's listing (a drifting daily random walk)."""
     price, daily_vol, _ = PROFILES[symbol]
     steps = _rng(seed, symbol, 0).standard_t(df=4, size=ANCHOR_DAYS) * daily_vol / np.sqrt(2) + 0.0004
-    if sentiment_lead:
-        steps = steps + sentiment_lead * daily_vol * (_fear_greed_by_day(symbol, seed) - 50.0) / 50.0
     return np.log(price) + np.concatenate([[0.0], np.cumsum(steps)])
 
 
-def _fear_greed_by_day(symbol: str, seed: int) -> np.ndarray:
-    """The replayed Fear & Greed value of each anchor day (50 = neutral where the series has no value)."""
-    from crpbot_assets.replay import (
-        fear_greed,  # the sentiment lead's only dependency on the sentiment replay
-    )
+# --- sentiment lead (module docstring) -------------------------------------------------------------------
+NEWS_KEYWORD = {"BTC-USD": "bitcoin", "ETH-USD": "ethereum", "SOL-USD": "solana"}  # replay/trends.py keywords
+LEAD_PER_MINUTE = 0.05  # a minute's drift per unit of news and of L, in units of the minute's volatility
 
-    listing = listed_at(symbol)
-    values = np.full(ANCHOR_DAYS, 50.0)
-    for day, value in fear_greed.history(seed, listing + timedelta(days=ANCHOR_DAYS - 1)):
-        index = (day - listing).days
-        if 0 <= index < ANCHOR_DAYS:
-            values[index] = value
-    return values
+
+def news(keyword: str, hours: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The news shock of each UNIX hour in `hours` (standard normal; one generator per keyword and UTC day)."""
+    hours = np.asarray(hours, dtype=np.int64)
+    days = hours // 24
+    out = np.empty(len(hours))
+    salt = zlib.crc32(keyword.lower().encode())
+    for day in np.unique(days):
+        chosen = days == day
+        out[chosen] = np.random.default_rng([seed, salt, int(day)]).standard_normal(24)[
+            hours[chosen] - day * 24
+        ]
+    return out
+
+
+def _lead_drift(symbol: str, day_start: datetime, seed: int, lead: float, sigma: np.ndarray) -> np.ndarray:
+    """Each minute's drift of the day from `day_start`: L x LEAD_PER_MINUTE x sigma x the previous hour's news."""
+    first_hour = int(day_start.timestamp()) // 3600
+    shocks = news(NEWS_KEYWORD[symbol], np.arange(first_hour - 1, first_hour + 23), seed)
+    return lead * LEAD_PER_MINUTE * sigma * np.repeat(shocks, 60)
 
 
 def sentiment_lead_setting(value: float | None = None) -> float:
@@ -71,7 +86,7 @@ def sentiment_lead_setting(value: float | None = None) -> float:
 def _day(symbol: str, day_index: int, seed: int, sentiment_lead: float = 0.0) -> tuple[np.ndarray, ...]:
     """Arrays (minute offsets, open, high, low, close, volume) for day `day_index` after listing."""
     _, daily_vol, base_volume = PROFILES[symbol]
-    anchors = _daily_anchors(symbol, seed, sentiment_lead)
+    anchors = _daily_anchors(symbol, seed)
     rng = _rng(seed, symbol, 1, day_index)
     # Volatility clustering: an AR(1) log-volatility per hour, held through the hour.
     log_vol = np.empty(24)
@@ -79,7 +94,12 @@ def _day(symbol: str, day_index: int, seed: int, sentiment_lead: float = 0.0) ->
     for hour in range(1, 24):
         log_vol[hour] = 0.85 * log_vol[hour - 1] + rng.normal(0, 0.3)
     sigma = daily_vol / np.sqrt(MINUTES_PER_DAY) * np.exp(np.repeat(log_vol, 60) - 0.2)
-    walk = np.cumsum(rng.standard_t(df=5, size=MINUTES_PER_DAY) * sigma * np.sqrt(3 / 5))
+    steps = rng.standard_t(df=5, size=MINUTES_PER_DAY) * sigma * np.sqrt(3 / 5)
+    if sentiment_lead:
+        steps = steps + _lead_drift(
+            symbol, listed_at(symbol) + timedelta(days=day_index), seed, sentiment_lead, sigma
+        )
+    walk = np.cumsum(steps)
     target = anchors[day_index + 1] - anchors[day_index]
     bridge = (
         anchors[day_index] + walk - np.arange(1, MINUTES_PER_DAY + 1) / MINUTES_PER_DAY * (walk[-1] - target)

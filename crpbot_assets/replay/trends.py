@@ -13,7 +13,9 @@ Sunday) up to 5 years, monthly beyond; each point is stamped at its period's sta
 its maximum is 100 (integers); the point whose period has not ended is `isPartial`. Recent values are revised
 between fetches: an hour's value carries an error that shrinks with the hour's age at fetch time
 (`REVISION` at age 0, 1/e after `REVISION_DECAY_H`) and changes every `REVISION_SLOT_S` of fetch time.
-`true_interest()` is the unrevised, unscaled series the tests compare stitched results against.
+`true_interest()` is the unrevised, unscaled series the tests compare stitched results against. With the
+synthetic world's sentiment lead on (replay/synthetic.py), every hour's interest also carries that hour's news
+shock, exp(NEWS_SIZE x news), which drifts the keyword's coin in the next hour.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from crpbot_assets.replay import synthetic
 from crpbot_assets.replay.protocol import ReplayService, Request, Response
 
 KEYWORD_LEVELS = {"bitcoin": 100.0, "ethereum": 40.0, "solana": 12.0}
@@ -35,6 +38,7 @@ SECRET = "crpbot-replay"
 REVISION = 0.15  # relative size of a just-ended hour's revision error
 REVISION_DECAY_H = 12.0
 REVISION_SLOT_S = 600  # fetches within the same 10 minutes see the same revision state
+NEWS_SIZE = 0.6  # log-interest per unit of news, only while the sentiment lead is on (replay/synthetic.py)
 
 
 def true_interest(keyword: str, hour_starts: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -45,6 +49,8 @@ def true_interest(keyword: str, hour_starts: np.ndarray, seed: int = 0) -> np.nd
     level = KEYWORD_LEVELS.get(keyword.lower(), 5.0 + salt % 20)
     slow = 0.5 * np.sin(h / 900 + a) + 0.3 * np.sin(h / 71 + b) + 0.1 * np.sin(h / 9.3 + c)
     jitter = 0.04 * np.sin(h * 12.9898 + d) * np.sin(h * 78.233)
+    if synthetic.sentiment_lead_setting():
+        jitter = jitter + NEWS_SIZE * synthetic.news(keyword, np.floor(h), seed)
     return level * np.exp(slow + jitter) * (1 + 0.25 * np.sin(2 * np.pi * h / 24 + d))
 
 

@@ -12,9 +12,16 @@ Pure numpy/polars. Input: the walk-forward predictions of each test month (walk_
   chosen fee and half-spread; net equity compounds period returns; Sharpe is annualised from daily returns
   (UTC days, sum of the day's period returns) times sqrt(365), no risk-free rate; turnover is in units of
   position per day. The break-even fee and a sweep over fees use the same positions.
-- Sentiment ablation, paired: the same resampled days score the LSTM with and without sentiment; the
-  difference (with - without) of the primary metric and of log loss per month, their mean and interval,
-  and the months won by the sentiment model.
+- Sentiment ablation, paired by day and by training seed: the difference (with - without sentiment) of the
+  primary metric and of log loss, per month the mean over the S training seeds of each seed's pair (lstm /
+  nosent, lstm_s1 / nosent_s1, ...); its mean over months, interval, and the months won by the sentiment
+  model. Two models differing only by training noise differ on every day, so an interval that resamples
+  days alone calls that noise an effect. The interval is therefore a two-level bootstrap: each draw
+  resamples the month's days (the same days for every model) and, independently, its S seeds with
+  replacement; the seed level's deviation from the all-seed mean is scaled by sqrt(S / (S - 1)), the
+  small-sample correction of a bootstrap over S values (a bootstrap over 3 seeds alone shows 2/3 of their
+  variance). Months are averaged per draw. With S = 1 the interval covers test days only and cannot
+  separate an effect from training noise: use at least 3 seeds (`seeds` in walk_forward_predictions).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import polars as pl
 
 from crpbot_assets.training import costs
 from crpbot_assets.training.dataset import CLASSES
-from crpbot_assets.training.walk_forward import CLASS_MODELS, PROBABILITY_MODELS
+from crpbot_assets.training.walk_forward import CLASS_MODELS, PROBABILITY_MODELS, seed_model
 
 BASELINES = ("logit", "lgbm", "majority", "persist")
 METRICS = ("acc", "bacc", "ll")
@@ -115,8 +122,13 @@ def verdict(months: dict[str, pl.DataFrame], config: VerdictConfig = VerdictConf
         raise ValueError("no walk-forward predictions: materialize walk_forward_predictions for some months")
     models = [m for m in (*PROBABILITY_MODELS, *CLASS_MODELS) if all(_has(f, m) for f in months.values())]
     rng = np.random.default_rng(config.seed)
+    seed_rng = np.random.default_rng([config.seed, 1])  # the ablation's seed level (other draws unchanged)
+    n_seeds = min(len(seed_pairs(f)) for f in months.values())
+    ablation_keys = (config.metric, "ll")
     per_month: dict[str, dict] = {}
     draws = {m: {k: np.zeros((config.resamples, len(months))) for k in METRICS} for m in models}
+    ablation_point = {k: np.zeros(len(months)) for k in ablation_keys}
+    ablation_draws = {k: np.zeros((config.resamples, len(months))) for k in ablation_keys}
     for j, (month, frame) in enumerate(months.items()):
         stats = {m: day_stats(frame, m)[1] for m in models}
         n_days = len(next(iter(stats.values())))
@@ -128,6 +140,12 @@ def verdict(months: dict[str, pl.DataFrame], config: VerdictConfig = VerdictConf
             for k in METRICS:
                 per_month[month][f"{k}/{m}"] = float(point[k])
                 draws[m][k][:, j] = resampled[k]
+        if n_seeds:
+            chosen = seed_rng.integers(0, n_seeds, size=(config.resamples, n_seeds))
+            differences = seed_differences(frame, n_seeds, weights, ablation_keys)
+            for k, (point, resampled) in differences.items():
+                ablation_point[k][j] = point.mean()
+                ablation_draws[k][:, j] = two_level_draws(resampled, chosen)
     out: dict = {"months": per_month, "n_months": len(months), "metric": config.metric, "mean": {}}
     for m in models:
         for k in METRICS:
@@ -152,26 +170,57 @@ def verdict(months: dict[str, pl.DataFrame], config: VerdictConfig = VerdictConf
         "ci": _interval((draws["lstm"][key] - draws[best][key]).mean(axis=1)),
     }
     out["months_beating_baselines"] = len(won) / len(months)
-    if "nosent" in models:
+    if n_seeds:
         out["ablation"] = {
             k: {
-                "per_month": [per_month[m][f"{k}/lstm"] - per_month[m][f"{k}/nosent"] for m in months],
-                "mean": float(
-                    np.mean([per_month[m][f"{k}/lstm"] - per_month[m][f"{k}/nosent"] for m in months])
-                ),
-                "ci": _interval((draws["lstm"][k] - draws["nosent"][k]).mean(axis=1)),
-                "months_won": int(
-                    sum(
-                        (per_month[m][f"{k}/lstm"] - per_month[m][f"{k}/nosent"]) * (-1 if k == "ll" else 1)
-                        > 0
-                        for m in months
-                    )
-                ),
+                "per_month": ablation_point[k].tolist(),
+                "mean": float(ablation_point[k].mean()),
+                "ci": _interval(ablation_draws[k].mean(axis=1)),
+                "months_won": int(np.sum(ablation_point[k] * (-1 if k == "ll" else 1) > 0)),
+                "seeds": n_seeds,
             }
-            for k in (key, "ll")
+            for k in ablation_keys
         }
     out["trading"] = trading(pl.concat(list(months.values()), how="vertical_relaxed"), config)
     return out
+
+
+def seed_pairs(frame: pl.DataFrame) -> list[tuple[str, str]]:
+    """The (with, without sentiment) LSTM pairs in `frame`, one per training seed, seed 0 first."""
+    pairs = []
+    while _has(frame, seed_model("lstm", len(pairs))) and _has(frame, seed_model("nosent", len(pairs))):
+        pairs.append((seed_model("lstm", len(pairs)), seed_model("nosent", len(pairs))))
+    return pairs
+
+
+def seed_differences(
+    frame: pl.DataFrame, n_seeds: int, weights: np.ndarray, keys: tuple[str, ...]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per metric: (with - without sentiment of each seed over all days: (S,), the same on each row of day
+    `weights`: (S, resamples))."""
+    out = {k: (np.zeros(n_seeds), np.zeros((n_seeds, len(weights)))) for k in keys}
+    for s, (with_sentiment, without) in enumerate(seed_pairs(frame)[:n_seeds]):
+        a = day_stats(frame, with_sentiment)[1]
+        b = day_stats(frame, without)[1]
+        point = {k: metrics_from_stats(a.sum(axis=0))[k] - metrics_from_stats(b.sum(axis=0))[k] for k in keys}
+        resampled_a = metrics_from_stats(weights @ a)
+        resampled_b = metrics_from_stats(weights @ b)
+        for k in keys:
+            out[k][0][s] = point[k]
+            out[k][1][s] = resampled_a[k] - resampled_b[k]
+    return out
+
+
+def two_level_draws(resampled: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """One month's bootstrap draws of the seed-mean difference: `resampled` (S, R) differences on resampled
+    days, `chosen` (R, S) seed indices drawn with replacement; the seed level's deviation is scaled by
+    sqrt(S / (S - 1)) (see the module docstring)."""
+    n_seeds = resampled.shape[0]
+    centre = resampled.mean(axis=0)
+    if n_seeds == 1:
+        return centre
+    picked = np.take_along_axis(resampled.T, chosen, axis=1).mean(axis=1)
+    return centre + np.sqrt(n_seeds / (n_seeds - 1)) * (picked - centre)
 
 
 def _has(frame: pl.DataFrame, model: str) -> bool:
@@ -245,6 +294,6 @@ def headline(report: dict) -> str:
         a = report["ablation"][key]
         text += (
             f" Sentiment ablation ({key}, with - without): {a['mean']:+.4f} [{a['ci'][0]:+.4f}, {a['ci'][1]:+.4f}], "
-            f"won {a['months_won']}/{report['n_months']} months."
+            f"won {a['months_won']}/{report['n_months']} months, {a['seeds']} training seed(s)."
         )
     return text

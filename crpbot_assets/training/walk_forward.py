@@ -41,6 +41,7 @@ from crpbot_assets.training.train import make_windows, predict, window_ends
 
 RETRAIN_MONTHS = {"monthly": 1, "quarterly": 3}
 PROBABILITY_MODELS = ("lstm", "nosent", "logit", "lgbm")  # nosent: the LSTM without sentiment (ablation)
+# The LSTM pair retrained with training seed k >= 1 (seed_columns) is stored as lstm_s<k>_* / nosent_s<k>_*.
 CLASS_MODELS = ("majority", "persist")
 VARIANT_OF = {"lstm": "with_sentiment", "nosent": "without_sentiment"}
 CODE_VERSION = "walk-forward/1"  # bump when a change alters predictions for unchanged inputs
@@ -205,18 +206,25 @@ def test_window_ends(dataset: Dataset, length: int) -> np.ndarray:
     return window_ends(frame["row_valid"].to_numpy(), labelled, window_split, length)["test"]
 
 
+def seed_model(name: str, k: int) -> str:
+    """The column prefix of LSTM variant `name` (lstm or nosent) trained with the k-th seed (0: `name`)."""
+    return name if k == 0 else f"{name}_s{k}"
+
+
 def predict_fold(
     dataset: Dataset,
     artifact: dict,
     candles: pl.DataFrame,
     baseline_config: bl.BaselineConfig = bl.BaselineConfig(),
     log=lambda message: None,
+    seed_artifacts: tuple[dict, ...] = (),
 ) -> tuple[pl.DataFrame, dict]:
     """One row per test minute: label, forward return, half-spread (costs.py), horizon, every model's prediction.
 
-    The LSTM variants come from `artifact` (trained on the fold's train/val rows); the baselines are fitted
-    here on the windows the LSTM trained on (last row of each) and scored on the same test windows.
-    Also returns counts for metadata.
+    The LSTM variants come from `artifact` (trained on the fold's train/val rows); `seed_artifacts` are the
+    same training with further seeds (columns lstm_s1_*, nosent_s1_*, ...: the ablation's training noise).
+    The baselines are fitted here on the windows the LSTM trained on (last row of each) and scored on the same
+    test windows. Also returns counts for metadata.
     """
     variants = artifact["variants"]
     main = variants["with_sentiment"]
@@ -227,13 +235,28 @@ def predict_fold(
     ends_t = torch.from_numpy(ends)
     columns: dict[str, np.ndarray] = {}
     windows = {}
-    for name, variant_name in VARIANT_OF.items():
-        if variant_name not in variants:
-            continue
-        variant = variants[variant_name]
-        windows[name] = make_windows(variant_dataset(dataset, variant), variant["feature_columns"], length)
-        probabilities = predict(build_model(variant), windows[name], ends_t)
-        columns.update({f"{name}_{c}": probabilities[:, i] for i, c in enumerate(CLASSES)})
+    built = {}  # the seeds of a variant share its columns and scaler (fitted on the same rows): one build
+    for k, trained in enumerate((artifact, *seed_artifacts)):
+        for name, variant_name in VARIANT_OF.items():
+            if variant_name not in trained["variants"]:
+                continue
+            variant = trained["variants"][variant_name]
+            if int(variant["config"]["sequence_length"]) != length:
+                raise ValueError(
+                    f"seed artifact {k}: sequence length {variant['config']['sequence_length']} != {length}"
+                )
+            key = (
+                tuple(variant["feature_columns"]),
+                variant["scaler_mean"].numpy().tobytes(),
+                variant["scaler_std"].numpy().tobytes(),
+            )
+            if key not in built:
+                built[key] = make_windows(
+                    variant_dataset(dataset, variant), variant["feature_columns"], length
+                )
+            windows.setdefault(name, built[key])
+            probabilities = predict(build_model(variant), built[key], ends_t)
+            columns.update({f"{seed_model(name, k)}_{c}": probabilities[:, i] for i, c in enumerate(CLASSES)})
     fitted = windows["lstm"]
     train_ends = fitted.ends["train"].numpy()
     val_ends = fitted.ends["val"].numpy()

@@ -57,6 +57,9 @@ class WalkForwardSettings(dg.Config):
     dataset: DatasetSettings = DatasetSettings()
     baselines: BaselineSettings = BaselineSettings()
     val_fraction: float = wf.WalkForwardConfig.val_fraction
+    seeds: int = 1
+    """LSTM pairs (with / without sentiment) trained per fold, with seeds model.seed, model.seed + 1, ...: the
+    sentiment ablation's interval covers training randomness only with several (3 or more)."""
 
 
 def _trailing(months: int) -> dg.AssetIn:
@@ -132,12 +135,19 @@ def build_walk_forward_assets(
         dataset = wf.fold_dataset(
             _concat(features), _concat(sentiment_features), prices, fold, dataset_config, symbol
         )
+        if config.seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {config.seeds}")
         model = config.model.model_dump()
         train_part = wf.training_part(dataset)
-        model_id = wf.model_fingerprint(train_part, _identity_options(model))
+        seed_models = [{**model, "seed": model["seed"] + k} for k in range(config.seeds)]
+        model_ids = [wf.model_fingerprint(train_part, _identity_options(m)) for m in seed_models]
+        model_id = model_ids[0]
         test_prices = prices.filter((pl.col("ts") >= fold.test_start) & (pl.col("ts") < fold.test_end))
         inputs_id = wf.fingerprint(
-            dataset.frame, model_id, wf.fingerprint(test_prices), config.baselines.model_dump()
+            dataset.frame,
+            model_id if config.seeds == 1 else model_ids,  # one seed: the fingerprint of before seeds existed
+            wf.fingerprint(test_prices),
+            config.baselines.model_dump(),
         )
         files = storage.storage
         stored = predictions_relative_path(context.partition_key)
@@ -149,6 +159,7 @@ def build_walk_forward_assets(
             "train_end": str(cuts.train_end),
             "purge_minutes": dataset_config.purge_minutes,
             "model_month": f"{fold.model_month:%Y-%m}",
+            "seeds": config.seeds,
         }
         if _latest_fingerprint(context) == inputs_id and files.exists(stored):
             context.log.info(
@@ -160,31 +171,48 @@ def build_walk_forward_assets(
                 metadata={**base_metadata, "rows": frame.height, "reused": True},
                 data_version=dg.DataVersion(inputs_id),
             )
-        model_path = f"walk_forward_models/{symbol}/{model_id}.pt"
         trained: dict = {}
-        if files.exists(model_path):
-            context.log.info(f"{symbol} {fold.model_month:%Y-%m}: model {model_id} already trained; reused")
-        else:
-            data_path = f"walk_forward_datasets/{symbol}/{model_id}.parquet"
-            files.write_bytes(data_path, ds.to_parquet_bytes(train_part))
-            started = time.perf_counter()
-            extras = {
-                "symbol": symbol,
-                "dataset_uri": files.uri(data_path),
-                "model_uri": files.uri(model_path),
-                "config": {**model, "sentiment_ablation": True},
-            }
-            result = training_launcher.run(context, extras).get_materialize_result()
-            trained = {
-                f"train/{k}": v
-                for k, v in (result.metadata or {}).items()
-                if k.endswith(("best_epoch", "epochs_run", "samples_per_s", "device"))
-            }
-            trained["train/seconds"] = round(time.perf_counter() - started, 1)
-        artifact = load_artifact(files.read_bytes(model_path), files.uri(model_path))
+        artifacts = []
+        for k, (seed_model, seed_id) in enumerate(zip(seed_models, model_ids)):
+            model_path = f"walk_forward_models/{symbol}/{seed_id}.pt"
+            if files.exists(model_path):
+                context.log.info(
+                    f"{symbol} {fold.model_month:%Y-%m}: model {seed_id} (seed {seed_model['seed']}) already "
+                    "trained; reused"
+                )
+            else:
+                context.log.info(
+                    f"{symbol} {fold.model_month:%Y-%m}: training seed {seed_model['seed']} "
+                    f"({k + 1}/{config.seeds})"
+                )
+                data_path = f"walk_forward_datasets/{symbol}/{seed_id}.parquet"
+                files.write_bytes(data_path, ds.to_parquet_bytes(train_part))
+                started = time.perf_counter()
+                extras = {
+                    "symbol": symbol,
+                    "dataset_uri": files.uri(data_path),
+                    "model_uri": files.uri(model_path),
+                    "config": {**seed_model, "sentiment_ablation": True},
+                }
+                result = training_launcher.run(context, extras).get_materialize_result()
+                if k == 0:
+                    trained = {
+                        f"train/{key}": v
+                        for key, v in (result.metadata or {}).items()
+                        if key.endswith(("best_epoch", "epochs_run", "samples_per_s", "device"))
+                    }
+                trained["train/seconds"] = round(
+                    trained.get("train/seconds", 0.0) + time.perf_counter() - started, 1
+                )
+            artifacts.append(load_artifact(files.read_bytes(model_path), files.uri(model_path)))
         started = time.perf_counter()
         frame, info = wf.predict_fold(
-            dataset, artifact, test_prices, BaselineConfig(**config.baselines.model_dump()), context.log.info
+            dataset,
+            artifacts[0],
+            test_prices,
+            BaselineConfig(**config.baselines.model_dump()),
+            context.log.info,
+            seed_artifacts=tuple(artifacts[1:]),
         )
         scores = vd.month_scores(frame)
         context.log.info(
@@ -292,6 +320,8 @@ def _report_metadata(symbol: str, report: dict, text: str) -> dict:
         metadata["ablation ci"] = "[{:.4f}, {:.4f}]".format(*ablation["ci"])
         metadata["ablation won"] = f"{ablation['months_won']}/{len(months)}"
         metadata["ablation ll"] = round(report["ablation"]["ll"]["mean"], 4)
+        metadata["ablation ll ci"] = "[{:.4f}, {:.4f}]".format(*report["ablation"]["ll"]["ci"])
+        metadata["ablation seeds"] = ablation["seeds"]
         metadata["ablation plot"] = line_plot(
             {"with - without sentiment": ablation["per_month"], "zero": [0.0] * len(months)},
             f"{symbol}: sentiment ablation, {key} difference per month",

@@ -242,26 +242,3 @@ def test_verdict_metrics_intervals_trading_and_ablation():
     assert "break-even fee" in vd.headline(report)
     with pytest.raises(ValueError, match="no walk-forward predictions"):
         vd.verdict({})
-
-
-def test_synthetic_sentiment_lead_is_a_switch(monkeypatch):
-    from crpbot_assets.replay import fear_greed, synthetic
-
-    start = datetime(2019, 1, 1, tzinfo=UTC)
-    end = datetime(2020, 1, 1, tzinfo=UTC)
-    monkeypatch.delenv(synthetic.SENTIMENT_LEAD_ENV, raising=False)
-    off = synthetic.candles("BTC-USD", start, end, sentiment_lead=0.0)
-    assert off.equals(synthetic.candles("BTC-USD", start, end))  # off by default
-    index = {day: value for day, value in fear_greed.history(0, end)}
-
-    def daily_correlation(frame: pl.DataFrame) -> float:
-        daily = frame.group_by(pl.col("ts").dt.truncate("1d").alias("day")).agg(
-            (pl.col("close").last() / pl.col("open").first()).log().alias("r")
-        )
-        daily = daily.with_columns(pl.col("day").replace_strict(index, default=None).alias("fg")).drop_nulls()
-        return float(np.corrcoef(daily["r"], daily["fg"])[0, 1])
-
-    monkeypatch.setenv(synthetic.SENTIMENT_LEAD_ENV, "1.0")
-    on = synthetic.candles("BTC-USD", start, end)
-    assert abs(daily_correlation(off)) < 0.1
-    assert daily_correlation(on) > 0.2  # the day's return follows the day's Fear & Greed value

@@ -23,17 +23,29 @@ SETTINGS = WalkForwardSettings(
     baselines={"lgbm_rounds": 30, "max_train_rows": 20_000},
     val_fraction=0.2,
 )
+
+
+def _report(upstream, resources, instance):
+    return dg.materialize(
+        [*upstream, PREDICTIONS, REPORT],
+        selection=[REPORT],
+        partition_key="BTC-USD",
+        resources=resources,
+        instance=instance,
+    )
+
+
 KEY = dg.MultiPartitionKey({"symbol": "BTC-USD", "month": MONTHS[1]})
 
 
-def _predict(upstream, resources, instance):
+def _predict(upstream, resources, instance, settings=SETTINGS):
     return dg.materialize(
         [*upstream, PREDICTIONS],
         selection=[PREDICTIONS],
         partition_key=str(KEY),
         resources=resources,
         instance=instance,
-        run_config=dg.RunConfig(ops={"walk_forward_predictions": SETTINGS}),
+        run_config=dg.RunConfig(ops={"walk_forward_predictions": settings}),
     )
 
 
@@ -70,16 +82,27 @@ def test_walk_forward_month_trains_through_the_launcher_reports_and_is_not_recom
     ]
     assert versions[0] == versions[1] == meta["inputs_fingerprint"].value
 
-    report = dg.materialize(
-        [*upstream, PREDICTIONS, REPORT],
-        selection=[REPORT],
-        partition_key="BTC-USD",
-        resources=resources,
-        instance=instance,
-    )
+    report = _report(upstream, resources, instance)
     assert report.success
     summary = report.asset_materializations_for_node("walk_forward_report")[0].metadata
     assert summary["months"].value == 1 and "break-even fee" in summary["headline"].value
     assert "data:image/png;base64," in summary["equity plot"].value
     stored = storage_resources["storage"].storage.read_json("walk_forward_report/BTC-USD.json")
     assert set(stored["months"]) == {"2019-02"} and "ablation" in stored
+
+    # A second training seed: seed 0's stored model is reused, only seed 1 trains; the ablation pairs both.
+    two = _predict(upstream, resources, instance, SETTINGS.model_copy(update={"seeds": 2}))
+    meta_two = two.asset_materializations_for_node("walk_forward_predictions")[0].metadata
+    assert meta_two["reused"].value is False and meta_two["seeds"].value == 2
+    assert meta_two["model_fingerprint"].value == meta["model_fingerprint"].value
+    logs = [e.message for e in instance.all_logs(two.run_id) if e.message]
+    assert sum("already trained; reused" in m for m in logs) == 1
+    assert sum("training seed 1 (2/2)" in m for m in logs) == 1
+    frame = storage_resources["storage"].storage.read_parquet(
+        "walk_forward_predictions/symbol=BTC-USD/month=2019-02-01.parquet"
+    )
+    assert {"lstm_s1_up", "nosent_s1_up"} <= set(frame.columns)
+    report = _report(upstream, resources, instance)
+    assert (
+        report.asset_materializations_for_node("walk_forward_report")[0].metadata["ablation seeds"].value == 2
+    )
