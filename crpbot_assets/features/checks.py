@@ -15,7 +15,7 @@ from crpbot_assets.common.checks import partition_check_result
 from crpbot_assets.common.months import month_end
 from crpbot_assets.common.partitions import split_key, symbol_month_partitions
 from crpbot_assets.features.assets import features
-from crpbot_assets.features.compute import FEATURES_SCHEMA
+from crpbot_assets.features.compute import FEATURES_SCHEMA, STORED_DTYPE
 
 
 def non_finite_problems(frame: pl.DataFrame) -> list[str]:
@@ -35,7 +35,7 @@ def non_finite_problems(frame: pl.DataFrame) -> list[str]:
 
 
 def schema_problems(frame: pl.DataFrame, month_start=None) -> list[str]:
-    """Differences from `ts` + the catalogue's Float64 columns (names, order, dtypes); ts sorted inside the month."""
+    """Differences from `ts` + the catalogue's Float32 columns (names, order, dtypes); ts sorted inside the month."""
     problems = []
     expected = FEATURES_SCHEMA
     actual = dict(frame.schema)
@@ -44,7 +44,7 @@ def schema_problems(frame: pl.DataFrame, month_start=None) -> list[str]:
     if extra := [c for c in actual if c not in expected]:
         problems.append(f"unexpected columns {extra}")
     if wrong := {c: str(actual[c]) for c in expected if c in actual and actual[c] != expected[c]}:
-        problems.append(f"wrong dtypes {wrong} (expected ts {expected['ts']}, features Float64)")
+        problems.append(f"wrong dtypes {wrong} (expected ts {expected['ts']}, features {STORED_DTYPE})")
     if not missing and not extra and list(actual) != list(expected):
         problems.append("columns not in catalogue order")
     if "ts" in actual and frame.height and not wrong.get("ts"):
@@ -59,7 +59,7 @@ def schema_problems(frame: pl.DataFrame, month_start=None) -> list[str]:
 
 CHECKS = {
     "features_finite": "No null, NaN or infinite feature value in any stored row (rows are stored only after warm-up).",
-    "features_schema": "Exactly `ts` (Datetime us UTC) + the catalogue's features (Float64) in order; ts increasing "
+    "features_schema": "Exactly `ts` (Datetime us UTC) + the catalogue's features (Float32) in order; ts increasing "
     "inside the partition's month.",
 }
 
