@@ -30,7 +30,7 @@ COLUMN_SCHEMA = dg.TableSchema(
     ]
     + [
         dg.TableColumn(
-            f.name, "float64", description=f"{f.timeframe}, lookback {f.lookback} bars: {f.formula}"
+            f.name, "float32", description=f"{f.timeframe}, lookback {f.lookback} bars: {f.formula}"
         )
         for f in CATALOGUE
     ]
@@ -113,9 +113,9 @@ def _month_features(
     },
 )
 def features(context: dg.AssetExecutionContext, candles: dict[str, pl.DataFrame]):
-    """Causal multi-timeframe features (1m, 5m, 15m, 1h) of one symbol-month: `ts` + one Float64 column per
-    catalogue entry (metadata `feature_catalogue`). Computed on the previous month + this month's candles,
-    keeping this month's rows whose every lookback is satisfied. A row at `ts` uses candles up to the close of
+    """Causal multi-timeframe features (1m, 5m, 15m, 1h) of one symbol-month: `ts` + one Float32 column per
+    catalogue entry (metadata `feature_catalogue`; computed in Float64). Warmed up on the previous month's last
+    days of candles, keeping this month's rows whose every lookback is satisfied. A row at `ts` uses candles up to the close of
     minute `ts`; a higher-timeframe bar is used only from its last minute on. Months before listing are empty.
     """
     # A range of partitions (single-run backfill) is computed in one process, each month exactly as a

@@ -11,7 +11,7 @@ import polars as pl
 from crpbot_assets.common.checks import PartitionCheck
 from crpbot_assets.common.months import month_end
 from crpbot_assets.common.partitions import split_key
-from crpbot_assets.features.compute import FEATURES_SCHEMA
+from crpbot_assets.features.compute import FEATURES_SCHEMA, STORED_DTYPE
 
 
 def non_finite_problems(frame: pl.DataFrame) -> list[str]:
@@ -31,7 +31,7 @@ def non_finite_problems(frame: pl.DataFrame) -> list[str]:
 
 
 def schema_problems(frame: pl.DataFrame, month_start=None) -> list[str]:
-    """Differences from `ts` + the catalogue's Float64 columns (names, order, dtypes); ts sorted inside the month."""
+    """Differences from `ts` + the catalogue's Float32 columns (names, order, dtypes); ts sorted inside the month."""
     problems = []
     expected = FEATURES_SCHEMA
     actual = dict(frame.schema)
@@ -40,7 +40,7 @@ def schema_problems(frame: pl.DataFrame, month_start=None) -> list[str]:
     if extra := [c for c in actual if c not in expected]:
         problems.append(f"unexpected columns {extra}")
     if wrong := {c: str(actual[c]) for c in expected if c in actual and actual[c] != expected[c]}:
-        problems.append(f"wrong dtypes {wrong} (expected ts {expected['ts']}, features Float64)")
+        problems.append(f"wrong dtypes {wrong} (expected ts {expected['ts']}, features {STORED_DTYPE})")
     if not missing and not extra and list(actual) != list(expected):
         problems.append("columns not in catalogue order")
     if "ts" in actual and frame.height and not wrong.get("ts"):
@@ -61,7 +61,7 @@ FEATURES_CHECKS = [
     ),
     PartitionCheck(
         "features_schema",
-        "Exactly `ts` (Datetime us UTC) + the catalogue's features (Float64) in order; ts increasing "
+        "Exactly `ts` (Datetime us UTC) + the catalogue's features (Float32) in order; ts increasing "
         "inside the partition's month.",
         lambda key, frame: schema_problems(frame, split_key(key)[1]),
     ),

@@ -16,19 +16,28 @@ with no minute does not exist) and expose their coverage (`*_coverage`); `m1_gap
 
 Warm-up: a value is null until its feature's lookback (catalogue) is satisfied, counted from the first row
 given; `features_for_month` drops rows with any null, so a month computed from (previous month + month) keeps
-every row whose lookbacks the previous month covers. Nothing is zero-filled.
+every row whose lookbacks the previous month covers. Nothing is zero-filled. Only the previous month's last
+`WARMUP_DAYS` (the longest lookback, 13.4 days, rounded up to whole days plus one day of slack for outages) are
+computed; if rows are then dropped and earlier candles were given, the month is recomputed on all of them, so the
+tail never drops a row the whole previous month would have kept. Day-aligned, the tail starts every higher
+timeframe's bars on their boundaries.
+
+Storage precision: computed in Float64, stored as Float32 (`FEATURES_SCHEMA`), cast once at the end, so what is
+stored is a pure function of the Float64 values: causality and month-by-month equality hold bit for bit on it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import polars as pl
 
 from crpbot_assets.features.catalogue import (
     CATALOGUE,
     FEATURE_NAMES,
+    MAX_LOOKBACK_MINUTES,
     TIMEFRAME_MINUTES,
     TIMEFRAMES,
     Feature,
@@ -37,7 +46,10 @@ from crpbot_assets.features.catalogue import (
 
 CANDLE_COLUMNS = ("ts", "open", "high", "low", "close", "volume")
 TS_DTYPE = pl.Datetime("us", "UTC")
-FEATURES_SCHEMA = {"ts": TS_DTYPE, **{name: pl.Float64 for name in FEATURE_NAMES}}
+STORED_DTYPE = pl.Float32  # what `features` stores; computed in Float64
+FEATURES_SCHEMA = {"ts": TS_DTYPE, **{name: STORED_DTYPE for name in FEATURE_NAMES}}
+COMPUTED_SCHEMA = {"ts": TS_DTYPE, **{name: pl.Float64 for name in FEATURE_NAMES}}
+WARMUP_DAYS = math.ceil(MAX_LOOKBACK_MINUTES / 1440) + 1  # previous-month tail computed as warm-up
 
 
 class CandleInputError(ValueError):
@@ -70,8 +82,18 @@ def validate_candles(candles: pl.DataFrame, where: str = "candles") -> None:
 
 
 def empty_features() -> pl.DataFrame:
-    """A features frame with no rows (e.g. a month before the symbol was listed)."""
+    """A stored features frame with no rows (e.g. a month before the symbol was listed)."""
     return pl.DataFrame(schema=FEATURES_SCHEMA)
+
+
+def to_stored(features: pl.DataFrame) -> pl.DataFrame:
+    """Computed (Float64) features as stored: Float32 feature columns, `ts` unchanged."""
+    return features.with_columns(pl.col(FEATURE_NAMES).cast(STORED_DTYPE))
+
+
+def warmup_start(month_start: datetime) -> datetime:
+    """First candle minute computed as warm-up for the month starting at `month_start`."""
+    return month_start - timedelta(days=WARMUP_DAYS)
 
 
 def _masked(feature: Feature) -> pl.Expr:
@@ -136,13 +158,13 @@ def compute_features(candles: pl.DataFrame, where: str = "candles") -> pl.DataFr
     """
     validate_candles(candles, where)
     if candles.height == 0:
-        return empty_features()
+        return pl.DataFrame(schema=COMPUTED_SCHEMA)
     return _features_query(candles).collect(engine="in-memory")
 
 
 @dataclass(frozen=True)
 class MonthResult:
-    frame: pl.DataFrame
+    frame: pl.DataFrame  # stored form (FEATURES_SCHEMA)
     warmup_rows: int  # candle rows before the month used for warm-up
     month_rows: int  # candle rows inside the month
     dropped_rows: int  # month rows dropped because some lookback was not yet satisfied
@@ -151,17 +173,29 @@ class MonthResult:
 def features_for_month(
     candles: pl.DataFrame, month_start: datetime, month_end: datetime, where: str = "candles"
 ) -> MonthResult:
-    """Features for the rows in [month_start, month_end), computed on `candles` (warm-up rows + month rows).
+    """Stored features (Float32) for the rows in [month_start, month_end), computed on `candles` (warm-up rows +
+    month rows): on the last `WARMUP_DAYS` before the month, or on every row given when that tail would drop
+    rows the whole input keeps.
 
     Rows where any feature's lookback is not satisfied are dropped, never filled. Candles after `month_end`
     are ignored (they could only leak the future).
     """
-    candles = candles.filter(pl.col("ts") < month_end) if candles.height else candles
+    validate_candles(candles, where)
+    if candles.height:
+        candles = candles.filter(pl.col("ts") < month_end)
+    tail = candles.filter(pl.col("ts") >= warmup_start(month_start)) if candles.height else candles
+    result = _month(tail, month_start, where)
+    if result.dropped_rows and tail.height < candles.height:
+        result = _month(candles, month_start, where)
+    return result
+
+
+def _month(candles: pl.DataFrame, month_start: datetime, where: str) -> MonthResult:
     features = compute_features(candles, where)
     in_month = features.filter(pl.col("ts") >= month_start)
     complete = in_month.drop_nulls()
     return MonthResult(
-        complete,
+        to_stored(complete),
         warmup_rows=features.height - in_month.height,
         month_rows=in_month.height,
         dropped_rows=in_month.height - complete.height,
@@ -174,9 +208,12 @@ __all__ = [
     "FEATURES_SCHEMA",
     "CandleInputError",
     "MonthResult",
+    "WARMUP_DAYS",
     "compute_features",
     "empty_features",
     "features_for_month",
     "higher_timeframe_bars",
+    "to_stored",
     "validate_candles",
+    "warmup_start",
 ]

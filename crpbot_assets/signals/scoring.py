@@ -49,7 +49,7 @@ def serving_rows(features: pl.DataFrame, sentiment: pl.DataFrame, columns: list[
             frame = join_sentiment(frame, sentiment.select("ts", *SENTIMENT_COLUMNS))
         else:  # no sentiment materialized: nulls, imputed by the scaler as in training
             frame = frame.with_columns(*[pl.lit(None, pl.Float64).alias(c) for c in SENTIMENT_COLUMNS])
-    return frame.with_columns(row_valid([c for c in columns if c not in SENTIMENT_COLUMNS]))
+    return frame.with_columns(row_valid([c for c in columns if c not in SENTIMENT_COLUMNS], frame.schema))
 
 
 def complete_window_ends(valid: np.ndarray, length: int) -> np.ndarray:

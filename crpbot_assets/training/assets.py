@@ -22,6 +22,7 @@ from crpbot_assets.common.plots import line_plot
 from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.training import dataset as ds
 from crpbot_assets.training.artifacts import load_artifact
+from crpbot_assets.training.config_check import DataLimits, TrainingConfigError, validate_training_config
 from crpbot_assets.training.evaluation import DEFAULT_FEE_BPS, evaluate_artifact, report
 from crpbot_assets.training.train import TrainConfig
 
@@ -118,6 +119,7 @@ def training_dataset(
                 for name in ds.SPLITS
             },
             "purge_minutes": summary["purge_minutes"],
+            "max_sequence_length": dataset.config.max_sequence_length,
             "purged_rows": summary["purged_rows"],
             "summary": dg.MetadataValue.json(summary),
         }
@@ -170,12 +172,16 @@ def lstm_model(
     """LSTM direction classifier per symbol, trained by the `training_launcher` (a local subprocess by default,
     a GPU instance in prod); with `sentiment_ablation` the same model without the seven sentiment features is
     trained too and stored in the same artifact."""
-    # Every launcher runs the same entry point, `python -m crpbot_assets.training.pipes_main`.
+    # Every launcher runs the same entry point, `python -m crpbot_assets.training.pipes_main`. The config is
+    # validated before anything is launched: first alone, then sequence_length against the dataset's record.
     symbol = context.partition_key
+    where = f"lstm_model {symbol}"
+    _validate(config.model_dump(), DataLimits(), where)
     if not storage.storage.exists(dataset_relative_path(symbol)):  # fail here, not after launching a machine
         raise dg.Failure(
             f"training_dataset for {symbol} is not materialized: no file at {storage.storage.uri(dataset_relative_path(symbol))}"
         )
+    _validate(config.model_dump(), dataset_limits(context.instance, symbol), where)
     extras = {
         "symbol": symbol,
         "dataset_uri": storage.storage.uri(dataset_relative_path(symbol)),
@@ -198,6 +204,31 @@ def lstm_model(
         data_version=result.data_version,
         tags=result.tags,
     )
+
+
+def dataset_limits(instance: dg.DagsterInstance, symbol: str) -> DataLimits:
+    """What the latest `training_dataset` materialization of `symbol` allows (none known without a record)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=training_dataset.key, asset_partitions=[symbol]), limit=1
+    ).records
+    if not records:
+        return DataLimits()
+    metadata = records[0].asset_materialization.metadata
+    rows = {name: metadata[f"{name}_rows"].value for name in ds.SPLITS if f"{name}_rows" in metadata}
+    smallest = min(rows, key=rows.get) if rows else ""
+    max_length = metadata.get("max_sequence_length")
+    return DataLimits(
+        max_sequence_length=max_length.value if max_length is not None else None,
+        smallest_split_rows=rows.get(smallest),
+        smallest_split=smallest,
+    )
+
+
+def _validate(values: dict, limits: DataLimits, where: str) -> None:
+    try:
+        validate_training_config(values, limits, where)
+    except TrainingConfigError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from exc
 
 
 class EvaluationConfig(dg.Config):

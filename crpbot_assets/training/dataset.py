@@ -145,9 +145,14 @@ def build_dataset(
             schema={"ts": features.schema["ts"], **{c: pl.Float64 for c in SENTIMENT_COLUMNS}}
         )
 
-    frame = join_sentiment(label_rows(features.sort("ts"), candles, config), sentiment)
-    frame = frame.with_columns(row_valid(technical))
-    labelled = frame.filter(pl.col("label").is_not_null())["ts"]
+    # Memory: the wide feature columns are never copied. Labels and sentiment are joined onto `ts` alone and
+    # attached beside the (sorted) features; only the narrow columns are filtered, joined or computed.
+    if not features["ts"].is_sorted():
+        features = features.sort("ts")
+    narrow = join_sentiment(label_rows(features.select("ts"), candles, config), sentiment)
+    frame = features.head(narrow.height).hstack(narrow.drop("ts").get_columns())  # label_rows keeps a prefix
+    frame = frame.with_columns(row_valid(technical, features.schema))
+    labelled = frame["ts"].filter(frame["label"].is_not_null())
     if labelled.len() < 3:
         raise DatasetError(
             f"features{where}: only {labelled.len()} labelled rows; need history beyond {config.horizon_minutes} minutes"
@@ -186,24 +191,34 @@ def build_dataset(
         "row_valid",
         *[pl.col(c).cast(pl.Float32) for c in columns],
     )
-    for name, code in SPLITS.items():
-        if frame.filter((pl.col("split") == code) & pl.col("label").is_not_null()).height == 0:
+    labelled_per_split = frame.select(
+        [
+            ((pl.col("split") == code) & pl.col("label").is_not_null()).sum().alias(name)
+            for name, code in SPLITS.items()
+        ]
+    ).row(0, named=True)
+    for name, count in labelled_per_split.items():
+        if count == 0:
             raise DatasetError(
                 f"features{where}: the {name} segment is empty after a purge gap of {config.purge_minutes} minutes; "
                 f"{labelled.len()} labelled rows from {labelled[0]} to {labelled[-1]} are too few "
                 "(materialize more months, or lower feature_lookback_minutes / max_sequence_length)"
             )
-    train = frame.filter((pl.col("split") == 0) & pl.col("row_valid"))
-    mean = np.array([train[c].mean() or 0.0 for c in columns], dtype=np.float64)
-    std = np.array([train[c].std(ddof=0) or 0.0 for c in columns], dtype=np.float64)
+    train = (frame["split"] == 0) & frame["row_valid"]  # one column filtered at a time: no copy of the rows
+    mean = np.array([frame[c].filter(train).mean() or 0.0 for c in columns], dtype=np.float64)
+    std = np.array([frame[c].filter(train).std(ddof=0) or 0.0 for c in columns], dtype=np.float64)
     mean, std = np.nan_to_num(mean), np.where(np.isfinite(std) & (std > 1e-12), std, 1.0)
     return Dataset(frame, columns, list(SENTIMENT_COLUMNS), mean, std, config, symbol)
 
 
-def row_valid(technical: list[str]) -> pl.Expr:
-    """`row_valid`: every technical feature of the row is finite (also what live scoring uses)."""
+def row_valid(technical: list[str], schema: pl.Schema) -> pl.Expr:
+    """`row_valid`: every technical feature of the row is finite (also what live scoring uses). Float columns
+    are tested as they are (no Float64 copy of Float32 features); others are cast first."""
     return pl.all_horizontal(
-        [pl.col(c).cast(pl.Float64).is_finite().fill_null(False) for c in technical]
+        [
+            (pl.col(c) if schema[c].is_float() else pl.col(c).cast(pl.Float64)).is_finite().fill_null(False)
+            for c in technical
+        ]
     ).alias("row_valid")
 
 
@@ -273,8 +288,9 @@ def scale(
 def summary(dataset: Dataset) -> dict:
     """Rows per split, class balance, date ranges and sentiment null shares (asset metadata)."""
     out: dict = {"features": len(dataset.feature_columns), "purge_minutes": dataset.config.purge_minutes}
+    narrow = dataset.frame.select("ts", "split", "label", *dataset.sentiment_columns)  # shares the columns
     for name, code in SPLITS.items():
-        part = dataset.frame.filter(pl.col("split") == code)
+        part = narrow.filter(pl.col("split") == code)
         labels = part["label"].drop_nulls()
         counts = np.bincount(labels.to_numpy(), minlength=3) if labels.len() else np.zeros(3, int)
         out[name] = {
@@ -288,7 +304,7 @@ def summary(dataset: Dataset) -> dict:
                 for c in dataset.sentiment_columns
             },
         }
-    out["purged_rows"] = dataset.frame.filter(pl.col("split") == PURGED).height
+    out["purged_rows"] = narrow.filter(pl.col("split") == PURGED).height
     return out
 
 

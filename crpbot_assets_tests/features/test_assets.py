@@ -13,7 +13,7 @@ from crpbot_assets.common.partitions import split_key, symbol_month_partitions
 from crpbot_assets.features.assets import COLUMN_SCHEMA, features
 from crpbot_assets.features.catalogue import FEATURE_NAMES
 from crpbot_assets.features.checks import FEATURES_CHECKS
-from crpbot_assets.features.compute import FEATURES_SCHEMA, features_for_month
+from crpbot_assets.features.compute import FEATURES_SCHEMA, features_for_month, warmup_start
 from crpbot_assets.features.definitions import defs
 from crpbot_assets.replay import synthetic
 from crpbot_assets_tests.planted import planted_asset
@@ -53,8 +53,8 @@ def assert_known_columns(frame: pl.DataFrame, candles: pl.DataFrame, month: date
     assert rows[0] > 0 and frame["ts"].equals(ts.gather(rows))  # every kept row has a previous candle
     closes = candles["close"].to_numpy()
     minutes = ts.dt.epoch("s").to_numpy() // 60
-    np.testing.assert_allclose(
-        frame["m1_logret_1"].to_numpy(), np.log(closes[rows] / closes[rows - 1]), rtol=1e-12
+    np.testing.assert_allclose(  # stored Float32: within one Float32 step of the Float64 value
+        frame["m1_logret_1"].to_numpy(), np.log(closes[rows] / closes[rows - 1]), rtol=2.0**-23
     )
     np.testing.assert_array_equal(frame["m1_gap_minutes"].to_numpy(), minutes[rows] - minutes[rows - 1] - 1)
 
@@ -107,7 +107,10 @@ def test_month_materializes_with_previous_month_warmup(instance, storage_resourc
     assert_known_columns(frame, pl.concat(candles.values()), datetime(2021, 5, 1, tzinfo=UTC))
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
     assert metadata["warmup_partition"].value == "2021-04-01|ETH-USD"
-    assert metadata["warmup_rows"].value == candles["2021-04-01|ETH-USD"].height
+    tail = candles["2021-04-01|ETH-USD"].filter(
+        pl.col("ts") >= warmup_start(datetime(2021, 5, 1, tzinfo=UTC))
+    )
+    assert metadata["warmup_rows"].value == tail.height  # the previous month's tail only
     assert metadata["rows_dropped_before_lookback"].value == 0 and metadata["features"].value == len(
         FEATURE_NAMES
     )
@@ -241,9 +244,9 @@ def test_checks_pass_on_good_features(instance, storage_resources, good_features
         ),
         (lambda f: f.with_columns(pl.col("m15_macd") / 0.0), "features_finite", "m15_macd: "),
         (
-            lambda f: f.with_columns(pl.col("m5_macd").cast(pl.Float32)),
+            lambda f: f.with_columns(pl.col("m5_macd").cast(pl.Float64)),
             "features_schema",
-            "wrong dtypes {'m5_macd': 'Float32'}",
+            "wrong dtypes {'m5_macd': 'Float64'}",
         ),
         (lambda f: f.drop("m1_vol_60"), "features_schema", "missing columns ['m1_vol_60']"),
         (lambda f: f.with_columns(extra=pl.lit(1.0)), "features_schema", "unexpected columns ['extra']"),

@@ -17,10 +17,14 @@ from crpbot_assets.features.catalogue import (
     MAX_LOOKBACK_MINUTES,
 )
 from crpbot_assets.features.compute import (
+    COMPUTED_SCHEMA,
     FEATURES_SCHEMA,
+    WARMUP_DAYS,
     CandleInputError,
     compute_features,
     features_for_month,
+    to_stored,
+    warmup_start,
 )
 from crpbot_assets.replay import synthetic
 
@@ -102,6 +106,17 @@ def test_no_feature_looks_ahead(series, cut, hole_start, hole_minutes):
     assert causality_violations(compute_features, candles, first + timedelta(minutes=cut)) == []
 
 
+@settings(max_examples=10, deadline=None)
+@given(cut=cut_offsets)
+def test_stored_features_do_not_look_ahead(series, cut):
+    """The same property on what `features` stores (Float32), bit for bit."""
+
+    def stored(candles: pl.DataFrame) -> pl.DataFrame:
+        return to_stored(compute_features(candles))
+
+    assert causality_violations(stored, series, series["ts"][0] + timedelta(minutes=cut)) == []
+
+
 def test_causality_test_is_not_vacuous(series):
     """Late in the series every feature has a value, so the property above compares real numbers for each one."""
     last = compute_features(series).tail(1440)
@@ -142,10 +157,14 @@ def test_every_feature_is_defined_after_the_longest_lookback(series):
     assert complete["ts"][0] == series.filter(pl.col("ts") >= ready)["ts"][0]
 
 
+FLOAT32_ULP = 2.0**-23  # relative spacing of Float32: the stored values' resolution
+
+
 @pytest.mark.parametrize("month", [datetime(2019, 2, 1, tzinfo=UTC), datetime(2019, 3, 1, tzinfo=UTC)])
 def test_month_with_warmup_equals_whole_series(quarter, month):
     """Previous month + month, keeping the month's rows, equals the whole-history computation for every row
-    (nothing dropped: the previous month covers every lookback, February included)."""
+    (nothing dropped: the warm-up tail covers every lookback, after February included), to the stored
+    precision: the tail's EMAs start later (seed weight < 1e-8) and rolling sums accumulate from another row."""
     whole = compute_features(quarter).filter(pl.col("ts").is_between(month, month_end(month), closed="left"))
     previous = month.replace(month=month.month - 1)
     result = features_for_month(
@@ -154,12 +173,42 @@ def test_month_with_warmup_equals_whole_series(quarter, month):
         month_end(month),
     )
     assert result.dropped_rows == 0 and result.frame.height == whole.height == result.month_rows
+    assert (
+        result.warmup_rows
+        == quarter.filter(pl.col("ts").is_between(warmup_start(month), month, closed="left")).height
+    )
     assert whole.null_count().sum_horizontal().item() == 0
     assert result.frame["ts"].equals(whole["ts"])
+    assert dict(result.frame.schema) == FEATURES_SCHEMA
     for name in FEATURE_NAMES:
         np.testing.assert_allclose(
-            result.frame[name].to_numpy(), whole[name].to_numpy(), rtol=1e-7, atol=1e-9, err_msg=name
+            result.frame[name].to_numpy(), whole[name].to_numpy(), rtol=FLOAT32_ULP, atol=1e-9, err_msg=name
         )
+
+
+def test_warmup_tail_is_the_longest_lookback_plus_slack():
+    assert MAX_LOOKBACK_MINUTES <= (WARMUP_DAYS - 1) * 1440 < MAX_LOOKBACK_MINUTES + 1440
+    assert warmup_start(datetime(2019, 3, 1, tzinfo=UTC)) == datetime(2019, 3, 1, tzinfo=UTC) - timedelta(
+        days=WARMUP_DAYS
+    )
+
+
+def test_outage_in_the_warmup_tail_falls_back_to_the_whole_previous_month(quarter):
+    """Three days missing inside the tail would drop the month's first rows; the month is recomputed on the
+    whole previous month instead, keeping every row, identical to computing on all of it."""
+    month = datetime(2019, 3, 1, tzinfo=UTC)
+    tail_start = warmup_start(month)
+    candles = quarter.filter(
+        pl.col("ts").is_between(datetime(2019, 2, 1, tzinfo=UTC), month_end(month), closed="left")
+        & ~pl.col("ts").is_between(tail_start + timedelta(days=2), tail_start + timedelta(days=5))
+    )
+    assert features_for_month(
+        candles.filter(pl.col("ts") >= tail_start), month, month_end(month)
+    ).dropped_rows
+    result = features_for_month(candles, month, month_end(month))
+    expected = to_stored(compute_features(candles).filter(pl.col("ts") >= month).drop_nulls())
+    assert result.dropped_rows == 0 and result.frame.equals(expected)
+    assert result.warmup_rows == candles.filter(pl.col("ts") < month).height
 
 
 def test_short_warmup_drops_rows_instead_of_filling(quarter):
@@ -176,7 +225,7 @@ def test_short_warmup_drops_rows_instead_of_filling(quarter):
     kept = whole.filter(pl.col("ts") >= first_kept)
     for name in FEATURE_NAMES:
         np.testing.assert_allclose(
-            result.frame[name].to_numpy(), kept[name].to_numpy(), rtol=1e-7, atol=1e-9, err_msg=name
+            result.frame[name].to_numpy(), kept[name].to_numpy(), rtol=FLOAT32_ULP, atol=1e-9, err_msg=name
         )
 
 
@@ -197,7 +246,7 @@ def test_month_rows_only_and_schema(quarter):
 
 def test_empty_candles_give_an_empty_frame_with_the_schema():
     empty = bars([])
-    assert dict(compute_features(empty).schema) == FEATURES_SCHEMA
+    assert dict(compute_features(empty).schema) == COMPUTED_SCHEMA
     result = features_for_month(empty, START, month_end(START))
     assert result.frame.height == 0 and dict(result.frame.schema) == FEATURES_SCHEMA
 

@@ -146,3 +146,21 @@ def test_parquet_round_trip_keeps_frame_scaler_and_config():
     np.testing.assert_array_equal(back.std, dataset.std)
     assert back.config == dataset.config
     assert datetime(2019, 1, 1, tzinfo=UTC) == back.frame["ts"][0]
+
+
+def test_unsorted_or_integer_features_give_the_same_dataset_as_sorted_float():
+    """Rows in any order build the same dataset (the wide columns are attached beside the narrow joins, so their
+    order must follow `ts`); an integer feature is valid where it is not null, like a float one where finite."""
+    candles, features = planted(30_000, seed=5)
+    sentiment = hourly_sentiment(30_000)
+    expected = build_dataset(features, sentiment, candles, SMALL_CONFIG)
+    shuffled = build_dataset(
+        features.sample(fraction=1.0, shuffle=True, seed=1), sentiment, candles, SMALL_CONFIG
+    )
+    assert shuffled.frame.equals(expected.frame)
+    assert np.array_equal(shuffled.mean, expected.mean) and np.array_equal(shuffled.std, expected.std)
+    as_int = build_dataset(
+        features.with_columns(pl.col("noise_0").round().cast(pl.Int64)), sentiment, candles, SMALL_CONFIG
+    )
+    assert as_int.frame["row_valid"].equals(expected.frame["row_valid"])
+    assert as_int.frame["noise_0"].equals(expected.frame["noise_0"].round())
