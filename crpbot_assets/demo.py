@@ -3,7 +3,8 @@
 Starts the replay server on loopback, then materializes the whole graph for a small window (every symbol,
 the last complete months) into the sqlite instance under dagster_home/, so `dagster dev` shows the results.
 Then a short walk-forward for BTC-USD (every month after the first as a test month, small model) and the
-report's headline, and a short paper-trading stretch (signals, simulated fills) on the last replayed days.
+report's headline, the month in progress (as the schedules and sensors keep it), and a short paper-trading
+stretch (signals, simulated fills) on the last replayed days.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ DEMO_DATASET = {"feature_lookback_minutes": 1440}
 # The demo's walk-forward has two test months of synthetic data: the default promotion rule (3 months) cannot
 # pass, so the demo promotes on a permissive rule to show the paper-trading stretch. Not a verdict on the model.
 DEMO_PROMOTION = {"recent_months": 1, "min_months_won": 0, "min_net_return": None}
+# Dagster's console logs at INFO (progress lines), not every DEBUG step event.
+CONSOLE_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 PAPER_DAYS = 3  # the paper-trading stretch: the last days of the last replayed month
 
 
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
 def _materialize_window(month_count: int, model_config: dict) -> None:
     import dagster as dg
 
-    from crpbot_assets.common.months import last_complete_months, month_key
+    from crpbot_assets.common.months import last_complete_months, month_key, month_start
     from crpbot_assets.common.partitions import symbol_month_key
     from crpbot_assets.common.settings import local_storage_uri
     from crpbot_assets.common.symbols import SYMBOLS
@@ -83,7 +86,7 @@ def _materialize_window(month_count: int, model_config: dict) -> None:
             instance=instance,
             asset_selection=[dg.AssetKey(a) for a in assets],
             tags=tags or {},
-            run_config=run_config,
+            run_config={**(run_config or {}), **CONSOLE_INFO},
             raise_on_error=False,
         )
         status = "ok" if result.success else "FAILED"
@@ -135,6 +138,21 @@ def _materialize_window(month_count: int, model_config: dict) -> None:
         )
     run(f"walk_forward_report, {SYMBOLS[0]}", ["walk_forward_report"], {"dagster/partition": SYMBOLS[0]})
 
+    # The month in progress, as the schedules and sensors keep it once the daemon runs: the replay's Reddit
+    # listings reach back only hours to days, so Reddit columns are filled here and null in past months.
+    current = month_start(datetime.now(UTC))
+    run(
+        f"month in progress {current:%Y-%m}: Reddit posts and Google Trends",
+        ["reddit_posts", "google_trends_hourly"],
+        {"dagster/partition": month_key(current)},
+    )
+    run(
+        f"month in progress {current:%Y-%m}: candles, features and sentiment_features x {len(SYMBOLS)} symbols",
+        ["candles", "features", "reddit_hourly", "sentiment_features"],
+        symbol_months(current, current),
+    )
+    _print_sentiment_coverage(instance, current)
+
     _paper_trading_stretch(run, instance, months[-1])
 
     print(f"\nDone. Asset files: {local_storage_uri()}")
@@ -164,6 +182,27 @@ def _materialize_window(month_count: int, model_config: dict) -> None:
         "Open the UI: .venv/bin/crpbot-replay &  then  "
         "DAGSTER_HOME=$PWD/dagster_home .venv/bin/dagster dev -w workspace.yaml  ->  http://127.0.0.1:3000"
     )
+
+
+def _print_sentiment_coverage(instance, month: datetime) -> None:
+    """How many hours of the month in progress each sentiment source covers, per symbol."""
+    import dagster as dg
+
+    from crpbot_assets.common.partitions import symbol_month_key
+    from crpbot_assets.common.symbols import SYMBOLS
+
+    print(f"\nsentiment_features of {month:%Y-%m}, share of the hours so far without a value:")
+    for symbol in SYMBOLS:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey("sentiment_features"),
+                asset_partitions=[str(symbol_month_key(symbol, month))],
+            ),
+            limit=1,
+        ).records
+        meta = records[0].asset_materialization.metadata if records else {}
+        rows = meta["rows"].value if "rows" in meta else 0
+        print(f"  {symbol}: {rows} hours, null share {meta['null_share'].value if rows else 'n/a'}")
 
 
 def _paper_trading_stretch(run, instance, month: datetime) -> None:
