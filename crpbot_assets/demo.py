@@ -203,6 +203,11 @@ def _print_sentiment_coverage(instance, month: datetime) -> None:
         meta = records[0].asset_materialization.metadata if records else {}
         rows = meta["rows"].value if "rows" in meta else 0
         print(f"  {symbol}: {rows} hours, null share {meta['null_share'].value if rows else 'n/a'}")
+    print(
+        "  As-of rules (README, sentiment): Reddit hours count only from the oldest listed post on, engagement only\n"
+        "  with scores observed by the hour's end; Trends values of the month in progress count from their\n"
+        "  retrieval on, so hours fetched just now stay null until google_trends_refresh fetches later ones."
+    )
 
 
 def _paper_trading_stretch(run, instance, month: datetime) -> None:
