@@ -1,9 +1,10 @@
 """Live scoring: the promoted model's class probabilities and position for each new minute of features.
 
 Pure polars/numpy/torch (no Dagster). Train/serve parity with training/: the minute's row is its features
-joined with the sentiment of the last completed hour (`dataset.join_sentiment`), valid when every technical
-feature is finite; the input is the `sequence_length` rows ending at the minute (rows, not minutes: a short
-outage is stepped over as in training), all valid, standardised with the artifact's own training scaler
+joined with the sentiment of the last completed hour, relative to its trailing week
+(`dataset.join_relative_sentiment`), valid when every technical feature is finite; the input is the
+`sequence_length` rows ending at the minute (rows, not minutes: a short outage is stepped over as in
+training), all valid, standardised with the artifact's own training scaler
 (`dataset.scale`), and scored by `train.predict`. A minute without a complete valid window gets no signal.
 Causality: the signal for minute t uses feature rows with ts <= t (features are causal to t's close) and
 sentiment hours ending by t + 1 minute, so it is known at t's close (tests/signals: truncation test).
@@ -22,7 +23,7 @@ import torch
 from crpbot_assets.sentiment.features import FEATURE_COLUMNS as SENTIMENT_COLUMNS
 from crpbot_assets.training import costs
 from crpbot_assets.training.artifacts import build_model
-from crpbot_assets.training.dataset import CLASSES, SPLITS, join_sentiment, row_valid, scale
+from crpbot_assets.training.dataset import CLASSES, SPLITS, join_relative_sentiment, row_valid, scale
 from crpbot_assets.training.train import Windows, predict, window_ends
 
 PROBABILITY_COLUMNS = [f"p_{c}" for c in CLASSES]
@@ -46,7 +47,7 @@ def serving_rows(features: pl.DataFrame, sentiment: pl.DataFrame, columns: list[
     frame = features.sort("ts").select("ts", *[c for c in columns if c not in SENTIMENT_COLUMNS])
     if any(c in SENTIMENT_COLUMNS for c in columns):
         if sentiment.height:
-            frame = join_sentiment(frame, sentiment.select("ts", *SENTIMENT_COLUMNS))
+            frame = join_relative_sentiment(frame, sentiment.select("ts", *SENTIMENT_COLUMNS))
         else:  # no sentiment materialized: nulls, imputed by the scaler as in training
             frame = frame.with_columns(*[pl.lit(None, pl.Float64).alias(c) for c in SENTIMENT_COLUMNS])
     return frame.with_columns(row_valid([c for c in columns if c not in SENTIMENT_COLUMNS], frame.schema))

@@ -12,7 +12,7 @@ from crpbot_assets.training.dataset import Dataset
 from crpbot_assets.training.model import LSTMClassifier
 from crpbot_assets.training.train import TrainConfig, TrainResult
 
-FORMAT = "crpbot-lstm/1"
+FORMAT = "crpbot-lstm/2"  # 2: trained on sentiment relative to its trailing week (dataset.py)
 
 
 def _split_uri(uri: str) -> tuple[Storage, str]:

@@ -7,6 +7,13 @@ Rows and labels
 - Sentiment: the minute's close instant (`ts + 1 minute`) is joined `asof`/backward onto the sentiment `ts`
   (the end of each hour), so a minute sees only completed hours, and only the last one: an hour (or a month)
   without a sentiment row gives nulls, never the values of an older hour.
+- Sentiment values enter relative to their own recent past (`relative_sentiment`): each hour end's value minus
+  the mean of that column over the hour ends of the previous 7 days (the hour itself excluded), divided by their
+  standard deviation; null when that week has fewer than `RELATIVE_MIN_HOURS` values or none of them differ.
+  Raw levels drift in slow regimes (search interest, Fear & Greed) that differ between a training window and the
+  month it is tested on; the relative value is stationary and uses only hours ended by the hour end itself.
+  Training, the walk-forward and live scoring all go through `join_relative_sentiment`; the first week of a
+  source's history (or of the months given) has no relative value.
 - Label: the forward N-minute simple return `close[ts+N] / close[ts] - 1` (N = `horizon_minutes`, default 15)
   mapped to 0 = down (< -dead zone), 1 = flat, 2 = up (> +dead zone). The price at `ts+N` must be a real candle:
   if that minute has no trade the row keeps its features (it is still a valid input inside a window) but gets a
@@ -50,7 +57,9 @@ CLASSES = ("down", "flat", "up")
 SPLITS = {"train": 0, "val": 1, "test": 2}
 PURGED = -1
 METADATA_KEY = b"crpbot_dataset"
-FORMAT = "crpbot-dataset/1"
+FORMAT = "crpbot-dataset/2"  # 2: sentiment columns relative to their trailing week
+RELATIVE_WINDOW = "7d"
+RELATIVE_MIN_HOURS = 24
 
 
 class DatasetError(ValueError):
@@ -149,7 +158,7 @@ def build_dataset(
     # attached beside the (sorted) features; only the narrow columns are filtered, joined or computed.
     if not features["ts"].is_sorted():
         features = features.sort("ts")
-    narrow = join_sentiment(label_rows(features.select("ts"), candles, config), sentiment)
+    narrow = join_relative_sentiment(label_rows(features.select("ts"), candles, config), sentiment)
     frame = features.head(narrow.height).hstack(narrow.drop("ts").get_columns())  # label_rows keeps a prefix
     frame = frame.with_columns(row_valid(technical, features.schema))
     labelled = frame["ts"].filter(frame["label"].is_not_null())
@@ -273,6 +282,33 @@ def join_sentiment(frame: pl.DataFrame, sentiment: pl.DataFrame) -> pl.DataFrame
         strategy="backward",
         tolerance=timedelta(minutes=59),
     )
+
+
+def relative_sentiment(sentiment: pl.DataFrame) -> pl.DataFrame:
+    """Each sentiment column at an hour end relative to the previous 7 days of hour ends: (value - their mean) /
+    their std (nulls skipped); null with fewer than RELATIVE_MIN_HOURS values in that week or a zero std."""
+    sentiment = sentiment.sort("ts")
+    columns = [c for c in SENTIMENT_COLUMNS if c in sentiment.columns]
+
+    def trailing(c: str, statistic: str) -> pl.Expr:
+        rolling = getattr(pl.col(c), f"rolling_{statistic}_by")
+        options = {"ddof": 0} if statistic == "std" else {}
+        return rolling("ts", RELATIVE_WINDOW, min_samples=RELATIVE_MIN_HOURS, closed="left", **options)
+
+    return sentiment.with_columns(
+        [
+            pl.when(trailing(c, "std") > 1e-12)
+            .then((pl.col(c) - trailing(c, "mean")) / trailing(c, "std"))
+            .otherwise(None)
+            .alias(c)
+            for c in columns
+        ]
+    )
+
+
+def join_relative_sentiment(frame: pl.DataFrame, sentiment: pl.DataFrame) -> pl.DataFrame:
+    """The sentiment inputs of training and serving alike: `relative_sentiment` joined by `join_sentiment`."""
+    return join_sentiment(frame, relative_sentiment(sentiment))
 
 
 def scale(

@@ -33,7 +33,7 @@ def march_features(candles: pl.DataFrame) -> pl.DataFrame:
 
 
 def make_artifact(features: pl.DataFrame, seed: int = 0) -> bytes:
-    """A crpbot-lstm/1 artifact over every feature column plus the sentiment columns."""
+    """A crpbot-lstm artifact over every feature column plus the sentiment columns."""
     columns = [c for c in features.columns if c != "ts"] + list(SENTIMENT_COLUMNS)
     torch.manual_seed(seed)
     model = LSTMClassifier(len(columns), CONFIG.hidden_size, CONFIG.num_layers, CONFIG.dropout)

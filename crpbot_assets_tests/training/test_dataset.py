@@ -14,8 +14,10 @@ from crpbot_assets.training.dataset import (
     DatasetError,
     build_dataset,
     from_parquet_bytes,
+    join_relative_sentiment,
     join_sentiment,
     label_rows,
+    relative_sentiment,
     scale,
     to_parquet_bytes,
 )
@@ -43,6 +45,45 @@ def test_minute_sees_only_completed_hours():
     assert value[START + timedelta(minutes=118)] == 1.0
     assert value[START + timedelta(minutes=119)] is None and value[START + timedelta(minutes=178)] is None
     assert value[START + timedelta(minutes=179)] == 3.0
+
+
+def test_sentiment_is_relative_to_its_trailing_week():
+    raw = hourly_sentiment(20 * 1440, seed=4)
+    x = raw["fear_greed_index"].to_numpy()
+    relative = relative_sentiment(raw)["fear_greed_index"].to_numpy()
+    # hour end k: (x[k] - mean) / std over the 168 hour ends before it (k - 168 .. k - 1), itself excluded
+    for k in (30, 167, 168, 300, len(x) - 1):
+        week = x[max(0, k - 168) : k]
+        assert relative[k] == pytest.approx((x[k] - week.mean()) / week.std())
+    assert np.isnan(relative[:24]).all() and np.isfinite(relative[24:]).all()  # fewer than 24 hours: null
+    # Stationary: a level shift and a rescaling of the raw series change nothing once a week has passed.
+    regime = raw.with_columns((pl.col("fear_greed_index") * 3 + 1000).alias("fear_greed_index"))
+    shifted = relative_sentiment(regime)["fear_greed_index"].to_numpy()
+    np.testing.assert_allclose(shifted[168:], relative[168:], rtol=1e-6)
+    # Causal: hours after a cut do not change any value up to it.
+    cut = raw["ts"][400]
+    truncated = relative_sentiment(raw.filter(pl.col("ts") <= cut))
+    np.testing.assert_array_equal(truncated["fear_greed_index"].to_numpy(), relative[:401])
+    # A week without variation (Reddit silent: volume 0 every hour) has no relative value; nulls are skipped.
+    silent = raw.with_columns(
+        pl.when(pl.int_range(0, pl.len()) < 200)
+        .then(0.0)
+        .otherwise(pl.col("reddit_volume_1h"))
+        .alias("reddit_volume_1h"),
+        pl.when(pl.int_range(0, pl.len()) % 2 == 0)
+        .then(None)
+        .otherwise(pl.col("fear_greed_index"))
+        .alias("fear_greed_index"),
+    )
+    out = relative_sentiment(silent)
+    assert out["reddit_volume_1h"][100:200].is_null().all() and out["reddit_volume_1h"][201] is not None
+    odd = x[1:300:2]
+    assert out["fear_greed_index"][301] == pytest.approx((x[301] - odd[-84:].mean()) / odd[-84:].std())
+    # Training and serving join the same relative values.
+    minute_ts = pl.DataFrame({"ts": minutes(3 * 1440, START + timedelta(days=10))})
+    joined = join_relative_sentiment(minute_ts, raw)
+    assert joined.equals(join_sentiment(minute_ts, relative_sentiment(raw)))
+    assert joined["fear_greed_index"].drop_nulls().len() == 3 * 1440
 
 
 def test_labels_dead_zone_missing_target_and_trailing_rows():
