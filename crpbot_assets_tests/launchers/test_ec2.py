@@ -512,7 +512,7 @@ def test_not_found_then_found_and_throttling_are_retried(aws, dagster_instance, 
     metadata = result.asset_materializations_for_node("lstm_model")[0].metadata
     assert metadata["ec2_api_retries"].value == 3  # terminate: NotFound once, throttled twice
     messages = _logs(dagster_instance, result.run_id)
-    assert any(f"[ec2] terminate {sim.instance_id}: ClientError" in m and "retry 1/" in m for m in messages)
+    assert any(f"[ec2] terminate {sim.instance_id}: ClientError" in m and "retry 1 in" in m for m in messages)
     assert any(f"[ec2] terminated {sim.instance_id}" in m for m in messages)
 
 
