@@ -37,6 +37,7 @@ import io
 import json
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from typing import BinaryIO
 
 import numpy as np
 import polars as pl
@@ -308,8 +309,9 @@ def summary(dataset: Dataset) -> dict:
     return out
 
 
-def to_parquet_bytes(dataset: Dataset) -> bytes:
-    """The frame as zstd parquet with feature lists, scaler and config in the key-value metadata."""
+def write_parquet(dataset: Dataset, out: BinaryIO) -> None:
+    """Write the frame to the binary file `out` as zstd parquet with feature lists, scaler and config in the
+    key-value metadata (streamed: no copy of the file's bytes in memory)."""
     table = dataset.frame.to_arrow()
     meta = {
         "format": FORMAT,
@@ -323,9 +325,14 @@ def to_parquet_bytes(dataset: Dataset) -> bytes:
     table = table.replace_schema_metadata(
         {**(table.schema.metadata or {}), METADATA_KEY: json.dumps(meta).encode()}
     )
-    buffer = pa.BufferOutputStream()
-    pq.write_table(table, buffer, compression="zstd")
-    return buffer.getvalue().to_pybytes()
+    pq.write_table(table, out, compression="zstd")
+
+
+def to_parquet_bytes(dataset: Dataset) -> bytes:
+    """`write_parquet` into bytes."""
+    buffer = io.BytesIO()
+    write_parquet(dataset, buffer)
+    return buffer.getvalue()
 
 
 def from_parquet_bytes(data: bytes, source: str = "dataset") -> Dataset:

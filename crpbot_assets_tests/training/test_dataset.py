@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from crpbot_assets.common.storage import Storage
 from crpbot_assets.training.dataset import (
     PURGED,
     SENTIMENT_COLUMNS,
@@ -18,6 +19,7 @@ from crpbot_assets.training.dataset import (
     label_rows,
     scale,
     to_parquet_bytes,
+    write_parquet,
 )
 from crpbot_assets_tests.training.helpers import SMALL_CONFIG, START, hourly_sentiment, minutes, planted
 
@@ -146,6 +148,16 @@ def test_parquet_round_trip_keeps_frame_scaler_and_config():
     np.testing.assert_array_equal(back.std, dataset.std)
     assert back.config == dataset.config
     assert datetime(2019, 1, 1, tzinfo=UTC) == back.frame["ts"][0]
+
+
+def test_a_dataset_streamed_to_storage_is_the_same_file_as_its_bytes(tmp_path):
+    candles, features = planted(6_000)
+    dataset = build_dataset(features, hourly_sentiment(6_000), candles, SMALL_CONFIG, "ETH-USD")
+    storage = Storage(str(tmp_path))
+    storage.write_with("training_dataset/ETH-USD.parquet", lambda out: write_parquet(dataset, out))
+    data = storage.read_bytes("training_dataset/ETH-USD.parquet")
+    assert data == to_parquet_bytes(dataset) and storage.size("training_dataset/ETH-USD.parquet") == len(data)
+    assert from_parquet_bytes(data).frame.equals(dataset.frame)
 
 
 def test_unsorted_or_integer_features_give_the_same_dataset_as_sorted_float():
