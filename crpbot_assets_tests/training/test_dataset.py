@@ -176,3 +176,17 @@ def test_unsorted_or_integer_features_give_the_same_dataset_as_sorted_float():
     )
     assert as_int.frame["row_valid"].equals(expected.frame["row_valid"])
     assert as_int.frame["noise_0"].equals(expected.frame["noise_0"].round())
+
+
+def test_monthly_chunks_give_the_dataset_of_one_frame():
+    """Features concatenated from partitions (many chunks, kept as they are) give the same rows, scaler and file."""
+    candles, features = planted(6_000)
+    sentiment = hourly_sentiment(6_000)
+    chunked = pl.concat([features.slice(i, 1_000) for i in range(0, features.height, 1_000)], rechunk=False)
+    assert chunked["ts"].n_chunks() == 6
+    whole = build_dataset(features, sentiment, candles, SMALL_CONFIG, "BTC-USD")
+    parts = build_dataset(chunked, sentiment, candles, SMALL_CONFIG, "BTC-USD")
+    assert parts.frame.equals(whole.frame)
+    np.testing.assert_array_equal(parts.mean, whole.mean)
+    np.testing.assert_array_equal(parts.std, whole.std)
+    assert to_parquet_bytes(parts) == to_parquet_bytes(whole)
