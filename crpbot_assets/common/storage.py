@@ -209,7 +209,10 @@ class Storage:
 
     def write_parquet(self, relative: str, frame: pl.DataFrame) -> str:
         buffer = io.BytesIO()
-        frame.write_parquet(buffer, compression="zstd", statistics=True)
+        # zstd level 1, chosen by measurement (features, 1 M rows of Float32; 2 cores, load 4): 0.32 s and
+        # 135.7 MB, against 0.41 s / 133.3 MB at zstd's default level 3, 0.26 s / 158 MB lz4, 0.26 s / 164 MB
+        # snappy; statistics and row-group size changed nothing measurable (a month is one row group).
+        frame.write_parquet(buffer, compression="zstd", compression_level=1, statistics=True)
         return self.write_bytes(relative, buffer.getvalue())
 
     def read_parquet(self, relative: str) -> pl.DataFrame:
