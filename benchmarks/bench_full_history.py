@@ -104,10 +104,15 @@ def run_stage(spec: dict) -> dict:
         if not result.success:
             failures = [str(e.event_specific_data)[:2000] for e in result.get_step_failure_events()]
             raise SystemExit(f"{spec['name']}: run {result.run_id} failed: {failures}")
+        # A range run records each partition twice (its commit record and the step-end record): count once.
+        rows_by_partition = {}
         for event in result.get_asset_materialization_events():
-            partitions += 1
             value = event.materialization.metadata.get("rows")
-            rows += int(value.value) if value is not None else 0
+            rows_by_partition[(event.asset_key, event.partition)] = (
+                int(value.value) if value is not None else 0
+            )
+        partitions += len(rows_by_partition)
+        rows += sum(rows_by_partition.values())
         checks += len(result.get_asset_check_evaluations())
         checks_failed += [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
         print(f"  {spec['name']}: run {result.run_id[:8]} done", file=sys.stderr, flush=True)
@@ -354,7 +359,7 @@ def main() -> None:
                     else ""
                 )
                 print(
-                    f"{name}: {len(runs)} run(s), {figures['partitions']} materializations, {seconds:.1f}s "
+                    f"{name}: {len(runs)} run(s), {figures['partitions']} partitions, {seconds:.1f}s "
                     f"({figures['run_seconds']:.1f}s in runs, the rest interpreter start and imports), "
                     f"peak RSS {gb(figures['peak_rss'])}{training}, {figures['rows']:,} rows, "
                     f"{size / 1e6:,.1f} MB in {files} files, {figures['checks']} check results, requests {requests or 'none'}{extra}"

@@ -1,4 +1,4 @@
-"""A code location for the kill tests: the real `candles` asset and checks, the file IO manager under
+"""A code location for the kill tests: the real `candles` asset (its checks run inside it), the file IO manager under
 `CRPBOT_STORAGE_URI`, Coinbase at `CRPBOT_REPLAY_URL` paced for a fast replay server (tests only)."""
 
 import os
@@ -6,13 +6,11 @@ import os
 import dagster as dg
 
 from crpbot_assets.candles.assets import candles
-from crpbot_assets.candles.checks import candles_checks
 from crpbot_assets.candles.resources import CoinbaseResource
 from crpbot_assets.resources import file_resources
 
 defs = dg.Definitions(
     assets=[candles],
-    asset_checks=candles_checks,
     resources={
         **file_resources(os.environ["CRPBOT_STORAGE_URI"]),
         "coinbase": CoinbaseResource(

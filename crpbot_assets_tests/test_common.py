@@ -10,6 +10,7 @@ import time
 import dagster as dg
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 import requests
 
@@ -63,9 +64,12 @@ def _through_the_io_manager(base: str, frame: pl.DataFrame) -> None:
         lambda base, frame: Storage(base).write_parquet("asset/part.parquet", frame),
         lambda base, frame: Storage(base).write_bytes("asset/part.parquet", _parquet_bytes(frame)),
         lambda base, frame: Storage(base).write_json("asset/part.parquet", {"x": frame["x"].to_list()}),
+        lambda base, frame: Storage(base).write_with(  # as training datasets are written
+            "asset/part.parquet", lambda out: pq.write_table(frame.to_arrow(), out)
+        ),
         _through_the_io_manager,
     ],
-    ids=["write_parquet", "write_bytes", "write_json", "io_manager"],
+    ids=["write_parquet", "write_bytes", "write_json", "write_with (streamed)", "io_manager"],
 )
 def test_write_failing_halfway_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, big, write):
     storage = Storage(str(tmp_path))

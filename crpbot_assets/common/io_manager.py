@@ -5,7 +5,10 @@ The loading rule, one for every input:
 - a partitioned upstream asset arrives as `dict[partition_key, value]`, keys sorted (chronological for month
   keys), however many partitions the mapping selects (one included). A partition never materialized fails the
   run, unless the input's metadata says `allow_missing_partitions=True`; then it is left out (and logged).
-  Assets that want one frame call `concat_partitions`.
+  Assets that want one frame call `concat_partitions`. An input whose metadata says `lazy_partitions=True`
+  arrives as `LazyPartitions` instead: the same keys, decided the same way when the input is loaded (commit rule,
+  missing partitions), each value read and schema-checked only when it is looked up and not kept, so a range run
+  holds only the partitions it is working on.
 Writing: a one-partition run returns the value; a range run (single-run backfill) goes through
 `common/ranges.run_partitions`, which writes and records each partition as soon as it is computed and returns
 `CommittedPartitions`; a plain {partition_key: value} is still written here, one file per partition.
@@ -26,6 +29,8 @@ single partition over as the bare value, not a one-entry dict, which is the case
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
 
 import dagster as dg
 import polars as pl
@@ -116,6 +121,42 @@ def partition_path(asset_key: dg.AssetKey, partition_key: str | None) -> str:
     return f"{base}/{partition_key}"
 
 
+class LazyPartitions(Mapping):
+    """{partition_key: value} of a partitioned input whose values are read when looked up (`lazy_partitions`
+    input metadata): keys sorted, each read checked like an eager load; the last `keep` values read are kept,
+    so a month read as one partition's warm-up and then as the next partition's own is read once."""
+
+    def __init__(self, keys: list[str], read: Callable[[str], object], keep: int = 2):
+        self._keys = keys
+        self._known = set(keys)
+        self._read = read
+        self._keep = keep
+        self._recent: dict[str, object] = {}
+
+    def __getitem__(self, key: str):
+        if key not in self._known:
+            raise KeyError(key)
+        if key not in self._recent:
+            if len(self._recent) >= self._keep:
+                self._recent.pop(next(iter(self._recent)))
+            self._recent[key] = self._read(key)
+        return self._recent[key]
+
+    def __contains__(self, key: object) -> bool:  # without reading the value
+        return key in self._known
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def _where(asset_key: dg.AssetKey, partition_key: str | None) -> str:
+    prefix = f"partition {partition_key!r} of " if partition_key else ""
+    return f"{prefix}asset {asset_key.to_user_string()}"
+
+
 class PartitionedFileIOManager(dg.ConfigurableIOManager):
     """Stores polars frames as parquet, bytes as .bin and dicts as JSON in `storage`, one file per
     partition; loads by the module's rule (partitioned inputs: {partition_key: value}, keys sorted)."""
@@ -193,6 +234,23 @@ class PartitionedFileIOManager(dg.ConfigurableIOManager):
         stored = self.stored_file(asset_key, partition_key)
         return stored is not None and describes(record, stored[1])
 
+    def _committed_file(self, asset_key: dg.AssetKey, partition_key: str | None, records: dict | None) -> str:
+        """The relative path of a partition's committed file; MissingFileError when there is none (no file, or
+        a file its latest record does not describe; `records` None: no instance, any file counts)."""
+        storage = self.files
+        where = _where(asset_key, partition_key)
+        stored = self.stored_file(asset_key, partition_key)
+        if stored is None:
+            base = partition_path(asset_key, partition_key)
+            raise MissingFileError(f"{where} is not materialized (no file at {storage.uri(base)}.*)")
+        relative, stamp = stored
+        if records is not None and not describes(records.get(partition_key), stamp):
+            raise MissingFileError(
+                f"{where} is not materialized: {storage.uri(relative)} has no materialization record "
+                "describing it (left by a killed run); materialize the partition again"
+            )
+        return relative
+
     def _load_one(
         self,
         asset_key: dg.AssetKey,
@@ -203,19 +261,8 @@ class PartitionedFileIOManager(dg.ConfigurableIOManager):
         """One partition's value; `records` (latest records by partition, None: no instance) decide whether
         a stored file is committed, `schema` whether a frame has the asset's columns."""
         storage = self.files
-        base = partition_path(asset_key, partition_key)
-        where = (
-            f"partition {partition_key!r} of " if partition_key else ""
-        ) + f"asset {asset_key.to_user_string()}"
-        stored = self.stored_file(asset_key, partition_key)
-        if stored is None:
-            raise MissingFileError(f"{where} is not materialized (no file at {storage.uri(base)}.*)")
-        relative, stamp = stored
-        if records is not None and not describes(records.get(partition_key), stamp):
-            raise MissingFileError(
-                f"{where} is not materialized: {storage.uri(relative)} has no materialization record "
-                "describing it (left by a killed run); materialize the partition again"
-            )
+        where = _where(asset_key, partition_key)
+        relative = self._committed_file(asset_key, partition_key, records)
         read = {".parquet": storage.read_parquet, ".json": storage.read_json, ".bin": storage.read_bytes}
         try:
             value = read[relative[relative.rindex(".") :]](relative)
@@ -237,18 +284,24 @@ class PartitionedFileIOManager(dg.ConfigurableIOManager):
         if not context.has_asset_partitions:
             records = latest_records(instance, asset_key, None) if instance else None
             return self._load_one(asset_key, None, records, schema)
-        allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
+        input_metadata = context.definition_metadata or {}
+        allow_missing = bool(input_metadata.get("allow_missing_partitions"))
         keys = sorted(context.asset_partition_keys)
         records = latest_records(instance, asset_key, keys) if instance else None
-        loaded = {}
-        for key in keys:
+        lazy = bool(input_metadata.get("lazy_partitions"))
+
+        def load(key: str):
+            return self._load_one(asset_key, key, records, schema)
+
+        found = {}
+        for key in keys:  # a lazy input checks the commit rule now and reads later
             try:
-                loaded[key] = self._load_one(asset_key, key, records, schema)
+                found[key] = self._committed_file(asset_key, key, records) if lazy else load(key)
             except MissingFileError as exc:
                 if not allow_missing:
                     raise
                 context.log.warning(f"{asset_key.to_user_string()} partition {key} skipped: {exc}")
-        return loaded
+        return LazyPartitions(list(found), load) if lazy else found
 
 
 def concat_partitions(frames: dict[str, pl.DataFrame], empty: pl.DataFrame | None = None) -> pl.DataFrame:

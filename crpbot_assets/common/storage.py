@@ -20,7 +20,9 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO
 from urllib.parse import urlparse
 
 import polars as pl
@@ -141,25 +143,32 @@ class Storage:
         return f"{self.base_uri.rstrip('/')}/{relative}"
 
     def exists(self, relative: str) -> bool:
+        return self._file_info(relative) is not None
+
+    def _file_info(self, relative: str) -> pafs.FileInfo | None:
         fs, root = self._fs_and_root()
-        return fs.get_file_info(f"{root}/{relative}").type == pafs.FileType.File
+        info = fs.get_file_info(f"{root}/{relative}")
+        return info if info.type == pafs.FileType.File else None
 
     def stamp(self, relative: str) -> str | None:
         """`size:mtime_ns` of a stored file (None when absent): which write of the file is on disk."""
-        fs, root = self._fs_and_root()
-        info = fs.get_file_info(f"{root}/{relative}")
-        if info.type != pafs.FileType.File:
-            return None
-        return f"{info.size}:{info.mtime_ns}"
+        info = self._file_info(relative)
+        return None if info is None else f"{info.size}:{info.mtime_ns}"
 
-    def write_bytes(self, relative: str, data: bytes) -> str:
-        """Write atomically: a temporary sibling renamed into place (S3 puts are atomic already); stale
+    def size(self, relative: str) -> int | None:
+        """Size in bytes of a stored file (None when absent)."""
+        info = self._file_info(relative)
+        return None if info is None else info.size
+
+    def write_with(self, relative: str, write: Callable[[BinaryIO], None]) -> str:
+        """Write atomically what `write(file)` writes into a binary file: a temporary sibling renamed into
+        place (S3 puts are atomic already), so a large file streams to disk without its bytes in memory. Stale
         temporary files of killed writers in the same directory are removed first."""
         fs, root = self._fs_and_root()
         final = f"{root}/{relative}"
         if self.is_s3:  # S3 has no directories (creating them would leave marker objects)
             with fs.open_output_stream(final) as out:
-                out.write(data)
+                write(out)
             return self.uri(relative)
         directory = final.rsplit("/", 1)[0]
         fs.create_dir(directory, recursive=True)
@@ -167,10 +176,7 @@ class Storage:
         tmp = temp_name(final)
         try:
             with open(tmp, "wb") as out:
-                view = memoryview(data)
-                out.write(view[: len(data) // 2])
-                _test_hook("mid-write", relative)
-                out.write(view[len(data) // 2 :])
+                write(out)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, final)
@@ -179,6 +185,17 @@ class Storage:
                 os.remove(tmp)
         _test_hook("after-write", relative)
         return self.uri(relative)
+
+    def write_bytes(self, relative: str, data: bytes) -> str:
+        """Write `data` atomically (`write_with`)."""
+
+        def write(out: BinaryIO) -> None:
+            view = memoryview(data)
+            out.write(view[: len(data) // 2])
+            _test_hook("mid-write", relative)
+            out.write(view[len(data) // 2 :])
+
+        return self.write_with(relative, write)
 
     def read_bytes(self, relative: str) -> bytes:
         fs, root = self._fs_and_root()
@@ -192,7 +209,10 @@ class Storage:
 
     def write_parquet(self, relative: str, frame: pl.DataFrame) -> str:
         buffer = io.BytesIO()
-        frame.write_parquet(buffer, compression="zstd", statistics=True)
+        # zstd level 1, chosen by measurement (features, 1 M rows of Float32; 2 cores, load 4): 0.32 s and
+        # 135.7 MB, against 0.41 s / 133.3 MB at zstd's default level 3, 0.26 s / 158 MB lz4, 0.26 s / 164 MB
+        # snappy; statistics and row-group size changed nothing measurable (a month is one row group).
+        frame.write_parquet(buffer, compression="zstd", compression_level=1, statistics=True)
         return self.write_bytes(relative, buffer.getvalue())
 
     def read_parquet(self, relative: str) -> pl.DataFrame:

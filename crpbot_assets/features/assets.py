@@ -1,5 +1,7 @@
 """The `features` asset: the feature catalogue per symbol x month, warmed up on the previous month's candles."""
 
+from collections.abc import Mapping
+
 import dagster as dg
 import polars as pl
 
@@ -42,7 +44,7 @@ class MissingCandlesError(RuntimeError):
 
 
 def _month_features(
-    context: dg.AssetExecutionContext, key: str, candles: dict[str, pl.DataFrame], plot: bool
+    context: dg.AssetExecutionContext, key: str, candles: Mapping[str, pl.DataFrame], plot: bool
 ) -> pl.DataFrame:
     """Features of one partition from its own candles and (when materialized) the previous month's."""
     symbol, month = split_key(key)
@@ -98,7 +100,8 @@ def _month_features(
         "candles": dg.AssetIn(
             "candles",
             partition_mapping=previous_and_current_month,
-            metadata={"allow_missing_partitions": True},
+            metadata={"allow_missing_partitions": True, "lazy_partitions": True},
+            dagster_type=dg.Any,  # a LazyPartitions mapping (a range run reads each month when it needs it)
         )
     },
     kinds={"polars", "parquet"},
@@ -112,7 +115,7 @@ def _month_features(
         "longest_lookback_minutes": MAX_LOOKBACK_MINUTES,
     },
 )
-def features(context: dg.AssetExecutionContext, candles: dict[str, pl.DataFrame]):
+def features(context: dg.AssetExecutionContext, candles: Mapping[str, pl.DataFrame]):
     """Causal multi-timeframe features (1m, 5m, 15m, 1h) of one symbol-month: `ts` + one Float32 column per
     catalogue entry (metadata `feature_catalogue`; computed in Float64). Warmed up on the previous month's last
     days of candles, keeping this month's rows whose every lookback is satisfied. A row at `ts` uses candles up to the close of
@@ -122,7 +125,8 @@ def features(context: dg.AssetExecutionContext, candles: dict[str, pl.DataFrame]
     # one-partition run would, and written one file per partition. Dagster 1.13 gives such a run the partition
     # key range (`context.partition_keys`: the symbol x month product of the range) and, through
     # `previous_and_current_month`, the candles of every month of the range plus the month before it, as one
-    # {partition_key: frame} mapping (the IO manager's rule for partitioned inputs). A backfill of many
+    # {partition_key: frame} mapping (the IO manager's rule for partitioned inputs), read lazily: a month's
+    # candles are read when it (or the month after it) is computed, not all at once. A backfill of many
     # months x symbols becomes one run per key range: one per symbol for whole histories.
     plot = context.has_partition_key
     value = run_partitions(

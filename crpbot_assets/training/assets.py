@@ -103,14 +103,15 @@ def training_dataset(
     dataset = ds.build_dataset(
         features, sentiment_features, candles, ds.DatasetConfig(**config.model_dump()), symbol
     )
-    data = ds.to_parquet_bytes(dataset)
-    uri = storage.storage.write_bytes(dataset_relative_path(symbol), data)
+    relative = dataset_relative_path(symbol)
+    uri = storage.storage.write_with(relative, lambda out: ds.write_parquet(dataset, out))
+    size = storage.storage.size(relative)
     summary = ds.summary(dataset)
-    context.log.info(f"{symbol}: wrote {dataset.frame.height:,} rows ({len(data) / 1e6:.1f} MB) to {uri}")
+    context.log.info(f"{symbol}: wrote {dataset.frame.height:,} rows ({size / 1e6:.1f} MB) to {uri}")
     return dg.MaterializeResult(
         metadata={
             "uri": dg.MetadataValue.path(uri),
-            "bytes": len(data),
+            "bytes": size,
             "rows": dataset.frame.height,
             "features": len(dataset.feature_columns),
             **{f"{name}_rows": summary[name]["labelled_rows"] for name in ds.SPLITS},

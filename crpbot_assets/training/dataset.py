@@ -44,6 +44,7 @@ import io
 import json
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from typing import BinaryIO
 
 import numpy as np
 import polars as pl
@@ -159,7 +160,11 @@ def build_dataset(
     if not features["ts"].is_sorted():
         features = features.sort("ts")
     narrow = join_relative_sentiment(label_rows(features.select("ts"), candles, config), sentiment)
-    frame = features.head(narrow.height).hstack(narrow.drop("ts").get_columns())  # label_rows keeps a prefix
+    features = features.head(narrow.height)  # label_rows keeps a prefix
+    # Cut into the features' chunks: polars copies (rechunks) every column of a frame whose columns are
+    # chunked differently, which for the concatenated monthly partitions would copy all the features.
+    narrow = _chunked_like(narrow.drop("ts"), features["ts"])
+    frame = features.hstack(narrow.get_columns())
     frame = frame.with_columns(row_valid(technical, features.schema))
     labelled = frame["ts"].filter(frame["label"].is_not_null())
     if labelled.len() < 3:
@@ -179,7 +184,7 @@ def build_dataset(
             f"split cuts {cuts} leave less than the purge gap of {config.purge_minutes} minutes"
         )
     ts = pl.col("ts")
-    frame = frame.with_columns(
+    split = frame.select(
         pl.when(ts < cuts.train_end)
         .then(0)
         .when((ts >= cuts.train_end + gap) & (ts < cuts.val_end))
@@ -190,16 +195,11 @@ def build_dataset(
         .cast(pl.Int8)
         .alias("split")
     )
+    frame = frame.hstack(_chunked_like(split.rechunk(), frame["ts"]).get_columns())
     columns = technical + list(SENTIMENT_COLUMNS)
-    frame = frame.select(
-        "ts",
-        "split",
-        "label",
-        "fwd_return",
-        "past_return",
-        "row_valid",
-        *[pl.col(c).cast(pl.Float32) for c in columns],
-    )
+    frame = frame.with_columns(
+        pl.col(c).cast(pl.Float32) for c in columns if frame.schema[c] != pl.Float32
+    ).select("ts", "split", "label", "fwd_return", "past_return", "row_valid", *columns)
     labelled_per_split = frame.select(
         [
             ((pl.col("split") == code) & pl.col("label").is_not_null()).sum().alias(name)
@@ -214,10 +214,21 @@ def build_dataset(
                 "(materialize more months, or lower feature_lookback_minutes / max_sequence_length)"
             )
     train = (frame["split"] == 0) & frame["row_valid"]  # one column filtered at a time: no copy of the rows
-    mean = np.array([frame[c].filter(train).mean() or 0.0 for c in columns], dtype=np.float64)
-    std = np.array([frame[c].filter(train).std(ddof=0) or 0.0 for c in columns], dtype=np.float64)
+    # One contiguous column at a time: a sum's order, hence its last bits, must not depend on the chunks.
+    mean = np.array([frame[c].filter(train).rechunk().mean() or 0.0 for c in columns], dtype=np.float64)
+    std = np.array([frame[c].filter(train).rechunk().std(ddof=0) or 0.0 for c in columns], dtype=np.float64)
     mean, std = np.nan_to_num(mean), np.where(np.isfinite(std) & (std > 1e-12), std, 1.0)
     return Dataset(frame, columns, list(SENTIMENT_COLUMNS), mean, std, config, symbol)
+
+
+def _chunked_like(frame: pl.DataFrame, column: pl.Series) -> pl.DataFrame:
+    """`frame` (as many rows as `column`) cut into `column`'s chunks, without copying."""
+    parts = []
+    offset = 0
+    for chunk in column.get_chunks():
+        parts.append(frame.slice(offset, chunk.len()))
+        offset += chunk.len()
+    return pl.concat(parts, rechunk=False) if len(parts) > 1 else frame
 
 
 def row_valid(technical: list[str], schema: pl.Schema) -> pl.Expr:
@@ -344,8 +355,9 @@ def summary(dataset: Dataset) -> dict:
     return out
 
 
-def to_parquet_bytes(dataset: Dataset) -> bytes:
-    """The frame as zstd parquet with feature lists, scaler and config in the key-value metadata."""
+def write_parquet(dataset: Dataset, out: BinaryIO) -> None:
+    """Write the frame to the binary file `out` as zstd parquet with feature lists, scaler and config in the
+    key-value metadata (streamed: no copy of the file's bytes in memory)."""
     table = dataset.frame.to_arrow()
     meta = {
         "format": FORMAT,
@@ -359,9 +371,14 @@ def to_parquet_bytes(dataset: Dataset) -> bytes:
     table = table.replace_schema_metadata(
         {**(table.schema.metadata or {}), METADATA_KEY: json.dumps(meta).encode()}
     )
-    buffer = pa.BufferOutputStream()
-    pq.write_table(table, buffer, compression="zstd")
-    return buffer.getvalue().to_pybytes()
+    pq.write_table(table, out, compression="zstd")
+
+
+def to_parquet_bytes(dataset: Dataset) -> bytes:
+    """`write_parquet` into bytes."""
+    buffer = io.BytesIO()
+    write_parquet(dataset, buffer)
+    return buffer.getvalue()
 
 
 def from_parquet_bytes(data: bytes, source: str = "dataset") -> Dataset:

@@ -186,7 +186,7 @@ def build_walk_forward_assets(
                     f"({k + 1}/{config.seeds})"
                 )
                 data_path = f"walk_forward_datasets/{symbol}/{seed_id}.parquet"
-                files.write_bytes(data_path, ds.to_parquet_bytes(train_part))
+                files.write_with(data_path, lambda out, part=train_part: ds.write_parquet(part, out))
                 started = time.perf_counter()
                 extras = {
                     "symbol": symbol,

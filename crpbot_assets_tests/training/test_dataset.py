@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from crpbot_assets.common.storage import Storage
 from crpbot_assets.training.dataset import (
     PURGED,
     SENTIMENT_COLUMNS,
@@ -20,6 +21,7 @@ from crpbot_assets.training.dataset import (
     relative_sentiment,
     scale,
     to_parquet_bytes,
+    write_parquet,
 )
 from crpbot_assets_tests.training.helpers import SMALL_CONFIG, START, hourly_sentiment, minutes, planted
 
@@ -189,6 +191,16 @@ def test_parquet_round_trip_keeps_frame_scaler_and_config():
     assert datetime(2019, 1, 1, tzinfo=UTC) == back.frame["ts"][0]
 
 
+def test_a_dataset_streamed_to_storage_is_the_same_file_as_its_bytes(tmp_path):
+    candles, features = planted(6_000)
+    dataset = build_dataset(features, hourly_sentiment(6_000), candles, SMALL_CONFIG, "ETH-USD")
+    storage = Storage(str(tmp_path))
+    storage.write_with("training_dataset/ETH-USD.parquet", lambda out: write_parquet(dataset, out))
+    data = storage.read_bytes("training_dataset/ETH-USD.parquet")
+    assert data == to_parquet_bytes(dataset) and storage.size("training_dataset/ETH-USD.parquet") == len(data)
+    assert from_parquet_bytes(data).frame.equals(dataset.frame)
+
+
 def test_unsorted_or_integer_features_give_the_same_dataset_as_sorted_float():
     """Rows in any order build the same dataset (the wide columns are attached beside the narrow joins, so their
     order must follow `ts`); an integer feature is valid where it is not null, like a float one where finite."""
@@ -205,3 +217,17 @@ def test_unsorted_or_integer_features_give_the_same_dataset_as_sorted_float():
     )
     assert as_int.frame["row_valid"].equals(expected.frame["row_valid"])
     assert as_int.frame["noise_0"].equals(expected.frame["noise_0"].round())
+
+
+def test_monthly_chunks_give_the_dataset_of_one_frame():
+    """Features concatenated from partitions (many chunks, kept as they are) give the same rows, scaler and file."""
+    candles, features = planted(6_000)
+    sentiment = hourly_sentiment(6_000)
+    chunked = pl.concat([features.slice(i, 1_000) for i in range(0, features.height, 1_000)], rechunk=False)
+    assert chunked["ts"].n_chunks() == 6
+    whole = build_dataset(features, sentiment, candles, SMALL_CONFIG, "BTC-USD")
+    parts = build_dataset(chunked, sentiment, candles, SMALL_CONFIG, "BTC-USD")
+    assert parts.frame.equals(whole.frame)
+    np.testing.assert_array_equal(parts.mean, whole.mean)
+    np.testing.assert_array_equal(parts.std, whole.std)
+    assert to_parquet_bytes(parts) == to_parquet_bytes(whole)
