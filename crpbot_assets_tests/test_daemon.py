@@ -95,16 +95,20 @@ def test_daemon_keeps_the_month_in_progress_fresh_and_records_checks_per_partiti
     instance = dg.DagsterInstance.get()
 
     # The other inputs of sentiment_features, as their schedules would have left them.
+    # Resources are built here, from this test's environment: a `defs` imported earlier in the session keeps the
+    # replay URL and storage of the moment it was imported.
     from crpbot_assets.definitions import defs
+    from crpbot_assets.resources import resources_for
 
+    resources = resources_for("local")
     assert dg.materialize(
         [defs.get_assets_def("google_trends_hourly")],
         partition_key=month,
         instance=instance,
-        resources=defs.resources,
+        resources=resources,
     ).success
     assert dg.materialize(
-        [defs.get_assets_def("fear_greed_index")], instance=instance, resources=defs.resources
+        [defs.get_assets_def("fear_greed_index")], instance=instance, resources=resources
     ).success
     wait_for("first automation tick", lambda: automation_ticks(instance), 180, daemon)
 
