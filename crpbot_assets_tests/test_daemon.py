@@ -87,12 +87,22 @@ def daemon(home):
         process.wait(timeout=30)
 
 
-def test_daemon_keeps_the_month_in_progress_fresh_and_records_checks_per_partition(home, daemon):
+@pytest.fixture
+def home_instance(home):
+    """The instance of `home`, entered: Dagster's current defs-state storage is then this instance's, not one
+    left behind by an earlier test of the session."""
+    with dg.DagsterInstance.get() as instance:
+        yield instance
+
+
+def test_daemon_keeps_the_month_in_progress_fresh_and_records_checks_per_partition(
+    home, daemon, home_instance
+):
     now = datetime.now(UTC)
     month = month_key(now)
     before = month_key(previous_month(month_start(now)))
     btc = f"{month}|BTC-USD"
-    instance = dg.DagsterInstance.get()
+    instance = home_instance
 
     # The other inputs of sentiment_features, as their schedules would have left them.
     # Resources are built here, from this test's environment: a `defs` imported earlier in the session keeps the
