@@ -5,6 +5,11 @@ the last complete months) into the sqlite instance under dagster_home/, so `dags
 Then a short walk-forward for BTC-USD (every month after the first as a test month, small model) and the
 report's headline, the month in progress (as the schedules and sensors keep it), and a short paper-trading
 stretch (signals, simulated fills) on the last replayed days.
+
+The console shows one progress line per step and the results as small tables. Everything else written to
+stdout/stderr (Dagster's console log, Python warnings, the training subprocesses) goes to the log file named
+on the first lines, under $DAGSTER_HOME/logs/. Every run is tagged `crpbot/demo=true` (signals/gate.py): the
+demo's permissive promotion is labelled as such, and automation does not paper-trade it after the demo.
 """
 
 from __future__ import annotations
@@ -13,9 +18,17 @@ import argparse
 import os
 import sys
 import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from textwrap import indent
+from typing import TextIO
 
 from crpbot_assets.common.settings import REPO_ROOT
+from crpbot_assets.signals.gate import DEMO_RUN_TAGS
+from crpbot_assets.training.report_page import Table, text
 
 # A CPU-sized model so the demo trains 3 symbols x 2 variants in minutes; production uses LstmConfig's defaults.
 DEMO_MODEL = {"hidden_size": 32, "num_layers": 1, "sequence_length": 30}
@@ -23,15 +36,118 @@ DEMO_MODEL = {"hidden_size": 32, "num_layers": 1, "sequence_length": 30}
 # the demo purges horizon + window + one day instead.
 DEMO_DATASET = {"feature_lookback_minutes": 1440}
 # The demo's walk-forward has two test months of synthetic data: the default promotion rule (3 months) cannot
-# pass, so the demo promotes on a permissive rule to show the paper-trading stretch. Not a verdict on the model.
+# pass, so the demo promotes on a permissive rule to show the paper-trading stretch. Not a verdict on the model;
+# the promotion records it (signals/gate.py) and no signal is scored with it outside the demo.
 DEMO_PROMOTION = {"recent_months": 1, "min_months_won": 0, "min_net_return": None}
-# Dagster's console logs at INFO (progress lines), not every DEBUG step event.
+# Dagster's console logger (into the log file) at INFO: progress lines, not every DEBUG step event.
 CONSOLE_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 PAPER_DAYS = 3  # the paper-trading stretch: the last days of the last replayed month
+UI_COMMANDS = (
+    "Open the UI:  .venv/bin/crpbot-replay & REPLAY_PID=$!\n"
+    "              DAGSTER_HOME=$PWD/dagster_home .venv/bin/dagster dev -w workspace.yaml   ->  http://127.0.0.1:3000\n"
+    "Afterwards:   kill $REPLAY_PID   (stops the replay server)"
+)
+
+
+class DemoStepFailed(Exception):
+    pass
+
+
+@contextmanager
+def console_and_log(log_path: Path) -> Iterator[TextIO]:
+    """Send this process's stdout and stderr (file descriptors 1 and 2, so also subprocesses and native
+    libraries) to `log_path` (appended); yield a stream on the original stdout for the demo's own lines."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    saved = (os.dup(1), os.dup(2))
+    streams = (sys.stdout, sys.stderr)  # replaced ones too (a test runner's, an IDE's)
+    console = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    with open(log_path, "a", buffering=1, encoding="utf-8") as log:
+        try:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            sys.stdout = sys.stderr = log
+            yield console
+        finally:
+            log.flush()
+            sys.stdout, sys.stderr = streams
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            console.close()
 
 
 def _range_tags(first: str, last: str) -> dict[str, str]:
     return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+
+
+def _first_failure(result) -> str:
+    """The first failed step's error (the innermost cause: the user code's exception), in one line."""
+    for event in result.all_events:
+        error = event.step_failure_data.error if event.is_step_failure else None
+        if error is not None:
+            while error.cause is not None:
+                error = error.cause
+            message = error.message.strip().splitlines()
+            return f"{event.step_key}: {message[0] if message else 'failed'}"
+    return "the run failed before any step"
+
+
+class Demo:
+    """Runs the demo's steps on the instance: a progress line each on `console`, Dagster's log in the file."""
+
+    def __init__(self, console: TextIO, log_path: Path, defs=None, instance=None):
+        """`defs` (default: crpbot's, imported now) and `instance` (default: $DAGSTER_HOME's) for tests."""
+        import dagster as dg
+
+        if defs is None:
+            from crpbot_assets.definitions import defs
+        self.console = console
+        self.log_path = log_path
+        self.instance = instance or dg.DagsterInstance.get()
+        self.job = defs.resolve_implicit_global_asset_job_def()
+        self.started = time.monotonic()
+
+    def say(self, line: str = "") -> None:
+        print(line, file=self.console, flush=True)
+
+    def table(self, title: str, table: Table) -> None:
+        self.say(f"\n{title}")
+        self.say(indent(text(table), "  "))
+
+    def elapsed(self) -> str:
+        seconds = int(time.monotonic() - self.started)
+        return f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+    def run(self, title: str, assets: list[str], tags: dict | None = None, run_config: dict | None = None):
+        """Materialize `assets` in one run; DemoStepFailed (after printing the first error) when it fails."""
+        import dagster as dg
+
+        started = time.monotonic()
+        self.console.write(f"[{self.elapsed()}] {title} ... ")
+        self.console.flush()
+        result = self.job.execute_in_process(
+            instance=self.instance,
+            asset_selection=[dg.AssetKey(a) for a in assets],
+            tags={**DEMO_RUN_TAGS, **(tags or {})},
+            run_config={**(run_config or {}), **CONSOLE_INFO},
+            raise_on_error=False,
+        )
+        if result.success:
+            self.say(f"ok, {time.monotonic() - started:.0f} s")
+            return result
+        self.say("FAILED")
+        self.say(f"  {_first_failure(result)}")
+        self.say(f"  run {result.run_id}: its events are in the UI and in {self.log_path}")
+        raise DemoStepFailed(title)
+
+    def latest(self, asset: str, partition: str) -> dict:
+        """Metadata values of the partition's latest materialization ({} when there is none)."""
+        from crpbot_assets.signals.assets import latest_metadata
+
+        return latest_metadata(self.instance, asset, partition)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,46 +171,40 @@ def main(argv: list[str] | None = None) -> None:
 
     os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / "dagster_home"))
     os.environ["CRPBOT_ENV"] = "local"
-    from crpbot_assets.replay.server import ReplayServer
+    log_path = Path(os.environ["DAGSTER_HOME"]) / "logs" / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.log"
+    with console_and_log(log_path) as console:
+        print(f"crpbot demo: {args.months} months x 3 symbols on the embedded defaults", file=console)
+        print(f"Dagster's log (every run's events, warnings, training output): {log_path}", file=console)
+        try:
+            from crpbot_assets.replay.server import ReplayServer
 
-    with ReplayServer() as replay:
-        os.environ["CRPBOT_REPLAY_URL"] = replay.url
-        print(f"replay server (Coinbase, Reddit, alternative.me, Google Trends) on {replay.url}", flush=True)
-        _materialize_window(
-            args.months,
-            DEMO_MODEL | {"epochs": args.epochs, "max_train_windows_per_epoch": args.windows_per_epoch},
-        )
+            with ReplayServer() as replay:
+                os.environ["CRPBOT_REPLAY_URL"] = replay.url
+                demo = Demo(console, log_path)
+                demo.say(f"replay server (Coinbase, Reddit, alternative.me, Google Trends) on {replay.url}\n")
+                _materialize_window(
+                    demo,
+                    args.months,
+                    DEMO_MODEL
+                    | {"epochs": args.epochs, "max_train_windows_per_epoch": args.windows_per_epoch},
+                )
+        except DemoStepFailed as failed:
+            print(f"demo stopped: {failed} failed", file=console, flush=True)
+            raise SystemExit(1) from None
+        except (Exception, KeyboardInterrupt) as exc:
+            traceback.print_exc()  # into the log
+            print(f"demo stopped: {type(exc).__name__}: {exc}\n(traceback in {log_path})", file=console)
+            raise SystemExit(1) from None
 
 
-def _materialize_window(month_count: int, model_config: dict) -> None:
-    import dagster as dg
-
+def _materialize_window(demo: Demo, month_count: int, model_config: dict) -> None:
     from crpbot_assets.common.months import last_complete_months, month_key, month_start
     from crpbot_assets.common.partitions import symbol_month_key
     from crpbot_assets.common.settings import local_storage_uri
     from crpbot_assets.common.symbols import SYMBOLS
-    from crpbot_assets.definitions import defs
 
-    instance = dg.DagsterInstance.get()
     warm_up, *months = last_complete_months(month_count + 1, datetime.now(UTC))
-    job = defs.resolve_implicit_global_asset_job_def()
-
-    def run(title: str, assets: list[str], tags: dict | None = None, run_config: dict | None = None) -> None:
-        started = time.monotonic()
-        print(f"\n== {title} ==", flush=True)
-        result = job.execute_in_process(
-            instance=instance,
-            asset_selection=[dg.AssetKey(a) for a in assets],
-            tags=tags or {},
-            run_config={**(run_config or {}), **CONSOLE_INFO},
-            raise_on_error=False,
-        )
-        status = "ok" if result.success else "FAILED"
-        print(
-            f"== {title}: {status} in {time.monotonic() - started:.0f}s (run {result.run_id}) ==", flush=True
-        )
-        if not result.success:
-            sys.exit(f"demo stopped: {title} failed; see the run's logs in the UI or above")
+    run = demo.run
 
     def symbol_months(first: datetime, last: datetime) -> dict:
         return _range_tags(str(symbol_month_key(SYMBOLS[0], first)), str(symbol_month_key(SYMBOLS[-1], last)))
@@ -151,69 +261,74 @@ def _materialize_window(month_count: int, model_config: dict) -> None:
         ["candles", "features", "reddit_hourly", "sentiment_features"],
         symbol_months(current, current),
     )
-    _print_sentiment_coverage(instance, current)
 
-    _paper_trading_stretch(run, instance, months[-1])
+    _paper_trading_stretch(run, demo, months[-1])
 
-    print(f"\nDone. Asset files: {local_storage_uri()}")
-    print(f"Dagster instance (runs, metadata, plots): {os.environ['DAGSTER_HOME']}")
-    for symbol in SYMBOLS:
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("model_evaluation"), asset_partitions=[symbol]),
-            limit=1,
+    demo.say(f"\nDone in {demo.elapsed()}. Asset files: {local_storage_uri()}")
+    demo.say(f"Dagster instance (runs, metadata, plots): {os.environ['DAGSTER_HOME']}")
+    demo.table("Test segment per symbol (model_evaluation):", _evaluation_table(demo, SYMBOLS))
+    _print_sentiment_coverage(demo, current)
+    _print_paper_trading(demo, months[-1])
+    report = demo.latest("walk_forward_report", SYMBOLS[0])
+    if report:
+        demo.say(f"\nWalk-forward verdict, {SYMBOLS[0]}: {report['headline']}")
+    demo.say(UI_COMMANDS)
+
+
+def _percent(value, signed: bool = False) -> str:
+    """A fraction as a percentage for people (n/a when missing)."""
+    if value is None:
+        return "n/a"
+    return f"{value * 100:+.1f}" if signed else f"{value * 100:.1f}"
+
+
+def _evaluation_table(demo: Demo, symbols) -> Table:
+    rows = []
+    fee = None
+    for symbol in symbols:
+        meta = demo.latest("model_evaluation", symbol)
+        fee = meta.get("fee_bps", fee)
+        rows.append(
+            (
+                symbol,
+                _percent(meta.get("with_sentiment/model/balanced_accuracy")),
+                _percent(meta.get("with_sentiment/majority_baseline/balanced_accuracy")),
+                _percent(meta.get("with_sentiment/persistence_baseline/balanced_accuracy")),
+                _percent(meta.get("with_sentiment/long_short/total_return"), signed=True),
+                _percent(meta.get("sentiment_ablation/balanced_accuracy_delta"), signed=True),
+            )
         )
-        for record in records.records:
-            meta = record.asset_materialization.metadata
-            shown = {
-                k: v.value
-                for k, v in meta.items()
-                if k.endswith("/accuracy") or k.startswith("sentiment_ablation/")
-            }
-            print(f"  {symbol} test-segment results: {shown}")
-    report = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("walk_forward_report"), asset_partitions=[SYMBOLS[0]]),
-        limit=1,
-    )
-    for record in report.records:
-        print(
-            f"\nWalk-forward verdict, {SYMBOLS[0]}: {record.asset_materialization.metadata['headline'].value}"
-        )
-    print(
-        "Open the UI: .venv/bin/crpbot-replay &  then  "
-        "DAGSTER_HOME=$PWD/dagster_home .venv/bin/dagster dev -w workspace.yaml  ->  http://127.0.0.1:3000"
+    return Table(
+        ("symbol", "LSTM bacc (%)", "majority (%)", "persistence (%)", "LSTM net (%)", "sentiment (points)"),
+        rows,
+        "bacc: balanced accuracy, mean recall of down/flat/up (33.3 % = chance); net: long/short return after "
+        f"a {fee if fee is not None else 'n/a'} bps fee; sentiment: bacc with minus without the sentiment inputs.",
     )
 
 
-def _print_sentiment_coverage(instance, month: datetime) -> None:
-    """How many hours of the month in progress each sentiment source covers, per symbol."""
-    import dagster as dg
-
+def _print_sentiment_coverage(demo: Demo, month: datetime) -> None:
+    """How many hours of the month in progress the sentiment sources cover, per symbol."""
     from crpbot_assets.common.partitions import symbol_month_key
     from crpbot_assets.common.symbols import SYMBOLS
 
-    print(f"\nsentiment_features of {month:%Y-%m}, share of the hours so far without a value:")
+    rows = []
     for symbol in SYMBOLS:
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(
-                asset_key=dg.AssetKey("sentiment_features"),
-                asset_partitions=[str(symbol_month_key(symbol, month))],
-            ),
-            limit=1,
-        ).records
-        meta = records[0].asset_materialization.metadata if records else {}
-        rows = meta["rows"].value if "rows" in meta else 0
-        print(f"  {symbol}: {rows} hours, null share {meta['null_share'].value if rows else 'n/a'}")
-    print(
-        "  As-of rules (README, sentiment): Reddit hours count only from the oldest listed post on, engagement only\n"
-        "  with scores observed by the hour's end; Trends values of the month in progress count from their\n"
-        "  retrieval on, so hours fetched just now stay null until google_trends_refresh fetches later ones."
+        meta = demo.latest("sentiment_features", str(symbol_month_key(symbol, month)))
+        hours = meta.get("rows", 0)
+        rows.append((symbol, str(hours), _percent(meta.get("null_share")) if hours else "n/a"))
+    demo.table(
+        f"Sentiment of the month in progress ({month:%Y-%m}):",
+        Table(
+            ("symbol", "hours so far", "values missing (%)"),
+            rows,
+            "Missing by the as-of rules (README, sentiment): Reddit counts from the oldest listed post on, Trends\n"
+            "values from their retrieval on (hours fetched just now stay empty until the next refresh).",
+        ),
     )
 
 
-def _paper_trading_stretch(run, instance, month: datetime) -> None:
+def _paper_trading_stretch(run, demo: Demo, month: datetime) -> None:
     """Promote BTC-USD's model with a permissive rule, then signals and paper trades on the month's last days."""
-    import dagster as dg
-
     from crpbot_assets.common.months import month_end
     from crpbot_assets.common.partitions import symbol_month_key
     from crpbot_assets.common.symbols import SYMBOLS
@@ -222,7 +337,7 @@ def _paper_trading_stretch(run, instance, month: datetime) -> None:
     key = str(symbol_month_key(symbol, month))
     first_minute = (month_end(month) - timedelta(days=PAPER_DAYS)).isoformat()
     run(
-        f"promoted_model, {symbol} (demo rule: {DEMO_PROMOTION})",
+        f"promoted_model, {symbol} (the demo's permissive rule)",
         ["promoted_model"],
         {"dagster/partition": symbol},
         {"ops": {"promoted_model": {"config": DEMO_PROMOTION}}},
@@ -234,23 +349,49 @@ def _paper_trading_stretch(run, instance, month: datetime) -> None:
         {"ops": {"signals": {"config": {"first_minute": first_minute}}}},
     )
 
-    def latest(asset: str, partition: str) -> dict:
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
-        ).records
-        return {k: v.value for k, v in records[0].asset_materialization.metadata.items()} if records else {}
 
-    trades = latest("paper_trades", key)
-    book = latest("paper_portfolio", key)
-    print(f"\nPaper trading (simulation, not trading advice), {symbol}, from {first_minute}:")
+def _print_paper_trading(demo: Demo, month: datetime) -> None:
+    from crpbot_assets.common.months import month_end
+    from crpbot_assets.common.partitions import symbol_month_key
+    from crpbot_assets.common.symbols import SYMBOLS
+
+    symbol = SYMBOLS[0]
+    key = str(symbol_month_key(symbol, month))
+    trades = demo.latest("paper_trades", key)
+    book = demo.latest("paper_portfolio", key)
+    first = month_end(month) - timedelta(days=PAPER_DAYS)
+    title = f"Paper trading (simulation, not trading advice), {symbol}, {first:%Y-%m-%d %H:%M} UTC on:"
     if not book.get("minutes"):
-        print(f"  no paper portfolio: {latest('signals', key).get('status', 'no signals')}")
+        demo.say(
+            f"\n{title}\n  no paper portfolio: {demo.latest('signals', key).get('status', 'no signals')}"
+        )
         return
-    print(
-        f"  {trades['trades']} fills, fees {trades['fees_paid']:.2f} + spread {trades['spread_paid']:.2f} USD; "
-        f"equity {book['equity']:.2f} USD (P&L {book['pnl']:+.2f}, {book['return']:+.2%}) vs buy and hold "
-        f"{book['buy_and_hold_return']:+.2%}; drawdown now {book['drawdown']:.2%}, "
-        f"worst {book['max_drawdown_month']:.2%}"
+    demo.table(
+        title,
+        Table(
+            (
+                "symbol",
+                "fills",
+                "costs (USD)",
+                "equity (USD)",
+                "return (%)",
+                "buy & hold (%)",
+                "worst drawdown (%)",
+            ),
+            [
+                (
+                    symbol,
+                    str(trades["trades"]),
+                    f"{trades['fees_paid'] + trades['spread_paid']:.2f}",
+                    f"{book['equity']:,.2f}",
+                    _percent(book["return"], signed=True),
+                    _percent(book["buy_and_hold_return"], signed=True),
+                    _percent(book["max_drawdown_month"]),
+                )
+            ],
+            "costs: taker fees + half-spreads paid; the model was promoted on the demo's permissive rule, so\n"
+            "automation will not paper-trade it after the demo (promoted_model: demo_rule, signals/gate.py).",
+        ),
     )
 
 

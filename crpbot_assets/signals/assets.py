@@ -27,8 +27,8 @@ from crpbot_assets.common.partitions import (
 from crpbot_assets.common.plots import line_plot
 from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.common.storage import Storage
+from crpbot_assets.signals import gate, scoring
 from crpbot_assets.signals import ledger as lg
-from crpbot_assets.signals import scoring
 from crpbot_assets.signals.promotion import PromotionRule, decide
 from crpbot_assets.training.artifacts import load_artifact
 from crpbot_assets.training.assets import _config_from, model_relative_path
@@ -105,6 +105,10 @@ def promoted_model(
     if report is None:
         raise dg.Failure(f"walk_forward_report for {symbol} is not materialized")
     decision = decide(report, PromotionRule(**config.model_dump()))
+    demo_run = gate.is_demo_run(
+        context.run.tags
+    )  # crpbot-demo's permissive rule: judge the configured one too
+    configured = decide(report, PromotionRule()) if demo_run else decision
     path = model_relative_path(symbol)
     if decision.passed and not files.exists(path):
         decision = type(decision)(False, f"lstm_model for {symbol} is not materialized", decision.details)
@@ -121,6 +125,8 @@ def promoted_model(
         status = "demoted" if previous else "none promoted"
     else:
         status = "kept" if version == previous else "promoted"
+    if demo_run and version and not configured.passed:
+        status += " on the demo rule only"
     message = f"{symbol}: {status}" + (f" model {version}" if version else "") + f": {decision.reason}"
     (context.log.warning if status == "demoted" else context.log.info)(message)
     value = {
@@ -135,6 +141,7 @@ def promoted_model(
         "evidence": decision.details,
         "source_lstm_model_run": source.get("run_model_uri"),
         "decided_at": datetime.now(UTC).isoformat(),
+        **gate.labels(demo_run, configured.passed, configured.reason),
     }
     return dg.Output(
         value,
@@ -144,6 +151,7 @@ def promoted_model(
             "model_version": version or "",
             "previous_model_version": previous or "",
             "evidence": dg.MetadataValue.json(decision.details),
+            **gate.labels(demo_run, configured.passed, configured.reason),
         },
     )
 
@@ -188,9 +196,10 @@ def signals(
     frame = concat_partitions(features)
     promotion = promoted_model.get(symbol, {})
     metadata: dict = {}
-    if not promotion.get("promoted"):
+    refused = gate.refusal(promotion, context.run.tags)  # a demo promotion outside the demo
+    if not promotion.get("promoted") or refused:
         new = scoring.empty_signals()
-        metadata["status"] = (
+        metadata["status"] = refused or (
             f"no promoted model: {promotion.get('reason', 'promoted_model not materialized')}"
         )
     else:

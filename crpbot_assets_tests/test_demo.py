@@ -1,0 +1,86 @@
+"""The demo's console: one progress line per step and small tables; everything else goes to its log file."""
+
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+
+from crpbot_assets.demo import Demo, DemoStepFailed, console_and_log
+from crpbot_assets.sentiment.assets import fear_greed_index
+from crpbot_assets.sentiment.resources import FearGreedResource
+from crpbot_assets.signals.gate import DEMO_RUN_TAG
+from crpbot_assets.training.report_page import Table, text
+
+CHATTY = """
+import subprocess, sys, warnings
+from pathlib import Path
+from crpbot_assets.demo import console_and_log
+
+with console_and_log(Path(sys.argv[1])) as console:
+    console.write("progress line\\n")
+    print("printed by a library")
+    print("a stderr line", file=sys.stderr)
+    warnings.warn("a beta warning", UserWarning)
+    subprocess.run(["sh", "-c", "echo child stdout; echo child stderr >&2"], check=True)
+    console.write("done\\n")
+print("after")
+"""
+
+
+def test_only_the_console_stream_reaches_the_terminal(tmp_path):
+    log = tmp_path / "logs" / "demo.log"
+    terminal = subprocess.run(
+        [sys.executable, "-c", CHATTY, str(log)], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert terminal.stdout == "progress line\ndone\nafter\n" and terminal.stderr == ""
+    written = log.read_text()
+    for line in ("printed by a library", "a stderr line", "a beta warning", "child stdout", "child stderr"):
+        assert line in written
+    assert "progress line" not in written and "after" not in written
+
+
+def _defs(url: str, storage_resources) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[fear_greed_index],
+        resources={**storage_resources, "fear_greed": FearGreedResource(base_url=url, max_attempts=1)},
+    )
+
+
+def test_a_step_is_one_line_its_run_is_tagged_and_a_failure_names_the_error(
+    tmp_path, capfd, replay_server, storage_resources, instance
+):
+    log = tmp_path / "demo.log"
+    with console_and_log(log) as console:
+        demo = Demo(console, log, _defs(replay_server.url, storage_resources), instance)
+        result = demo.run("Fear & Greed index", ["fear_greed_index"])
+        broken = Demo(console, log, _defs("http://127.0.0.1:9", storage_resources), instance)
+        with pytest.raises(DemoStepFailed, match="Fear & Greed, unreachable"):
+            broken.run("Fear & Greed, unreachable", ["fear_greed_index"])
+    lines = capfd.readouterr().out.splitlines()
+    assert lines[0].startswith("[00:0") and lines[0].endswith(" s")
+    assert "] Fear & Greed index ... ok, " in lines[0]
+    assert lines[1].endswith("Fear & Greed, unreachable ... FAILED")
+    assert lines[2].startswith("  fear_greed_index: ") and "127.0.0.1:9" in lines[2]
+    assert str(log) in lines[3] and len(lines) == 4
+    assert instance.get_run_by_id(result.run_id).tags[DEMO_RUN_TAG] == "true"
+    written = log.read_text()
+    assert "fear & greed: " in written and "Connection refused" in written  # Dagster's log of both runs
+    assert "skipped" not in "".join(lines)
+
+
+def test_text_table_aligns_numbers_and_keeps_the_legend():
+    table = Table(
+        ("model", "net (%)", "turnover (/day)"),
+        [("lstm", "-12.5", "3.1"), ("buy_and_hold", "+4.0", "0.0")],
+        "legend",
+    )
+    assert text(table).splitlines() == [
+        "model         net (%)  turnover (/day)",
+        "------------  -------  ---------------",
+        "lstm            -12.5              3.1",
+        "buy_and_hold     +4.0              0.0",
+        "legend",
+    ]
+    with pytest.raises(ValueError, match="2 cells for 3 headers"):
+        Table(("a", "b", "c"), [("x", "1")])
