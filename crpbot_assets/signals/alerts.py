@@ -1,13 +1,17 @@
-"""Paper-trading alerts: which conditions to report, once per episode. Pure (no Dagster).
+"""Paper-trading alerts: which conditions hold now, and which to report. Pure (no Dagster).
 
 Per symbol, for the month in progress, from the facts the sensor reads off the instance:
-- `stalled`: a model is promoted, candles keep arriving, and the newest signal is more than `stall_minutes`
-  behind the newest candle (reported once per newest signal, so a stall is reported once);
-- `model_changed`: the promoted model version differs from the one seen at the previous evaluation
-  (a promotion, a replacement or a demotion to nothing);
-- `drawdown`: the paper portfolio's drawdown from its peak is beyond `max_drawdown` (reported once until it
-  recovers above the threshold).
-The cursor (JSON-able dict) is what the previous evaluation saw.
+- `stalled`: a model trades (promoted, not a demo-only promotion) and its newest signal is older than the
+  newest candle that arrived more than the stall limit ago. The limit follows the cadence candles arrive at:
+  one cadence (the next refresh may still be on its way) plus a catch-up allowance (automation, features,
+  scoring). Hourly candles (the schedule): 60 + 15 = 75 minutes; minute-fresh candles: 1 + 15. A batch that
+  arrives after a long pause (the daemon was down) is not a stall until it is older than the limit.
+- `model_changed`: the traded model version differs from the one seen at the previous evaluation (a
+  promotion, a replacement, a demotion to nothing);
+- `drawdown`: the paper portfolio's drawdown from its peak is beyond `max_drawdown`.
+`conditions()` says which of stalled/drawdown hold (the state the asset checks show); `evaluate()` turns them
+into alerts, once per episode, and never on a symbol's first evaluation: that one only records what it sees
+(a state the checks show, not news). The cursor (JSON-able dict) is what the previous evaluation saw.
 """
 
 from __future__ import annotations
@@ -18,20 +22,28 @@ from datetime import datetime
 
 @dataclass(frozen=True)
 class AlertConfig:
-    stall_minutes: int = 30
+    cadence_minutes: float = 60.0  # how often candles arrive (default: the candles schedule's interval)
+    catch_up_minutes: float = 15.0  # how long signals may take to cover candles once they arrived
     max_drawdown: float = 0.10  # a fraction of the peak equity
 
     def __post_init__(self):
-        if self.stall_minutes < 1 or not 0.0 < self.max_drawdown < 1.0:
-            raise ValueError(f"need stall_minutes >= 1 and 0 < max_drawdown < 1: {self}")
+        if self.cadence_minutes <= 0 or self.catch_up_minutes < 0 or not 0.0 < self.max_drawdown < 1.0:
+            raise ValueError(f"need cadence_minutes > 0, catch_up_minutes >= 0, 0 < max_drawdown < 1: {self}")
+
+    def stall_minutes(self, cadence_minutes: float | None = None) -> float:
+        """The stall limit for candles arriving every `cadence_minutes` (default: the configured cadence)."""
+        return (cadence_minutes or self.cadence_minutes) + self.catch_up_minutes
 
 
 @dataclass(frozen=True)
 class SymbolFacts:
-    newest_candle: datetime | None
+    due_candle: (
+        datetime | None
+    )  # newest candle that arrived at least `stall_minutes` ago: signals must cover it
     newest_signal: datetime | None
-    model_version: str | None  # None: nothing promoted
+    model_version: str | None  # None: nothing trades (nothing promoted, or a demo-only promotion)
     drawdown: float | None  # latest paper portfolio drawdown (<= 0), None: no portfolio yet
+    stall_minutes: float = AlertConfig().stall_minutes()  # the limit `due_candle` was found with
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,23 @@ class Alert:
     message: str
 
 
+def conditions(symbol: str, f: SymbolFacts, config: AlertConfig) -> dict[str, str | None]:
+    """{"stalled": message or None, "drawdown": message or None}: what holds now."""
+    stalled = None
+    if f.model_version and f.due_candle is not None:
+        if f.newest_signal is None or f.newest_signal < f.due_candle:
+            lag = f.due_candle - f.newest_signal if f.newest_signal is not None else None
+            stalled = (
+                f"{symbol}: signals stalled: newest signal {f.newest_signal or 'none'} is behind candle "
+                f"{f.due_candle}, which arrived over {f.stall_minutes:g} minutes ago "
+                f"({f'{lag.total_seconds() / 60:.0f} minutes behind' if lag else 'no signal yet'})"
+            )
+    drawdown = None
+    if f.drawdown is not None and f.drawdown <= -config.max_drawdown:
+        drawdown = f"{symbol}: paper portfolio drawdown {f.drawdown:.2%} beyond -{config.max_drawdown:.0%}"
+    return {"stalled": stalled, "drawdown": drawdown}
+
+
 def evaluate(
     facts: dict[str, SymbolFacts], cursor: dict, config: AlertConfig = AlertConfig()
 ) -> tuple[list[Alert], dict]:
@@ -48,42 +77,25 @@ def evaluate(
     alerts = []
     seen_next = {}
     for symbol, f in sorted(facts.items()):
+        first_sight = symbol not in cursor
         seen = cursor.get(symbol, {})
-        now_seen = {"model_version": f.model_version}
-        if "model_version" in seen and seen["model_version"] != f.model_version:
-            alerts.append(
-                Alert(
-                    symbol,
-                    "model_changed",
-                    f"{symbol}: promoted model changed from {seen['model_version'] or 'none'} to "
-                    f"{f.model_version or 'none (demoted)'}",
-                )
-            )
-        if f.model_version and f.newest_candle is not None:
-            behind = f.newest_candle - f.newest_signal if f.newest_signal is not None else None
-            stalled = behind is None or behind.total_seconds() / 60 > config.stall_minutes
-            episode = str(f.newest_signal)
-            if stalled and seen.get("stalled") != episode:
-                lag = f"{behind.total_seconds() / 60:.0f} minutes" if behind is not None else "no signal yet"
+        now = conditions(symbol, f, config)
+        stall_episode = str(f.newest_signal) if now["stalled"] else None  # one stall per stuck signal
+        reported = {
+            "model_changed": seen.get("model_version") != f.model_version,
+            "stalled": now["stalled"] is not None and seen.get("stalled") != stall_episode,
+            "drawdown": now["drawdown"] is not None and not seen.get("drawdown"),
+        }
+        if not first_sight:
+            if reported["model_changed"]:
+                old, new = seen.get("model_version") or "none", f.model_version or "none (demoted)"
                 alerts.append(
-                    Alert(
-                        symbol,
-                        "stalled",
-                        f"{symbol}: signals stalled: newest signal {f.newest_signal or 'none'}, newest candle "
-                        f"{f.newest_candle} ({lag}; limit {config.stall_minutes} minutes)",
-                    )
+                    Alert(symbol, "model_changed", f"{symbol}: promoted model changed from {old} to {new}")
                 )
-            if stalled:
-                now_seen["stalled"] = episode
-        if f.drawdown is not None and f.drawdown <= -config.max_drawdown:
-            if not seen.get("drawdown"):
-                alerts.append(
-                    Alert(
-                        symbol,
-                        "drawdown",
-                        f"{symbol}: paper portfolio drawdown {f.drawdown:.2%} beyond -{config.max_drawdown:.0%}",
-                    )
-                )
-            now_seen["drawdown"] = True
-        seen_next[symbol] = now_seen
+            alerts += [Alert(symbol, kind, now[kind]) for kind in ("stalled", "drawdown") if reported[kind]]
+        seen_next[symbol] = {
+            "model_version": f.model_version,
+            "stalled": stall_episode,
+            "drawdown": now["drawdown"] is not None,
+        }
     return alerts, seen_next

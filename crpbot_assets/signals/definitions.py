@@ -3,8 +3,11 @@
 import dagster as dg
 
 from crpbot_assets.signals.assets import paper_portfolio, paper_trades, promoted_model, signals
+from crpbot_assets.signals.checks import SIGNAL_CHECKS
 from crpbot_assets.signals.sensors import paper_trading_alerts
 
 defs = dg.Definitions(
-    assets=[promoted_model, signals, paper_trades, paper_portfolio], sensors=[paper_trading_alerts]
+    assets=[promoted_model, signals, paper_trades, paper_portfolio],
+    asset_checks=SIGNAL_CHECKS,
+    sensors=[paper_trading_alerts],
 )

@@ -9,6 +9,7 @@ import polars as pl
 from crpbot_assets.common.partitions import symbol_month_key, symbol_month_partitions, symbol_partitions
 from crpbot_assets.demo import DEMO_PROMOTION
 from crpbot_assets.signals.assets import promoted_model, signals
+from crpbot_assets.signals.checks import promotion_trades_on_configured_gate
 from crpbot_assets.signals.gate import DEMO_RUN_TAGS, refusal
 from crpbot_assets_tests.signals.conftest import MARCH, SYMBOL, march_candles, march_features
 from crpbot_assets_tests.signals.test_end_to_end import SENTIMENT, lstm_model_stand_in
@@ -29,11 +30,12 @@ def failing_report() -> dict:
 
 
 ASSETS = [lstm_model_stand_in, failing_report, promoted_model, features_stand_in, SENTIMENT, signals]
+GATE_CHECK = promotion_trades_on_configured_gate
 
 
-def _meta(instance, resources, selection, partition, tags=None, run_config=None) -> dict:
+def _run(instance, resources, selection, partition, tags=None, run_config=None):
     result = dg.materialize(
-        ASSETS,
+        [*ASSETS, GATE_CHECK],
         selection=selection,
         partition_key=partition,
         resources=resources,
@@ -42,6 +44,11 @@ def _meta(instance, resources, selection, partition, tags=None, run_config=None)
         run_config=run_config,
     )
     assert result.success
+    return result
+
+
+def _meta(instance, resources, selection, partition, tags=None, run_config=None) -> dict:
+    result = _run(instance, resources, selection, partition, tags, run_config)
     (event,) = result.asset_materializations_for_node(selection[-1])
     return {k: v.value for k, v in event.metadata.items()}
 
@@ -50,7 +57,13 @@ def test_a_demo_promotion_is_labelled_and_scores_only_in_demo_runs(storage_resou
     resources = storage_resources
     _meta(instance, resources, ["lstm_model", "walk_forward_report"], SYMBOL)
     demo_rule = {"ops": {"promoted_model": {"config": DEMO_PROMOTION}}}
-    promoted = _meta(instance, resources, ["promoted_model"], SYMBOL, DEMO_RUN_TAGS, demo_rule)
+    result = _run(instance, resources, ["promoted_model"], SYMBOL, DEMO_RUN_TAGS, demo_rule)
+    promoted = {
+        k: v.value for k, v in result.asset_materializations_for_node("promoted_model")[0].metadata.items()
+    }
+    (check,) = result.get_asset_check_evaluations()  # the check ran with the asset: the asset shows it
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert "crpbot-demo's permissive rule" in check.description
     assert promoted["status"] == "promoted on the demo rule only" and promoted["model_version"]
     assert promoted["demo_rule"] is True and promoted["passes_configured_gate"] is False
     assert "1 of the latest 3" in promoted["configured_gate_reason"]

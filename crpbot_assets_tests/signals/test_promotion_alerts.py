@@ -1,10 +1,7 @@
-"""The promotion rule on walk-forward reports, and the alert conditions."""
-
-from datetime import UTC, datetime, timedelta
+"""The promotion rule on walk-forward reports (the alert conditions: test_alerts.py)."""
 
 import pytest
 
-from crpbot_assets.signals.alerts import AlertConfig, SymbolFacts, evaluate
 from crpbot_assets.signals.promotion import PromotionRule, decide
 
 
@@ -45,36 +42,3 @@ def test_too_few_months_and_bad_inputs():
         PromotionRule(recent_months=2, min_months_won=3)
     with pytest.raises(ValueError, match="not a walk-forward report"):
         decide({"months": {}})
-
-
-NOW = datetime(2024, 3, 10, 12, 0, tzinfo=UTC)
-
-
-def facts(signal_lag: int | None = 0, version="v1", drawdown: float | None = -0.01, candle_later: int = 0):
-    return {
-        "BTC-USD": SymbolFacts(
-            newest_candle=NOW + timedelta(minutes=candle_later),
-            newest_signal=None if signal_lag is None else NOW - timedelta(minutes=signal_lag),
-            model_version=version,
-            drawdown=drawdown,
-        )
-    }
-
-
-def test_alerts_once_per_episode():
-    config = AlertConfig(stall_minutes=30, max_drawdown=0.1)
-    alerts, cursor = evaluate(facts(), {}, config)
-    assert alerts == []  # first sight: nothing changed, nothing stalled
-    alerts, cursor = evaluate(facts(signal_lag=45), cursor, config)
-    assert [a.kind for a in alerts] == ["stalled"] and "45 minutes" in alerts[0].message
-    alerts, cursor = evaluate(facts(signal_lag=45, candle_later=5), cursor, config)
-    assert alerts == []  # candles move on, the newest signal does not: the same stall, reported once
-    alerts, cursor = evaluate(facts(signal_lag=5, version="v2", drawdown=-0.15), cursor, config)
-    assert sorted(a.kind for a in alerts) == ["drawdown", "model_changed"]
-    assert "from v1 to v2" in next(a.message for a in alerts if a.kind == "model_changed")
-    alerts, cursor = evaluate(facts(signal_lag=5, version="v2", drawdown=-0.2), cursor, config)
-    assert alerts == []  # still in the same drawdown episode
-    alerts, cursor = evaluate(facts(signal_lag=5, version=None, drawdown=-0.01), cursor, config)
-    assert [a.kind for a in alerts] == ["model_changed"] and "demoted" in alerts[0].message
-    alerts, _ = evaluate(facts(signal_lag=500, version=None), cursor, config)
-    assert alerts == []  # nothing promoted: no signals are expected
