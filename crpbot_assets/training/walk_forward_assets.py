@@ -32,6 +32,7 @@ from crpbot_assets.training.assets import (
 )
 from crpbot_assets.training.baselines import BaselineConfig
 from crpbot_assets.training.train import TrainConfig
+from crpbot_assets.training.walk_forward_page import publish as publish_page
 
 GROUP = "walk_forward"
 complete_months = dg.MonthlyPartitionsDefinition(start_date=HISTORY_START.strftime("%Y-%m-%d"), end_offset=0)
@@ -246,6 +247,7 @@ def build_walk_forward_assets(
     def walk_forward_report(
         context: dg.AssetExecutionContext,
         config: ReportSettings,
+        storage: StorageResource,
         walk_forward_predictions: dict[str, pl.DataFrame],
     ) -> dg.Output[dict]:
         """The verdict over every materialized test month: accuracy, balanced accuracy and log loss per month for
@@ -256,7 +258,9 @@ def build_walk_forward_assets(
         report = vd.verdict(months, vd.VerdictConfig(**config.model_dump()))
         text = vd.headline(report)
         context.log.info(f"{context.partition_key}: {text}")
-        return dg.Output(_json_ready(report), metadata=_report_metadata(context.partition_key, report, text))
+        metadata = _report_metadata(context.partition_key, report, text)
+        metadata["report page"] = publish_page(storage.storage, context.partition_key, report, text)
+        return dg.Output(_json_ready(report), metadata=metadata)
 
     return [walk_forward_predictions, walk_forward_report]
 
