@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from textwrap import indent
 from typing import TextIO
+from urllib.parse import urlparse
 
 from crpbot_assets.common.settings import REPO_ROOT
 from crpbot_assets.signals.gate import DEMO_RUN_TAGS
@@ -42,11 +43,15 @@ DEMO_PROMOTION = {"recent_months": 1, "min_months_won": 0, "min_net_return": Non
 # Dagster's console logger (into the log file) at INFO: progress lines, not every DEBUG step event.
 CONSOLE_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 PAPER_DAYS = 3  # the paper-trading stretch: the last days of the last replayed month
-UI_COMMANDS = (
-    "Open the UI:  .venv/bin/crpbot-replay & REPLAY_PID=$!\n"
-    "              DAGSTER_HOME=$PWD/dagster_home .venv/bin/dagster dev -w workspace.yaml   ->  http://127.0.0.1:3000\n"
-    "Afterwards:   kill $REPLAY_PID   (stops the replay server)"
-)
+
+
+def ui_commands(dagster_home: str) -> str:
+    """How to open the UI on the demo's instance and stop the replay server afterwards (from the repo root)."""
+    return (
+        "Open the UI:  .venv/bin/crpbot-replay & REPLAY_PID=$!   (the replay server the UI's runs call)\n"
+        f"              DAGSTER_HOME={dagster_home} .venv/bin/dagster dev -w workspace.yaml\n"
+        "              then http://127.0.0.1:3000 ; afterwards: kill $REPLAY_PID"
+    )
 
 
 class DemoStepFailed(Exception):
@@ -266,13 +271,29 @@ def _materialize_window(demo: Demo, month_count: int, model_config: dict) -> Non
 
     demo.say(f"\nDone in {demo.elapsed()}. Asset files: {local_storage_uri()}")
     demo.say(f"Dagster instance (runs, metadata, plots): {os.environ['DAGSTER_HOME']}")
+    _print_results(demo, months[-1], current)
+
+
+def _print_results(demo: Demo, last_month: datetime, current: datetime) -> None:
+    """The results as small tables, the way to the UI, and last the walk-forward verdict and its page."""
+    from crpbot_assets.common.symbols import SYMBOLS
+
     demo.table("Test segment per symbol (model_evaluation):", _evaluation_table(demo, SYMBOLS))
     _print_sentiment_coverage(demo, current)
-    _print_paper_trading(demo, months[-1])
-    report = demo.latest("walk_forward_report", SYMBOLS[0])
-    if report:
-        demo.say(f"\nWalk-forward verdict, {SYMBOLS[0]}: {report['headline']}")
-    demo.say(UI_COMMANDS)
+    _print_paper_trading(demo, last_month)
+    demo.say("\n" + ui_commands(demo.instance.root_directory))
+    _print_verdict(demo, SYMBOLS[0])
+
+
+def _print_verdict(demo: Demo, symbol: str) -> None:
+    """The demo's last lines: the walk-forward verdict in words and where its report page is."""
+    report = demo.latest("walk_forward_report", symbol)
+    if not report:
+        demo.say(f"\nNo walk-forward report for {symbol}.")
+        return
+    demo.say(f"\nWalk-forward verdict, {symbol}: {report['headline']}")
+    page = report.get("report page")
+    demo.say(f"Report page (open in a browser): {urlparse(page).path if page else 'n/a'}")
 
 
 def _percent(value, signed: bool = False) -> str:
@@ -280,6 +301,12 @@ def _percent(value, signed: bool = False) -> str:
     if value is None:
         return "n/a"
     return f"{value * 100:+.1f}" if signed else f"{value * 100:.1f}"
+
+
+def _worst_missing(null_share: dict[str, float], prefix: str) -> str:
+    """The largest share of missing values among the columns starting with `prefix`, as a percentage."""
+    shares = [share for column, share in null_share.items() if column.startswith(prefix)]
+    return _percent(max(shares)) if shares else "n/a"
 
 
 def _evaluation_table(demo: Demo, symbols) -> Table:
@@ -314,12 +341,13 @@ def _print_sentiment_coverage(demo: Demo, month: datetime) -> None:
     rows = []
     for symbol in SYMBOLS:
         meta = demo.latest("sentiment_features", str(symbol_month_key(symbol, month)))
-        hours = meta.get("rows", 0)
-        rows.append((symbol, str(hours), _percent(meta.get("null_share")) if hours else "n/a"))
+        nulls = meta.get("null_share", {}) if meta.get("rows") else {}
+        sources = ("reddit_sentiment", "fear_greed", "search_interest")
+        rows.append((symbol, str(meta.get("rows", 0)), *(_worst_missing(nulls, s) for s in sources)))
     demo.table(
-        f"Sentiment of the month in progress ({month:%Y-%m}):",
+        f"Sentiment of the month in progress ({month:%Y-%m}), hours without a value:",
         Table(
-            ("symbol", "hours so far", "values missing (%)"),
+            ("symbol", "hours so far", "Reddit posts (%)", "Fear & Greed (%)", "Google Trends (%)"),
             rows,
             "Missing by the as-of rules (README, sentiment): Reddit counts from the oldest listed post on, Trends\n"
             "values from their retrieval on (hours fetched just now stay empty until the next refresh).",

@@ -5,6 +5,8 @@
 
 - local: every API on the replay server at `CRPBOT_REPLAY_URL`, files under `local_storage_uri()`,
   training in a local Dagster Pipes subprocess.
+- public: the real public APIs (Coinbase, alternative.me, Google Trends; Reddit with `REDDIT_*` credentials)
+  with local's storage and training: the graph on real data on one machine.
 - prod: the real APIs, files under `CRPBOT_STORAGE_URI` (s3://...), training on an EC2 GPU instance.
   Secrets and settings are `EnvVar`s, resolved when a resource is used and shown in the UI; the optional
   EC2 settings are bound only when their variable is set.
@@ -80,6 +82,17 @@ def ec2_training_launcher() -> EC2TrainingLauncher:
     )
 
 
+def real_api_resources() -> dict:
+    """The four external APIs at their real hosts (each resource's default base URL). Reddit credentials:
+    REDDIT_CLIENT_ID / REDDIT_CLIENT_SECRET / REDDIT_USER_AGENT, read when Reddit is called."""
+    return {
+        "coinbase": CoinbaseResource(base_url=COINBASE_URL),
+        "fear_greed": FearGreedResource(),
+        "reddit": RedditResource(),
+        "google_trends": GoogleTrendsResource(),
+    }
+
+
 def local_resources() -> dict:
     return {
         **file_resources(local_storage_uri()),
@@ -88,24 +101,32 @@ def local_resources() -> dict:
     }
 
 
+def public_resources() -> dict:
+    return {
+        **file_resources(local_storage_uri()),
+        **real_api_resources(),
+        "training_launcher": LocalTrainingLauncher(),
+    }
+
+
 def prod_resources() -> dict:
-    # Reddit credentials: REDDIT_CLIENT_ID / REDDIT_CLIENT_SECRET / REDDIT_USER_AGENT (RedditResource's defaults).
     return {
         **file_resources(dg.EnvVar("CRPBOT_STORAGE_URI")),
-        "coinbase": CoinbaseResource(base_url=COINBASE_URL),
-        "fear_greed": FearGreedResource(),
-        "reddit": RedditResource(),
-        "google_trends": GoogleTrendsResource(),
+        **real_api_resources(),
         "training_launcher": ec2_training_launcher(),
     }
 
 
 # Builders, not instances: an environment's settings are read only when it is the one chosen.
-RESOURCES_BY_ENV: dict[str, Callable[[], dict]] = {"local": local_resources, "prod": prod_resources}
+RESOURCES_BY_ENV: dict[str, Callable[[], dict]] = {
+    "local": local_resources,
+    "public": public_resources,
+    "prod": prod_resources,
+}
 
 
 def resources_for(env: str) -> dict:
-    """The resources of environment `env` ("local" or "prod")."""
+    """The resources of environment `env` (a key of RESOURCES_BY_ENV)."""
     if env not in RESOURCES_BY_ENV:
         raise ValueError(f"CRPBOT_ENV={env!r} is not one of {tuple(RESOURCES_BY_ENV)}")
     return RESOURCES_BY_ENV[env]()

@@ -32,7 +32,7 @@ def _env(tmp_path, **extra) -> dict:
     return {**os.environ, "DAGSTER_HOME": str(home), "CRPBOT_STORAGE_URI": str(tmp_path / "data"), **extra}
 
 
-@pytest.mark.parametrize("crpbot_env", ["local", "prod"])
+@pytest.mark.parametrize("crpbot_env", ["local", "public", "prod"])
 def test_definitions_validate(tmp_path, crpbot_env):
     result = subprocess.run(
         [BIN / "dagster", "definitions", "validate", "-w", "workspace.yaml"],

@@ -1,17 +1,18 @@
-"""Environment selection: CRPBOT_ENV=local (embedded defaults, replay server) or prod (real services)."""
+"""Environment selection: CRPBOT_ENV=local (embedded defaults, replay server), public (real public APIs, local
+storage and training) or prod (real services, S3, EC2)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-ENVIRONMENTS = ("local", "prod")
+ENVIRONMENTS = ("local", "public", "prod")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REPLAY_URL = "http://127.0.0.1:8765"
 
 
 def crpbot_env() -> str:
-    """The active environment; anything but local/prod is a configuration error."""
+    """The active environment; anything but ENVIRONMENTS is a configuration error."""
     value = os.environ.get("CRPBOT_ENV", "local")
     if value not in ENVIRONMENTS:
         raise ValueError(f"CRPBOT_ENV={value!r} is not one of {ENVIRONMENTS}")
