@@ -28,6 +28,7 @@ from typing import TextIO
 from urllib.parse import urlparse
 
 from crpbot_assets.common.settings import REPO_ROOT
+from crpbot_assets.common.symbols import SYMBOLS
 from crpbot_assets.signals.gate import DEMO_RUN_TAGS
 from crpbot_assets.training.report_page import Table, text
 
@@ -178,7 +179,10 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["CRPBOT_ENV"] = "local"
     log_path = Path(os.environ["DAGSTER_HOME"]) / "logs" / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.log"
     with console_and_log(log_path) as console:
-        print(f"crpbot demo: {args.months} months x 3 symbols on the embedded defaults", file=console)
+        print(
+            f"crpbot demo: {args.months} months x {len(SYMBOLS)} symbols on the embedded defaults",
+            file=console,
+        )
         print(f"Dagster's log (every run's events, warnings, training output): {log_path}", file=console)
         try:
             from crpbot_assets.replay.server import ReplayServer
@@ -206,7 +210,6 @@ def _materialize_window(demo: Demo, month_count: int, model_config: dict) -> Non
     from crpbot_assets.common.months import last_complete_months, month_key, month_start
     from crpbot_assets.common.partitions import symbol_month_key
     from crpbot_assets.common.settings import local_storage_uri
-    from crpbot_assets.common.symbols import SYMBOLS
 
     warm_up, *months = last_complete_months(month_count + 1, datetime.now(UTC))
     run = demo.run
@@ -276,7 +279,6 @@ def _materialize_window(demo: Demo, month_count: int, model_config: dict) -> Non
 
 def _print_results(demo: Demo, last_month: datetime, current: datetime) -> None:
     """The results as small tables, the way to the UI, and last the walk-forward verdict and its page."""
-    from crpbot_assets.common.symbols import SYMBOLS
 
     demo.table("Test segment per symbol (model_evaluation):", _evaluation_table(demo, SYMBOLS))
     _print_sentiment_coverage(demo, current)
@@ -336,7 +338,6 @@ def _evaluation_table(demo: Demo, symbols) -> Table:
 def _print_sentiment_coverage(demo: Demo, month: datetime) -> None:
     """How many hours of the month in progress the sentiment sources cover, per symbol."""
     from crpbot_assets.common.partitions import symbol_month_key
-    from crpbot_assets.common.symbols import SYMBOLS
 
     rows = []
     for symbol in SYMBOLS:
@@ -359,7 +360,6 @@ def _paper_trading_stretch(run, demo: Demo, month: datetime) -> None:
     """Promote BTC-USD's model with a permissive rule, then signals and paper trades on the month's last days."""
     from crpbot_assets.common.months import month_end
     from crpbot_assets.common.partitions import symbol_month_key
-    from crpbot_assets.common.symbols import SYMBOLS
 
     symbol = SYMBOLS[0]
     key = str(symbol_month_key(symbol, month))
@@ -381,7 +381,6 @@ def _paper_trading_stretch(run, demo: Demo, month: datetime) -> None:
 def _print_paper_trading(demo: Demo, month: datetime) -> None:
     from crpbot_assets.common.months import month_end
     from crpbot_assets.common.partitions import symbol_month_key
-    from crpbot_assets.common.symbols import SYMBOLS
 
     symbol = SYMBOLS[0]
     key = str(symbol_month_key(symbol, month))
