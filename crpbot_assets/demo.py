@@ -409,7 +409,7 @@ def _print_paper_trading(demo: Demo, month: datetime) -> None:
                 (
                     symbol,
                     str(trades["trades"]),
-                    f"{trades['fees_paid'] + trades['spread_paid']:.2f}",
+                    f"{trades['fees_paid'] + trades['spread_paid']:,.2f}",
                     f"{book['equity']:,.2f}",
                     _percent(book["return"], signed=True),
                     _percent(book["buy_and_hold_return"], signed=True),
