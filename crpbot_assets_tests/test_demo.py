@@ -1,12 +1,14 @@
 """The demo's console: one progress line per step and small tables; everything else goes to its log file."""
 
+import io
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import dagster as dg
 import pytest
 
-from crpbot_assets.demo import Demo, DemoStepFailed, console_and_log
+from crpbot_assets.demo import Demo, DemoStepFailed, _print_results, console_and_log
 from crpbot_assets.sentiment.assets import fear_greed_index
 from crpbot_assets.sentiment.resources import FearGreedResource
 from crpbot_assets.signals.gate import DEMO_RUN_TAG
@@ -84,3 +86,55 @@ def test_text_table_aligns_numbers_and_keeps_the_legend():
     ]
     with pytest.raises(ValueError, match="2 cells for 3 headers"):
         Table(("a", "b", "c"), [("x", "1")])
+
+
+def test_results_are_small_tables_and_end_with_the_verdict_and_the_page(
+    tmp_path, instance, storage_resources
+):
+    def report(asset: str, partition: str, **metadata) -> None:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key=asset, partition=partition, metadata=metadata)
+        )
+
+    for symbol in ("BTC-USD", "ETH-USD", "SOL-USD"):
+        report(
+            "model_evaluation",
+            symbol,
+            **{
+                "fee_bps": 60.0,
+                "with_sentiment/model/balanced_accuracy": 0.4183,
+                "with_sentiment/majority_baseline/balanced_accuracy": 0.3333,
+                "with_sentiment/persistence_baseline/balanced_accuracy": 0.366,
+                "with_sentiment/long_short/total_return": -0.951,
+                "sentiment_ablation/balanced_accuracy_delta": -0.003,
+            },
+        )
+        nulls = {"reddit_sentiment_1h": 0.7742, "fear_greed_index": 0.0, "search_interest_btc": 1.0}
+        report("sentiment_features", f"2024-04-01|{symbol}", rows=93, null_share=dg.MetadataValue.json(nulls))
+    report("paper_trades", "2024-03-01|BTC-USD", trades=59, fees_paid=3000.5, spread_paid=976.26)
+    book = {"minutes": 4310, "equity": 6271.02, "return": -0.3729, "buy_and_hold_return": 0.034}
+    report("paper_portfolio", "2024-03-01|BTC-USD", **book, max_drawdown_month=-0.38)
+    page = tmp_path / "BTC-USD.html"
+    report(
+        "walk_forward_report",
+        "BTC-USD",
+        headline="The LSTM does not beat logit.",
+        **{"report page": dg.MetadataValue.url(page.as_uri())},
+    )
+
+    console = io.StringIO()
+    demo = Demo(console, tmp_path / "demo.log", _defs("http://127.0.0.1:9", storage_resources), instance)
+    _print_results(demo, datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 4, 1, tzinfo=UTC))
+    lines = console.getvalue().splitlines()
+    assert (
+        "  BTC-USD           41.8          33.3             36.6         -95.1                -0.3" in lines
+    )
+    assert "  BTC-USD            93              77.4               0.0              100.0" in lines
+    assert (
+        "  BTC-USD     59     3,976.76      6,271.02       -37.3            +3.4               -38.0" in lines
+    )
+    assert lines[-2:] == [
+        "Walk-forward verdict, BTC-USD: The LSTM does not beat logit.",
+        f"Report page (open in a browser): {page}",
+    ]
+    assert not any("{" in line for line in lines)  # no raw dicts
