@@ -1,4 +1,4 @@
-"""Checks that put the paper-trading alert conditions where a user looks: the asset's checks and its health.
+"""Checks that put the paper-trading alert conditions where a user looks: the Checks tab of the asset concerned.
 
 - `signals_keep_up` (signals, ERROR): for the month in progress, every symbol's newest signal covers each
   candle that arrived more than the stall limit ago (alerts.py). Evaluated with each signals run, and reported

@@ -2,8 +2,9 @@
 
 Each alert is a warning in the sensor tick's log and an `AssetObservation` on the asset concerned (signals,
 promoted_model or paper_portfolio; metadata `alert`, `message`: the asset's event timeline). A stall also turns
-the signals asset's `signals_keep_up` check red (green again once signals catch up), so its health shows it; the drawdown and demo-promotion checks run with their assets' runs (signals/checks.py).
-Runs by default every minute; its first evaluation only records the state (no alert at start-up).
+the signals asset's `signals_keep_up` check red (green again once signals catch up), shown on its Checks tab and
+its graph node; the drawdown and demo-promotion checks run with their assets' runs (signals/checks.py). Runs by
+default every minute; its first evaluation only records the state (no alert at start-up).
 
 The stall limit (alerts.AlertConfig) is the candles' cadence plus a catch-up allowance. The cadence defaults to
 the interval of `candles_current_month_schedule` (hourly), `CRPBOT_CANDLE_CADENCE_MINUTES` overrides it, and a
