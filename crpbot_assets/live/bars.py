@@ -18,7 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-GRACE_S = 0.3  # beyond the minute's end, on feed time, before a heartbeat closes it (one 250 ms batch + margin)
+GRACE_S = (
+    0.3  # beyond the minute's end, on feed time, before a heartbeat closes it (one 250 ms batch + margin)
+)
 
 
 @dataclass

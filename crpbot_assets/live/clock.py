@@ -51,7 +51,9 @@ class Clock:
         try:
             speed, origin, wall = (float(part) for part in spec.split("@"))
         except ValueError as exc:
-            raise ValueError(f"{CLOCK_ENV}={spec!r}: expected speed@origin@wall_origin (unix seconds)") from exc
+            raise ValueError(
+                f"{CLOCK_ENV}={spec!r}: expected speed@origin@wall_origin (unix seconds)"
+            ) from exc
         return cls(speed, origin, wall)
 
     @classmethod

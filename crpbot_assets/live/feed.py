@@ -58,7 +58,11 @@ def parse_time(value: str) -> float:
 def _trade(raw: dict) -> Trade:
     try:
         return Trade(
-            raw["product_id"], str(raw["trade_id"]), float(raw["price"]), Decimal(raw["size"]), parse_time(raw["time"])
+            raw["product_id"],
+            str(raw["trade_id"]),
+            float(raw["price"]),
+            Decimal(raw["size"]),
+            parse_time(raw["time"]),
         )
     except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
         raise FeedError(f"malformed trade {raw!r:.200}: {type(exc).__name__}: {exc}") from exc

@@ -34,7 +34,10 @@ def bar_frame(bars: list[Bar]) -> pl.DataFrame:
     frame = pl.DataFrame(
         {
             "ts": [datetime.fromtimestamp(r[0], UTC) for r in rows],
-            **{name: [float(r[i + 1]) for r in rows] for i, name in enumerate(("open", "high", "low", "close", "volume"))},
+            **{
+                name: [float(r[i + 1]) for r in rows]
+                for i, name in enumerate(("open", "high", "low", "close", "volume"))
+            },
         },
         schema={"ts": pl.Datetime("us", "UTC"), **{c: pl.Float64 for c in list(SCHEMA)[1:]}},
     )
@@ -58,13 +61,17 @@ class History:
         self.frame = pl.concat([self.frame, bar_frame([bar])])
         self.socket_minutes.add(bar.minute)
 
-    def merge_rest(self, rest: pl.DataFrame, start: datetime, end: datetime, count: bool = True) -> Reconciliation:
+    def merge_rest(
+        self, rest: pl.DataFrame, start: datetime, end: datetime, count: bool = True
+    ) -> Reconciliation:
         """Make REST's candles the rows of [start, end); returns how the socket compared (accumulated into
         `reconciliation` when `count`: not for history loaded before the socket ran)."""
         inside = (pl.col("ts") >= start) & (pl.col("ts") < end)
         mine = self.frame.filter(inside)
         rest = rest.filter(inside).cast(SCHEMA)
-        socket = {int(r[0].timestamp()): r[1:] for r in mine.rows() if int(r[0].timestamp()) in self.socket_minutes}
+        socket = {
+            int(r[0].timestamp()): r[1:] for r in mine.rows() if int(r[0].timestamp()) in self.socket_minutes
+        }
         record = {int(r[0].timestamp()): r[1:] for r in rest.rows()}
         found = Reconciliation(minutes_checked=len(set(socket) | set(record)))
         for minute, values in socket.items():

@@ -1,8 +1,10 @@
 """The forward paper ledger: an append-only file of decisions and fills, never rewritten. Pure (no Dagster).
 
 One JSON object per line, appended with a single `write` and `fsync`ed before the service acts on it. A process
-killed mid-append leaves at most one torn last line (no newline, or not JSON); opening the ledger cuts it off, so
-that record was never made. Nothing else is ever removed or changed.
+killed mid-append leaves at most one torn last line (no newline); opening the ledger cuts it off, so that record
+was never made. Nothing else is ever removed or changed. `CRPBOT_LIVE_TEST_HOOK=<mid-append|after-append>:<kind>:<n>`
+(tests only) pauses the n-th append of a `kind` record half-written or just after its fsync, touching the file
+named by `CRPBOT_LIVE_TEST_SIGNAL`, so a kill test can SIGKILL exactly there.
 
 Records (every time unix seconds on the service's clock):
 - `decision`: one per closed minute the service decided, made once: `minute`, the model's probabilities, its
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,6 +98,18 @@ class Book:
         }
 
 
+def _hook(stage: str, kind: str, count: int) -> bool:
+    spec = os.environ.get("CRPBOT_LIVE_TEST_HOOK")
+    return bool(spec) and spec == f"{stage}:{kind}:{count}"
+
+
+def _pause() -> None:
+    with open(os.environ["CRPBOT_LIVE_TEST_SIGNAL"], "w") as signal_file:
+        signal_file.write(f"paused pid {os.getpid()}\n")
+    while True:
+        time.sleep(60)
+
+
 class TornLedgerError(RuntimeError):
     """A ledger line other than the last is not a record: the file was edited or corrupted."""
 
@@ -116,22 +131,32 @@ class ForwardLedger:
             try:
                 self.records.append(json.loads(line))
             except ValueError as exc:
-                raise TornLedgerError(f"{self.path}: line {number} is not a JSON record: {line[:120]!r}") from exc
+                raise TornLedgerError(
+                    f"{self.path}: line {number} is not a JSON record: {line[:120]!r}"
+                ) from exc
         if torn:
             self.repaired_bytes = len(torn)
             with open(self.path, "r+b") as handle:
                 handle.truncate(len(data) - len(torn))
                 os.fsync(handle.fileno())
+        self._appended: dict[str, int] = {}
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def append(self, record: dict) -> None:
         """Durably append one record (one write, then fsync)."""
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        self._appended[record["kind"]] = self._appended.get(record["kind"], 0) + 1
+        if _hook("mid-append", record["kind"], self._appended[record["kind"]]):
+            os.write(self._fd, line[: len(line) // 2])
+            os.fsync(self._fd)
+            _pause()
         written = os.write(self._fd, line)
         if written != len(line):
             raise OSError(f"{self.path}: short write ({written} of {len(line)} bytes)")
         os.fsync(self._fd)
         self.records.append(record)
+        if _hook("after-append", record["kind"], self._appended[record["kind"]]):
+            _pause()
 
     def close(self) -> None:
         os.close(self._fd)

@@ -25,7 +25,6 @@ import logging
 import os
 import random
 import signal
-import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -65,7 +64,9 @@ class LiveSettings:
     threshold: float = 0.0
     stale_after_s: float = 10.0  # heartbeats come every second
     backoff_s: tuple[float, float] = (0.5, 30.0)
-    decide_within_s: float = 30.0  # a minute closed longer ago than this is not decided (not forward any more)
+    decide_within_s: float = (
+        30.0  # a minute closed longer ago than this is not decided (not forward any more)
+    )
     reconcile_every_s: float = 300.0
     reconcile_lag_s: float = 120.0  # minutes older than this are reconciled with REST
     model_poll_s: float = 10.0
@@ -97,7 +98,12 @@ def percentiles(values: list[float]) -> dict:
     if not values:
         return {"n": 0}
     a = np.asarray(values)
-    return {"n": len(a), "p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)), "max": float(a.max())}
+    return {
+        "n": len(a),
+        "p50": float(np.percentile(a, 50)),
+        "p95": float(np.percentile(a, 95)),
+        "max": float(a.max()),
+    }
 
 
 class LiveService:
@@ -110,7 +116,9 @@ class LiveService:
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            raise AlreadyRunning(f"another crpbot-live is running on {self.state} (live.lock is held)") from exc
+            raise AlreadyRunning(
+                f"another crpbot-live is running on {self.state} (live.lock is held)"
+            ) from exc
         self.storage = Storage(settings.storage_uri)
         self.cache = Storage(str(self.state / "candles"))
         self.ledger = ForwardLedger(self.state / "ledger.jsonl")
@@ -118,7 +126,9 @@ class LiveService:
             log.warning(f"ledger: cut {self.ledger.repaired_bytes} bytes of a torn last record (never made)")
         self.books = self.ledger.books(self.symbols, settings.paper)
         self.models = Models(self.storage, settings.mode, settings.threshold)
-        self.rest = CandlesClient(settings.rest_url, settings.rest_rate_per_s, burst=max(1, int(settings.rest_rate_per_s)))
+        self.rest = CandlesClient(
+            settings.rest_url, settings.rest_rate_per_s, burst=max(1, int(settings.rest_rate_per_s))
+        )
         self.builders = {s: BarBuilder(GRACE_S) for s in self.symbols}
         self.histories = {s: History() for s in self.symbols}
         self.resync = {s: True for s in self.symbols}
@@ -151,7 +161,9 @@ class LiveService:
             if first < end:
                 rest = self.rest.fetch(symbol, first, end).frame
                 history.merge_rest(rest, first, end, count=False)
-            log.info(f"{symbol}: {history.frame.height} candles from {start:%Y-%m-%d} ({cached.height} cached)")
+            log.info(
+                f"{symbol}: {history.frame.height} candles from {start:%Y-%m-%d} ({cached.height} cached)"
+            )
             self._settle(symbol, now)
         self._poll_models(now)
         self._poll_sentiment(now)
@@ -193,7 +205,9 @@ class LiveService:
                         self._timers(now)
             except (ConnectionClosed, InvalidHandshake, OSError, FeedError, TimeoutError) as exc:
                 self.stats.disconnects += 1
-                log.warning(f"feed connection lost: {type(exc).__name__}: {exc}; reconnecting in ~{backoff:.1f}s")
+                log.warning(
+                    f"feed connection lost: {type(exc).__name__}: {exc}; reconnecting in ~{backoff:.1f}s"
+                )
             if self._stop or (until is not None and self.clock.now() >= until):
                 break
             for builder in self.builders.values():
@@ -212,18 +226,24 @@ class LiveService:
     def _on_message(self, conn: FeedConnection, message, now: float) -> None:
         if conn.sequence.check(message):
             self.stats.gaps += 1
-            log.warning(f"sequence gap before message {message.sequence}: minutes since the last message come from REST")
+            log.warning(
+                f"sequence gap before message {message.sequence}: minutes since the last message come from REST"
+            )
             for symbol in self.symbols:
                 self.builders[symbol].interrupt(message.time)
                 self.resync[symbol] = True
-        if message.snapshot:  # trades from before the subscription: the minute in progress is incomplete anyway
+        if (
+            message.snapshot
+        ):  # trades from before the subscription: the minute in progress is incomplete anyway
             return
         closed: list[tuple[str, Bar]] = []
         for trade in message.trades:
             builder = self.builders.get(trade.product)
             if builder is None:
                 continue
-            closed += [(trade.product, bar) for bar in builder.on_trade(trade.time, trade.price, trade.size, now)]
+            closed += [
+                (trade.product, bar) for bar in builder.on_trade(trade.time, trade.price, trade.size, now)
+            ]
             if builder.current is not None and builder.current.trades == 1:
                 self.first_seen[trade.product][builder.current.minute] = now
         for symbol in self.symbols:
@@ -235,7 +255,10 @@ class LiveService:
         self.stats.stale_episodes += 1
         if self.stale_since is None:
             self.stale_since = now
-            self.alert("stale", f"no trade or heartbeat for {silent_s:.1f}s (limit {self.settings.stale_after_s:g}s): trading stopped, reconnecting")
+            self.alert(
+                "stale",
+                f"no trade or heartbeat for {silent_s:.1f}s (limit {self.settings.stale_after_s:g}s): trading stopped, reconnecting",
+            )
 
     # --- per closed minute ------------------------------------------------------------------------------------
     def close_minute(self, symbol: str, bar: Bar) -> None:
@@ -248,7 +271,9 @@ class LiveService:
             try:
                 rest = self.rest.fetch(symbol, start, end).frame if start < end else empty_frame()
             except ApiError as exc:
-                log.warning(f"{symbol}: REST fill of {start:%H:%M}..{end:%H:%M} failed ({exc}); minute {minute} not decided")
+                log.warning(
+                    f"{symbol}: REST fill of {start:%H:%M}..{end:%H:%M} failed ({exc}); minute {minute} not decided"
+                )
                 self.stats.skip("rest_failed")
                 return
             has_minute = rest.height and int(rest["ts"][-1].timestamp()) == minute
@@ -317,7 +342,9 @@ class LiveService:
         if features.height == 0 or features["ts"][-1] != when:
             self.stats.skip("no_features")
             return
-        signal_ = self.models.signal(model, features, self.sentiment.get(symbol, pl.DataFrame()), when, book.position)
+        signal_ = self.models.signal(
+            model, features, self.sentiment.get(symbol, pl.DataFrame()), when, book.position
+        )
         if signal_ is None:
             self.stats.skip("no_window")
             return
@@ -370,7 +397,9 @@ class LiveService:
                 log.warning(f"{symbol}: promoted model unreadable ({exc}); keeping the previous one")
                 continue
             if change and (change[0] or change[1]):
-                self.alert("model_changed", f"promoted model {change[0] or 'none'} -> {change[1] or 'none'}", symbol)
+                self.alert(
+                    "model_changed", f"promoted model {change[0] or 'none'} -> {change[1] or 'none'}", symbol
+                )
 
     def _poll_sentiment(self, now: float) -> None:
         import dagster as dg
@@ -382,7 +411,10 @@ class LiveService:
         for symbol in self.symbols:
             frames = []
             for m in (previous_month(month), month):
-                path = partition_path(dg.AssetKey("sentiment_features"), str(symbol_month_key(symbol, m))) + ".parquet"
+                path = (
+                    partition_path(dg.AssetKey("sentiment_features"), str(symbol_month_key(symbol, m)))
+                    + ".parquet"
+                )
                 if self.storage.exists(path):
                     frames.append(self.storage.read_parquet(path))
             self.sentiment[symbol] = pl.concat(frames) if frames else pl.DataFrame()
@@ -465,11 +497,24 @@ def settings_from_args(argv: list[str] | None = None) -> tuple[LiveSettings, flo
     prod = os.environ.get("CRPBOT_ENV") == "prod"
     parser = argparse.ArgumentParser(prog="crpbot-live", description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", default=",".join(SYMBOLS))
-    parser.add_argument("--ws-url", default=os.environ.get("CRPBOT_LIVE_WS_URL", PROD_WS_URL if prod else "ws://127.0.0.1:8766"))
-    parser.add_argument("--rest-url", default=os.environ.get("CRPBOT_LIVE_REST_URL", "https://api.exchange.coinbase.com" if prod else replay_url()))
+    parser.add_argument(
+        "--ws-url",
+        default=os.environ.get("CRPBOT_LIVE_WS_URL", PROD_WS_URL if prod else "ws://127.0.0.1:8766"),
+    )
+    parser.add_argument(
+        "--rest-url",
+        default=os.environ.get(
+            "CRPBOT_LIVE_REST_URL", "https://api.exchange.coinbase.com" if prod else replay_url()
+        ),
+    )
     parser.add_argument("--storage-uri", default=os.environ.get("CRPBOT_STORAGE_URI", local_storage_uri()))
     parser.add_argument("--state-dir", default=default_state_dir())
-    parser.add_argument("--minutes", type=float, default=None, help="stop after this many minutes (default: run until SIGTERM)")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="stop after this many minutes (default: run until SIGTERM)",
+    )
     parser.add_argument("--rebalance-minutes", type=int, default=PaperConfig.rebalance_minutes)
     parser.add_argument("--fee-bps", type=float, default=PaperConfig.fee_bps)
     parser.add_argument("--half-spread-bps", type=float, default=None)
@@ -521,7 +566,9 @@ def run_service(settings: LiveSettings, minutes: float | None = None, clock: Clo
         pass
     service.load()
     until = clock.now() + minutes * 60 if minutes is not None else None
-    log.info(f"crpbot-live: {', '.join(settings.symbols)} from {settings.ws_url}; ledger {service.ledger.path}")
+    log.info(
+        f"crpbot-live: {', '.join(settings.symbols)} from {settings.ws_url}; ledger {service.ledger.path}"
+    )
     return service.run(until)
 
 

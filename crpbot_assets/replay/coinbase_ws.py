@@ -66,7 +66,9 @@ def minute_trades(symbol: str, minute: int, seed: int = 0) -> list[dict]:
     """The trades of `symbol` in the minute starting at unix second `minute`, oldest first, wire-shaped
     (plus `_t`, the trade time as unix seconds); [] when the replay has no candle for that minute."""
     start = datetime.fromtimestamp(minute, UTC)
-    frame = synthetic.candles(symbol, start, start + timedelta(minutes=1), seed, now=start + timedelta(minutes=1))
+    frame = synthetic.candles(
+        symbol, start, start + timedelta(minutes=1), seed, now=start + timedelta(minutes=1)
+    )
     if frame.height == 0:
         return []
     _, o, h, l, c, v = frame.row(0)
@@ -257,11 +259,17 @@ class _Session:
                 kind, channel = request["type"], request["channel"]
                 products = list(request.get("product_ids", []))
             except (ValueError, KeyError, TypeError):
-                await self.ws.send(json.dumps({"type": "error", "message": f"malformed request: {raw!r:.200}"}))
+                await self.ws.send(
+                    json.dumps({"type": "error", "message": f"malformed request: {raw!r:.200}"})
+                )
                 continue
             now = self.clock.now()
             unknown = [p for p in products if p not in SYMBOLS]
-            if kind not in ("subscribe", "unsubscribe") or channel not in ("market_trades", "heartbeats") or unknown:
+            if (
+                kind not in ("subscribe", "unsubscribe")
+                or channel not in ("market_trades", "heartbeats")
+                or unknown
+            ):
                 await self.ws.send(
                     json.dumps({"type": "error", "message": f"Failure to subscribe: {channel} {unknown}"})
                 )
@@ -308,7 +316,9 @@ class _Session:
                 trades = feed._book.between(self.trade_products, self.cursor, now)
                 self.cursor = now
                 if trades:
-                    message = self.envelope("market_trades", [{"type": "update", "trades": _wire(trades)}], now)
+                    message = self.envelope(
+                        "market_trades", [{"type": "update", "trades": _wire(trades)}], now
+                    )
                     if fault == "gap":
                         fault = None  # lost: its sequence number is spent, its trades never arrive
                     else:
@@ -316,9 +326,14 @@ class _Session:
                         feed.stats["trades"] += len(trades)
             if self.heartbeats and now >= next_heartbeat:
                 self.heartbeat_counter += 1
-                event = {"current_time": go_time(now, now - self.born), "heartbeat_counter": self.heartbeat_counter}
+                event = {
+                    "current_time": go_time(now, now - self.born),
+                    "heartbeat_counter": self.heartbeat_counter,
+                }
                 self.outbox.append(self.envelope("heartbeats", [event], now))
-                next_heartbeat += feed.heartbeat_s * max(1, int((now - next_heartbeat) // feed.heartbeat_s) + 1)
+                next_heartbeat += feed.heartbeat_s * max(
+                    1, int((now - next_heartbeat) // feed.heartbeat_s) + 1
+                )
             if fault == "gap":  # nothing to lose in this batch: the next one with trades goes
                 with feed._lock:
                     feed._faults.appendleft("gap")

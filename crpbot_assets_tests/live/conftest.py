@@ -55,6 +55,19 @@ class World:
         self.feed.stop()
         self.rest.stop()
 
+    def seed_cache(self, tmp: Path, symbols: list[str], until: datetime) -> None:
+        """The service's candle cache (what a previous run reconciled) up to `until`: loads without REST pages."""
+        from crpbot_assets.candles.client import SCHEMA
+        from crpbot_assets.common.months import month_start, previous_month
+        from crpbot_assets.features.compute import warmup_start
+        from crpbot_assets.replay import synthetic
+
+        start = warmup_start(previous_month(month_start(until)))
+        (tmp / "live" / "candles").mkdir(parents=True, exist_ok=True)
+        for symbol in symbols:
+            frame = synthetic.candles(symbol, start, until, now=until).cast(SCHEMA)
+            frame.write_parquet(tmp / "live" / "candles" / f"{symbol}.parquet")
+
     def settings(self, tmp: Path, symbols: list[str], **overrides) -> LiveSettings:
         values = dict(
             symbols=symbols,

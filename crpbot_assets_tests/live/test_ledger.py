@@ -1,0 +1,70 @@
+"""The forward ledger: appends survive, a torn last line is cut, nothing else is ever rewritten."""
+
+import json
+
+import pytest
+
+from crpbot_assets.live.ledger import ForwardLedger, TornLedgerError
+from crpbot_assets.signals.ledger import PaperConfig
+
+
+def decision(minute: int, target: int, held: int = 0) -> dict:
+    return {
+        "kind": "decision",
+        "symbol": "BTC-USD",
+        "minute": minute,
+        "target": target,
+        "held": held,
+        "model_version": "v1",
+    }
+
+
+def test_a_torn_last_record_is_cut_and_complete_ones_stay(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    ledger = ForwardLedger(path)
+    ledger.append(decision(60, 1))
+    ledger.close()
+    whole = path.read_bytes()
+    path.write_bytes(whole + json.dumps(decision(120, 0)).encode()[:17])  # killed mid-append
+    reopened = ForwardLedger(path)
+    assert reopened.repaired_bytes == 17 and path.read_bytes() == whole
+    assert reopened.records == [decision(60, 1)]
+    reopened.append(decision(120, 0))
+    reopened.close()
+    assert [r["minute"] for r in ForwardLedger(path).records] == [60, 120]
+
+
+def test_a_corrupt_line_inside_the_ledger_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    path.write_text(json.dumps(decision(60, 1)) + "\nnot json\n" + json.dumps(decision(120, 0)) + "\n")
+    with pytest.raises(TornLedgerError, match="line 2"):
+        ForwardLedger(path)
+    assert "not json" in path.read_text()  # left as found
+
+
+def test_books_replay_decisions_and_fills(tmp_path):
+    from datetime import UTC, datetime
+
+    ledger = ForwardLedger(tmp_path / "ledger.jsonl")
+    config = PaperConfig(rebalance_minutes=1, half_spread_bps=5.0)
+    ledger.append(decision(60, 1))
+    book = ledger.books(["BTC-USD"], config)["BTC-USD"]
+    assert book.pending["minute"] == 60 and book.last_decision == 60
+    candle = {
+        "ts": datetime.fromtimestamp(180, UTC),
+        "open": 100.0,
+        "high": 101.0,
+        "low": 99.0,
+        "close": 100.5,
+    }
+    fill = book.fill(candle, recorded_at=240.0, open_observed_at=180.1)
+    # the paper_trades arithmetic: target x equity / mid units, paid at the open moved by the half-spread, plus fee
+    assert fill["fill_price"] == pytest.approx(100.05) and fill["fill_minute"] == 180
+    assert fill["units"] == pytest.approx(100.0)
+    assert fill["fee"] == pytest.approx(100.0 * 100.05 * 60e-4)
+    assert fill["cash"] == pytest.approx(10_000 - 100.0 * 100.05 - fill["fee"])
+    ledger.append(fill)
+    book = ledger.books(["BTC-USD"], config)["BTC-USD"]
+    assert book.pending is None and book.position == 1 and book.fills == 1
+    ledger.append(decision(240, 1, held=1))  # same target: nothing to fill
+    assert ledger.books(["BTC-USD"], config)["BTC-USD"].pending is None
