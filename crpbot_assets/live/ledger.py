@@ -3,7 +3,7 @@
 One JSON object per line, appended with a single `write` and `fsync`ed before the service acts on it. A process
 killed mid-append leaves at most one torn last line (no newline); opening the ledger cuts it off, so that record
 was never made. Nothing else is ever removed or changed. `CRPBOT_LIVE_TEST_HOOK=<mid-append|after-append>:<kind>:<n>`
-(tests only) pauses the n-th append of a `kind` record half-written or just after its fsync, touching the file
+(tests only; kind `decision`, `fill`, or `trade`: a decision that changes the position) pauses the n-th such append half-written or just after its fsync, touching the file
 named by `CRPBOT_LIVE_TEST_SIGNAL`, so a kill test can SIGKILL exactly there.
 
 Records (every time unix seconds on the service's clock):
@@ -145,8 +145,12 @@ class ForwardLedger:
     def append(self, record: dict) -> None:
         """Durably append one record (one write, then fsync)."""
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
-        self._appended[record["kind"]] = self._appended.get(record["kind"], 0) + 1
-        if _hook("mid-append", record["kind"], self._appended[record["kind"]]):
+        tags = [record["kind"]] + (
+            ["trade"] if record.get("target", record.get("held")) != record.get("held") else []
+        )
+        for tag in tags:
+            self._appended[tag] = self._appended.get(tag, 0) + 1
+        if any(_hook("mid-append", tag, self._appended[tag]) for tag in tags):
             os.write(self._fd, line[: len(line) // 2])
             os.fsync(self._fd)
             _pause()
@@ -155,7 +159,7 @@ class ForwardLedger:
             raise OSError(f"{self.path}: short write ({written} of {len(line)} bytes)")
         os.fsync(self._fd)
         self.records.append(record)
-        if _hook("after-append", record["kind"], self._appended[record["kind"]]):
+        if any(_hook("after-append", tag, self._appended[tag]) for tag in tags):
             _pause()
 
     def close(self) -> None:

@@ -38,6 +38,21 @@ def artifact() -> bytes:
     return make_artifact(march_features(march_candles()))
 
 
+@pytest.fixture(scope="session")
+def flippy_artifact(artifact) -> bytes:
+    """The artifact with its head made decisive: never flat, down or up by the sign of one direction of the
+    LSTM's state (about one position change in five minutes' decisions), so a few minutes hold fills."""
+    from crpbot_assets.training.artifacts import load_artifact, save_artifact
+
+    loaded = load_artifact(artifact)
+    variant = loaded["variants"]["with_sentiment"]
+    weight, bias = variant["state_dict"]["head.1.weight"], variant["state_dict"]["head.1.bias"]
+    direction = weight[2] - weight[0]
+    weight[0], weight[1], weight[2] = -20 * direction, 0 * direction, 20 * direction
+    bias[0], bias[1], bias[2] = 0.0, -50.0, 0.0
+    return save_artifact(loaded["variants"], loaded["symbol"])
+
+
 class World:
     """REST candles and the WebSocket feed of the replay on one clock `speed` times faster than real time."""
 
