@@ -141,6 +141,7 @@ class LiveService:
         self.reporter = reporter
         self._stop = False
         self._due: dict[str, float] = {}
+        self._models_seen: set[str] = set()
         self.started_at = self.clock.now()
 
     # --- start-up ---------------------------------------------------------------------------------------------
@@ -396,10 +397,14 @@ class LiveService:
             except (OSError, ValueError, KeyError) as exc:
                 log.warning(f"{symbol}: promoted model unreadable ({exc}); keeping the previous one")
                 continue
-            if change and (change[0] or change[1]):
-                self.alert(
-                    "model_changed", f"promoted model {change[0] or 'none'} -> {change[1] or 'none'}", symbol
-                )
+            if change is None:
+                continue
+            message = f"promoted model {change[0] or 'none'} -> {change[1] or 'none'}"
+            if symbol in self._models_seen:
+                self.alert("model_changed", message, symbol)
+            else:  # the first read at start: no change to report
+                log.info(f"{symbol}: {message} (at start)")
+                self._models_seen.add(symbol)
 
     def _poll_sentiment(self, now: float) -> None:
         import dagster as dg
