@@ -107,3 +107,28 @@ def test_live_features_equal_the_features_asset_on_the_minutes_both_compute(run,
     before = previous_month(month)
     candles = synthetic.candles(symbol, previous_month(before), month, now=month)
     assert live.filter(pl.col("ts") < month).equals(features_for_month(candles, before, month).frame)
+
+
+def test_the_ledger_figures_and_alerts_reach_dagster_as_the_live_paper_ledger_asset(run, instance):
+    from crpbot_assets.definitions import defs
+    from crpbot_assets.live.clock import Clock
+    from crpbot_assets.live.report import ASSET, DagsterReporter
+
+    assert defs.resolve_asset_graph().has(dg.AssetKey(ASSET))
+    summary = run["summary"]
+    reporter = DagsterReporter(SYMBOLS, Clock(), instance)
+    reporter.report(summary)
+    reporter.alert({"kind": "stale", "symbol": None, "message": "no heartbeat for 12.0s", "at": 0.0})
+    for symbol in SYMBOLS:
+        (record,) = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(ASSET), asset_partitions=[symbol]), limit=5
+        ).records
+        metadata = {k: v.value for k, v in record.asset_materialization.metadata.items()}
+        figures = summary["symbols"][symbol]
+        assert metadata["decisions"] == figures["decisions"] > 0
+        assert metadata["equity_usd"] == pytest.approx(figures["equity"])
+        assert metadata["latency_p95_s"] == pytest.approx(figures["latency_s"]["p95"], abs=1e-6)
+        (observation,) = instance.fetch_observations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(ASSET), asset_partitions=[symbol]), limit=5
+        ).records
+        assert observation.asset_observation.metadata["alert"].value == "stale"
