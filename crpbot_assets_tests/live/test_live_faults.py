@@ -90,3 +90,52 @@ def test_drop_gap_and_silence_are_recovered_from_rest_and_a_stale_feed_stops_tra
             mine = [r for r in decisions(service) if r["symbol"] == symbol]
             assert len({r["minute"] for r in mine}) == len(mine)
         assert service.stats.rest_fills >= 3 * len(SYMBOLS)
+
+
+def test_the_replayed_feed_closes_a_channel_without_heartbeats_and_bursts_keep_bars_exact():
+    """Without a heartbeats subscription a channel with nothing to send is closed within 60-90 s; with one it stays
+    open. A burst (3 s of messages held back, then sent at once) changes no bar."""
+    import json as json_
+
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    from crpbot_assets.live.bars import BarBuilder
+    from crpbot_assets.live.feed import FeedConnection
+
+    with World(speed=60) as world:
+
+        def open_for(channels: list[str]) -> float:
+            """Clock seconds until the server closed a connection subscribed to nothing to send (capped)."""
+            opened = world.clock.now()
+            with connect(world.feed.url) as ws:
+                for channel in channels:
+                    ws.send(json_.dumps({"type": "subscribe", "product_ids": [], "channel": channel}))
+                try:
+                    while world.clock.now() - opened < 120:
+                        ws.recv(timeout=0.5)
+                except ConnectionClosed:
+                    pass
+            return world.clock.now() - opened
+
+        assert 60 <= open_for(["market_trades"]) <= 95
+        assert open_for(["market_trades", "heartbeats"]) >= 120
+        builder, bars = BarBuilder(), []
+        with FeedConnection(world.feed.url, ["BTC-USD"]) as conn:
+            builder.interrupt(world.clock.now())
+            world.feed.inject("burst", 3)
+            until = world.clock.now() + 200
+            while world.clock.now() < until:
+                message = conn.recv(0.2)
+                if message is None or message.snapshot:
+                    continue
+                assert not conn.sequence.check(message)
+                for trade in message.trades:
+                    bars += builder.on_trade(trade.time, trade.price, trade.size, 0)
+                bars += builder.on_time(message.time)
+        complete = [b for b in bars if b.complete]
+        assert len(complete) >= 2
+        rest = CandlesClient(world.rest.url, 2000, burst=2000)
+        first, last = (datetime.fromtimestamp(b.minute, UTC) for b in (complete[0], complete[-1]))
+        record = rest.fetch("BTC-USD", first, last + timedelta(minutes=1)).frame
+        assert [(int(r[0].timestamp()), *r[1:]) for r in record.rows()] == [b.row() for b in complete]
