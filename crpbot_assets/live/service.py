@@ -31,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import torch
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from crpbot_assets.candles.client import CandlesClient, empty_frame
+from crpbot_assets.candles.client import SCHEMA, CandlesClient, empty_frame
 from crpbot_assets.common.http import ApiError
 from crpbot_assets.common.months import month_end, month_start, previous_month
 from crpbot_assets.common.settings import local_storage_uri, replay_url
@@ -109,6 +110,9 @@ def percentiles(values: list[float]) -> dict:
 class LiveService:
     def __init__(self, settings: LiveSettings, clock: Clock | None = None, reporter=None):
         self.settings, self.clock = settings, clock or Clock()
+        # One window of one minute is a tiny LSTM call: torch's intra-op threads only add hand-off stalls (up to
+        # a second measured on a busy 2-core machine), so score on this thread.
+        torch.set_num_threads(1)
         self.symbols = list(settings.symbols)
         self.state = Path(settings.state_dir)
         self.state.mkdir(parents=True, exist_ok=True)
@@ -156,25 +160,50 @@ class LiveService:
         end = datetime.fromtimestamp(now // MINUTE * MINUTE, UTC)
         for symbol in self.symbols:
             history = self.histories[symbol]
-            cached = self._cached(symbol, start)
-            history.frame = cached
-            first = cached["ts"][-1] + timedelta(minutes=1) if cached.height else start
+            history.frame = self._cached(symbol, start)
+            cached = history.frame.height
+            first = history.frame["ts"][-1] + timedelta(minutes=1) if cached else start
             if first < end:
-                rest = self.rest.fetch(symbol, first, end).frame
-                history.merge_rest(rest, first, end, count=False)
+                history.merge_rest(self._record(symbol, first, end), first, end, count=False)
             log.info(
-                f"{symbol}: {history.frame.height} candles from {start:%Y-%m-%d} ({cached.height} cached)"
+                f"{symbol}: {history.frame.height} candles from {start:%Y-%m-%d} ({cached} from the cache)"
             )
             self._settle(symbol, now)
         self._poll_models(now)
         self._poll_sentiment(now)
+        for symbol in self.symbols:  # warm up: the previous month's features and the model, before any close
+            last, model = self.histories[symbol].last_minute(), self.models.for_minute(symbol, end)
+            if last is not None and model is not None:
+                when = datetime.fromtimestamp(last, UTC)
+                self.models.signal(model, self.features(symbol, when), self.sentiment[symbol], when, 0)
 
     def _cached(self, symbol: str, start: datetime) -> pl.DataFrame:
+        """What this service reconciled before (its candle cache), from `start`."""
         name = f"{symbol}.parquet"
         if not self.cache.exists(name):
             return empty_frame()
-        frame = self.cache.read_parquet(name)
-        return frame.filter(pl.col("ts") >= start)
+        return self.cache.read_parquet(name).filter(pl.col("ts") >= start)
+
+    def _record(self, symbol: str, start: datetime, end: datetime) -> pl.DataFrame:
+        """Candles of [start, end): the `candles` asset's stored months where they exist (the same record the
+        batch features read), REST for the rest (months not stored, minutes after a stored month's last row)."""
+        import dagster as dg
+
+        from crpbot_assets.common.io_manager import partition_path
+        from crpbot_assets.common.partitions import symbol_month_key
+
+        frames, month = [], month_start(start)
+        while month < end:
+            lo, hi = max(start, month), min(end, month_end(month))
+            path = partition_path(dg.AssetKey("candles"), str(symbol_month_key(symbol, month))) + ".parquet"
+            stored = self.storage.read_parquet(path) if self.storage.exists(path) else empty_frame()
+            stored = stored.filter((pl.col("ts") >= lo) & (pl.col("ts") < hi))
+            frames.append(stored.cast(SCHEMA))
+            after = stored["ts"][-1] + timedelta(minutes=1) if stored.height else lo
+            if after < hi:
+                frames.append(self.rest.fetch(symbol, after, hi).frame)
+            month = month_end(month)
+        return pl.concat(frames).sort("ts") if frames else empty_frame()
 
     # --- the loop ---------------------------------------------------------------------------------------------
     def stop(self, *_args) -> None:
