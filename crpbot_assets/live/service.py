@@ -246,6 +246,12 @@ class LiveService:
             backoff = min(high, backoff * 2)
         return self.finish()
 
+    def close(self) -> None:
+        """Release the ledger and the state directory's lock."""
+        self.ledger.close()
+        self.rest.close()
+        self._lock.close()
+
     def finish(self) -> dict:
         summary = self.summary()
         self._write_status(summary)
@@ -593,27 +599,42 @@ def run_service(settings: LiveSettings, minutes: float | None = None, clock: Clo
 
         reporter = DagsterReporter(settings.symbols, clock)
     service = LiveService(settings, clock, reporter)
+    previous = {}
     try:
-        signal.signal(signal.SIGTERM, service.stop)
-        signal.signal(signal.SIGINT, service.stop)
-    except ValueError:  # not the main thread (e.g. the demo's helper thread)
+        for number in (signal.SIGTERM, signal.SIGINT):
+            previous[number] = signal.signal(number, service.stop)
+    except ValueError:  # not the main thread (a helper thread of the caller)
         pass
-    service.load()
-    until = clock.now() + minutes * 60 if minutes is not None else None
-    log.info(
-        f"crpbot-live: {', '.join(settings.symbols)} from {settings.ws_url}; ledger {service.ledger.path}"
+    try:
+        service.load()
+        until = clock.now() + minutes * 60 if minutes is not None else None
+        log.info(
+            f"crpbot-live: {', '.join(settings.symbols)} from {settings.ws_url}; ledger {service.ledger.path}"
+        )
+        return service.run(until)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        service.close()
+
+
+def latency_line(summary: dict) -> str:
+    """`p95 close->decision <seconds> s` (and p50, max, decisions), or why there is none."""
+    lat = summary["latency_s"]
+    if not lat.get("n"):
+        return f"no decision made (skipped: {summary['feed']['skipped'] or 'no minute closed'})"
+    return (
+        f"{lat['n']} decisions, close->decision p50 {lat['p50']:.3f} s, max {lat['max']:.3f} s; "
+        f"p95 close->decision {lat['p95']:.3f} s"
     )
-    return service.run(until)
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings, minutes = settings_from_args(argv)
     summary = run_service(settings, minutes)
-    lat = summary["latency_s"]
     print(json.dumps(summary, indent=1, default=str))
-    if lat.get("n"):
-        print(f"p95 close->decision {lat['p95']:.3f} s")
+    print(latency_line(summary))
 
 
 if __name__ == "__main__":

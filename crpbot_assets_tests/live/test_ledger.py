@@ -68,3 +68,17 @@ def test_books_replay_decisions_and_fills(tmp_path):
     assert book.pending is None and book.position == 1 and book.fills == 1
     ledger.append(decision(240, 1, held=1))  # same target: nothing to fill
     assert ledger.books(["BTC-USD"], config)["BTC-USD"].pending is None
+
+
+def test_the_compose_service_runs_the_console_script():
+    import tomllib
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[2]
+    compose = yaml.safe_load((repo / "deploy" / "docker-compose.yml").read_text())
+    scripts = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["scripts"]
+    assert compose["services"]["live"]["command"] == ["crpbot-live"]
+    assert scripts["crpbot-live"] == "crpbot_assets.live.service:main"
+    assert "live" in compose["volumes"]
