@@ -49,11 +49,16 @@ SYMBOLS = ["BTC-USD", "ETH-USD", "SOL-USD"]
 
 
 def promote_model(storage: Path) -> str:
-    """A production-size model (untrained, seeded: latency does not depend on the weights' values)."""
+    """A production-size model (untrained, seeded; latency does not depend on the weights' values)."""
     config = TrainConfig()
     columns = FEATURE_NAMES + list(SENTIMENT_COLUMNS)
     torch.manual_seed(0)
     model = LSTMClassifier(len(columns), config.hidden_size, config.num_layers, config.dropout)
+    with torch.no_grad():  # decisive (never flat: down or up by one direction of the state), so fills happen
+        head = model.head[1]
+        direction = head.weight[2] - head.weight[0]
+        head.weight[0], head.weight[1], head.weight[2] = -20 * direction, 0 * direction, 20 * direction
+        head.bias.copy_(torch.tensor([0.0, -50.0, 0.0]))
     variant = {
         "state_dict": model.state_dict(),
         "config": asdict(config),

@@ -22,7 +22,7 @@ class Reconciliation:
     minutes_checked: int = 0
     equal: int = 0
     different: int = 0  # both have the minute, values differ
-    socket_missed: int = 0  # REST has it, the socket had no bar (filled from REST)
+    socket_missed: int = 0  # REST has it, no row had it (the socket missed it: filled from REST)
     socket_only: int = 0  # the socket had a bar REST does not have (dropped)
 
     def as_dict(self) -> dict:
@@ -81,7 +81,8 @@ class History:
                 found.equal += 1
             else:
                 found.different += 1
-        found.socket_missed = sum(1 for minute in record if minute not in socket)
+        present = {int(t.timestamp()) for t in mine["ts"]}
+        found.socket_missed = sum(1 for minute in record if minute not in present)
         self.frame = pl.concat([self.frame.filter(~inside), rest]).sort("ts")
         lo, hi = start.timestamp(), end.timestamp()
         self.socket_minutes = {m for m in self.socket_minutes if not lo <= m < hi}

@@ -110,3 +110,35 @@ def test_messages_parse_as_recorded_and_losses_show():
         parse(json.dumps({"type": "error", "message": "Failure to subscribe"}))
     with pytest.raises(FeedError, match="malformed trade"):
         parse(json.dumps({**raw, "events": [{"type": "update", "trades": [{"price": "x"}]}]}))
+
+
+def test_rest_replaces_socket_bars_and_the_differences_are_counted():
+    from datetime import UTC, datetime
+
+    import polars as pl
+
+    from crpbot_assets.live.bars import Bar
+    from crpbot_assets.live.history import History, bar_frame
+
+    def bar(minute: int, close: float) -> Bar:
+        return Bar(minute, 1.0, 2.0, 0.5, close, Decimal("3"), 2, 0.0)
+
+    history = History()
+    for minute, close in ((M, 1.5), (M + 60, 1.6), (M + 180, 1.7)):  # the socket saw no M + 120
+        history.add_bar(bar(minute, close))
+    record = bar_frame([bar(M, 1.5), bar(M + 60, 1.65), bar(M + 120, 1.8)])  # REST: no M + 180
+    at = lambda m: datetime.fromtimestamp(m, UTC)  # noqa: E731
+    found = history.merge_rest(record, at(M), at(M + 240))
+    assert found.as_dict() == {
+        "minutes_checked": 4,
+        "equal": 1,
+        "different": 1,
+        "socket_missed": 1,
+        "socket_only": 1,
+    }
+    assert history.frame.equals(record) and history.socket_minutes == set()
+    again = history.merge_rest(record, at(M), at(M + 240))  # reconciling REST rows again counts nothing new
+    assert (again.socket_missed, again.different, history.reconciliation.socket_missed) == (0, 0, 1)
+    assert history.row_after(M + 60)["close"] == 1.8 and history.frame.schema["ts"] == pl.Datetime(
+        "us", "UTC"
+    )
