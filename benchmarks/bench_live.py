@@ -116,7 +116,7 @@ def main() -> None:
         command = [
             sys.executable, "-m", "crpbot_assets.live.service", "--symbols", ",".join(SYMBOLS),
             "--ws-url", feed.url, "--rest-url", rest.url, "--storage-uri", str(storage), "--state-dir", str(state),
-            "--rebalance-minutes", "1", "--minutes", str(args.minutes), "--no-dagster",
+            "--rebalance-minutes", "1", "--minutes", str(args.minutes), "--no-dagster", "--reconcile-every-s", "60",
         ]  # fmt: skip
         started = time.monotonic()
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -157,6 +157,11 @@ def main() -> None:
     print(
         f"{'peak RSS':<38} {usage.ru_maxrss / 1024:.0f} MB; this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
     )
+    status = json.loads((state / "status.json").read_text())
+    found = {
+        k: sum(v["reconciliation"][k] for v in status["symbols"].values()) for k in ("equal", "different")
+    }
+    print(f"{'socket bars vs REST (reconciled)':<38} {found['equal']} equal, {found['different']} different")
     p95 = float(np.percentile([r["latency_s"] for r in decisions], 95)) if decisions else float("nan")
     print(f"p95 close->decision {p95:.3f} s")
 

@@ -110,6 +110,12 @@ def _pause() -> None:
         time.sleep(60)
 
 
+def read_records(path: str | Path) -> list[dict]:
+    """The complete records of a ledger file (a reader's view: a torn last line is left out, not cut)."""
+    data = Path(path).read_bytes() if Path(path).exists() else b""
+    return [json.loads(line) for line in data.split(b"\n")[:-1]]
+
+
 class TornLedgerError(RuntimeError):
     """A ledger line other than the last is not a record: the file was edited or corrupted."""
 
@@ -119,7 +125,9 @@ class ForwardLedger:
     """The ledger file at `path` (created if absent) and the records it holds."""
 
     path: Path
-    records: list[dict] = field(default_factory=list)
+    records: list[dict] = field(
+        default_factory=list
+    )  # as opened (appends are not kept: a process runs for weeks)
     repaired_bytes: int = 0  # a torn last line cut off when opened
 
     def __post_init__(self):
@@ -158,7 +166,6 @@ class ForwardLedger:
         if written != len(line):
             raise OSError(f"{self.path}: short write ({written} of {len(line)} bytes)")
         os.fsync(self._fd)
-        self.records.append(record)
         if any(_hook("after-append", tag, self._appended[tag]) for tag in tags):
             _pause()
 

@@ -25,7 +25,8 @@ import logging
 import os
 import random
 import signal
-from dataclasses import asdict, dataclass, field
+from collections import deque
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -51,6 +52,7 @@ from crpbot_assets.signals.ledger import PaperConfig
 
 log = logging.getLogger("crpbot.live")
 MINUTE = 60
+LATENCIES_KEPT = 7 * 1440  # per symbol: the figures reported cover about the last week of decisions
 
 
 @dataclass
@@ -95,10 +97,10 @@ class AlreadyRunning(RuntimeError):
     """Another crpbot-live holds the state directory."""
 
 
-def percentiles(values: list[float]) -> dict:
+def percentiles(values) -> dict:
     if not values:
         return {"n": 0}
-    a = np.asarray(values)
+    a = np.asarray(list(values))
     return {
         "n": len(a),
         "p50": float(np.percentile(a, 50)),
@@ -139,7 +141,7 @@ class LiveService:
         self.first_seen: dict[str, dict[int, float]] = {s: {} for s in self.symbols}
         self.previous_features: dict[tuple[str, datetime], pl.DataFrame] = {}
         self.sentiment: dict[str, pl.DataFrame] = {}
-        self.stats = Stats(latencies={s: [] for s in self.symbols})
+        self.stats = Stats(latencies={s: deque(maxlen=LATENCIES_KEPT) for s in self.symbols})
         self.alerts: list[dict] = []
         self.stale_since: float | None = None
         self.reporter = reporter
@@ -328,6 +330,9 @@ class LiveService:
         now = self.clock.now()
         self._settle(symbol, now)
         self.decide(symbol, minute, now)
+        seen = self.first_seen[symbol]
+        for old in [m for m in seen if m < minute - 3600]:
+            del seen[old]
 
     def _settle(self, symbol: str, now: float) -> None:
         book = self.books[symbol]
@@ -483,7 +488,7 @@ class LiveService:
     # --- reporting --------------------------------------------------------------------------------------------
     def alert(self, kind: str, message: str, symbol: str | None = None) -> None:
         entry = {"kind": kind, "symbol": symbol, "message": message, "at": self.clock.now()}
-        self.alerts.append(entry)
+        self.alerts = [*self.alerts[-99:], entry]
         log.warning(f"ALERT {kind}{' ' + symbol if symbol else ''}: {message}")
         if self.reporter is not None:
             self.reporter.alert(entry)
@@ -508,8 +513,7 @@ class LiveService:
                 "reconciliation": history.reconciliation.as_dict(),
                 "late_trades": self.builders[symbol].late_trades,
             }
-        stats = asdict(self.stats)
-        stats.pop("latencies")
+        stats = {k: v for k, v in self.stats.__dict__.items() if k != "latencies"}
         every = [v for values in self.stats.latencies.values() for v in values]
         return {
             "as_of": self.clock.now(),

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from crpbot_assets.candles.client import CandlesClient
+from crpbot_assets.live.ledger import read_records
 from crpbot_assets.live.service import LiveService
 from crpbot_assets_tests.live.conftest import ORIGIN, World, promote
 
@@ -27,7 +28,7 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:
 
 
 def decisions(service: LiveService) -> list[dict]:
-    return [r for r in list(service.ledger.records) if r["kind"] == "decision"]
+    return [r for r in read_records(service.ledger.path) if r["kind"] == "decision"]
 
 
 def test_drop_gap_and_silence_are_recovered_from_rest_and_a_stale_feed_stops_trading(

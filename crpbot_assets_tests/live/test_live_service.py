@@ -15,6 +15,7 @@ from crpbot_assets.common.months import month_end, month_start, previous_month
 from crpbot_assets.common.partitions import symbol_month_key
 from crpbot_assets.features.assets import features
 from crpbot_assets.features.compute import features_for_month
+from crpbot_assets.live.ledger import read_records
 from crpbot_assets.live.service import LiveService
 from crpbot_assets.replay import synthetic
 from crpbot_assets.resources import file_resources
@@ -52,7 +53,7 @@ def test_bars_built_from_the_stream_equal_the_rest_candles(run):
 
 def test_each_closed_minute_is_decided_once_within_its_close_with_the_promoted_model(run):
     service, summary = run["service"], run["summary"]
-    decisions = [r for r in service.ledger.records if r["kind"] == "decision"]
+    decisions = [r for r in read_records(service.ledger.path) if r["kind"] == "decision"]
     for symbol in SYMBOLS:
         mine = [r for r in decisions if r["symbol"] == symbol]
         minutes = [r["minute"] for r in mine]
@@ -64,7 +65,7 @@ def test_each_closed_minute_is_decided_once_within_its_close_with_the_promoted_m
         # decided before the next minute closed (virtual seconds; a second of real time at 60x)
         assert all(0 < r["latency_s"] < 60 for r in mine), [r["latency_s"] for r in mine]
     assert summary["latency_s"]["n"] == len(decisions)
-    fills = [r for r in service.ledger.records if r["kind"] == "fill"]
+    fills = [r for r in read_records(service.ledger.path) if r["kind"] == "fill"]
     for (
         fill
     ) in fills:  # at the open of the first minute after the decision that traded (independent: synthetic)
