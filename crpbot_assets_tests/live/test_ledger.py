@@ -47,8 +47,12 @@ def test_books_replay_decisions_and_fills(tmp_path):
 
     ledger = ForwardLedger(tmp_path / "ledger.jsonl")
     config = PaperConfig(rebalance_minutes=1, half_spread_bps=5.0)
+
+    def books():  # as a restart rebuilds them
+        return ForwardLedger(tmp_path / "ledger.jsonl").books(["BTC-USD"], config)
+
     ledger.append(decision(60, 1))
-    book = ledger.books(["BTC-USD"], config)["BTC-USD"]
+    book = books()["BTC-USD"]
     assert book.pending["minute"] == 60 and book.last_decision == 60
     candle = {
         "ts": datetime.fromtimestamp(180, UTC),
@@ -64,10 +68,10 @@ def test_books_replay_decisions_and_fills(tmp_path):
     assert fill["fee"] == pytest.approx(100.0 * 100.05 * 60e-4)
     assert fill["cash"] == pytest.approx(10_000 - 100.0 * 100.05 - fill["fee"])
     ledger.append(fill)
-    book = ledger.books(["BTC-USD"], config)["BTC-USD"]
+    book = books()["BTC-USD"]
     assert book.pending is None and book.position == 1 and book.fills == 1
     ledger.append(decision(240, 1, held=1))  # same target: nothing to fill
-    assert ledger.books(["BTC-USD"], config)["BTC-USD"].pending is None
+    assert books()["BTC-USD"].pending is None
 
 
 def test_the_compose_service_runs_the_console_script():
