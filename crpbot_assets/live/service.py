@@ -282,8 +282,8 @@ class LiveService:
             closed += [
                 (trade.product, bar) for bar in builder.on_trade(trade.time, trade.price, trade.size, now)
             ]
-            if builder.current is not None and builder.current.trades == 1:
-                self.first_seen[trade.product][builder.current.minute] = now
+            if builder.current is not None:
+                self.first_seen[trade.product].setdefault(builder.current.minute, builder.current.first_seen)
         for symbol in self.symbols:
             closed += [(symbol, bar) for bar in self.builders[symbol].on_time(message.time)]
         for symbol, bar in closed:
@@ -301,9 +301,10 @@ class LiveService:
     # --- per closed minute ------------------------------------------------------------------------------------
     def close_minute(self, symbol: str, bar: Bar) -> None:
         history = self.histories[symbol]
-        minute = bar.minute
-        if self.resync[symbol] or not bar.complete:
-            last = history.last_minute()
+        minute, last = bar.minute, history.last_minute()
+        if last is not None and minute <= last:
+            pass  # already a row (REST filled it): the decision below is still made once at most
+        elif self.resync[symbol] or not bar.complete:
             start = datetime.fromtimestamp(last + MINUTE if last is not None else minute, UTC)
             end = datetime.fromtimestamp(minute + MINUTE, UTC)
             try:
@@ -325,7 +326,7 @@ class LiveService:
             if not bar.complete and not has_minute:
                 self.stats.skip("incomplete_minute")
                 return
-        elif history.last_minute() is None or minute > history.last_minute():
+        else:
             history.add_bar(bar)
         now = self.clock.now()
         self._settle(symbol, now)
@@ -631,6 +632,33 @@ def latency_line(summary: dict) -> str:
         f"{lat['n']} decisions, close->decision p50 {lat['p50']:.3f} s, max {lat['max']:.3f} s; "
         f"p95 close->decision {lat['p95']:.3f} s"
     )
+
+
+def live_stretch(
+    storage_uri: str,
+    rest_url: str,
+    ws_url: str,
+    minutes: float = 2.0,
+    symbols: list[str] | None = None,
+    state_dir: str | None = None,
+    log_line=print,
+) -> dict:
+    """For the demo: the service for `minutes` of real clock against `ws_url` and `rest_url` (the replay's:
+    `with CoinbaseFeed() as feed: live_stretch(storage_uri, replay.url, feed.url)`), with the promoted models under
+    `storage_uri`, deciding every minute. Logs and returns the summary (`["latency_s"]`: p50/p95/max)."""
+    now = datetime.now(UTC)
+    settings = LiveSettings(
+        symbols=symbols or [s for s in SYMBOLS if is_listed(s, now)],
+        ws_url=ws_url,
+        rest_url=rest_url,
+        storage_uri=storage_uri,
+        state_dir=state_dir or default_state_dir(),
+        paper=PaperConfig(rebalance_minutes=1),
+    )
+    log_line(f"live stretch: {', '.join(settings.symbols)} for {minutes:g} min of real clock from {ws_url}")
+    summary = run_service(settings, minutes, Clock())
+    log_line(f"live stretch: {latency_line(summary)}")
+    return summary
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -86,3 +86,21 @@ def test_the_compose_service_runs_the_console_script():
     assert compose["services"]["live"]["command"] == ["crpbot-live"]
     assert scripts["crpbot-live"] == "crpbot_assets.live.service:main"
     assert "live" in compose["volumes"]
+
+
+def test_live_alerts_fire_once_per_episode_when_the_service_is_silent_stopped_or_slow():
+    from crpbot_assets.live.sensors import LiveAlertConfig, evaluate
+
+    config = LiveAlertConfig(silent_after_s=9000, max_latency_p95_s=1.0)
+    fine = {"trading": True, "latency_p95_s": 0.4}
+    alerts, cursor = evaluate({"BTC-USD": (0.0, fine)}, 8999.0, {}, config)
+    assert alerts == []
+    alerts, cursor = evaluate({"BTC-USD": (0.0, fine)}, 9001.0, cursor, config)
+    assert [a[1] for a in alerts] == ["silent"]
+    alerts, cursor = evaluate({"BTC-USD": (0.0, fine)}, 12000.0, cursor, config)
+    assert alerts == []  # the same episode
+    stopped = {"trading": False, "latency_p95_s": 1.5}
+    alerts, cursor = evaluate({"BTC-USD": (12000.0, stopped)}, 12001.0, cursor, config)
+    assert sorted(a[1] for a in alerts) == ["not_trading", "slow"]
+    alerts, _ = evaluate({"BTC-USD": (13000.0, fine)}, 13001.0, cursor, config)
+    assert alerts == []  # recovered: nothing to say

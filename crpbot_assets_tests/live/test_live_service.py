@@ -133,3 +133,20 @@ def test_the_ledger_figures_and_alerts_reach_dagster_as_the_live_paper_ledger_as
             dg.AssetRecordsFilter(asset_key=dg.AssetKey(ASSET), asset_partitions=[symbol]), limit=5
         ).records
         assert observation.asset_observation.metadata["alert"].value == "stale"
+
+
+def test_the_alerts_sensor_reads_what_the_service_reported(run, instance):
+    from crpbot_assets.live.clock import Clock
+    from crpbot_assets.live.report import ASSET, DagsterReporter
+    from crpbot_assets.live.sensors import live_paper_trading_alerts
+
+    summary = run["summary"]
+    DagsterReporter(SYMBOLS, Clock(), instance).report(summary)
+    slow = {s for s, f in summary["symbols"].items() if f["latency_s"]["p95"] > 1.0}  # clock seconds at 60x
+    result = live_paper_trading_alerts(dg.build_sensor_context(instance=instance))
+    assert {e.partition for e in result.asset_events} == slow and slow
+    assert all(
+        e.metadata["alert"].value == "slow" and e.asset_key == dg.AssetKey(ASSET) for e in result.asset_events
+    )
+    again = live_paper_trading_alerts(dg.build_sensor_context(instance=instance, cursor=result.cursor))
+    assert not again.asset_events and again.skip_reason == "all clear"  # once per episode
