@@ -35,6 +35,7 @@ import polars as pl
 import torch
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from crpbot_assets.candles.client import PROD_URL as COINBASE_REST_URL
 from crpbot_assets.candles.client import SCHEMA, CandlesClient, empty_frame
 from crpbot_assets.common.http import ApiError
 from crpbot_assets.common.months import month_end, month_start, previous_month
@@ -144,6 +145,7 @@ class LiveService:
         self.stats = Stats(latencies={s: deque(maxlen=LATENCIES_KEPT) for s in self.symbols})
         self.alerts: list[dict] = []
         self.stale_since: float | None = None
+        self.last_message_at = self.clock.now()
         self.reporter = reporter
         self._stop = False
         self._due: dict[str, float] = {}
@@ -215,6 +217,7 @@ class LiveService:
         """Run until stopped (SIGTERM/SIGINT) or until clock time `until`; returns the summary."""
         low, high = self.settings.backoff_s
         backoff = low
+        self.last_message_at = self.clock.now()
         while not self._stop and (until is None or self.clock.now() < until):
             try:
                 with FeedConnection(self.settings.ws_url, self.symbols) as conn:
@@ -223,16 +226,16 @@ class LiveService:
                     for symbol in self.symbols:
                         self.builders[symbol].interrupt(connected)
                         self.resync[symbol] = True
-                    last_message = connected
+                    heard = connected  # this connection's last message
                     while not self._stop and (until is None or self.clock.now() < until):
                         message = conn.recv(timeout_s=self.clock.wall_seconds(0.2))
                         now = self.clock.now()
                         if message is not None:
-                            last_message = now
+                            heard = self.last_message_at = now
                             backoff = low
                             self._on_message(conn, message, now)
-                        elif now - last_message > self.settings.stale_after_s:
-                            self._go_stale(now, now - last_message)
+                        elif now - heard > self.settings.stale_after_s:
+                            self._go_stale(now, now - self.last_message_at)
                             break
                         self._timers(now)
             except (ConnectionClosed, InvalidHandshake, OSError, FeedError, TimeoutError) as exc:
@@ -242,9 +245,14 @@ class LiveService:
                 )
             if self._stop or (until is not None and self.clock.now() >= until):
                 break
+            now = self.clock.now()
             for builder in self.builders.values():
-                builder.interrupt(self.clock.now())
-            self.clock.sleep(random.uniform(0.5, 1.0) * backoff)
+                builder.interrupt(now)
+            if now - self.last_message_at > self.settings.stale_after_s:
+                self._go_stale(now, now - self.last_message_at)  # cannot even connect: stale all the same
+            wake = now + random.uniform(0.5, 1.0) * backoff
+            while not self._stop and self.clock.now() < wake:  # SIGTERM is served within 0.2 s
+                self.clock.sleep(min(0.2, wake - self.clock.now()))
             backoff = min(high, backoff * 2)
         return self.finish()
 
@@ -290,8 +298,8 @@ class LiveService:
             self.close_minute(symbol, bar)
 
     def _go_stale(self, now: float, silent_s: float) -> None:
-        self.stats.stale_episodes += 1
         if self.stale_since is None:
+            self.stats.stale_episodes += 1
             self.stale_since = now
             self.alert(
                 "stale",
@@ -548,9 +556,7 @@ def settings_from_args(argv: list[str] | None = None) -> tuple[LiveSettings, flo
     )
     parser.add_argument(
         "--rest-url",
-        default=os.environ.get(
-            "CRPBOT_LIVE_REST_URL", "https://api.exchange.coinbase.com" if prod else replay_url()
-        ),
+        default=os.environ.get("CRPBOT_LIVE_REST_URL", COINBASE_REST_URL if prod else replay_url()),
     )
     parser.add_argument("--storage-uri", default=os.environ.get("CRPBOT_STORAGE_URI", local_storage_uri()))
     parser.add_argument("--state-dir", default=default_state_dir())

@@ -1,5 +1,5 @@
 """crpbot-live through the replayed feed's rudeness (fast clock, 30x): a dropped connection, a sequence gap, a
-silent feed, and a model promoted while it runs. The service runs in a thread of the test process."""
+silent feed, the feed gone (connections refused), and a model promoted while it runs. The service runs in a thread of the test process."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from crpbot_assets.candles.client import CandlesClient
 from crpbot_assets.live.ledger import read_records
 from crpbot_assets.live.service import LiveService
+from crpbot_assets.replay.coinbase_ws import CoinbaseFeed
 from crpbot_assets_tests.live.conftest import ORIGIN, World, promote
 
 pytestmark = pytest.mark.slow
@@ -70,6 +71,14 @@ def test_drop_gap_and_silence_are_recovered_from_rest_and_a_stale_feed_stops_tra
             world.feed.inject("stall")
             wait_for(lambda: any(a["kind"] == "resumed" for a in service.alerts), 60, "trading resumed")
             wait_for(decided_after(world.clock.now()), 30, "decisions after the silence")
+            # the feed itself gone for a while (connections refused): stale, then back on the same address
+            world.feed.stop()
+            wait_for(
+                lambda: sum(a["kind"] == "stale" for a in service.alerts) == 2, 30, "stale while refused"
+            )
+            world.feed = CoinbaseFeed(clock=world.clock, port=world.feed.port).start()
+            wait_for(lambda: sum(a["kind"] == "resumed" for a in service.alerts) == 2, 60, "resumed again")
+            wait_for(decided_after(world.clock.now()), 30, "decisions after the outage")
         finally:
             service.stop()
             thread.join(30)
