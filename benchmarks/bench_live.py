@@ -114,7 +114,7 @@ def main() -> None:
     seed_cache(state, datetime.now(UTC).replace(second=0, microsecond=0))
     with ReplayServer([coinbase.service()]) as rest, CoinbaseFeed() as feed:
         command = [
-            sys.executable, "-m", "crpbot_assets.live.service", "--symbols", ",".join(SYMBOLS),
+            sys.executable, "-m", "crpbot_assets.live.cli", "--symbols", ",".join(SYMBOLS),
             "--ws-url", feed.url, "--rest-url", rest.url, "--storage-uri", str(storage), "--state-dir", str(state),
             "--rebalance-minutes", "1", "--minutes", str(args.minutes), "--no-dagster", "--reconcile-every-s", "60",
         ]  # fmt: skip

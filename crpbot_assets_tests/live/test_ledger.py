@@ -84,7 +84,7 @@ def test_the_compose_service_runs_the_console_script():
     compose = yaml.safe_load((repo / "deploy" / "docker-compose.yml").read_text())
     scripts = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["scripts"]
     assert compose["services"]["live"]["command"] == ["crpbot-live"]
-    assert scripts["crpbot-live"] == "crpbot_assets.live.service:main"
+    assert scripts["crpbot-live"] == "crpbot_assets.live.cli:main"
     assert "live" in compose["volumes"]
 
 

@@ -26,7 +26,7 @@ SPEED = 10.0  # a minute of clock time in 6 s
 
 def live_command(world: World, tmp: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "crpbot_assets.live.service",
+        sys.executable, "-m", "crpbot_assets.live.cli",
         "--symbols", ",".join(SYMBOLS), "--ws-url", world.feed.url, "--rest-url", world.rest.url,
         "--storage-uri", str(tmp / "data"), "--state-dir", str(tmp / "live"), "--rebalance-minutes", "1",
         "--rest-rate", "2000", "--no-dagster", *extra,
