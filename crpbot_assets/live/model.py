@@ -41,6 +41,7 @@ class Signal:
     probabilities: tuple[float, float, float]  # p_down, p_flat, p_up
     position: int
     model_version: str
+    decision: bool | None = None  # a decision minute by the model's own rule; None: the paper config's grid
 
 
 class Models:

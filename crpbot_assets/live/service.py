@@ -393,7 +393,9 @@ class LiveService:
         if signal_ is None:
             self.stats.skip("no_window")
             return
-        grid = minute // MINUTE % self.settings.paper.rebalance_minutes == 0
+        grid = signal_.decision
+        if grid is None:  # today's rule has no grid of its own: paper_trades' rebalancing grid
+            grid = minute // MINUTE % self.settings.paper.rebalance_minutes == 0
         decided = self.clock.now()
         record = {
             "kind": "decision",
