@@ -3,9 +3,11 @@
 Today (main): `promoted_model[symbol]` stores `{"promoted", "model_version", "model_uri", ...}` (the IO manager's
 JSON at `promoted_model/<symbol>.json`) and the artifact at `promoted_models/<symbol>/<version>.pt`; the position
 is `signals.scoring.score`'s (the evaluation's argmax-and-threshold rule), with the same mode and threshold as
-the `signals` asset's config. Issue 18 moves promotion to symbol x month (`promoted_model[M]` holds the fold model
-for month M) and positions to one sequential function of (score, rule, previous position): `Models.for_minute`
-and `signal` are the two places that change.
+the `signals` asset's config, decided on the paper config's grid (`Signal.decision` None).
+Issue 18 (promotion per symbol x month, one decision function): `refresh`/`for_minute` read
+`promoted_model/symbol=S/month=M.json` for the month of the minute and load the fold with
+`walk_forward_assets.read_fold`; `signal` calls `scoring.score(rows, sentiment, fold, version, minute, minute + 1m,
+previous=held)` and returns its row's `position` and `decision` flag.
 """
 
 from __future__ import annotations
