@@ -8,8 +8,12 @@ import json
 import logging
 import os
 import signal
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
+
+# Dagster's beta/preview notices from the shared partition definitions would open every console session.
+warnings.filterwarnings("ignore", message=r".* is currently in (beta|preview)")
 
 from crpbot_assets.candles.client import PROD_URL as COINBASE_REST_URL
 from crpbot_assets.common.settings import local_storage_uri, replay_url
@@ -30,7 +34,10 @@ def default_state_dir() -> str:
 def settings_from_args(argv: list[str] | None = None) -> tuple[LiveSettings, float | None]:
     """LiveSettings from the command line (defaults from the environment); and `--minutes` (None: forever)."""
     prod = os.environ.get("CRPBOT_ENV") == "prod"
-    parser = argparse.ArgumentParser(prog="crpbot-live", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="crpbot-live",
+        description="Paper decisions at each minute's close from Coinbase's market-data WebSocket (no orders).",
+    )
     parser.add_argument("--symbols", default=",".join(SYMBOLS))
     parser.add_argument(
         "--ws-url",
