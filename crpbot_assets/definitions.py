@@ -7,6 +7,7 @@ import crpbot_assets.candles.definitions as candles
 import crpbot_assets.features.definitions as features
 import crpbot_assets.jobs as jobs
 import crpbot_assets.launchers.definitions as launchers
+import crpbot_assets.live.definitions as live
 import crpbot_assets.sentiment.definitions as sentiment
 import crpbot_assets.signals.definitions as signals
 import crpbot_assets.training.definitions as training
@@ -22,5 +23,6 @@ defs = dg.Definitions.merge(
     jobs.defs,
     automation.defs,
     launchers.defs,
+    live.defs,
     dg.Definitions(resources=resources_for(crpbot_env())),
 )

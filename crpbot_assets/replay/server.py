@@ -226,12 +226,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ws-port", type=int, default=8766, help="Coinbase market-data WebSocket; 0: none")
     args = parser.parse_args(argv)
     server = ReplayServer(default_services(args.seed), args.host, args.port)
     print(
         f"crpbot replay server on {server.url} (services: {', '.join(s.name for s in server.services)})",
         flush=True,
     )
+    if args.ws_port:
+        from crpbot_assets.replay.coinbase_ws import CoinbaseFeed
+
+        feed = CoinbaseFeed(args.seed, host=args.host, port=args.ws_port).start()
+        print(f"crpbot replay Coinbase WebSocket on {feed.url}", flush=True)
     try:
         server._httpd.serve_forever()
     except KeyboardInterrupt:
