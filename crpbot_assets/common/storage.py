@@ -28,6 +28,8 @@ from urllib.parse import urlparse
 import polars as pl
 import pyarrow.fs as pafs
 
+from crpbot_assets.common.processes import process_alive
+
 
 class CorruptFileError(RuntimeError):
     """A stored file exists but cannot be decoded."""
@@ -72,21 +74,6 @@ def _writer_is_gone(name: str) -> bool:
     if len(owner) != 3 or owner[0] != socket.gethostname() or not owner[1].isdigit():
         return False
     return not process_alive(int(owner[1]))
-
-
-def process_alive(pid: int) -> bool:
-    """True while process `pid` of this host runs (a zombie, exited but not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):  # no procfs (macOS): kill(0) answered
-        return True
 
 
 def sweep_stale_temps(directory: str, grace_s: float) -> list[str]:
