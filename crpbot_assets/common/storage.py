@@ -8,7 +8,9 @@ another host sharing the disk). A live writer's file survives. S3 puts are atomi
 `CRPBOT_STORAGE_TEST_HOOK` (tests only) stops a write at a chosen point so kill tests are deterministic:
 `<stage>:<action>:<path substring>`, stage `mid-write` (half the bytes in the temporary file) or `after-write`
 (renamed into place), action `pause` (touch the file named by `CRPBOT_STORAGE_TEST_SIGNAL`, then sleep until
-killed) or `enospc` (raise OSError(ENOSPC), a full disk).
+killed) or `enospc` (raise OSError(ENOSPC) as the OS does, without a file name: a full disk).
+
+A failed local write raises the OS's error (same errno and type) naming the file it was writing.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def _test_hook(stage: str, relative: str) -> None:
     if hook_stage != stage or needle not in relative:
         return
     if action == "enospc":
-        raise OSError(errno.ENOSPC, f"No space left on device (test hook) writing {relative}")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     if action == "pause":
         with open(os.environ[TEST_SIGNAL_ENV], "w") as signal_file:
             signal_file.write(f"{stage} {relative} pid {os.getpid()}\n")
@@ -158,15 +160,20 @@ class Storage:
                 write(out)
             return self.uri(relative)
         directory = final.rsplit("/", 1)[0]
-        fs.create_dir(directory, recursive=True)
-        sweep_stale_temps(directory, self.tmp_grace_s)
         tmp = temp_name(final)
         try:
+            fs.create_dir(directory, recursive=True)
+            sweep_stale_temps(directory, self.tmp_grace_s)
             with open(tmp, "wb") as out:
                 write(out)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, final)
+        except OSError as exc:  # e.g. ENOSPC, which names no file: say which one, and that nothing changed
+            raise OSError(
+                exc.errno,
+                f"{exc.strerror or exc} writing {final} (not written; a previous version is unchanged)",
+            ) from exc
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
