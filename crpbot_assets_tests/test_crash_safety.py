@@ -22,7 +22,7 @@ from crpbot_assets.candles.assets import candles
 from crpbot_assets.candles.resources import CoinbaseResource
 from crpbot_assets.common.commits import COMMIT_TAG, RECOMPUTE_TAG, describes, latest_records
 from crpbot_assets.common.io_manager import PartitionedFileIOManager, SchemaMismatchError, partition_path
-from crpbot_assets.common.months import month_end
+from crpbot_assets.common.months import month_end, month_window
 from crpbot_assets.common.partitions import split_key, symbol_month_partitions
 from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.common.storage import TEST_HOOK_ENV, TEST_SIGNAL_ENV, TMP_MARK, Storage, process_alive
@@ -151,11 +151,31 @@ def test_a_file_without_a_describing_record_counts_as_absent(tmp_path, instance)
     manager.commit_outside_run(instance, CANDLES, JAN, frame)
     assert load()[JAN].equals(frame)
     Storage(str(tmp_path)).write_parquet(relative, pl.DataFrame({"v": [2.0]}))  # rewritten, record not
-    with pytest.raises(FileNotFoundError, match=r"2019-01-01\|BTC-USD.*no materialization record"):
+    with pytest.raises(FileNotFoundError, match=r"2019-01-01\|BTC-USD.*no materialization record") as error:
         load()
+    assert "written by a run killed before it recorded it, or replaced outside crpbot" in str(error.value)
     (tmp_path / relative).unlink()  # a record whose file is gone
     with pytest.raises(FileNotFoundError, match="is not materialized"):
         load()
+
+
+def test_a_truncated_file_is_called_damaged_and_not_blamed_on_a_killed_run(tmp_path, instance):
+    """Nothing was killed: the file was cut short after its run recorded it (a disk fault, a careless copy)."""
+    manager = PartitionedFileIOManager(storage=StorageResource(base_uri=str(tmp_path)))
+    manager.commit_outside_run(instance, CANDLES, JAN, synthetic.candles("BTC-USD", *month_window(JAN[:10])))
+    path = tmp_path / (partition_path(CANDLES, JAN) + ".parquet")
+    size = path.stat().st_size
+    os.truncate(path, size // 2)
+    context = dg.build_input_context(
+        asset_key=CANDLES, partition_key=JAN, asset_partitions_def=symbol_month_partitions, instance=instance
+    )
+    with pytest.raises(FileNotFoundError) as error:
+        manager.load_input(context)
+    text = str(error.value)
+    assert f"partition '{JAN}' of asset candles is not materialized: {path} has no materialization" in text
+    assert f"recorded {size} bytes" in text and f"the file is {size // 2} bytes" in text
+    assert "it is damaged (cannot be decoded): changed outside crpbot (truncated" in text
+    assert "killed before" not in text
 
 
 def test_a_stored_partition_missing_a_column_names_the_partition_and_the_column(instance, storage_resources):

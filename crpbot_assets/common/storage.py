@@ -216,6 +216,18 @@ class Storage:
         except Exception as exc:  # polars raises ComputeError/OSError variants for bad files
             raise CorruptFileError(f"corrupt parquet file {self.uri(relative)}: {exc}") from exc
 
+    def damaged(self, relative: str) -> bool:
+        """True when a stored parquet or JSON file cannot be decoded (truncated, overwritten); other files and
+        absent ones are not judged (False). Reads the file: for error messages, not for every load."""
+        decode = {".parquet": self.read_parquet, ".json": self.read_json}.get(os.path.splitext(relative)[1])
+        if decode is None or not self.exists(relative):
+            return False
+        try:
+            decode(relative)
+        except CorruptFileError:
+            return True
+        return False
+
     def write_json(self, relative: str, value: dict) -> str:
         return self.write_bytes(relative, json.dumps(value, indent=2, default=str).encode())
 
