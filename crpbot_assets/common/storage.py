@@ -127,6 +127,12 @@ class Storage:
             return pafs.S3FileSystem(**kwargs), f"{parsed.netloc}{parsed.path}".rstrip("/")
         return pafs.LocalFileSystem(), os.path.abspath(self.base_uri)
 
+    def lock_folder(self) -> str | None:
+        """Where locks on this storage's files live (`common/locks.py`): `.locks/` under a local base, so every
+        process of every instance sharing the folder shares them; None on S3, which has no file lock (the
+        caller's per-instance default applies)."""
+        return None if self.is_s3 else os.path.join(os.path.abspath(self.base_uri), ".locks")
+
     def uri(self, relative: str) -> str:
         """Full URI of a relative path, for metadata and for remote jobs."""
         return f"{self.base_uri.rstrip('/')}/{relative}"
