@@ -28,7 +28,6 @@ import sys
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.storage.base_storage import DagsterStorage
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster._core.storage.event_log.base import ConcurrencyClaimStatus
 from dagster._core.storage.runs import SqliteRunStorage
@@ -135,7 +134,7 @@ class CrpbotSqliteStorage(DagsterSqliteStorage):
             self._schedule_storage = SqliteScheduleStorage.from_local(_schedule_directory(base_dir))
         self._event_log_storage.lock_folder = locks
         self._inst_data = inst_data
-        DagsterStorage.__init__(self)
+        super(DagsterSqliteStorage, self).__init__()  # what DagsterSqliteStorage.__init__ ends with
 
     @classmethod
     def from_config_value(cls, inst_data, config_value) -> CrpbotSqliteStorage:
