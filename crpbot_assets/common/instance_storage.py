@@ -115,8 +115,11 @@ def _exit_when_orphaned(ref, run_id: str, step_key: str) -> None:
                     run = instance.get_run_by_id(run_id)
                     instance.report_engine_event(f"{note}; other processes of the run still run", run)
         finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):  # a closed or broken stream must not keep the process alive
+                    pass
             os._exit(0)
 
     multiprocessing.util.Finalize(None, on_exit, exitpriority=100)
