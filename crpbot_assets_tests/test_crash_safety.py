@@ -135,15 +135,16 @@ def test_a_file_without_a_describing_record_counts_as_absent(tmp_path, instance)
     Storage(str(tmp_path)).write_parquet(relative, frame)  # a killed run: written, never recorded
 
     def load(allow_missing=False):
-        return manager.load_input(
-            dg.build_input_context(
-                asset_key=CANDLES,
-                partition_key=JAN,
-                asset_partitions_def=symbol_month_partitions,
-                definition_metadata={"allow_missing_partitions": allow_missing},
-                instance=instance,
-            )
-        )
+        # `with`: the context's resources (an ephemeral instance) close here, even when the load raises, not
+        # whenever a kept traceback is collected (that would reset Dagster's current instance in a later test)
+        with dg.build_input_context(
+            asset_key=CANDLES,
+            partition_key=JAN,
+            asset_partitions_def=symbol_month_partitions,
+            definition_metadata={"allow_missing_partitions": allow_missing},
+            instance=instance,
+        ) as context:
+            return manager.load_input(context)
 
     with pytest.raises(FileNotFoundError, match="has no materialization record describing it"):
         load()
@@ -166,10 +167,15 @@ def test_a_truncated_file_is_called_damaged_and_not_blamed_on_a_killed_run(tmp_p
     path = tmp_path / (partition_path(CANDLES, JAN) + ".parquet")
     size = path.stat().st_size
     os.truncate(path, size // 2)
-    context = dg.build_input_context(
-        asset_key=CANDLES, partition_key=JAN, asset_partitions_def=symbol_month_partitions, instance=instance
-    )
-    with pytest.raises(FileNotFoundError) as error:
+    with (  # `with`: as in `load` above
+        dg.build_input_context(
+            asset_key=CANDLES,
+            partition_key=JAN,
+            asset_partitions_def=symbol_month_partitions,
+            instance=instance,
+        ) as context,
+        pytest.raises(FileNotFoundError) as error,
+    ):
         manager.load_input(context)
     text = str(error.value)
     assert f"partition '{JAN}' of asset candles is not materialized: {path} has no materialization" in text

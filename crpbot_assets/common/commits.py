@@ -64,8 +64,9 @@ def why_not_described(record: dg.EventLogRecord | None, stamp: str, damaged: boo
     else:
         recorded = record.asset_materialization.metadata[STAMP_KEY].value
         was_size, was_mtime_ns = _parse_stamp(recorded)
+        source = f"run {record.run_id[:8]}" if record.run_id else "recorded outside a run"
         seen = (
-            f"its latest materialization (run {record.run_id[:8]}) recorded {was_size} bytes modified "
+            f"its latest materialization ({source}) recorded {was_size} bytes modified "
             f"{_when(was_mtime_ns)}, the file is {found}"
         )
     if damaged:
@@ -82,4 +83,6 @@ def _parse_stamp(stamp: str) -> tuple[int, int]:
 
 
 def _when(mtime_ns: int) -> str:
-    return datetime.fromtimestamp(mtime_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    """A modification time to the nanosecond the stamp holds (two writes within a second differ)."""
+    seconds, nanoseconds = divmod(mtime_ns, 1_000_000_000)
+    return f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%d %H:%M:%S}.{nanoseconds:09d} UTC"
