@@ -105,11 +105,15 @@ def test_two_concurrent_candle_runs_share_the_limit_without_429(replay_server, t
         assert stored.equals(synthetic.candles(key.split("|")[1], start, end))
 
 
-def test_two_concurrent_reddit_runs_of_one_month_lose_no_post(replay_server, tmp_path):
+@pytest.mark.parametrize("instances", ["one instance", "two instances sharing the data folder"])
+def test_two_concurrent_reddit_runs_of_one_month_lose_no_post(replay_server, tmp_path, instances):
     """Run A lists r/bitcoin and is slow to write; run B lists r/ethereum and starts while A writes. B waits
-    for the partition lock, reads A's posts and appends its own: the month ends with both."""
+    for the partition lock, reads A's posts and appends its own: the month ends with both. The lock lives with
+    the stored files, so it holds as well when A and B belong to two Dagster instances (DAGSTER_HOMEs)."""
     home = tmp_path / "home"
     home.mkdir()
+    home_b = home if instances == "one instance" else tmp_path / "home_b"
+    home_b.mkdir(exist_ok=True)
     data = str(tmp_path / "data")
     month = datetime.now(UTC).strftime("%Y-%m-01")
     marker = tmp_path / "a_is_writing"
@@ -122,7 +126,7 @@ def test_two_concurrent_reddit_runs_of_one_month_lose_no_post(replay_server, tmp
         assert slow.poll() is None and time.monotonic() < deadline, "run A never reached its write"
         time.sleep(0.1)
     fast = spawn(
-        REDDIT_RUN, home, replay_server.url, data, month, "ethereum", str(tmp_path / "b"), str(open_gate)
+        REDDIT_RUN, home_b, replay_server.url, data, month, "ethereum", str(tmp_path / "b"), str(open_gate)
     )
     seen = []
     for line in fast.stdout:  # B's own log: it has listed its posts and now waits for A's lock

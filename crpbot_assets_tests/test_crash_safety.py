@@ -22,7 +22,7 @@ from crpbot_assets.candles.assets import candles
 from crpbot_assets.candles.resources import CoinbaseResource
 from crpbot_assets.common.commits import COMMIT_TAG, RECOMPUTE_TAG, describes, latest_records
 from crpbot_assets.common.io_manager import PartitionedFileIOManager, SchemaMismatchError, partition_path
-from crpbot_assets.common.months import month_end
+from crpbot_assets.common.months import month_end, month_window
 from crpbot_assets.common.partitions import split_key, symbol_month_partitions
 from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.common.storage import TEST_HOOK_ENV, TEST_SIGNAL_ENV, TMP_MARK, Storage, process_alive
@@ -34,6 +34,7 @@ JAN, FEB, MAR = "2019-01-01|BTC-USD", "2019-02-01|BTC-USD", "2019-03-01|BTC-USD"
 KEYS = [JAN, FEB, MAR]
 PAGES = {JAN: 149, FEB: 135, MAR: 149}  # 300-minute pages per month
 CANDLES = dg.AssetKey("candles")
+REPO = Path(__file__).resolve().parents[1]
 RANGE_TAGS = {"dagster/asset_partition_range_start": JAN, "dagster/asset_partition_range_end": MAR}
 
 
@@ -93,7 +94,8 @@ def test_full_disk_mid_range_keeps_earlier_months_and_the_rerun_resumes(
     failed = materialize_range(resources, instance)
     assert not failed.success
     errors = [e.event_specific_data.error.to_string() for e in failed.get_step_failure_events()]
-    assert any("No space left on device" in e and "month=2019-02-01" in e for e in errors)
+    file = str(base / "candles" / "symbol=BTC-USD" / "month=2019-02-01.parquet")  # the OS's error names none
+    assert any(f"No space left on device writing {file}" in e for e in errors), errors
     # January was committed before February failed: file and record; February left nothing, not even a temp
     assert stored_state(base, instance) == {"files": {JAN}, "records": {JAN}, "described": {JAN}, "temps": []}
     (commit,) = instance.fetch_materializations(CANDLES, limit=10).records  # written to the instance at once
@@ -133,15 +135,16 @@ def test_a_file_without_a_describing_record_counts_as_absent(tmp_path, instance)
     Storage(str(tmp_path)).write_parquet(relative, frame)  # a killed run: written, never recorded
 
     def load(allow_missing=False):
-        return manager.load_input(
-            dg.build_input_context(
-                asset_key=CANDLES,
-                partition_key=JAN,
-                asset_partitions_def=symbol_month_partitions,
-                definition_metadata={"allow_missing_partitions": allow_missing},
-                instance=instance,
-            )
-        )
+        # `with`: the context's resources (an ephemeral instance) close here, even when the load raises, not
+        # whenever a kept traceback is collected (that would reset Dagster's current instance in a later test)
+        with dg.build_input_context(
+            asset_key=CANDLES,
+            partition_key=JAN,
+            asset_partitions_def=symbol_month_partitions,
+            definition_metadata={"allow_missing_partitions": allow_missing},
+            instance=instance,
+        ) as context:
+            return manager.load_input(context)
 
     with pytest.raises(FileNotFoundError, match="has no materialization record describing it"):
         load()
@@ -149,11 +152,36 @@ def test_a_file_without_a_describing_record_counts_as_absent(tmp_path, instance)
     manager.commit_outside_run(instance, CANDLES, JAN, frame)
     assert load()[JAN].equals(frame)
     Storage(str(tmp_path)).write_parquet(relative, pl.DataFrame({"v": [2.0]}))  # rewritten, record not
-    with pytest.raises(FileNotFoundError, match=r"2019-01-01\|BTC-USD.*no materialization record"):
+    with pytest.raises(FileNotFoundError, match=r"2019-01-01\|BTC-USD.*no materialization record") as error:
         load()
+    assert "written by a run killed before it recorded it, or replaced outside crpbot" in str(error.value)
     (tmp_path / relative).unlink()  # a record whose file is gone
     with pytest.raises(FileNotFoundError, match="is not materialized"):
         load()
+
+
+def test_a_truncated_file_is_called_damaged_and_not_blamed_on_a_killed_run(tmp_path, instance):
+    """Nothing was killed: the file was cut short after its run recorded it (a disk fault, a careless copy)."""
+    manager = PartitionedFileIOManager(storage=StorageResource(base_uri=str(tmp_path)))
+    manager.commit_outside_run(instance, CANDLES, JAN, synthetic.candles("BTC-USD", *month_window(JAN[:10])))
+    path = tmp_path / (partition_path(CANDLES, JAN) + ".parquet")
+    size = path.stat().st_size
+    os.truncate(path, size // 2)
+    with (  # `with`: as in `load` above
+        dg.build_input_context(
+            asset_key=CANDLES,
+            partition_key=JAN,
+            asset_partitions_def=symbol_month_partitions,
+            instance=instance,
+        ) as context,
+        pytest.raises(FileNotFoundError) as error,
+    ):
+        manager.load_input(context)
+    text = str(error.value)
+    assert f"partition '{JAN}' of asset candles is not materialized: {path} has no materialization" in text
+    assert f"recorded {size} bytes" in text and f"the file is {size // 2} bytes" in text
+    assert "it is damaged (cannot be decoded): changed outside crpbot (truncated" in text
+    assert "killed before" not in text
 
 
 def test_a_stored_partition_missing_a_column_names_the_partition_and_the_column(instance, storage_resources):
@@ -195,7 +223,7 @@ class Backfill:
     def __init__(self, home: Path, server: ReplayServer):
         self.home = home
         self.server = server
-        (home / "dagster.yaml").touch()
+        (home / "dagster.yaml").write_text((REPO / "dagster_home" / "dagster.yaml").read_text())  # real pools
         self.runs = 0
 
     def start(self, hook: str | None = None) -> subprocess.Popen:
@@ -233,19 +261,50 @@ class Backfill:
         return self.log.read_text()
 
 
+@pytest.fixture
+def backfill(fast, tmp_path, monkeypatch) -> Backfill:
+    """A backfill on its own DAGSTER_HOME (the repo's dagster.yaml, whose storage reads DAGSTER_HOME: the test
+    opens the same instance)."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    return Backfill(tmp_path, fast)
+
+
 def kill_group(process: subprocess.Popen) -> None:
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
 
 
-def run_statuses(home: Path) -> list[dg.DagsterRunStatus]:
+def runs(home: Path) -> list[dg.DagsterRun]:
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        return [r.dagster_run.status for r in reversed(instance.get_run_records())]  # oldest first
+        return [r.dagster_run for r in reversed(instance.get_run_records())]  # oldest first
 
 
-def assert_rerun_completes(backfill: Backfill, server: ReplayServer, fetched: list[str]) -> None:
-    """The same backfill again: succeeds, fetches exactly `fetched`, leaves every file with its record; the
-    killed run stays STARTED (no run monitoring in this instance)."""
+def failure_message(home: Path, run_id: str) -> str:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        (failure,) = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        return failure.message
+
+
+def slot_holders(home: Path, pool: str = "coinbase") -> set[str]:
+    """Runs holding a slot of `pool` or with a step waiting for one."""
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        info = instance.event_log_storage.get_concurrency_info(pool)
+        return {s.run_id for s in info.claimed_slots} | {p.run_id for p in info.pending_steps}
+
+
+def killed_run_holding_the_slot(home: Path) -> str:
+    """The stuck state after a kill: the run is still STARTED and holds the `coinbase` pool's only slot (the
+    repo's dagster.yaml: one step per API pool), which no process will ever free."""
+    (killed,) = runs(home)
+    assert killed.status == dg.DagsterRunStatus.STARTED
+    assert slot_holders(home) == {killed.run_id}
+    return killed.run_id
+
+
+def assert_rerun_completes(backfill: Backfill, server: ReplayServer, fetched: list[str], killed: str) -> None:
+    """The same backfill again: not blocked by the killed run's slot (its step frees the slot of a run whose
+    processes are gone, with no daemon running, and says so), fetches exactly `fetched`, leaves every file with
+    its record. The killed run ends FAILURE, its message naming what it committed."""
     server.clear()
     output = backfill.run_to_end()
     assert server.stats["coinbase"]["requests"] == sum(PAGES[k] for k in fetched)
@@ -253,12 +312,19 @@ def assert_rerun_completes(backfill: Backfill, server: ReplayServer, fetched: li
         assert f"candles {key}: already stored and complete" in output
     with dg.DagsterInstance.from_config(str(backfill.home)) as instance:
         assert_consistent(backfill.home / "data", instance)
-    assert run_statuses(backfill.home) == [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.SUCCESS]
+    assert [(r.run_id == killed, r.status) for r in runs(backfill.home)] == [
+        (True, dg.DagsterRunStatus.FAILURE),
+        (False, dg.DagsterRunStatus.SUCCESS),
+    ]
+    assert slot_holders(backfill.home) == set()
+    committed = set(KEYS) - set(fetched)
+    message = failure_message(backfill.home, killed)
+    assert "no process of the run is left" in message
+    assert f"committed candles: {len(committed)} partition(s) ({', '.join(sorted(committed))})" in message
 
 
 @pytest.mark.slow
-def test_sigkill_of_the_run_while_a_partition_is_written(fast, tmp_path):
-    backfill = Backfill(tmp_path, fast)
+def test_sigkill_of_the_run_while_a_partition_is_written(fast, tmp_path, backfill):
     process = backfill.start(hook="mid-write:pause:month=2019-02-01")
     wait_until(backfill.signal.exists, 180, "February's write")
     writer = backfill.paused_pid()
@@ -268,12 +334,15 @@ def test_sigkill_of_the_run_while_a_partition_is_written(fast, tmp_path):
         state = stored_state(tmp_path / "data", instance)
     assert state["files"] == state["records"] == state["described"] == {JAN}
     assert len(state["temps"]) == 1 and state["temps"][0].startswith("month=2019-02-01.parquet.tmp-")
-    assert_rerun_completes(backfill, fast, fetched=[FEB, MAR])  # the dead writer's temp file is swept
+    killed = killed_run_holding_the_slot(tmp_path)
+    assert_rerun_completes(
+        backfill, fast, fetched=[FEB, MAR], killed=killed
+    )  # the dead writer's temp is swept
+    assert f"freed the slots of dead run {killed}" in backfill.log.read_text()
 
 
 @pytest.mark.slow
-def test_sigkill_right_after_a_partition_is_written(fast, tmp_path):
-    backfill = Backfill(tmp_path, fast)
+def test_sigkill_right_after_a_partition_is_written(fast, tmp_path, backfill):
     process = backfill.start(hook="after-write:pause:month=2019-02-01")
     wait_until(backfill.signal.exists, 180, "February's file")
     kill_group(process)
@@ -289,7 +358,8 @@ def test_sigkill_right_after_a_partition_is_written(fast, tmp_path):
         )
         with pytest.raises(FileNotFoundError, match="no materialization record"):  # the file counts as absent
             manager.load_input(context)
-    assert_rerun_completes(backfill, fast, fetched=[FEB, MAR])
+    killed = killed_run_holding_the_slot(tmp_path)
+    assert_rerun_completes(backfill, fast, fetched=[FEB, MAR], killed=killed)
 
 
 def step_processes(parent: int) -> list[int]:
@@ -309,8 +379,9 @@ def step_processes(parent: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_sigkill_of_only_the_cli_parent_leaves_the_step_to_finish(fast, tmp_path):
-    backfill = Backfill(tmp_path, fast)
+def test_sigkill_of_only_the_cli_parent_lets_the_step_finish_then_exit(fast, tmp_path, backfill):
+    """The orphaned step process commits every month, then exits by itself (it used to wait for good on its dead
+    parent's queue); it frees its slot and marks the run failed, saying what was committed and why."""
     process = backfill.start()
     january = tmp_path / "data" / (partition_path(CANDLES, JAN) + ".parquet")
     wait_until(january.exists, 180, "January's file")
@@ -318,26 +389,25 @@ def test_sigkill_of_only_the_cli_parent_leaves_the_step_to_finish(fast, tmp_path
     os.kill(process.pid, signal.SIGKILL)  # only the CLI: its step process lives on and finishes the range
     process.wait(timeout=30)
     try:
-        with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
-            (run,) = instance.get_run_records()
-
-            def step_succeeded() -> bool:
-                return any(
-                    e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_SUCCESS
-                    for e in instance.all_logs(run.dagster_run.run_id)
-                )
-
-            wait_until(step_succeeded, 120, "the orphaned step to finish its work")
-            assert_consistent(tmp_path / "data", instance)  # it committed every month on its own
-        # Having finished, the orphan does not exit (seen with Dagster 1.13: it waits on its dead parent's queue);
-        # end it as an operator would, then the re-run finds everything stored.
+        wait_until(lambda: not process_alive(step), 180, "the orphaned step to finish its work and exit")
+    finally:  # never leave the orphan behind, even when it did not exit
         if process_alive(step):
             os.kill(step, signal.SIGKILL)
-        wait_until(lambda: not process_alive(step), 30, "the step process to end")
-    finally:  # never leave the orphan behind, even when an assertion failed
-        if process_alive(step):
-            os.kill(step, signal.SIGKILL)
-    assert_rerun_completes(backfill, fast, fetched=[])
+    (run,) = runs(tmp_path)
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    message = failure_message(tmp_path, run.run_id)
+    assert f"the process that launched step candles (pid {process.pid}) died" in message
+    assert f"in process {step}, which then exited" in message
+    assert f"committed candles: 3 partition(s) ({', '.join(KEYS)})" in message
+    assert "Steps that finished: candles." in message
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert_consistent(tmp_path / "data", instance)  # it committed every month on its own
+    assert slot_holders(tmp_path) == set()
+    fast.clear()
+    output = backfill.run_to_end()  # nothing left to do: every month is stored and complete
+    assert fast.stats["coinbase"]["requests"] == 0 and "freed the slots" not in output
+    for key in KEYS:
+        assert f"candles {key}: already stored and complete" in output
 
 
 WRITER = """

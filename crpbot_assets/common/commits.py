@@ -6,11 +6,14 @@ A process killed between the two leaves a file without a record, or (when it ove
 that its latest record does not describe. Both count as absent: loads refuse them, range runs recompute them
 and the rewrite replaces the file. A record whose file is gone fails the load naming the file.
 Records without a stamp (a range written by the IO manager at step end) describe whatever file is there.
+A file that is not described is explained by `why_not_described`: a whole file is what a run killed between the
+two steps leaves, a damaged one never is (the writes are atomic).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -48,3 +51,38 @@ def describes(record: dg.EventLogRecord | None, stamp: str | None) -> bool:
         return False
     recorded = record.asset_materialization.metadata.get(STAMP_KEY)
     return recorded is None or recorded.value == stamp
+
+
+def why_not_described(record: dg.EventLogRecord | None, stamp: str, damaged: bool) -> str:
+    """Why a stored file (stamp `stamp`) is not the one its latest record describes, from what can be told:
+    whether a record exists, what it recorded, and whether the file is `damaged` (cannot be decoded). A run
+    killed between writing and recording leaves a whole file (writes are atomic), never a damaged one."""
+    size, mtime_ns = _parse_stamp(stamp)
+    found = f"{size} bytes, modified {_when(mtime_ns)}"
+    if record is None:
+        seen = f"no materialization was recorded for it (the file: {found})"
+    else:
+        recorded = record.asset_materialization.metadata[STAMP_KEY].value
+        was_size, was_mtime_ns = _parse_stamp(recorded)
+        source = f"run {record.run_id[:8]}" if record.run_id else "recorded outside a run"
+        seen = (
+            f"its latest materialization ({source}) recorded {was_size} bytes modified "
+            f"{_when(was_mtime_ns)}, the file is {found}"
+        )
+    if damaged:
+        return (
+            f"{seen}, and it is damaged (cannot be decoded): changed outside crpbot (truncated, overwritten or a "
+            "disk fault); crpbot's writes are atomic, so no run, killed or not, leaves a partial file"
+        )
+    return f"{seen}: written by a run killed before it recorded it, or replaced outside crpbot"
+
+
+def _parse_stamp(stamp: str) -> tuple[int, int]:
+    size, mtime_ns = stamp.split(":")
+    return int(size), int(mtime_ns)
+
+
+def _when(mtime_ns: int) -> str:
+    """A modification time to the nanosecond the stamp holds (two writes within a second differ)."""
+    seconds, nanoseconds = divmod(mtime_ns, 1_000_000_000)
+    return f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%d %H:%M:%S}.{nanoseconds:09d} UTC"

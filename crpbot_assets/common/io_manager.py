@@ -14,9 +14,9 @@ Writing: a one-partition run returns the value; a range run (single-run backfill
 `CommittedPartitions`; a plain {partition_key: value} is still written here, one file per partition.
 
 Every load follows the commit rule (`common/commits.py`): a file its latest materialization record does not
-describe (left by a killed run) counts as not materialized. Every stored frame is checked against its asset's
-`dagster/column_schema` metadata (column names and dtypes, see `table_schema`); a mismatch names the partition,
-the column, the expected and the found dtype.
+describe (left by a killed run, or changed outside crpbot: the error says which it can tell) counts as not
+materialized. Every stored frame is checked against its asset's `dagster/column_schema` metadata (column names
+and dtypes, see `table_schema`); a mismatch names the partition, the column, the expected and the found dtype.
 
 Why not Dagster's `UPathIOManager` (dagster/_core/storage/upath_io_manager.py), on which dagster-polars'
 `PolarsParquetIOManager` is built: its multi-partition loading is the same idea (a dict, the same
@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Mapping
 import dagster as dg
 import polars as pl
 
-from crpbot_assets.common.commits import STAMP_KEY, describes, latest_records
+from crpbot_assets.common.commits import STAMP_KEY, describes, latest_records, why_not_described
 from crpbot_assets.common.partitions import symbol_month_partitions
 from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.common.storage import CorruptFileError, MissingFileError, Storage
@@ -245,9 +245,10 @@ class PartitionedFileIOManager(dg.ConfigurableIOManager):
             raise MissingFileError(f"{where} is not materialized (no file at {storage.uri(base)}.*)")
         relative, stamp = stored
         if records is not None and not describes(records.get(partition_key), stamp):
+            why = why_not_described(records.get(partition_key), stamp, storage.damaged(relative))
             raise MissingFileError(
                 f"{where} is not materialized: {storage.uri(relative)} has no materialization record "
-                "describing it (left by a killed run); materialize the partition again"
+                f"describing it ({why}); materialize the partition again"
             )
         return relative
 

@@ -8,7 +8,9 @@ another host sharing the disk). A live writer's file survives. S3 puts are atomi
 `CRPBOT_STORAGE_TEST_HOOK` (tests only) stops a write at a chosen point so kill tests are deterministic:
 `<stage>:<action>:<path substring>`, stage `mid-write` (half the bytes in the temporary file) or `after-write`
 (renamed into place), action `pause` (touch the file named by `CRPBOT_STORAGE_TEST_SIGNAL`, then sleep until
-killed) or `enospc` (raise OSError(ENOSPC), a full disk).
+killed) or `enospc` (raise OSError(ENOSPC) as the OS does, without a file name: a full disk).
+
+A failed local write raises the OS's error (same errno and type) naming the file it was writing.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from urllib.parse import urlparse
 
 import polars as pl
 import pyarrow.fs as pafs
+
+from crpbot_assets.common.processes import process_alive
 
 
 class CorruptFileError(RuntimeError):
@@ -52,7 +56,7 @@ def _test_hook(stage: str, relative: str) -> None:
     if hook_stage != stage or needle not in relative:
         return
     if action == "enospc":
-        raise OSError(errno.ENOSPC, f"No space left on device (test hook) writing {relative}")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     if action == "pause":
         with open(os.environ[TEST_SIGNAL_ENV], "w") as signal_file:
             signal_file.write(f"{stage} {relative} pid {os.getpid()}\n")
@@ -72,21 +76,6 @@ def _writer_is_gone(name: str) -> bool:
     if len(owner) != 3 or owner[0] != socket.gethostname() or not owner[1].isdigit():
         return False
     return not process_alive(int(owner[1]))
-
-
-def process_alive(pid: int) -> bool:
-    """True while process `pid` of this host runs (a zombie, exited but not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):  # no procfs (macOS): kill(0) answered
-        return True
 
 
 def sweep_stale_temps(directory: str, grace_s: float) -> list[str]:
@@ -138,6 +127,12 @@ class Storage:
             return pafs.S3FileSystem(**kwargs), f"{parsed.netloc}{parsed.path}".rstrip("/")
         return pafs.LocalFileSystem(), os.path.abspath(self.base_uri)
 
+    def lock_folder(self) -> str | None:
+        """Where locks on this storage's files live (`common/locks.py`): `.locks/` under a local base, so every
+        process of every instance sharing the folder shares them; None on S3, which has no file lock (the
+        caller's per-instance default applies)."""
+        return None if self.is_s3 else os.path.join(os.path.abspath(self.base_uri), ".locks")
+
     def uri(self, relative: str) -> str:
         """Full URI of a relative path, for metadata and for remote jobs."""
         return f"{self.base_uri.rstrip('/')}/{relative}"
@@ -171,15 +166,20 @@ class Storage:
                 write(out)
             return self.uri(relative)
         directory = final.rsplit("/", 1)[0]
-        fs.create_dir(directory, recursive=True)
-        sweep_stale_temps(directory, self.tmp_grace_s)
         tmp = temp_name(final)
         try:
+            fs.create_dir(directory, recursive=True)
+            sweep_stale_temps(directory, self.tmp_grace_s)
             with open(tmp, "wb") as out:
                 write(out)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, final)
+        except OSError as exc:  # e.g. ENOSPC, which names no file: say which one, and that nothing changed
+            raise OSError(
+                exc.errno,
+                f"{exc.strerror or exc} writing {final} (not written; a previous version is unchanged)",
+            ) from exc
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
@@ -221,6 +221,18 @@ class Storage:
             return pl.read_parquet(io.BytesIO(data))
         except Exception as exc:  # polars raises ComputeError/OSError variants for bad files
             raise CorruptFileError(f"corrupt parquet file {self.uri(relative)}: {exc}") from exc
+
+    def damaged(self, relative: str) -> bool:
+        """True when a stored parquet or JSON file cannot be decoded (truncated, overwritten); other files and
+        absent ones are not judged (False). Reads the file: for error messages, not for every load."""
+        decode = {".parquet": self.read_parquet, ".json": self.read_json}.get(os.path.splitext(relative)[1])
+        if decode is None or not self.exists(relative):
+            return False
+        try:
+            decode(relative)
+        except CorruptFileError:
+            return True
+        return False
 
     def write_json(self, relative: str, value: dict) -> str:
         return self.write_bytes(relative, json.dumps(value, indent=2, default=str).encode())

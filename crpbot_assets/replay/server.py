@@ -2,8 +2,9 @@
 
 Each external API is a `ReplayService` (its routes and its own rate limit); the server routes requests,
 enforces per-client limits with 429 + Retry-After, and applies faults queued through `inject()` or
-`POST /_replay/faults {"service", "fault", "count"}`. Generic faults: "429", "500", "503", "timeout" (hang
-past the client's timeout); each service adds its own (`ReplayService.faults`: "malformed" everywhere, and
+`POST /_replay/faults {"service", "fault", "count"}`; `DELETE /_replay/faults` (or `clear_faults()`) drops
+those still queued. Generic faults: "429", "500", "503", "timeout" (hang past the client's timeout); each
+service adds its own (`ReplayService.faults`: "malformed" everywhere, and
 Coinbase's "message" and "empty"). Without injected faults every service already behaves as the real one
 does where crpbot knows it (see README.md in this folder, the fidelity table).
 
@@ -108,10 +109,17 @@ class ReplayServer:
 
     def clear(self) -> None:
         """Forget queued faults, counters and the request log."""
+        self.clear_faults()
         with self._lock:
-            self._faults.clear()
             self.stats.clear()
             self.request_log.clear()
+
+    def clear_faults(self) -> dict[str, int]:
+        """Drop every queued fault (those a finished run did not consume); returns how many per service."""
+        with self._lock:
+            dropped = {service: len(queue) for service, queue in self._faults.items() if queue}
+            self._faults.clear()
+        return dropped
 
     def _next_fault(self, service: str) -> str | None:
         with self._lock:
@@ -128,6 +136,8 @@ class ReplayServer:
                     400, f"bad fault spec {request.body[:200]!r}: {type(exc).__name__}: {exc}"
                 )
             return Response.json({"queued": spec})
+        if request.method == "DELETE" and request.path == "/_replay/faults":
+            return Response.json({"dropped": self.clear_faults()})
         if request.path == "/_replay/stats":
             return Response.json({name: dict(values) for name, values in self.stats.items()})
         return Response.error(404, f"no control endpoint {request.path}")
@@ -207,7 +217,7 @@ class ReplayServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (e.g. its timeout fired during a "timeout" fault)
 
-            do_GET = do_POST = _handle
+            do_GET = do_POST = do_DELETE = _handle
 
             def log_message(self, *args):
                 pass

@@ -86,8 +86,11 @@ def reddit_posts(
     # Each materialization reads the partition's stored posts, appends the unseen ones (de-duplicated by id)
     # and rewrites the file atomically itself (at the IO manager's path, where downstream assets load it),
     # all under the partition's lock: two runs of one month (sensor ticks, a backfill) take turns, so a slow
-    # writer never overwrites posts another run stored meanwhile. The lock is machine-wide (common/locks.py);
-    # across hosts sharing an S3 store, the `reddit` pool (one step at a time per instance) serializes writers.
+    # writer never overwrites posts another run stored meanwhile. The lock lives with the storage
+    # (`Storage.lock_folder`): on local disk every process sharing the data folder shares it, whichever Dagster
+    # instance runs it. S3 has no file lock: there the lock covers one instance's processes on one machine
+    # ($DAGSTER_HOME/locks), and writers on several hosts are serialized only by the `reddit` pool (one step
+    # at a time) of the one instance they share; two instances writing one S3 store are not protected.
     client = reddit.client()
     files = storage.storage
     stats = RequestStats()
@@ -102,7 +105,8 @@ def reddit_posts(
 
     def build(key: str) -> None:
         relative = partition_path(context.asset_key, key) + ".parquet"
-        with exclusive(f"reddit_posts-{files.uri(relative)}", log=context.log.info) as waited:
+        lock = f"reddit_posts-{relative}"
+        with exclusive(lock, log=context.log.info, folder=files.lock_folder()) as waited:
             stored = (
                 files.read_parquet(relative) if files.exists(relative) else pl.DataFrame(schema=POST_SCHEMA)
             )

@@ -1,6 +1,6 @@
 """Pure candle invariants: expected windows (listing, month in progress) and the check rules."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
@@ -59,3 +59,20 @@ def test_ohlc_rules_name_each_violation():
     assert "low > min(open, close): 1 rows" in problems and "negative volume: 1 rows" in problems
     assert "null or non-finite values: 1 rows" in problems
     assert ohlc_problems(frame.with_columns(pl.col("open").cast(pl.Float32)))[0].startswith("schema")
+
+
+def test_month_bounds_are_checked_at_their_exact_minutes():
+    """[first minute, next month's first minute): a row at 2019-03-01 00:00 belongs to March, not February,
+    however close; 2019-02-28 23:59 and 2019-02-01 00:00 are February's own."""
+    minute = timedelta(minutes=1)
+    row = synthetic.candles("BTC-USD", FEB, MAR).head(1)
+
+    def at(*moments: datetime) -> pl.DataFrame:
+        return pl.concat([row.with_columns(pl.lit(m).cast(row.schema["ts"]).alias("ts")) for m in moments])
+
+    assert timestamp_problems(at(FEB, MAR - minute), FEB) == []
+    for outside in (MAR, FEB - minute):
+        problems = timestamp_problems(
+            at(FEB, MAR - minute, outside) if outside == MAR else at(outside, FEB), FEB
+        )
+        assert problems == [f"outside the month 2019-02: 1 rows (e.g. {outside})"], problems
