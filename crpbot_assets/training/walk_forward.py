@@ -494,3 +494,31 @@ def score_fold(
     info = {"test_rows": frame.height, "decisions": int(grid.sum())}
     log(f"{dataset.symbol}: {frame.height:,} test minutes, {int(grid.sum()):,} decisions")
     return frame, info
+
+
+def fold_training_data(
+    features: pl.DataFrame,
+    sentiment: pl.DataFrame,
+    candles: pl.DataFrame,
+    fold: Fold,
+    dataset_config: DatasetConfig,
+    symbol: str = "",
+) -> tuple[Dataset, list[str]]:
+    """(the fold model's rows: training and validation, known before the test month, with only the inputs that
+    varied in training; the inputs dropped). The same whether or not the test month has data yet."""
+    return informative_inputs(fold_dataset(features, sentiment, candles, fold, dataset_config, symbol, False))
+
+
+def predict_fold(
+    dataset: Dataset,
+    artifact: dict,
+    candles: pl.DataFrame,
+    baseline_config: bl.BaselineConfig = bl.BaselineConfig(),
+    log=lambda message: None,
+    seed_artifacts: tuple[dict, ...] = (),
+    decision_config: dc.DecisionConfig = dc.DecisionConfig(),
+) -> tuple[pl.DataFrame, dict]:
+    """`fit_fold` then `score_fold` on a dataset holding the fold's test month (benchmarks and tests)."""
+    fold = fit_fold(dataset, [artifact, *seed_artifacts], candles, baseline_config, decision_config, log)
+    frame, info = score_fold(dataset, fold, candles, log)
+    return frame, {**info, **fold["fit_info"]}

@@ -1,0 +1,108 @@
+"""The walk-forward procedure end to end in one process: fold model -> test month -> record (benchmarks and slow
+tests; the assets run the same functions through Dagster and the training launcher).
+
+For each month M: the fold model (walk_forward.fold_training_data: rows before M, inputs that varied in
+training; the LSTM seeds trained by `pipes_main.run_training`, the launcher's own entry point, in this process;
+walk_forward.fit_fold: baselines and decision rules on validation), then M scored with it
+(walk_forward.score_fold). The record feeds the verdict (verdict.py) and the promotion gate
+(signals/promotion.py).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+
+from crpbot_assets.training import baselines as bl
+from crpbot_assets.training import decisions as dc
+from crpbot_assets.training import walk_forward as wf
+from crpbot_assets.training.artifacts import load_artifact, read_uri
+from crpbot_assets.training.dataset import Dataset, DatasetConfig, to_parquet_bytes
+from crpbot_assets.training.pipes_main import run_training
+
+
+@dataclass(frozen=True)
+class ProcedureConfig:
+    window: wf.WalkForwardConfig = wf.WalkForwardConfig()
+    dataset: DatasetConfig = DatasetConfig()
+    model: dict = field(
+        default_factory=dict
+    )  # training options (TrainConfig fields, sentiment_ablation, ...)
+    seeds: int = 1
+    baselines: bl.BaselineConfig = bl.BaselineConfig()
+    decisions: dc.DecisionConfig = dc.DecisionConfig()
+
+
+def train_seeds(part: Dataset, model: dict, seeds: int, workdir: Path, log=lambda m: None) -> list[dict]:
+    """The LSTM artifacts of seeds model.seed .. + seeds - 1 trained on `part` (as the launcher's job would)."""
+    data = workdir / "part.parquet"
+    data.write_bytes(to_parquet_bytes(part))
+    artifacts = []
+    for k in range(seeds):
+        options = {**model, "seed": int(model.get("seed", 0)) + k}
+        target = workdir / f"seed{k}.pt"
+        extras = {
+            "symbol": part.symbol,
+            "dataset_uri": str(data),
+            "model_uri": str(target),
+            "config": options,
+        }
+        run_training(extras, log)
+        artifacts.append(load_artifact(read_uri(str(target))))
+    return artifacts
+
+
+def fold_model(
+    features: pl.DataFrame,
+    sentiment: pl.DataFrame,
+    candles: pl.DataFrame,
+    month: datetime,
+    config: ProcedureConfig,
+    symbol: str = "",
+    log=lambda m: None,
+) -> dict:
+    """The fold model for `month` (walk_forward.fit_fold's artifact plus `dropped_inputs`)."""
+    fold = wf.plan_fold(month, config.window, config.dataset)
+    dataset, dropped = wf.fold_training_data(features, sentiment, candles, fold, config.dataset, symbol)
+    with tempfile.TemporaryDirectory() as workdir:
+        artifacts = train_seeds(wf.training_part(dataset), config.model, config.seeds, Path(workdir))
+    fitted = wf.fit_fold(dataset, artifacts, candles, config.baselines, config.decisions, log)
+    return {**fitted, "dropped_inputs": dropped}
+
+
+def scored_month(
+    features: pl.DataFrame,
+    sentiment: pl.DataFrame,
+    candles: pl.DataFrame,
+    month: datetime,
+    fold: dict,
+    config: ProcedureConfig,
+    symbol: str = "",
+) -> pl.DataFrame:
+    """Month `month` scored with its fold model (the walk-forward predictions)."""
+    plan = wf.plan_fold(month, config.window, config.dataset)
+    dataset = wf.fold_dataset(features, sentiment, candles, plan, config.dataset, symbol)
+    return wf.score_fold(dataset, fold, candles)[0]
+
+
+def record(
+    features: pl.DataFrame,
+    sentiment: pl.DataFrame,
+    candles: pl.DataFrame,
+    months: list[datetime],
+    config: ProcedureConfig,
+    symbol: str = "",
+    log=lambda m: None,
+) -> tuple[dict[str, pl.DataFrame], dict[str, dict]]:
+    """({"YYYY-MM": walk-forward predictions}, {"YYYY-MM": fold model}) of `months`."""
+    frames, folds = {}, {}
+    for month in months:
+        label = f"{month:%Y-%m}"
+        folds[label] = fold_model(features, sentiment, candles, month, config, symbol, log)
+        frames[label] = scored_month(features, sentiment, candles, month, folds[label], config, symbol)
+        log(f"{label}: lstm rule {folds[label]['rules']['lstm']['reason']}")
+    return frames, folds
