@@ -25,6 +25,7 @@ Pure numpy; a rule is a JSON-able dict stored in the fold model's artifact.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -186,7 +187,7 @@ def fit_rule(
     t = ic_t(ics)
     grid = np.isfinite(trade_return)
     fit = {
-        "config": asdict(config),
+        "config": json.loads(json.dumps(asdict(config))),  # JSON-able: lists, not tuples
         "val_minutes": int(len(score_values)),
         "val_decisions": int(grid.sum()),
         "val_days": int(len(ics)),
