@@ -114,7 +114,7 @@ def test_trading_comparison_matches_hand_computed_money():
     rng = np.random.default_rng(3)
     months = {}
     expected = {m: [] for m in wf.TRADED_MODELS}
-    for j, start in enumerate((datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 1, tzinfo=UTC))):
+    for start in (datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 1, tzinfo=UTC)):
         n = 10 * 96
         returns = rng.normal(0, 0.004, n)
         positions = {

@@ -25,13 +25,13 @@ import polars as pl
 import pytest
 
 from crpbot_assets.replay import synthetic, trends
+from crpbot_assets.replay.world import world
 from crpbot_assets.training import verdict as vd
 from crpbot_assets.training import walk_forward as wf
 from crpbot_assets.training.artifacts import load_artifact, read_uri
 from crpbot_assets.training.baselines import BaselineConfig
 from crpbot_assets.training.dataset import DatasetConfig, to_parquet_bytes
 from crpbot_assets.training.pipes_main import run_training
-from crpbot_assets.replay.world import world
 
 CONFIG = DatasetConfig(feature_lookback_minutes=1440, max_sequence_length=16)
 WINDOW = wf.WalkForwardConfig(window_months=2, val_fraction=0.2)
