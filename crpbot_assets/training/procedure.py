@@ -80,13 +80,17 @@ def scored_month(
     candles: pl.DataFrame,
     month: datetime,
     fold: dict,
-    config: ProcedureConfig,
     symbol: str = "",
 ) -> pl.DataFrame:
-    """Month `month` scored with its fold model (the walk-forward predictions)."""
-    plan = wf.plan_fold(month, config.window, config.dataset)
-    dataset = wf.fold_dataset(features, sentiment, candles, plan, config.dataset, symbol)
-    return wf.score_fold(dataset, fold, candles)[0]
+    """Month `month` scored with its fold model from the month and the one before it (what the
+    walk_forward_predictions asset reads): the walk-forward predictions."""
+    end = wf.shift_months(month, 1)
+
+    def inside(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.filter((pl.col("ts") >= wf.shift_months(month, -1)) & (pl.col("ts") < end))
+
+    rows = wf.month_rows(inside(features), inside(sentiment), inside(candles), fold)
+    return wf.score_rows(rows, fold, inside(candles), month, end)[0]
 
 
 def record(
@@ -103,6 +107,6 @@ def record(
     for month in months:
         label = f"{month:%Y-%m}"
         folds[label] = fold_model(features, sentiment, candles, month, config, symbol, log)
-        frames[label] = scored_month(features, sentiment, candles, month, folds[label], config, symbol)
+        frames[label] = scored_month(features, sentiment, candles, month, folds[label], symbol)
         log(f"{label}: lstm rule {folds[label]['rules']['lstm']['reason']}")
     return frames, folds

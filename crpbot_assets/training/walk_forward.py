@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from crpbot_assets.sentiment.features import FEATURE_COLUMNS as SENTIMENT_COLUMNS
 from crpbot_assets.training import baselines as bl
 from crpbot_assets.training import costs
 from crpbot_assets.training import decisions as dc
@@ -39,9 +40,12 @@ from crpbot_assets.training.dataset import (
     DatasetError,
     SplitCuts,
     build_dataset,
+    join_relative_sentiment,
+    label_rows,
     row_valid,
+    scale,
 )
-from crpbot_assets.training.train import make_windows, predict, window_ends
+from crpbot_assets.training.train import Windows, make_windows, predict, window_ends
 
 RETRAIN_MONTHS = {"monthly": 1, "quarterly": 3}
 PROBABILITY_MODELS = ("lstm", "nosent", "logit", "lgbm")  # nosent: the LSTM without sentiment (ablation)
@@ -292,6 +296,64 @@ def trade_columns(ts: pl.Series, candles: pl.DataFrame, horizon: int) -> pl.Data
     )
 
 
+def serving_rows(features: pl.DataFrame, sentiment: pl.DataFrame, inputs: list[str]) -> pl.DataFrame:
+    """`ts`, the model's `inputs` and `row_valid` (over its technical inputs), one row per feature minute,
+    sorted: the rows a fold model reads wherever it scores (walk-forward test month, `signals`, live). Sentiment
+    joins as in training (`dataset.join_relative_sentiment`); none materialized: nulls, imputed by the scaler."""
+    missing = [c for c in inputs if c not in features.columns and c not in SENTIMENT_COLUMNS]
+    if missing:
+        raise ValueError(f"features lack column(s) the model was trained on: {missing}")
+    frame = features.sort("ts").select("ts", *[c for c in inputs if c not in SENTIMENT_COLUMNS])
+    if any(c in SENTIMENT_COLUMNS for c in inputs):
+        if sentiment.height:
+            frame = join_relative_sentiment(frame, sentiment.select("ts", *SENTIMENT_COLUMNS))
+        else:
+            frame = frame.with_columns(*[pl.lit(None, pl.Float64).alias(c) for c in SENTIMENT_COLUMNS])
+    return frame.with_columns(row_valid([c for c in inputs if c not in SENTIMENT_COLUMNS], frame.schema))
+
+
+def complete_window_ends(valid: np.ndarray, length: int) -> np.ndarray:
+    """Rows that end `length` consecutive valid rows (training's rule without labels or splits)."""
+    n = len(valid)
+    return window_ends(valid, np.ones(n, bool), np.full(n, SPLITS["train"], np.int8), length)["train"]
+
+
+def fold_probabilities(rows: pl.DataFrame, fold: dict, ends: np.ndarray) -> dict[str, np.ndarray]:
+    """Every model's class probabilities (len(ends), 3) for the windows ending at rows `ends` of `rows` (the
+    fold's inputs and `row_valid`, time order): each LSTM seed (`lstm_s<k>`, `nosent_s<k>`), the fold's LSTMs
+    (`lstm`, `nosent`: the mean over seeds), `logit` and `lgbm` on the window's last row. Only the rows the
+    windows read are scaled, each variant with its own training scaler."""
+    length = int(fold["sequence_length"])
+    if len(ends) == 0:
+        return {}
+    first = int(ends.min()) - (length - 1)
+    part = rows.slice(first)
+    local = torch.from_numpy(np.asarray(ends, dtype=np.int64) - first)
+    scaled: dict = {}
+
+    def windows(columns: list[str], mean: torch.Tensor, std: torch.Tensor) -> Windows:
+        key = (tuple(columns), mean.numpy().tobytes(), std.numpy().tobytes())
+        if key not in scaled:
+            x = scale(part, columns, mean.numpy(), std.numpy(), float(fold["clip"]))
+            scaled[key] = Windows(torch.from_numpy(x), torch.zeros(len(part), dtype=torch.int64), {}, length)
+        return scaled[key]
+
+    out: dict[str, np.ndarray] = {}
+    for name, variant_name in VARIANT_OF.items():
+        per_seed = []
+        for k, variants in enumerate(fold["lstm"]):
+            if variant_name in variants:
+                v = variants[variant_name]
+                w = windows(v["feature_columns"], v["scaler_mean"], v["scaler_std"])
+                per_seed.append(predict(build_model(v), w, local))
+                out[seed_model(name, k)] = per_seed[-1]
+        if per_seed:
+            out[name] = np.mean(per_seed, axis=0)
+    main = windows(fold["inputs"], fold["scaler_mean"], fold["scaler_std"])
+    out.update(baseline_probabilities(fold, main.x.numpy()[local.numpy()]))
+    return out
+
+
 def _windows(dataset: Dataset, variant: dict, length: int, cache: dict):
     """The variant's windows (its columns, its training scaler), built once per (columns, scaler)."""
     if int(variant["config"]["sequence_length"]) != length:
@@ -310,24 +372,21 @@ def _windows(dataset: Dataset, variant: dict, length: int, cache: dict):
 
 def _lstm_probabilities(
     dataset: Dataset, seeds: list[dict], ends: np.ndarray, cache: dict
-) -> tuple[dict[str, np.ndarray], dict]:
-    """{column prefix: (len(ends), 3) probabilities}: every seed of every variant present, and per variant the
-    mean over seeds (the fold's model); plus the windows of the main variant."""
-    main = seeds[0]["with_sentiment"]
-    length = int(main["config"]["sequence_length"])
+) -> dict[str, np.ndarray]:
+    """The LSTM seeds' and the fold's LSTMs' probabilities on the dataset's windows ending at `ends`."""
+    length = int(seeds[0]["with_sentiment"]["config"]["sequence_length"])
     ends_t = torch.from_numpy(ends)
     out: dict[str, np.ndarray] = {}
     for name, variant_name in VARIANT_OF.items():
         per_seed = []
         for k, variants in enumerate(seeds):
-            if variant_name not in variants:
-                continue
-            windows = _windows(dataset, variants[variant_name], length, cache)
-            per_seed.append(predict(build_model(variants[variant_name]), windows, ends_t))
-            out[seed_model(name, k)] = per_seed[-1]
+            if variant_name in variants:
+                windows = _windows(dataset, variants[variant_name], length, cache)
+                per_seed.append(predict(build_model(variants[variant_name]), windows, ends_t))
+                out[seed_model(name, k)] = per_seed[-1]
         if per_seed:
             out[name] = np.mean(per_seed, axis=0)
-    return out, _windows(dataset, main, length, cache)
+    return out
 
 
 def _scores(probabilities: dict[str, np.ndarray], persist: np.ndarray) -> dict[str, np.ndarray]:
@@ -366,7 +425,7 @@ def fit_fold(
     log(f"baselines: {len(sample):,} training rows, {len(val_ends):,} validation rows")
     logistic = bl.fit_logistic(x[sample], y[sample], baseline_config, balanced)
     booster = bl.fit_lightgbm(x[sample], y[sample], x[val_ends], y[val_ends], baseline_config, balanced)
-    probabilities, _ = _lstm_probabilities(dataset, seeds, val_ends, cache)
+    probabilities = _lstm_probabilities(dataset, seeds, val_ends, cache)
     probabilities["logit"] = bl.predict_logistic(logistic, x[val_ends])
     probabilities["lgbm"] = bl.predict_lightgbm(booster, x[val_ends])
     val = dataset.frame[val_ends]
@@ -443,33 +502,49 @@ def fold_positions(scores: dict[str, np.ndarray], rules: dict, previous: dict | 
     }
 
 
-def score_fold(
-    dataset: Dataset, fold: dict, candles: pl.DataFrame, log=lambda message: None
-) -> tuple[pl.DataFrame, dict]:
-    """One row per test minute: label, forward return, how a decision there trades (`trade_columns`), every
-    model's prediction (LSTM seeds, the fold's LSTM = their mean, with and without sentiment; logit, lgbm;
-    majority, persist) and, on the decision grid, each traded model's position by its fitted rule (`pos_<model>`,
-    the month starting flat). Scored with the fold's own inputs and scaler only. Also returns counts."""
-    length = int(fold["sequence_length"])
-    dataset = with_inputs(dataset, [c for c in dataset.feature_columns if c in set(fold["inputs"])])
-    missing = [c for c in fold["inputs"] if c not in dataset.feature_columns]
-    if missing:
-        raise DatasetError(f"{dataset.symbol}: the test month lacks the fold's input(s) {missing}")
-    ends = test_window_ends(dataset, length)
-    if len(ends) == 0:
-        raise DatasetError(f"{dataset.symbol}: no usable test window of length {length} in the test month")
-    probabilities, windows = _lstm_probabilities(dataset, fold["lstm"], ends, {})
-    probabilities.update(baseline_probabilities(fold, windows.x.numpy()[ends]))
-    test = dataset.frame[ends]
-    past = test["past_return"].fill_null(0.0).to_numpy()
-    persist = bl.persistence(past, fold["dead_zone_bps"] / 1e4)
-    trades = trade_columns(test["ts"], candles, int(fold["horizon_minutes"]))
-    grid = (
-        trades["trade_return"].is_not_null().to_numpy()
-        | (test["ts"].dt.epoch("s") // 60 % int(fold["horizon_minutes"]) == 0).to_numpy()
+def month_rows(
+    features: pl.DataFrame, sentiment: pl.DataFrame, candles: pl.DataFrame, fold: dict
+) -> pl.DataFrame:
+    """The fold's serving rows (`serving_rows`) with the label, forward and past returns of each minute."""
+    config = DatasetConfig(
+        horizon_minutes=int(fold["horizon_minutes"]), dead_zone_bps=float(fold["dead_zone_bps"])
     )
-    scores = _scores(probabilities, persist)
-    held = fold_positions({m: s[grid] for m, s in scores.items()}, fold["rules"])
+    rows = serving_rows(features, sentiment, fold["inputs"])
+    labels = label_rows(rows.select("ts"), candles, config).select("ts", "label", "fwd_return", "past_return")
+    return rows.join(labels, on="ts", how="left", maintain_order="left")
+
+
+def score_rows(
+    rows: pl.DataFrame,
+    fold: dict,
+    candles: pl.DataFrame,
+    start: datetime,
+    end: datetime,
+    log=lambda message: None,
+) -> tuple[pl.DataFrame, dict]:
+    """The walk-forward predictions of [start, end): one row per labelled minute with a complete window of the
+    fold's inputs: label, forward return, how a decision there trades (`trade_columns`), every model's
+    probabilities (`fold_probabilities`; majority, persist) and, on the decision grid, each traded model's
+    position by its fitted rule (`pos_<model>`, starting flat at the first decision). `rows`: `month_rows`, or
+    a fold dataset's frame (the same columns)."""
+    length = int(fold["sequence_length"])
+    horizon = int(fold["horizon_minutes"])
+    technical = [c for c in fold["inputs"] if c not in SENTIMENT_COLUMNS]
+    rows = rows.with_columns(row_valid(technical, rows.schema))
+    ts = rows["ts"]
+    wanted = ((ts >= start) & (ts < end) & rows["label"].is_not_null()).to_numpy()
+    ends = complete_window_ends(rows["row_valid"].to_numpy(), length)
+    ends = ends[wanted[ends]]
+    if len(ends) == 0:
+        raise DatasetError(
+            f"no labelled minute with a complete window of {length} rows in {start:%Y-%m-%d}..{end:%Y-%m-%d}"
+        )
+    probabilities = fold_probabilities(rows, fold, ends)
+    test = rows[ends]
+    persist = bl.persistence(test["past_return"].fill_null(0.0).to_numpy(), fold["dead_zone_bps"] / 1e4)
+    trades = trade_columns(test["ts"], candles, horizon)
+    grid = (test["ts"].dt.epoch("s") // 60 % horizon == 0).to_numpy()
+    held = fold_positions({m: s[grid] for m, s in _scores(probabilities, persist).items()}, fold["rules"])
     columns = {
         f"{name}_{c}": pl.Series(p[:, i], dtype=pl.Float32)
         for name, p in probabilities.items()
@@ -480,20 +555,27 @@ def score_fold(
         full[grid] = p
         columns[f"pos_{m}"] = pl.Series(full).fill_nan(None).cast(pl.Int8)
     frame = pl.concat(
-        [
-            test.select("ts", "label", "fwd_return"),
-            trades,
-            pl.DataFrame(columns),
-        ],
-        how="horizontal",
+        [test.select("ts", "label", "fwd_return"), trades, pl.DataFrame(columns)], how="horizontal"
     ).with_columns(
+        label=pl.col("label").cast(pl.Int8),
         majority=pl.lit(int(fold["majority"]), pl.Int8),
         persist=pl.Series(persist, dtype=pl.Int8),
-        horizon_minutes=pl.lit(int(fold["horizon_minutes"]), pl.Int16),
+        horizon_minutes=pl.lit(horizon, pl.Int16),
     )
     info = {"test_rows": frame.height, "decisions": int(grid.sum())}
-    log(f"{dataset.symbol}: {frame.height:,} test minutes, {int(grid.sum()):,} decisions")
+    log(f"{start:%Y-%m}: {frame.height:,} test minutes, {int(grid.sum()):,} decisions")
     return frame, info
+
+
+def score_fold(
+    dataset: Dataset, fold: dict, candles: pl.DataFrame, log=lambda message: None
+) -> tuple[pl.DataFrame, dict]:
+    """`score_rows` over the test split of a fold dataset."""
+    tested = dataset.frame.filter(pl.col("split") == SPLITS["test"])["ts"]
+    if tested.len() == 0:
+        raise DatasetError(f"{dataset.symbol}: the fold dataset has no test rows")
+    end = tested.max() + timedelta(minutes=1)
+    return score_rows(dataset.frame, fold, candles, tested.min(), end, log)
 
 
 def fold_training_data(
