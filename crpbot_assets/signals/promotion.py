@@ -36,6 +36,9 @@ class PromotionRule:
         costs.DEFAULT_FEE_BPS
     )  # taker fee charged on the record; half-spread from each fill minute
     seed: int = 0  # the bootstrap's generator: a decision is reproducible
+    enforce: bool = (
+        True  # False (demos only): the fold model is promoted whatever the gate says (shown as such)
+    )
 
     def __post_init__(self):
         if (

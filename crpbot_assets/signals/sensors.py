@@ -37,7 +37,7 @@ def gather_facts(instance: dg.DagsterInstance, now: datetime) -> dict[str, Symbo
         facts[symbol] = SymbolFacts(
             newest_candle=_ts(latest_metadata(instance, "candles", key).get("last_ts")),
             newest_signal=_ts(latest_metadata(instance, "signals", key).get("latest_signal_ts")),
-            model_version=latest_metadata(instance, "promoted_model", symbol).get("model_version") or None,
+            model_version=latest_metadata(instance, "promoted_model", key).get("model_version") or None,
             drawdown=float(drawdown) if drawdown is not None else None,
         )
     return facts
@@ -58,7 +58,7 @@ def paper_trading_alerts(context: dg.SensorEvaluationContext) -> dg.SensorResult
         events.append(
             dg.AssetObservation(
                 asset_key=asset,
-                partition=alert.symbol if asset == "promoted_model" else f"{month}|{alert.symbol}",
+                partition=f"{month}|{alert.symbol}",
                 metadata={"alert": alert.kind, "message": alert.message},
             )
         )
