@@ -30,6 +30,7 @@ import json
 import os
 import subprocess
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -74,14 +75,14 @@ CONFIG = procedure.ProcedureConfig(
 RULE = PromotionRule()
 
 
-def run_world(kind: str, seed: int) -> dict:
+def run_world(kind: str, seed: int, config: procedure.ProcedureConfig = CONFIG) -> dict:
     """The procedure, the gate and the trading comparison on one world."""
     lead, delay = KINDS[kind]
     os.environ[synthetic.SENTIMENT_LEAD_ENV] = str(lead)
     os.environ[synthetic.SENTIMENT_LEAD_DELAY_ENV] = str(delay)
     started = time.perf_counter()
     candles, features, sentiment = world(SYMBOL, *DATA, seed)
-    frames, folds = procedure.record(features, sentiment, candles, TEST_MONTHS, CONFIG, SYMBOL)
+    frames, folds = procedure.record(features, sentiment, candles, TEST_MONTHS, config, SYMBOL)
     decision = judge(frames, GATE_MONTH, RULE)
     trading = vd.trading(frames, vd.VerdictConfig(resamples=200, fee_bps=RULE.fee_bps))
     lstm = trading["models"]["lstm"]
@@ -164,20 +165,22 @@ def main() -> None:
     parser.add_argument("--first-world", type=int, default=1000, help="first synthetic seed (default 1000)")
     parser.add_argument("--out", type=Path, default=Path("bench_gate.jsonl"))
     parser.add_argument("--summary", type=Path, help="print the table of a results file and exit")
+    parser.add_argument("--model", type=json.loads, default={}, help="JSON overriding LSTM settings (default: none)")
     args = parser.parse_args()
+    config = replace(CONFIG, model={**CONFIG.model, **args.model})
     if args.summary:
         print(summary(load(args.summary)))
         return
     import torch
 
     torch.set_num_threads(1)
-    print(f"load average at start: {os.getloadavg()}; {CONFIG}; {RULE}", flush=True)
+    print(f"load average at start: {os.getloadavg()}; {config}; {RULE}", flush=True)
     done = {(r["kind"], r["world"]) for r in load(args.out)}
     for seed in range(args.first_world, args.first_world + args.worlds):
         for kind in args.kinds:
             if (kind, seed) in done:
                 continue
-            result = run_world(kind, seed)
+            result = run_world(kind, seed, config)
             with args.out.open("a") as out:
                 out.write(json.dumps(result) + "\n")
             print(

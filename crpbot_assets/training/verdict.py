@@ -356,6 +356,8 @@ def trading(months: dict[str, pl.DataFrame], config: VerdictConfig) -> dict:
     """The trading comparison over the months (module docstring): per model net/gross return, turnover,
     exposure, max drawdown, break-even fee, Sharpe, net interval; LSTM minus the best baseline with its
     interval; the LSTM's fee sweep and equity curves."""
+    if not traded(months):
+        return {"decisions": 0, "days": 0, "models": {}, "equity": {}, "ts": pl.Series("ts", [])}
     periods = trading_periods(months, config)
     days, month_of_day, nets = daily_nets(periods)
     rng = np.random.default_rng([config.seed, 2])
