@@ -165,7 +165,9 @@ def main() -> None:
     parser.add_argument("--first-world", type=int, default=1000, help="first synthetic seed (default 1000)")
     parser.add_argument("--out", type=Path, default=Path("bench_gate.jsonl"))
     parser.add_argument("--summary", type=Path, help="print the table of a results file and exit")
-    parser.add_argument("--model", type=json.loads, default={}, help="JSON overriding LSTM settings (default: none)")
+    parser.add_argument(
+        "--model", type=json.loads, default={}, help="JSON overriding LSTM settings (default: none)"
+    )
     args = parser.parse_args()
     config = replace(CONFIG, model={**CONFIG.model, **args.model})
     if args.summary:

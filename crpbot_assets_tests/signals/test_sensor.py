@@ -22,13 +22,13 @@ def test_the_sensor_reports_a_model_change_and_a_stall_as_observations(instance)
     result = paper_trading_alerts(context)
     assert result.skip_reason.skip_message == "all clear" and result.asset_events == []
 
-    _report(instance, "promoted_model", "BTC-USD", model_version="v1")
+    _report(instance, "promoted_model", key, model_version="v1")
     _report(instance, "candles", key, last_ts=str(now))
     _report(instance, "signals", key, latest_signal_ts=str(now - timedelta(minutes=5)))
     cursor = paper_trading_alerts(dg.build_sensor_context(instance=instance)).cursor
     assert json.loads(cursor)["BTC-USD"]["model_version"] == "v1"
 
-    _report(instance, "promoted_model", "BTC-USD", model_version="v2")
+    _report(instance, "promoted_model", key, model_version="v2")
     _report(instance, "candles", key, last_ts=str(now + timedelta(minutes=40)))
     result = paper_trading_alerts(dg.build_sensor_context(instance=instance, cursor=cursor))
     alerts = {e.metadata["alert"].value: e for e in result.asset_events}
