@@ -4,9 +4,9 @@ then costs), how often with one (and what it earns, and up to which fee).
 Each world is a synthetic seed of the replay (BTC-USD candles, features, Fear & Greed and Google Trends through
 their clients; `crpbot_assets/replay/world.py`) of one kind:
 - off: no sentiment lead (prices unrelated to sentiment);
-- memory: lead L = 3 delayed one hour (`replay/synthetic.py`): only a model reading more than 60 rows back
+- memory: lead L = 4 delayed one hour (`replay/synthetic.py`): only a model reading more than 60 rows back
   (the LSTM) knows the drift of an hour before its prices show it;
-- level: lead L = 3 without delay: the last row's search interest carries it, so logistic regression and
+- level: lead L = 4 without delay: the last row's search interest carries it, so logistic regression and
   LightGBM see it as well as the LSTM (an honest gate then promotes nothing: the LSTM does not beat them).
 On each world the whole procedure runs with the assets' pure functions (`training/procedure.py`): for each of
 the test months 2019-03..05 a fold model (trained on the 2 months before, purge, inputs that varied, the LSTM
@@ -48,7 +48,7 @@ from crpbot_assets.training import walk_forward as wf
 from crpbot_assets.training.dataset import DatasetConfig
 
 SYMBOL = "BTC-USD"
-KINDS = {"off": (0.0, 0), "memory": (3.0, 1), "level": (3.0, 0)}  # (lead strength L, delay in hours)
+KINDS = {"off": (0.0, 0), "memory": (4.0, 1), "level": (4.0, 0)}  # (lead strength L, delay in hours)
 DATA = (datetime(2018, 12, 15, tzinfo=UTC), datetime(2019, 6, 1, tzinfo=UTC))
 TEST_MONTHS = [datetime(2019, m, 1, tzinfo=UTC) for m in (3, 4, 5)]
 GATE_MONTH = "2019-06"
