@@ -40,38 +40,15 @@ from scipy.stats import beta
 from crpbot_assets.replay import synthetic
 from crpbot_assets.replay.world import world
 from crpbot_assets.signals.promotion import PromotionRule, judge
-from crpbot_assets.training import baselines as bl
-from crpbot_assets.training import decisions as dc
 from crpbot_assets.training import procedure
 from crpbot_assets.training import verdict as vd
-from crpbot_assets.training import walk_forward as wf
-from crpbot_assets.training.dataset import DatasetConfig
 
 SYMBOL = "BTC-USD"
 KINDS = {"off": (0.0, 0), "memory": (4.0, 1), "level": (4.0, 0)}  # (lead strength L, delay in hours)
 DATA = (datetime(2018, 12, 15, tzinfo=UTC), datetime(2019, 6, 1, tzinfo=UTC))
 TEST_MONTHS = [datetime(2019, m, 1, tzinfo=UTC) for m in (3, 4, 5)]
 GATE_MONTH = "2019-06"
-CONFIG = procedure.ProcedureConfig(
-    window=wf.WalkForwardConfig(window_months=2, val_fraction=0.2),
-    dataset=DatasetConfig(feature_lookback_minutes=1440, max_sequence_length=64),
-    model={
-        "hidden_size": 32,
-        "num_layers": 1,
-        "dropout": 0.0,
-        "sequence_length": 64,
-        "batch_size": 256,
-        "learning_rate": 3e-3,
-        "epochs": 6,
-        "patience": 2,
-        "max_train_windows_per_epoch": 20_000,
-        "cpu_threads": 1,
-        "sentiment_ablation": False,
-    },
-    seeds=1,
-    baselines=bl.BaselineConfig(lgbm_rounds=100, max_train_rows=30_000),
-    decisions=dc.DecisionConfig(),
-)
+CONFIG = procedure.CPU_SIZED
 RULE = PromotionRule()
 
 

@@ -110,3 +110,27 @@ def record(
         frames[label] = scored_month(features, sentiment, candles, month, folds[label], symbol)
         log(f"{label}: lstm rule {folds[label]['rules']['lstm']['reason']}")
     return frames, folds
+
+
+# The procedure at CPU size, for measurements on replay worlds (benchmarks/bench_gate.py and the slow gate test):
+# 2-month windows, a 1-day feature embargo, a small LSTM reading 64 rows (more than an hour), one seed, no ablation.
+CPU_SIZED = ProcedureConfig(
+    window=wf.WalkForwardConfig(window_months=2, val_fraction=0.2),
+    dataset=DatasetConfig(feature_lookback_minutes=1440, max_sequence_length=64),
+    model={
+        "hidden_size": 32,
+        "num_layers": 1,
+        "dropout": 0.0,
+        "sequence_length": 64,
+        "batch_size": 256,
+        "learning_rate": 3e-3,
+        "epochs": 6,
+        "patience": 2,
+        "max_train_windows_per_epoch": 20_000,
+        "cpu_threads": 1,
+        "sentiment_ablation": False,
+    },
+    seeds=1,
+    baselines=bl.BaselineConfig(lgbm_rounds=100, max_train_rows=30_000),
+    decisions=dc.DecisionConfig(),
+)
