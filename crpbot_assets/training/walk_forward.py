@@ -354,41 +354,6 @@ def fold_probabilities(rows: pl.DataFrame, fold: dict, ends: np.ndarray) -> dict
     return out
 
 
-def _windows(dataset: Dataset, variant: dict, length: int, cache: dict):
-    """The variant's windows (its columns, its training scaler), built once per (columns, scaler)."""
-    if int(variant["config"]["sequence_length"]) != length:
-        raise ValueError(
-            f"seed artifacts disagree on sequence length: {variant['config']['sequence_length']} != {length}"
-        )
-    key = (
-        tuple(variant["feature_columns"]),
-        variant["scaler_mean"].numpy().tobytes(),
-        variant["scaler_std"].numpy().tobytes(),
-    )
-    if key not in cache:
-        cache[key] = make_windows(variant_dataset(dataset, variant), variant["feature_columns"], length)
-    return cache[key]
-
-
-def _lstm_probabilities(
-    dataset: Dataset, seeds: list[dict], ends: np.ndarray, cache: dict
-) -> dict[str, np.ndarray]:
-    """The LSTM seeds' and the fold's LSTMs' probabilities on the dataset's windows ending at `ends`."""
-    length = int(seeds[0]["with_sentiment"]["config"]["sequence_length"])
-    ends_t = torch.from_numpy(ends)
-    out: dict[str, np.ndarray] = {}
-    for name, variant_name in VARIANT_OF.items():
-        per_seed = []
-        for k, variants in enumerate(seeds):
-            if variant_name in variants:
-                windows = _windows(dataset, variants[variant_name], length, cache)
-                per_seed.append(predict(build_model(variants[variant_name]), windows, ends_t))
-                out[seed_model(name, k)] = per_seed[-1]
-        if per_seed:
-            out[name] = np.mean(per_seed, axis=0)
-    return out
-
-
 def _scores(probabilities: dict[str, np.ndarray], persist: np.ndarray) -> dict[str, np.ndarray]:
     """The traded models' scores (decisions.py): P(up) - P(down), persistence's class as -1 / 0 / +1."""
     scores = {m: dc.score(probabilities[m]) for m in ("lstm", "logit", "lgbm")}
@@ -415,8 +380,7 @@ def fit_fold(
     if any(v["with_sentiment"]["feature_columns"] != inputs for v in seeds):
         raise ValueError("the fold's seed artifacts were trained on different inputs")
     length = int(main["config"]["sequence_length"])
-    cache: dict = {}
-    fitted = _windows(dataset, main, length, cache)
+    fitted = make_windows(variant_dataset(dataset, main), inputs, length)
     train_ends = fitted.ends["train"].numpy()
     val_ends = fitted.ends["val"].numpy()
     x, y = fitted.x.numpy(), fitted.y.numpy()
@@ -425,9 +389,30 @@ def fit_fold(
     log(f"baselines: {len(sample):,} training rows, {len(val_ends):,} validation rows")
     logistic = bl.fit_logistic(x[sample], y[sample], baseline_config, balanced)
     booster = bl.fit_lightgbm(x[sample], y[sample], x[val_ends], y[val_ends], baseline_config, balanced)
-    probabilities = _lstm_probabilities(dataset, seeds, val_ends, cache)
-    probabilities["logit"] = bl.predict_logistic(logistic, x[val_ends])
-    probabilities["lgbm"] = bl.predict_lightgbm(booster, x[val_ends])
+    del fitted, x
+    fold = {
+        "format": FOLD_FORMAT,
+        "symbol": dataset.symbol,
+        "inputs": list(inputs),
+        "sequence_length": length,
+        "horizon_minutes": dataset.config.horizon_minutes,
+        "dead_zone_bps": dataset.config.dead_zone_bps,
+        "scaler_mean": main["scaler_mean"],
+        "scaler_std": main["scaler_std"],
+        "clip": float(main["clip"]),
+        "lstm": seeds,
+        "logit": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in logistic.items()},
+        "lgbm": booster.model_to_string(num_iteration=booster.best_iteration),
+        "majority": bl.majority_class(y[train_ends]),
+        "fit_info": {
+            "train_windows": len(train_ends),
+            "val_windows": len(val_ends),
+            "baseline_train_rows": len(sample),
+            "lgbm_rounds": int(booster.best_iteration),
+        },
+    }
+    # the validation windows scored exactly as test months and live minutes are (`fold_probabilities`)
+    probabilities = fold_probabilities(dataset.frame, fold, val_ends)
     val = dataset.frame[val_ends]
     persist = bl.persistence(val["past_return"].fill_null(0.0).to_numpy(), dataset.config.dead_zone_bps / 1e4)
     trades = trade_columns(val["ts"], candles, dataset.config.horizon_minutes)
@@ -445,28 +430,7 @@ def fit_fold(
     }
     rules["buy_and_hold"] = dc.hold_rule()
     log("rules: " + "; ".join(f"{m}: {r['reason']}" for m, r in rules.items()))
-    return {
-        "format": FOLD_FORMAT,
-        "symbol": dataset.symbol,
-        "inputs": list(inputs),
-        "sequence_length": length,
-        "horizon_minutes": dataset.config.horizon_minutes,
-        "dead_zone_bps": dataset.config.dead_zone_bps,
-        "scaler_mean": main["scaler_mean"],
-        "scaler_std": main["scaler_std"],
-        "clip": float(main["clip"]),
-        "lstm": seeds,
-        "logit": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in logistic.items()},
-        "lgbm": booster.model_to_string(num_iteration=booster.best_iteration),
-        "majority": bl.majority_class(y[train_ends]),
-        "rules": json.loads(json.dumps(rules)),
-        "fit_info": {
-            "train_windows": len(train_ends),
-            "val_windows": len(val_ends),
-            "baseline_train_rows": len(sample),
-            "lgbm_rounds": int(booster.best_iteration),
-        },
-    }
+    return {**fold, "rules": json.loads(json.dumps(rules))}
 
 
 def save_fold(fold: dict) -> bytes:
