@@ -203,7 +203,15 @@ def verdict(months: dict[str, pl.DataFrame], config: VerdictConfig = VerdictConf
     for key_name in {k for month in months for k in per_month[month] if k.startswith(("ic/", "rank_ic/"))}:
         out["ic"][key_name] = float(np.mean([per_month[month].get(key_name, np.nan) for month in months]))
     out["trading"] = trading(months, config)
+    out["lstm_seeds"] = min(_seed_count(f, "lstm") for f in months.values())
     return out
+
+
+def _seed_count(frame: pl.DataFrame, name: str) -> int:
+    k = 0
+    while _has(frame, seed_model(name, k)):
+        k += 1
+    return k
 
 
 def seed_pairs(frame: pl.DataFrame) -> list[tuple[str, str]]:
@@ -421,7 +429,12 @@ def headline(report: dict) -> str:
     lstm = mean[f"{key}/lstm"]
     best = report["best_baseline"]
     t = report["trading"]
-    text = f"{report['n_months']} test month(s)."
+    seeds = report.get("lstm_seeds", 0)
+    noise = "none of it" if seeds <= 1 else "not the training noise of their mean"
+    text = (
+        f"{report['n_months']} test month(s); the LSTM is the mean of {seeds} training seed(s): intervals cover "
+        f"test days and months, {noise}."
+    )
     if "lstm" in t["models"]:
         m = t["models"]["lstm"]
         text += (
