@@ -63,6 +63,7 @@ def run_world(kind: str, seed: int, config: procedure.ProcedureConfig = CONFIG) 
     decision = judge(frames, GATE_MONTH, RULE)
     trading = vd.trading(frames, vd.VerdictConfig(resamples=200, fee_bps=RULE.fee_bps))
     lstm = trading["models"]["lstm"]
+    _, month_of_day, nets = vd.daily_nets(vd.trading_periods(frames, vd.VerdictConfig(fee_bps=RULE.fee_bps)))
     per_month = decision.details["per_month_net"]
     months = len(TEST_MONTHS)
     return {
@@ -91,6 +92,8 @@ def run_world(kind: str, seed: int, config: procedure.ProcedureConfig = CONFIG) 
             for label, f in folds.items()
         },
         "dropped_inputs": folds[sorted(folds)[0]]["dropped_inputs"],
+        "daily_net": {m: np.round(v, 7).tolist() for m, v in nets.items()},  # for what-if power checks
+        "month_of_day": month_of_day.tolist(),
         "seconds": round(time.perf_counter() - started, 1),
     }
 
