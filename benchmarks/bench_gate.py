@@ -120,8 +120,7 @@ def summary(lines: list[dict]) -> str:
         net = np.array([np.mean(r["lstm_net_per_month"]) for r in chosen])
         cost = np.array([r["lstm_cost_per_month"] for r in chosen])
         fees = [r["lstm_break_even_fee_bps"] for r in chosen if np.isfinite(r["lstm_break_even_fee_bps"])]
-        trading_months = sum(
-            any(v[0] is not None for v in [rule["lstm"]]) for r in chosen for rule in r["rules"].values()
+        trading_months = sum(rule["lstm"][0] is not None for r in chosen for rule in r["rules"].values())
         )
         rows.append(
             f"| {kind} (L = {chosen[0]['lead']:g}, delay {chosen[0]['delay']} h) | {n} | {k}/{n} = {k / n:.0%} | "
