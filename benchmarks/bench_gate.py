@@ -121,7 +121,6 @@ def summary(lines: list[dict]) -> str:
         cost = np.array([r["lstm_cost_per_month"] for r in chosen])
         fees = [r["lstm_break_even_fee_bps"] for r in chosen if np.isfinite(r["lstm_break_even_fee_bps"])]
         trading_months = sum(rule["lstm"][0] is not None for r in chosen for rule in r["rules"].values())
-        )
         rows.append(
             f"| {kind} (L = {chosen[0]['lead']:g}, delay {chosen[0]['delay']} h) | {n} | {k}/{n} = {k / n:.0%} | "
             f"[{low:.1%}, {high:.1%}] | {cost.mean():.2%} (max {cost.max():.2%}) | {net.mean():+.2%} "
