@@ -140,6 +140,8 @@ def power(lines: list[dict], edges_bps=(0, 10, 25, 50, 100, 200)) -> str:
         "|---|---|---|---|",
     ]
     chosen = [r for r in lines if "daily_net" in r]
+    if not chosen:
+        return "(no world with daily nets: no what-if power)"
     for edge in edges_bps:
         passed = 0
         for r in chosen:
