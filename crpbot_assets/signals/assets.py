@@ -132,8 +132,9 @@ def promoted_model(
         if rule.enforce
         else f"gate not enforced (demo rule); the gate says: {decision.reason}"
     )
-    if promote and fold is None:
-        promote, reason = False, f"fold_model {key} is not materialized; {reason}"
+    if promote and not (fold or {}).get("model_version"):
+        why = (fold or {}).get("no_fold", "not materialized")
+        promote, reason = False, f"fold_model {key} has no model ({why}); {reason}"
     version = None
     if promote:
         read_fold(storage.storage, fold)  # a clear error for a missing or changed artifact
@@ -156,7 +157,7 @@ def promoted_model(
         "model_path": fold["model_path"] if version else None,
         "model_uri": fold["model_uri"] if version else None,
         "fold_month": fold["fold_month"] if fold else None,
-        "training_window": fold["training_window"] if fold else None,
+        "training_window": fold.get("training_window") if fold else None,
         "status": status,
         "reason": reason,
         "previous_model_version": previous,

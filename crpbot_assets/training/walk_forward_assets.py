@@ -217,14 +217,19 @@ def build_walk_forward_assets(
         for key in sorted(map(str, context.partition_keys)):  # 1: every fold's training rows, once
             symbol, month = split_key(key)
             fold = wf.plan_fold(month, shape_config, dataset_config)
-            dataset, dropped = wf.fold_training_data(
-                _window(features, symbol, fold.window_start, month),
-                _window(sentiment_features, symbol, fold.window_start, month),
-                _window(candles, symbol, fold.window_start, month),
-                fold,
-                dataset_config,
-                symbol,
-            )
+            try:
+                dataset, dropped = wf.fold_training_data(
+                    _window(features, symbol, fold.window_start, month),
+                    _window(sentiment_features, symbol, fold.window_start, month),
+                    _window(candles, symbol, fold.window_start, month),
+                    fold,
+                    dataset_config,
+                    symbol,
+                )
+            except ds.DatasetError as exc:  # e.g. too little history before the month: no fold, said so
+                context.log.warning(f"{key}: no fold model: {exc}")
+                plans[key] = {"error": str(exc)}
+                continue
             part = wf.training_part(dataset)
             part_id = wf.model_fingerprint(part, {})
             part_path = f"walk_forward_datasets/{symbol}/{part_id}.parquet"
@@ -270,6 +275,16 @@ def build_walk_forward_assets(
         def fit_one(key: str) -> dict:  # 3: baselines and rules per fold, committed one partition at a time
             symbol, month = split_key(key)
             plan = plans[key]
+            if "error" in plan:
+                context.add_asset_metadata(
+                    {"fold_month": f"{month:%Y-%m}", "no_fold": plan["error"]}, partition_key=key
+                )
+                return {
+                    "symbol": symbol,
+                    "fold_month": f"{month:%Y-%m}",
+                    "model_version": None,
+                    "no_fold": plan["error"],
+                }
             settings = {
                 "baselines": config.baselines.model_dump(),
                 "decisions": config.decisions.model_dump(),
@@ -375,6 +390,8 @@ def build_walk_forward_assets(
         key = str(context.partition_key)
         _, month = split_key(key)
         value = fold_model[key]
+        if not value.get("model_version"):
+            raise dg.Failure(f"{key}: fold_model has no model for this month: {value.get('no_fold')}")
         fold = read_fold(storage.storage, value)
         prices = concat_partitions(candles)
         rows = wf.month_rows(concat_partitions(features), concat_partitions(sentiment_features), prices, fold)
