@@ -412,12 +412,16 @@ def comparison_table(report: dict) -> str:
         "| model | net return | 95 % interval (summed) | turnover/day | max drawdown | break-even fee bps | IC | rank IC |",
         "|---|---|---|---|---|---|---|---|",
     ]
+
+    def number(value: float, spec: str, missing: str) -> str:
+        return missing if value is None or value != value else format(value, spec)
+
     for m, r in t["models"].items():
         low, high = r["summed_net_ci"]
         lines.append(
             f"| {m} | {r['net_return']:+.2%} | [{low:+.2%}, {high:+.2%}] | {r['turnover_per_day']:.2f} | "
-            f"{r['max_drawdown']:.2%} | {r['break_even_fee_bps']:.1f} | "
-            f"{ic.get(f'ic/{m}', float('nan')):+.4f} | {ic.get(f'rank_ic/{m}', float('nan')):+.4f} |"
+            f"{r['max_drawdown']:.2%} | {number(r['break_even_fee_bps'], '.1f', 'no trade')} | "
+            f"{number(ic.get(f'ic/{m}'), '+.4f', 'n/a')} | {number(ic.get(f'rank_ic/{m}'), '+.4f', 'n/a')} |"
         )
     return "\n".join(lines)
 
@@ -440,7 +444,8 @@ def headline(report: dict) -> str:
         text += (
             f" LSTM net return {m['net_return']:+.2%} (gross {m['gross_return']:+.2%}), turnover "
             f"{m['turnover_per_day']:.2f}/day, max drawdown {m['max_drawdown']:.2%}, break-even fee "
-            f"{m['break_even_fee_bps']:.2f} bps, Sharpe {m['sharpe_daily_ann']:.2f} (annualised, daily returns)."
+            + (f"{m['break_even_fee_bps']:.2f} bps" if m["turnover_per_day"] > 0 else "n/a (no trade)")
+            + f", Sharpe {m['sharpe_daily_ann']:.2f} (annualised, daily returns)."
         )
     if "lstm_minus_best_net" in t:
         d = t["lstm_minus_best_net"]
