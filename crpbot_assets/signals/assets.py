@@ -33,7 +33,7 @@ from crpbot_assets.training.assets import _config_from
 from crpbot_assets.training.walk_forward_assets import read_fold
 
 GROUP = "signals"
-MAX_JUDGED_MONTHS = 12  # the most test months a promotion rule may judge (the partition mapping's reach)
+MAX_JUDGED_MONTHS = 6  # the most test months a promotion rule may judge (the partition mapping's reach)
 SAME_PARTITION = dg.MultiPartitionMapping(
     {
         "symbol": dg.DimensionPartitionMapping("symbol", dg.IdentityPartitionMapping()),
