@@ -30,9 +30,11 @@ from crpbot_assets.signals import ledger as lg
 from crpbot_assets.signals import scoring
 from crpbot_assets.signals.promotion import PromotionRule, judge
 from crpbot_assets.training.assets import _config_from
+from crpbot_assets.training.dataset import DatasetConfig
 from crpbot_assets.training.walk_forward_assets import read_fold
 
 GROUP = "signals"
+HORIZON_MINUTES = DatasetConfig.horizon_minutes  # the decision grid when no fold model says otherwise
 MAX_JUDGED_MONTHS = 6  # the most test months a promotion rule may judge (the partition mapping's reach)
 SAME_PARTITION = dg.MultiPartitionMapping(
     {
@@ -214,7 +216,8 @@ def signals(
     p_flat, p_up: the mean of its seeds), the score P(up) - P(down), and on the decision grid the position by
     the fold's fitted rule (training/decisions.py, the verdict's function), each known at its minute's close.
     Incremental: a run scores only the minutes after the newest stored signal, from the last decision's
-    position. No promoted model: no new signals (metadata `status` says why)."""
+    position. No promoted model: a flat decision every 15 minutes (model_version "none"; metadata `status` says
+    why), so the paper ledger closes a position a demoted model left open."""
     key = context.partition_key
     symbol, month = split_key(key)
     start, end = month_window(f"{month:%Y-%m-%d}")
@@ -227,9 +230,13 @@ def signals(
     promotion = promoted_model.get(str(key), {})
     metadata: dict = {}
     if not promotion.get("promoted"):
-        new = scoring.empty_signals()
+        new = (
+            scoring.flat_signals(frame, start, end, after, HORIZON_MINUTES)
+            if frame.height
+            else stored.clear()
+        )
         metadata["status"] = (
-            f"no promoted model: {promotion.get('reason', 'promoted_model not materialized')}"
+            f"no promoted model (flat): {promotion.get('reason', 'promoted_model not materialized')}"
         )
     else:
         fold = read_fold(storage.storage, promotion)
@@ -272,12 +279,17 @@ def signals(
             {
                 "latest_signal_ts": str(last["ts"]),
                 "latest_position": int(last["position"]),
-                "latest_score": round(float(last["score"]), 4),
-                "latest_probability": round(float(max(last[c] for c in scoring.PROBABILITY_COLUMNS)), 4),
-                "latest_direction": max(scoring.PROBABILITY_COLUMNS, key=lambda c: last[c])[2:],
                 "model_version": last["model_version"],
             }
         )
+        if last["score"] is not None:  # a model's signal (flat decisions without a model have none)
+            metadata.update(
+                {
+                    "latest_score": round(float(last["score"]), 4),
+                    "latest_probability": round(float(max(last[c] for c in scoring.PROBABILITY_COLUMNS)), 4),
+                    "latest_direction": max(scoring.PROBABILITY_COLUMNS, key=lambda c: last[c])[2:],
+                }
+            )
     return dg.Output(result, metadata=metadata)
 
 

@@ -12,7 +12,8 @@ sentiment hours ending by t + 1 minute, so it is known at t's close (tests/signa
 Positions (`training/decisions.py`, the one decision function): decisions are the minutes on the decision grid
 (minute % horizon == 0), taken sequentially with the fold's fitted LSTM rule from the previous decision's
 position (`previous_position`: the month's stored signals; a fold model starts flat); a minute off the grid
-shows the position of the last decision. `decision` marks grid minutes; the ledger trades those only.
+shows the position of the last decision. `decision` marks grid minutes; the ledger trades those only. With no
+promoted model, every grid minute is a flat decision (`flat_signals`): a demotion closes the paper position.
 """
 
 from __future__ import annotations
@@ -39,6 +40,30 @@ SIGNAL_SCHEMA = {
 
 def empty_signals() -> pl.DataFrame:
     return pl.DataFrame(schema=SIGNAL_SCHEMA)
+
+
+def flat_signals(
+    features: pl.DataFrame, start: datetime, end: datetime, after: datetime | None, horizon: int
+) -> pl.DataFrame:
+    """No model: a flat decision at every decision-grid minute of features in [start, end) after `after`
+    (`model_version` "none"), so the paper ledger closes what an earlier model left open."""
+    ts = features.sort("ts")["ts"]
+    keep = (ts >= start) & (ts < end) & (ts.dt.epoch("s") // 60 % horizon == 0)
+    if after is not None:
+        keep = keep & (ts > after)
+    minutes = ts.filter(keep)
+    n = minutes.len()
+    return pl.DataFrame(
+        {
+            "ts": minutes,
+            **{c: [None] * n for c in PROBABILITY_COLUMNS},
+            "score": [None] * n,
+            "decision": [True] * n,
+            "position": [0] * n,
+            "model_version": ["none"] * n,
+        },
+        schema=SIGNAL_SCHEMA,
+    )
 
 
 def previous_position(signals: pl.DataFrame) -> float:

@@ -193,13 +193,26 @@ def test_promotion_replacement_and_demotion_are_recorded(server, storage_resourc
     replaced = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance), "promoted_model")
     assert replaced["status"] == "promoted" and replaced["previous_model_version"] == first["model_version"]
     assert replaced["model_version"] != first["model_version"]
+    _run(["candles"], FEB_KEY, resources, instance)
+    _run(["features"], FEB_KEY, resources, instance)
+    traded = _tick(resources, instance)
+    assert (
+        traded["signals"]["model_version"] == replaced["model_version"]
+        and traded["paper_trades"]["trades"] > 0
+    )
     WORLD.update(record="lost")  # the record now says the LSTM loses: demoted, the replaced version recorded
     _record(resources, instance)
     demoted = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance), "promoted_model")
     assert demoted["status"] == "demoted" and demoted["model_version"] == ""
     assert demoted["previous_model_version"] == replaced["model_version"] and demoted["gate_passed"] is False
-    result = _run(["signals"], MARCH_KEY, resources, instance)
-    assert _meta(result, "signals")["status"].startswith("no promoted model")
+    CLOCK[0] += 3600
+    flat = _tick(resources, instance)
+    assert flat["signals"]["status"].startswith("no promoted model (flat)")
+    assert flat["signals"]["model_version"] == "none" and flat["signals"]["latest_position"] == 0
+    ledger = storage_resources["storage"].storage.read_parquet(
+        "paper_trades/symbol=BTC-USD/month=2024-03-01.parquet"
+    )
+    assert ledger["position"][-1] == 0  # the demotion closed the paper position (or it was flat already)
 
 
 def test_a_retrained_lstm_model_changes_nothing_downstream():
