@@ -129,6 +129,7 @@ def test_the_fold_of_the_month_in_progress_follows_complete_months_only(ticks):
         ticks.materialize(asset, key("BTC-USD", APRIL))
     requested = ticks.tick()
     assert requested.get("fold_model") == {key("BTC-USD", MAY)}  # the model that will trade May
+    assert "promoted_model" not in ticks.tick()  # May waits for its fold model (no transient demotion)
     ticks.materialize("fold_model", key("BTC-USD", MAY))
     assert ticks.tick().get("promoted_model") == {key("BTC-USD", MAY)}  # judged even without a record
     ticks.materialize("promoted_model", key("BTC-USD", MAY))

@@ -54,6 +54,13 @@ MONTHS_BEFORE = dg.MultiPartitionMapping(
     }
 )
 
+# Eager, once the month's fold model exists, even when months of the record are missing (the gate then says so
+# and does not pass): a new month waits for its fold model instead of recording a transient demotion.
+PROMOTION_AUTOMATION = (
+    dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
+    & ~dg.AutomationCondition.any_deps_missing().allow(dg.AssetSelection.assets("fold_model"))
+).with_label("eager, once the month's fold model exists")
+
 PromotionSettings = _config_from(
     "PromotionSettings",
     PromotionRule,
@@ -100,8 +107,7 @@ def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str) ->
             partition_mapping=SAME_PARTITION, metadata={"allow_missing_partitions": True}
         ),
     },
-    # decided even when some months of the record are missing: the gate then says so (and does not pass)
-    automation_condition=dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing()),
+    automation_condition=PROMOTION_AUTOMATION,
     kinds={"pytorch", "json"},
     group_name=GROUP,
 )
