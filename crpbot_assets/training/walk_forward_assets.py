@@ -213,15 +213,16 @@ def build_walk_forward_assets(
         shape_config = wf.WalkForwardConfig(window_months, retrain, config.val_fraction)
         model = config.model.model_dump()
         seed_models = [{**model, "seed": model["seed"] + k} for k in range(seeds)]
-        plans, jobs = {}, []
+        plans, jobs, queued = {}, [], set()
         for key in sorted(map(str, context.partition_keys)):  # 1: every fold's training rows, once
             symbol, month = split_key(key)
             fold = wf.plan_fold(month, shape_config, dataset_config)
+            prices = _window(candles, symbol, fold.window_start, month)
             try:
                 dataset, dropped = wf.fold_training_data(
                     _window(features, symbol, fold.window_start, month),
                     _window(sentiment_features, symbol, fold.window_start, month),
-                    _window(candles, symbol, fold.window_start, month),
+                    prices,
                     fold,
                     dataset_config,
                     symbol,
@@ -238,9 +239,12 @@ def build_walk_forward_assets(
             model_ids = [wf.model_fingerprint(part, _identity_options(m)) for m in seed_models]
             for k, (seed_model, model_id) in enumerate(zip(seed_models, model_ids)):
                 model_path = f"walk_forward_models/{symbol}/{model_id}.pt"
-                if files.exists(model_path):
+                if (
+                    files.exists(model_path) or model_path in queued
+                ):  # stored, or a month of this run shares it
                     context.log.info(f"{key}: seed {seed_model['seed']} already trained ({model_id}); reused")
                     continue
+                queued.add(model_path)
                 extras = {
                     "symbol": symbol,
                     "dataset_uri": files.uri(part_path),
@@ -264,9 +268,9 @@ def build_walk_forward_assets(
                 "window": f"{dataset.frame['ts'].min():%Y-%m-%d %H:%M} .. {cuts.val_end:%Y-%m-%d %H:%M}",
                 "train_end": str(cuts.train_end),
                 "val_end": str(cuts.val_end),
-                "candles_id": wf.fingerprint(_window(candles, symbol, fold.window_start, month)),
+                "candles_id": wf.fingerprint(prices),
             }
-            del dataset, part
+            del dataset, part, prices
         trained = train_folds(context, training_launcher, jobs)  # 2: every job of the run through one seam
         seconds = {}
         for job, result in zip(jobs, trained):
