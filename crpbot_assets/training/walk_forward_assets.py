@@ -217,11 +217,12 @@ def build_walk_forward_assets(
         for key in sorted(map(str, context.partition_keys)):  # 1: every fold's training rows, once
             symbol, month = split_key(key)
             fold = wf.plan_fold(month, shape_config, dataset_config)
-            prices = _window(candles, symbol, fold.window_start, month)
+            # the window up to the model month (its first month when retrained quarterly: one fold a quarter)
+            prices = _window(candles, symbol, fold.window_start, fold.model_month)
             try:
                 dataset, dropped = wf.fold_training_data(
-                    _window(features, symbol, fold.window_start, month),
-                    _window(sentiment_features, symbol, fold.window_start, month),
+                    _window(features, symbol, fold.window_start, fold.model_month),
+                    _window(sentiment_features, symbol, fold.window_start, fold.model_month),
                     prices,
                     fold,
                     dataset_config,
@@ -312,7 +313,7 @@ def build_walk_forward_assets(
                 fitted = wf.fit_fold(
                     part,
                     artifacts,
-                    _window(candles, symbol, plan["fold"].window_start, month),
+                    _window(candles, symbol, plan["fold"].window_start, plan["fold"].model_month),
                     BaselineConfig(**settings["baselines"]),
                     dc.DecisionConfig(**settings["decisions"]),
                     context.log.info,
