@@ -66,6 +66,7 @@ def predictions_stand_in(context: dg.AssetExecutionContext) -> pl.DataFrame:
 SENTIMENT = dg.AssetSpec("sentiment_features", partitions_def=symbol_month_partitions)  # never materialized
 PIPELINE = [candles_asset, features_asset, signals, paper_trades, paper_portfolio]
 ASSETS = [fold_model_stand_in, predictions_stand_in, promoted_model, SENTIMENT, *PIPELINE]
+GATE = [fold_model_stand_in, predictions_stand_in, promoted_model]
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +75,9 @@ def server():
         yield replay
 
 
-def _run(selection, partition, resources, instance):
+def _run(selection, partition, resources, instance, assets=ASSETS):
     result = dg.materialize(
-        ASSETS, selection=selection, partition_key=partition, resources=resources, instance=instance
+        assets, selection=selection, partition_key=partition, resources=resources, instance=instance
     )
     assert result.success
     return result
@@ -95,13 +96,14 @@ def _tick(resources, instance) -> dict:
     return {name: _meta(result, name) for name in ("signals", "paper_trades", "paper_portfolio")}
 
 
-def _record(resources, instance) -> None:
+def _record(resources, instance, assets=ASSETS) -> None:
     for month in ("2023-12-01", "2024-01-01", "2024-02-01"):
         _run(
             ["walk_forward_predictions"],
             dg.MultiPartitionKey({"symbol": SYMBOL, "month": month}),
             resources,
             instance,
+            assets,
         )
 
 
@@ -178,41 +180,42 @@ def test_signals_and_paper_trades_follow_the_replay_clock(server, storage_resour
     assert files.read_parquet("paper_trades/symbol=BTC-USD/month=2024-03-01.parquet").equals(ledger)
     assert files.read_parquet("paper_portfolio/symbol=BTC-USD/month=2024-03-01.parquet").equals(portfolio)
 
-
-def test_promotion_replacement_and_demotion_are_recorded(server, storage_resources, instance):
-    resources = {**storage_resources, "coinbase": fast_coinbase(server)}
-    WORLD.update(fold=0, record="won")
-    _record(resources, instance)
-    _run(["fold_model"], MARCH_KEY, resources, instance)
-    first = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance), "promoted_model")
-    again = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance), "promoted_model")
-    assert first["status"] == "promoted" and again["status"] == "kept"
-    assert again["model_version"] == again["previous_model_version"] == first["model_version"]
-    WORLD.update(fold=1)  # the fold is remade (other weights): the new version replaces the old one
-    _run(["fold_model"], MARCH_KEY, resources, instance)
-    replaced = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance), "promoted_model")
-    assert replaced["status"] == "promoted" and replaced["previous_model_version"] == first["model_version"]
-    assert replaced["model_version"] != first["model_version"]
-    _run(["candles"], FEB_KEY, resources, instance)
-    _run(["features"], FEB_KEY, resources, instance)
-    traded = _tick(resources, instance)
-    assert (
-        traded["signals"]["model_version"] == replaced["model_version"]
-        and traded["paper_trades"]["trades"] > 0
-    )
-    WORLD.update(record="lost")  # the record now says the LSTM loses: demoted, the replaced version recorded
+    # demoted (the record now says the LSTM loses): signals turn to flat decisions, the ledger closes
+    WORLD.update(record="lost")
     _record(resources, instance)
     demoted = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance), "promoted_model")
-    assert demoted["status"] == "demoted" and demoted["model_version"] == ""
-    assert demoted["previous_model_version"] == replaced["model_version"] and demoted["gate_passed"] is False
+    assert demoted["status"] == "demoted" and demoted["previous_model_version"] == promoted["model_version"]
     CLOCK[0] += 3600
     flat = _tick(resources, instance)
     assert flat["signals"]["status"].startswith("no promoted model (flat)")
     assert flat["signals"]["model_version"] == "none" and flat["signals"]["latest_position"] == 0
-    ledger = storage_resources["storage"].storage.read_parquet(
-        "paper_trades/symbol=BTC-USD/month=2024-03-01.parquet"
-    )
-    assert ledger["position"][-1] == 0  # the demotion closed the paper position (or it was flat already)
+    closed = files.read_parquet("paper_trades/symbol=BTC-USD/month=2024-03-01.parquet")
+    assert closed.head(ledger.height).equals(ledger) and closed["position"][-1] == 0
+    if ledger["position"][-1] != 0:  # a position was open: closed by a fill of the flat signals
+        assert closed["model_version"][-1] == "none"
+
+
+def test_promotion_replacement_and_demotion_are_recorded(storage_resources, instance):
+    resources = storage_resources
+    WORLD.update(fold=0, record="won")
+    _record(resources, instance, GATE)
+    _run(["fold_model"], MARCH_KEY, resources, instance, GATE)
+    first = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance, GATE), "promoted_model")
+    again = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance, GATE), "promoted_model")
+    assert first["status"] == "promoted" and again["status"] == "kept"
+    assert again["model_version"] == again["previous_model_version"] == first["model_version"]
+    WORLD.update(fold=1)  # the fold is remade (other weights): the new version replaces the old one
+    _run(["fold_model"], MARCH_KEY, resources, instance, GATE)
+    replaced = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance, GATE), "promoted_model")
+    assert replaced["status"] == "promoted" and replaced["previous_model_version"] == first["model_version"]
+    assert replaced["model_version"] != first["model_version"]
+    WORLD.update(record="lost")  # the record now says the LSTM loses: demoted, the replaced version recorded
+    _record(resources, instance, GATE)
+    demoted = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance, GATE), "promoted_model")
+    assert demoted["status"] == "demoted" and demoted["model_version"] == ""
+    assert demoted["previous_model_version"] == replaced["model_version"] and demoted["gate_passed"] is False
+    again = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance, GATE), "promoted_model")
+    assert again["status"] == "none promoted" and again["previous_model_version"] == ""
 
 
 def test_a_retrained_lstm_model_changes_nothing_downstream():
