@@ -134,14 +134,20 @@ def power(lines: list[dict], edges_bps=(0, 10, 25, 50, 100, 200)) -> str:
     """What-if power of the gate on the worlds' real baseline records: the LSTM replaced by the best baseline's
     daily net plus a consistent edge (bps of capital per day) plus day-to-day tracking noise as large as the real
     LSTM's (the std of its daily net minus the best baseline's); the gate's statistic as `judge` computes it."""
-    rng = np.random.default_rng(0)
     rows = [
-        "| edge over the best baseline (bps/day) | worlds | promoted | 95 % interval |",
-        "|---|---|---|---|",
+        "| kind | edge over the best baseline (bps/day) | worlds | promoted | 95 % interval |",
+        "|---|---|---|---|---|",
     ]
-    chosen = [r for r in lines if "daily_net" in r]
-    if not chosen:
-        return "(no world with daily nets: no what-if power)"
+    for kind in KINDS:
+        chosen = [r for r in lines if "daily_net" in r and r["kind"] == kind]
+        if chosen:
+            rows += _power_rows(kind, chosen, edges_bps)
+    return "\n".join(rows)
+
+
+def _power_rows(kind: str, chosen: list[dict], edges_bps) -> list[str]:
+    rng = np.random.default_rng(0)
+    rows = []
     for edge in edges_bps:
         passed = 0
         for r in chosen:
@@ -157,8 +163,8 @@ def power(lines: list[dict], edges_bps=(0, 10, 25, 50, 100, 200)) -> str:
             point, draws = vd.excess_over_best(what_if, weights)
             passed += point > 0 and np.quantile(draws, RULE.alpha) > 0
         low, high = clopper_pearson(passed, len(chosen))
-        rows.append(f"| {edge} | {len(chosen)} | {passed}/{len(chosen)} | [{low:.1%}, {high:.1%}] |")
-    return "\n".join(rows)
+        rows.append(f"| {kind} | {edge} | {len(chosen)} | {passed}/{len(chosen)} | [{low:.1%}, {high:.1%}] |")
+    return rows
 
 
 def load(path: Path) -> list[dict]:
