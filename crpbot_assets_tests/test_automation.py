@@ -118,6 +118,27 @@ def test_training_chain_retrains_on_its_weekly_cron_not_on_every_candle(ticks):
     assert "training_dataset" not in ticks.tick(monday.replace(hour=4))  # once per cron tick
 
 
+def test_the_fold_of_the_month_in_progress_follows_complete_months_only(ticks):
+    window = [
+        datetime(2025 + (4 + k) // 12, (4 + k) % 12 + 1, 1, tzinfo=UTC) for k in range(12)
+    ]  # 2025-05..2026-04
+    for asset in ("candles", "features", "sentiment_features"):
+        ticks.materialize(asset, *(key("BTC-USD", m) for m in window[:-1]))
+    assert "fold_model" not in ticks.tick()  # April, the last month of its window, is not there yet
+    for asset in ("candles", "features", "sentiment_features"):
+        ticks.materialize(asset, key("BTC-USD", APRIL))
+    requested = ticks.tick()
+    assert requested.get("fold_model") == {key("BTC-USD", MAY)}  # the model that will trade May
+    assert "promoted_model" not in ticks.tick()  # May waits for its fold model (no transient demotion)
+    ticks.materialize("fold_model", key("BTC-USD", MAY))
+    assert ticks.tick().get("promoted_model") == {key("BTC-USD", MAY)}  # judged even without a record
+    ticks.materialize("promoted_model", key("BTC-USD", MAY))
+    for asset in ("candles", "features", "sentiment_features"):  # the hourly refresh of the month in progress
+        ticks.materialize(asset, key("BTC-USD", MAY))
+    requested = ticks.tick()
+    assert "fold_model" not in requested and "promoted_model" not in requested
+
+
 def test_sensor_cursor_is_a_high_water_mark_and_the_ids_of_the_last_minutes():
     ids = [f"p{i}" for i in range(100)]
     created = [1_000_000.0 - 60 * i for i in range(100)]  # newest first, one a minute

@@ -15,6 +15,14 @@ being its slow regimes and daily cycle). The shock is independent from hour to h
 not reveal it; within the hour, its returns gradually do (a model without sentiment catches up late).
 With L = 0 prices and sentiment are unrelated, as before. The walk-forward ablation test
 (crpbot_assets_tests/training/test_walk_forward_ablation.py) runs L = 2 and L = 0.
+
+Lead delay (world kind; argument, or CRPBOT_SYNTHETIC_SENTIMENT_LEAD_DELAY, default 0): with delay D the news of
+hour h drifts hour h + 1 + D instead of h + 1. D = 0 is the "level" world: the input row of the minute (its
+last completed hour's search interest) carries the drift's sign, so a model of the last row (logistic
+regression, LightGBM) can use the lead as well as a sequence model. D = 1 is the "memory" world: while hour
+h + 2 drifts, the last row shows hour h + 1's interest (unrelated to the drift); the news of hour h is visible
+only in rows 61 to 120 minutes back, so only a model that reads a window of more than 60 rows (the LSTM) knows
+the drift before the hour's own prices reveal it. The gate benchmark (benchmarks/bench_gate.py) uses both.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ OUTAGE_P = 0.02  # chance a day holds one 10-60 minute outage (no rows)
 ANCHOR_DAYS = 365 * 12
 COLUMNS = ("ts", "open", "high", "low", "close", "volume")
 SENTIMENT_LEAD_ENV = "CRPBOT_SYNTHETIC_SENTIMENT_LEAD"
+SENTIMENT_LEAD_DELAY_ENV = "CRPBOT_SYNTHETIC_SENTIMENT_LEAD_DELAY"
 
 
 def _rng(seed: int, symbol: str, *salt: int) -> np.random.Generator:
@@ -70,10 +79,13 @@ def news(keyword: str, hours: np.ndarray, seed: int = 0) -> np.ndarray:
     return out
 
 
-def _lead_drift(symbol: str, day_start: datetime, seed: int, lead: float, sigma: np.ndarray) -> np.ndarray:
-    """Each minute's drift of the day from `day_start`: L x LEAD_PER_MINUTE x sigma x the previous hour's news."""
-    first_hour = int(day_start.timestamp()) // 3600
-    shocks = news(NEWS_KEYWORD[symbol], np.arange(first_hour - 1, first_hour + 23), seed)
+def _lead_drift(
+    symbol: str, day_start: datetime, seed: int, lead: float, sigma: np.ndarray, delay: int = 0
+) -> np.ndarray:
+    """Each minute's drift of the day from `day_start`: L x LEAD_PER_MINUTE x sigma x the news of the hour
+    1 + `delay` hours before the minute's hour."""
+    first_hour = int(day_start.timestamp()) // 3600 - 1 - delay
+    shocks = news(NEWS_KEYWORD[symbol], np.arange(first_hour, first_hour + 24), seed)
     return lead * LEAD_PER_MINUTE * sigma * np.repeat(shocks, 60)
 
 
@@ -82,8 +94,18 @@ def sentiment_lead_setting(value: float | None = None) -> float:
     return float(os.environ.get(SENTIMENT_LEAD_ENV, "0") if value is None else value)
 
 
+def sentiment_lead_delay_setting(value: int | None = None) -> int:
+    """The lead's delay in hours: `value` when given, else CRPBOT_SYNTHETIC_SENTIMENT_LEAD_DELAY (default 0)."""
+    delay = int(os.environ.get(SENTIMENT_LEAD_DELAY_ENV, "0") if value is None else value)
+    if delay < 0:
+        raise ValueError(f"the sentiment lead's delay must be >= 0 hours, got {delay}")
+    return delay
+
+
 @lru_cache(maxsize=256)
-def _day(symbol: str, day_index: int, seed: int, sentiment_lead: float = 0.0) -> tuple[np.ndarray, ...]:
+def _day(
+    symbol: str, day_index: int, seed: int, sentiment_lead: float = 0.0, delay: int = 0
+) -> tuple[np.ndarray, ...]:
     """Arrays (minute offsets, open, high, low, close, volume) for day `day_index` after listing."""
     _, daily_vol, base_volume = PROFILES[symbol]
     anchors = _daily_anchors(symbol, seed)
@@ -97,7 +119,7 @@ def _day(symbol: str, day_index: int, seed: int, sentiment_lead: float = 0.0) ->
     steps = rng.standard_t(df=5, size=MINUTES_PER_DAY) * sigma * np.sqrt(3 / 5)
     if sentiment_lead:
         steps = steps + _lead_drift(
-            symbol, listed_at(symbol) + timedelta(days=day_index), seed, sentiment_lead, sigma
+            symbol, listed_at(symbol) + timedelta(days=day_index), seed, sentiment_lead, sigma, delay
         )
     walk = np.cumsum(steps)
     target = anchors[day_index + 1] - anchors[day_index]
@@ -125,10 +147,12 @@ def candles(
     seed: int = 0,
     now: datetime | None = None,
     sentiment_lead: float | None = None,
+    lead_delay: int | None = None,
 ) -> pl.DataFrame:
     """Candles with start <= ts < end (UTC, minute-aligned), oldest first; nothing before listing or after `now`.
-    `sentiment_lead`: see the module docstring (None: from the environment, default off)."""
+    `sentiment_lead`, `lead_delay`: see the module docstring (None: from the environment, default off / 0)."""
     lead = sentiment_lead_setting(sentiment_lead)
+    delay = sentiment_lead_delay_setting(lead_delay) if lead else 0
     listing = listed_at(symbol)
     first, last = max(start, listing), min(end, now or datetime.now(UTC))
     parts, day = [], (first - listing).days
@@ -136,7 +160,7 @@ def candles(
         if day >= ANCHOR_DAYS:
             raise ValueError(f"synthetic history for {symbol} ends {ANCHOR_DAYS} days after listing")
         day_start = int((listing + timedelta(days=day)).timestamp())
-        minutes, o, h, l, c, v = _day(symbol, day, seed, lead)
+        minutes, o, h, l, c, v = _day(symbol, day, seed, lead, delay)
         ts = day_start + minutes * 60
         mask = (ts >= first.timestamp()) & (ts < last.timestamp())
         parts.append((ts[mask], o[mask], h[mask], l[mask], c[mask], v[mask]))

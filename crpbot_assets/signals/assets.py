@@ -1,14 +1,14 @@
-"""Signal assets: promoted_model (per symbol) -> signals -> paper_trades -> paper_portfolio (symbol x month).
+"""Signal assets: promoted_model -> signals -> paper_trades -> paper_portfolio (all symbol x month).
 
-Thin Dagster wrappers around promotion.py, scoring.py and ledger.py. signals, paper_trades and
-paper_portfolio are meant for the month in progress: automation (`eager`, latest month only) refreshes them
-whenever their inputs update. Each resumes from its own stored partition (read through `storage`, the file the
-IO manager wrote), and paper_trades/paper_portfolio start a month from the previous month's stored partition:
-those are state hand-overs, not graph dependencies (a self-dependency would keep automation from starting the
-first month).
+Thin Dagster wrappers around promotion.py, scoring.py and ledger.py. `promoted_model[M]` decides whether the
+fold model of month M (training/walk_forward_assets.py) may trade M, judging the walk-forward record of the
+months before M; `signals[M]` scores M with it. signals, paper_trades and paper_portfolio are meant for the
+month in progress: automation (`eager`, latest month only) refreshes them whenever their inputs update. Each
+resumes from its own stored partition (read through `storage`, the file the IO manager wrote), and
+paper_trades/paper_portfolio start a month from the previous month's stored partition: those are state
+hand-overs, not graph dependencies (a self-dependency would keep automation from starting the first month).
 """
 
-import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Optional
 
@@ -22,47 +22,63 @@ from crpbot_assets.common.partitions import (
     split_key,
     symbol_month_key,
     symbol_month_partitions,
-    symbol_partitions,
 )
 from crpbot_assets.common.plots import line_plot
 from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.common.storage import Storage
 from crpbot_assets.signals import gate, scoring
 from crpbot_assets.signals import ledger as lg
-from crpbot_assets.signals.promotion import PromotionRule, decide
-from crpbot_assets.training.artifacts import load_artifact
-from crpbot_assets.training.assets import _config_from, model_relative_path
+from crpbot_assets.signals.promotion import PromotionRule, judge
+from crpbot_assets.training.assets import _config_from
+from crpbot_assets.training.dataset import DatasetConfig
+from crpbot_assets.training.walk_forward_assets import read_fold
 
 GROUP = "signals"
-SYMBOL_OF_MONTH = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="symbol")
+HORIZON_MINUTES = DatasetConfig.horizon_minutes  # the decision grid when no fold model says otherwise
+MAX_JUDGED_MONTHS = 6  # the most test months a promotion rule may judge (the partition mapping's reach)
+SAME_PARTITION = dg.MultiPartitionMapping(
+    {
+        "symbol": dg.DimensionPartitionMapping("symbol", dg.IdentityPartitionMapping()),
+        "month": dg.DimensionPartitionMapping("month", dg.IdentityPartitionMapping()),
+    }
+)
+MONTHS_BEFORE = dg.MultiPartitionMapping(
+    {
+        "symbol": dg.DimensionPartitionMapping("symbol", dg.IdentityPartitionMapping()),
+        "month": dg.DimensionPartitionMapping(
+            "month",
+            dg.TimeWindowPartitionMapping(
+                start_offset=-MAX_JUDGED_MONTHS, end_offset=-1, allow_nonexistent_upstream_partitions=True
+            ),
+        ),
+    }
+)
+
+# Eager, once the month's fold model exists, even when months of the record are missing (the gate then says so
+# and does not pass): a new month waits for its fold model instead of recording a transient demotion.
+PROMOTION_AUTOMATION = (
+    dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
+    & ~dg.AutomationCondition.any_deps_missing().allow(dg.AssetSelection.assets("fold_model"))
+).with_label("eager, once the month's fold model exists")
 
 PromotionSettings = _config_from(
     "PromotionSettings",
     PromotionRule,
-    "The promotion rule (crpbot_assets.signals.promotion.PromotionRule): the latest `recent_months` test months "
-    "of walk_forward_report are judged; the LSTM must beat the best baseline in `min_months_won` of them, and "
-    "(None to ignore) its net return after costs exceed `min_net_return` and its break-even fee reach "
-    "`min_break_even_fee_bps`.",
+    "The promotion gate (crpbot_assets.signals.promotion.PromotionRule), fixed before the months it judges: over "
+    f"the `recent_months` (at most {MAX_JUDGED_MONTHS}) test months before the month, the LSTM's summed net "
+    "return after costs minus the best trading baseline's (chosen inside each bootstrap draw) must have its "
+    "`alpha` block-bootstrap quantile above zero. `enforce: false` is for demos only.",
 )
 PaperSettings = _config_from(
     "PaperSettings",
     lg.PaperConfig,
-    "Paper-trading settings (crpbot_assets.signals.ledger.PaperConfig): starting capital, taker fee, half-spread "
-    "(None: a quarter of the fill minute's high-low range, as in the evaluation) and the decision grid.",
+    "Paper-trading settings (crpbot_assets.signals.ledger.PaperConfig): starting capital, taker fee and "
+    "half-spread (None: a quarter of the fill minute's high-low range, as in the verdict).",
 )
 
 
 class SignalSettings(dg.Config):
-    """How probabilities become a position: the evaluation's rule (training/costs.py)."""
-
-    mode: str = "long_short"  # or long_flat
-    threshold: float = 0.0  # minimum probability of the argmax direction to hold a position
     first_minute: Optional[str] = None  # ISO time: score no minute before it (None: from the month's start)
-
-
-def promoted_artifact_path(symbol: str, version: str) -> str:
-    """Where a promoted model is kept, by version (immutable: a signal's model stays readable)."""
-    return f"promoted_models/{symbol}/{version}.pt"
 
 
 def _stored(storage: Storage, asset: str, key: str) -> pl.DataFrame | None:
@@ -82,10 +98,16 @@ def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str) ->
 
 
 @dg.asset(
-    partitions_def=symbol_partitions,
-    deps=["lstm_model"],
-    ins={"walk_forward_report": dg.AssetIn()},
-    automation_condition=dg.AutomationCondition.eager(),
+    partitions_def=symbol_month_partitions,
+    ins={
+        "walk_forward_predictions": dg.AssetIn(
+            partition_mapping=MONTHS_BEFORE, metadata={"allow_missing_partitions": True}
+        ),
+        "fold_model": dg.AssetIn(
+            partition_mapping=SAME_PARTITION, metadata={"allow_missing_partitions": True}
+        ),
+    },
+    automation_condition=PROMOTION_AUTOMATION,
     kinds={"pytorch", "json"},
     group_name=GROUP,
 )
@@ -93,53 +115,68 @@ def promoted_model(
     context: dg.AssetExecutionContext,
     config: PromotionSettings,
     storage: StorageResource,
-    walk_forward_report: dict[str, dict],
+    walk_forward_predictions: dict[str, pl.DataFrame],
+    fold_model: dict[str, dict],
 ) -> dg.Output[dict]:
-    """The model that produces signals for this symbol: the newest `lstm_model`, promoted only when the
-    walk-forward report passes the promotion rule (config). Metadata `status` and `reason` say what happened and
-    why: promoted, kept, demoted (a promoted model no longer passes: signals stop) or none promoted."""
-    symbol = context.partition_key
-    files = storage.storage
-    previous = latest_metadata(context.instance, "promoted_model", symbol).get("model_version") or None
-    report = walk_forward_report.get(symbol)
-    if report is None:
-        raise dg.Failure(f"walk_forward_report for {symbol} is not materialized")
-    decision = decide(report, PromotionRule(**config.model_dump()))
+    """Whether the fold model of this month trades it: promoted when the gate (config) passes on the
+    walk-forward record of the months before. Metadata names the fold month and its training window, the
+    judged months, the rule and its numbers; `status` is promoted, kept (the same version as before), demoted
+    (a model traded before and none does now; `previous_model_version` is the one replaced) or none promoted."""
+    key = str(context.partition_key)
+    symbol, month = split_key(key)
+    rule = PromotionRule(**config.model_dump())
+    record = {f"{split_key(k)[1]:%Y-%m}": frame for k, frame in walk_forward_predictions.items()}
+    decision = judge(record, f"{month:%Y-%m}", rule)
     demo_run = gate.is_demo_run(
         context.run.tags
     )  # crpbot-demo's permissive rule: judge the configured one too
-    configured = decide(report, PromotionRule()) if demo_run else decision
-    path = model_relative_path(symbol)
-    if decision.passed and not files.exists(path):
-        decision = type(decision)(False, f"lstm_model for {symbol} is not materialized", decision.details)
+    configured = judge(record, f"{month:%Y-%m}", PromotionRule()) if demo_run else decision
+    before = latest_metadata(context.instance, "promoted_model", key)
+    if not before:
+        before = latest_metadata(
+            context.instance, "promoted_model", str(symbol_month_key(symbol, previous_month(month)))
+        )
+    previous = before.get("model_version") or None
+    fold = fold_model.get(key)
+    promote = decision.passed or not rule.enforce
+    reason = (
+        decision.reason
+        if rule.enforce
+        else f"gate not enforced (demo rule); the gate says: {decision.reason}"
+    )
+    if promote and not (fold or {}).get("model_version"):
+        why = (fold or {}).get("no_fold", "not materialized")
+        promote, reason = False, f"fold_model {key} has no model ({why}); {reason}"
     version = None
-    source = latest_metadata(context.instance, "lstm_model", symbol)
-    if decision.passed:
-        data = files.read_bytes(path)
-        artifact = load_artifact(data, files.uri(path))  # a clear error for a broken artifact
-        if artifact.get("symbol") not in (symbol, "", None):
-            raise dg.Failure(f"{files.uri(path)} holds a model of {artifact['symbol']}, not {symbol}")
-        version = hashlib.sha256(data).hexdigest()[:12]
-        files.write_bytes(promoted_artifact_path(symbol, version), data)
+    if promote:
+        read_fold(storage.storage, fold)  # a clear error for a missing or changed artifact
+        version = fold["model_version"]
     if version is None:
         status = "demoted" if previous else "none promoted"
     else:
         status = "kept" if version == previous else "promoted"
     if demo_run and version and not configured.passed:
         status += " on the demo rule only"
-    message = f"{symbol}: {status}" + (f" model {version}" if version else "") + f": {decision.reason}"
+    message = (
+        f"{key}: {status}"
+        + (f" fold model {version} of {fold['fold_month']}" if version else "")
+        + f": {reason}"
+    )
     (context.log.warning if status == "demoted" else context.log.info)(message)
     value = {
         "symbol": symbol,
+        "month": f"{month:%Y-%m}",
         "promoted": version is not None,
         "model_version": version,
-        "model_uri": files.uri(promoted_artifact_path(symbol, version)) if version else None,
+        "model_path": fold["model_path"] if version else None,
+        "model_uri": fold["model_uri"] if version else None,
+        "fold_month": fold["fold_month"] if fold else None,
+        "training_window": fold.get("training_window") if fold else None,
         "status": status,
-        "reason": decision.reason,
+        "reason": reason,
         "previous_model_version": previous,
         "rule": config.model_dump(),
-        "evidence": decision.details,
-        "source_lstm_model_run": source.get("run_model_uri"),
+        "judged": decision.details,
         "decided_at": datetime.now(UTC).isoformat(),
         **gate.labels(demo_run, configured.passed, configured.reason),
     }
@@ -147,10 +184,17 @@ def promoted_model(
         value,
         metadata={
             "status": status,
-            "reason": decision.reason,
+            "reason": reason,
             "model_version": version or "",
             "previous_model_version": previous or "",
-            "evidence": dg.MetadataValue.json(decision.details),
+            "fold_month": value["fold_month"] or "",
+            "fold_training_window": value["training_window"] or "",
+            "judged_months": ", ".join(decision.details.get("judged_months", [])),
+            "gate_passed": decision.passed,
+            "excess_net": round(decision.details.get("excess", float("nan")), 6),
+            "lower_bound": round(decision.details.get("lower_bound", float("nan")), 6),
+            "rule": dg.MetadataValue.json(config.model_dump()),
+            "judged": dg.MetadataValue.json(decision.details),
             **gate.labels(demo_run, configured.passed, configured.reason),
         },
     )
@@ -165,7 +209,7 @@ def promoted_model(
         "sentiment_features": dg.AssetIn(
             partition_mapping=previous_and_current_month, metadata={"allow_missing_partitions": True}
         ),
-        "promoted_model": dg.AssetIn(partition_mapping=SYMBOL_OF_MONTH),
+        "promoted_model": dg.AssetIn(partition_mapping=SAME_PARTITION),
     },
     # sentiment is optional to a month's signals (nulls are imputed as in training)
     automation_condition=dg.AutomationCondition.eager().ignore(
@@ -182,9 +226,12 @@ def signals(
     sentiment_features: dict[str, pl.DataFrame],
     promoted_model: dict[str, dict],
 ) -> dg.Output[pl.DataFrame]:
-    """The promoted model's class probabilities (p_down, p_flat, p_up), position and model version for every
-    minute of features of the month, each known at its minute's close. Incremental: a run scores only the
-    minutes after the newest stored signal. No promoted model: no new signals (metadata `status` says why)."""
+    """The month's promoted fold model on every minute of features: the fold's LSTM probabilities (p_down,
+    p_flat, p_up: the mean of its seeds), the score P(up) - P(down), and on the decision grid the position by
+    the fold's fitted rule (training/decisions.py, the verdict's function), each known at its minute's close.
+    Incremental: a run scores only the minutes after the newest stored signal, from the last decision's
+    position. No promoted model: a flat decision every 15 minutes (model_version "none"; metadata `status` says
+    why), so the paper ledger closes a position a demoted model left open."""
     key = context.partition_key
     symbol, month = split_key(key)
     start, end = month_window(f"{month:%Y-%m-%d}")
@@ -194,29 +241,33 @@ def signals(
     stored = scoring.empty_signals() if stored is None else stored
     after = stored["ts"].max() if stored.height else None
     frame = concat_partitions(features)
-    promotion = promoted_model.get(symbol, {})
+    promotion = promoted_model.get(str(key), {})
     metadata: dict = {}
     refused = gate.refusal(promotion, context.run.tags)  # a demo promotion outside the demo
     if not promotion.get("promoted") or refused:
-        new = scoring.empty_signals()
+        new = (
+            scoring.flat_signals(frame, start, end, after, HORIZON_MINUTES)
+            if frame.height
+            else stored.clear()
+        )
         metadata["status"] = refused or (
-            f"no promoted model: {promotion.get('reason', 'promoted_model not materialized')}"
+            f"no promoted model (flat): {promotion.get('reason', 'promoted_model not materialized')}"
         )
     else:
-        data = storage.storage.read_bytes(promoted_artifact_path(symbol, promotion["model_version"]))
-        variant = load_artifact(data, promotion["model_uri"])["variants"]["with_sentiment"]
+        fold = read_fold(storage.storage, promotion)
         new = scoring.score(
             frame,
             concat_partitions(sentiment_features),
-            variant,
+            fold,
             promotion["model_version"],
             start,
             end,
             after,
-            config.mode,
-            config.threshold,
+            scoring.previous_position(stored),
         )
-        metadata["status"] = f"scoring with model {promotion['model_version']}"
+        metadata["status"] = (
+            f"scoring with fold model {promotion['model_version']} of {promotion['fold_month']}"
+        )
     result = pl.concat([stored, new]) if new.height else stored
     month_features = frame.filter((pl.col("ts") >= start) & (pl.col("ts") < end)) if frame.height else frame
     newest_input = month_features["ts"].max() if month_features.height else None
@@ -243,11 +294,17 @@ def signals(
             {
                 "latest_signal_ts": str(last["ts"]),
                 "latest_position": int(last["position"]),
-                "latest_probability": round(float(max(last[c] for c in scoring.PROBABILITY_COLUMNS)), 4),
-                "latest_direction": max(scoring.PROBABILITY_COLUMNS, key=lambda c: last[c])[2:],
                 "model_version": last["model_version"],
             }
         )
+        if last["score"] is not None:  # a model's signal (flat decisions without a model have none)
+            metadata.update(
+                {
+                    "latest_score": round(float(last["score"]), 4),
+                    "latest_probability": round(float(max(last[c] for c in scoring.PROBABILITY_COLUMNS)), 4),
+                    "latest_direction": max(scoring.PROBABILITY_COLUMNS, key=lambda c: last[c])[2:],
+                }
+            )
     return dg.Output(result, metadata=metadata)
 
 
@@ -270,8 +327,8 @@ def paper_trades(
     signals: dict[str, pl.DataFrame],
     candles: dict[str, pl.DataFrame],
 ) -> dg.Output[pl.DataFrame]:
-    """Simulated trades (paper trading, no orders are sent) following the signals: decisions every
-    `rebalance_minutes`, filled at the next minute's open with the evaluation's fee and half-spread, one position
+    """Simulated trades (paper trading, no orders are sent) following the signals' decisions (the fold's
+    decision grid), filled at the next minute's open with the verdict's fee and half-spread, one position
     per symbol. Rows: the state the month opens with, then each fill with cash, units and equity after it.
     Re-running never trades twice; a month continues from the previous month's last state."""
     key = str(context.partition_key)

@@ -1,16 +1,16 @@
 """The paper-trading ledger and portfolio marks of one symbol: simulated fills, never real orders.
 
 Pure polars/numpy (no Dagster). Rules:
-- Decisions: signals on the rebalancing grid (minute divisible by `rebalance_minutes`, by default the
-  evaluation's 15-minute horizon), each known at its minute's close. A grid minute without a signal keeps
-  the position.
+- Decisions: the signals marked `decision` (the fold model's decision grid, every 15 minutes: the minutes the
+  walk-forward verdict trades), each known at its minute's close, its position from the one decision function
+  (training/decisions.py). A grid minute without a signal keeps the position.
 - Fill: at the open of the first candle after the decision minute (the next minute, or the next one that
   traded); a decision whose fill candle has not arrived yet is pending and is filled by a later run.
 - Sizing: one position per symbol, a target of position x equity (long_short: -1, 0, +1), equity marked at
   the fill minute's open. Only a change of target trades.
-- Costs: the evaluation's cost model (training/costs.py): the fill price is the open moved against the trade
-  by the half-spread (fixed bps, or SPREAD_FRACTION of the fill minute's high-low range), and the taker fee is
-  charged on the traded notional at that price.
+- Costs: the verdict's cost model (training/costs.py, walk_forward.trade_columns): the fill price is the open
+  moved against the trade by the half-spread (fixed bps, or SPREAD_FRACTION of the fill minute's high-low range),
+  and the taker fee is charged on the traded notional at that price.
 - Ledger rows: one "open" row carrying the state the month starts from (the previous month's last row, or the
   starting capital), then one "trade" row per fill, each with the state after it. A month's ledger holds the
   fills inside the month; the last processed decision is carried in every row, so `advance` only looks at
@@ -62,22 +62,21 @@ class PaperConfig:
     starting_capital: float = 10_000.0  # quote currency (USD)
     fee_bps: float = costs.DEFAULT_FEE_BPS
     half_spread_bps: float | None = None  # None: costs.SPREAD_FRACTION of the fill minute's high-low range
-    rebalance_minutes: int = 15  # the decision grid: the evaluation's horizon
 
     def __post_init__(self):
         costs.CostModel(self.fee_bps, self.half_spread_bps)  # validates the costs
-        if self.starting_capital <= 0 or self.rebalance_minutes < 1:
-            raise ValueError(f"need starting_capital > 0 and rebalance_minutes >= 1: {self}")
+        if self.starting_capital <= 0:
+            raise ValueError(f"need starting_capital > 0: {self}")
 
 
 def empty_ledger() -> pl.DataFrame:
     return pl.DataFrame(schema=LEDGER_SCHEMA)
 
 
-def fills(signals: pl.DataFrame, candles: pl.DataFrame, rebalance_minutes: int) -> pl.DataFrame:
-    """Grid decisions joined to their fill candle (the first candle after the decision minute); decisions
-    without one yet are left out (pending)."""
-    grid = signals.filter(pl.col("ts").dt.epoch("s") // 60 % rebalance_minutes == 0).sort("ts")
+def fills(signals: pl.DataFrame, candles: pl.DataFrame) -> pl.DataFrame:
+    """Decisions joined to their fill candle (the first candle after the decision minute); decisions without
+    one yet are left out (pending)."""
+    grid = signals.filter(pl.col("decision")).sort("ts")
     prices = candles.select(
         pl.col("ts").alias("fill_ts"), pl.col("open").alias("fill_open"), "high", "low", "close"
     ).sort("fill_ts")
@@ -107,7 +106,7 @@ def advance(
     fills after this month began) is rebuilt from the new opening."""
     if ledger.height and opening is not None and not _same_state(ledger.row(0, named=True), opening):
         ledger = empty_ledger()
-    candidates = fills(signals, candles, config.rebalance_minutes).filter(
+    candidates = fills(signals, candles).filter(
         (pl.col("fill_ts") >= month_start) & (pl.col("fill_ts") < month_end)
     )
     if ledger.height == 0:

@@ -92,7 +92,7 @@ def symbol_facts(
         ),
         None,
     )
-    promotion = latest_metadata(instance, "promoted_model", symbol)
+    promotion = latest_metadata(instance, "promoted_model", key)
     drawdown = latest_metadata(instance, "paper_portfolio", key).get("drawdown")
     return SymbolFacts(
         due_candle=due_candle,
@@ -140,7 +140,7 @@ def tick(instance: dg.DagsterInstance, cursor: str | None, now: datetime, log) -
         events.append(
             dg.AssetObservation(
                 asset_key=asset,
-                partition=alert.symbol if asset == "promoted_model" else f"{month}|{alert.symbol}",
+                partition=f"{month}|{alert.symbol}",
                 metadata={"alert": alert.kind, "message": alert.message},
             )
         )

@@ -3,9 +3,10 @@
 Pure numpy. The strategy trades on the N-minute grid (non-overlapping holding periods; see evaluation.py):
 - position: the predicted direction (argmax of the class probabilities) when its probability is at least
   `threshold`, else flat. long_short: down -> -1, up -> +1; long_flat: up -> +1; flat -> 0.
-- turnover: units of position traded at the start of a period (-1 -> +1 is 2 units). A period that does not
-  follow the previous one (grid minutes skipped for want of a usable prediction) was entered from flat, so it
-  pays to leave the previous position and to enter the new one.
+- turnover: units of position traded at the start of a period (-1 -> +1 is 2 units). With `follows_previous`
+  (model_evaluation's backtest), a period that does not follow the previous one (grid minutes skipped for want
+  of a usable prediction) was entered from flat, so it pays to leave the previous position and to enter the new
+  one; buy and hold, and the walk-forward verdict (decisions.py, as the paper ledger), hold through such gaps.
 - cost of a period = turnover x (fee + half-spread) in bps. The fee is the exchange's taker fee. The
   half-spread (what a market order pays over the mid, slippage included) is either a fixed number of bps or,
   by default, a quarter of the trade minute's high-low range (`SPREAD_FRACTION`): the range bounds what a

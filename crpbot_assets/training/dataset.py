@@ -131,9 +131,11 @@ def build_dataset(
     config: DatasetConfig = DatasetConfig(),
     symbol: str = "",
     cuts: SplitCuts | None = None,
+    require_test: bool = True,
 ) -> Dataset:
     """Join, label, split and fit the scaler; see the module docstring for every rule. `cuts` (the walk-forward's
-    fold) replaces the fractional split with explicit boundaries."""
+    fold) replaces the fractional split with explicit boundaries; `require_test=False` allows an empty test
+    segment (a fold model made before its test month has data)."""
     where = f" for {symbol}" if symbol else ""
     if features.height == 0:
         raise DatasetError(f"features{where}: no rows (materialize `features` first)")
@@ -207,7 +209,7 @@ def build_dataset(
         ]
     ).row(0, named=True)
     for name, count in labelled_per_split.items():
-        if count == 0:
+        if count == 0 and (require_test or name != "test"):
             raise DatasetError(
                 f"features{where}: the {name} segment is empty after a purge gap of {config.purge_minutes} minutes; "
                 f"{labelled.len()} labelled rows from {labelled[0]} to {labelled[-1]} are too few "

@@ -110,7 +110,8 @@ def evaluate_variant(dataset: Dataset, variant: dict, fee_bps: float) -> dict:
         "backtest_gross": {
             mode: backtest(y_pred[grid], fwd, 0.0, horizon, mode, follows) for mode in POSITIONS
         },
-        "buy_and_hold": backtest(np.full(grid.sum(), 2), fwd, fee_bps, horizon, "long_flat", follows),
+        # bought once, costs once: held across skipped grid minutes (a gap in the data is not a sale)
+        "buy_and_hold": backtest(np.full(grid.sum(), 2), fwd, fee_bps, horizon, "long_flat"),
         "test_first_ts": str(test["ts"][0]),
         "test_last_ts": str(test["ts"][-1]),
         "features": len(variant["feature_columns"]),

@@ -8,10 +8,21 @@ Pure numpy/polars. Input: the walk-forward predictions of each test month (walk_
   and months averaged; percentile interval over `resamples` draws (fixed seed).
 - Beating the baselines: the best baseline is the one with the best mean over months of the primary metric;
   a month counts as won when the LSTM beats every baseline that month (a stricter test than the best one).
-- Trading: the LSTM's positions (costs.py: threshold, mode) on the N-minute grid across all months, at the
-  chosen fee and half-spread; net equity compounds period returns; Sharpe is annualised from daily returns
-  (UTC days, sum of the day's period returns) times sqrt(365), no risk-free rate; turnover is in units of
-  position per day. The break-even fee and a sweep over fees use the same positions.
+- Trading comparison (the money): every traded model (lstm: the mean of the fold's LSTM seeds, logit, lgbm,
+  persist, buy_and_hold) trades its positions (`pos_<model>`: its fold's decision rule, fitted on validation) on
+  the decision grid: filled at the next minute's open, costs = turnover x (fee + the fill minute's half-spread),
+  positions held across grid minutes without a row and carried from month to month (as the paper ledger does;
+  buy and hold pays its entry once). Per model: net and gross return (compounded), turnover per day, exposure,
+  maximum drawdown of the net equity, break-even fee, Sharpe annualised from daily returns (UTC days, sum of the
+  day's period returns, times sqrt(365), no risk-free rate); per month and model the IC and rank IC of the score
+  (P(up) - P(down); persistence: its class) against the forward return over every test minute (qlib's IC).
+- Intervals on money: a two-level block bootstrap (`bootstrap_weights`): each draw resamples the months with
+  replacement, then, inside each drawn month, blocks of `block_days` consecutive days (circular within the
+  month) until the month's length; a model's draw is its summed daily net return over the drawn days.
+  `lstm_minus_best_net`: the LSTM's summed net minus the best trading baseline's, the maximum over baselines
+  taken inside each draw (the choice of the best is part of the statistic). The LSTM's probabilities are the mean
+  of the fold's S training seeds, so every seed enters every comparison; the interval covers test days and
+  months, not the training noise of that mean (one seed: none of it).
 - Sentiment ablation, paired by day and by training seed: the difference (with - without sentiment) of the
   primary metric and of log loss, per month the mean over the S training seeds of each seed's pair (lstm /
   nosent, lstm_s1 / nosent_s1, ...); its mean over months, interval, and the months won by the sentiment
@@ -32,10 +43,13 @@ import numpy as np
 import polars as pl
 
 from crpbot_assets.training import costs
+from crpbot_assets.training import decisions as dc
 from crpbot_assets.training.dataset import CLASSES
-from crpbot_assets.training.walk_forward import CLASS_MODELS, PROBABILITY_MODELS, seed_model
+from crpbot_assets.training.walk_forward import CLASS_MODELS, PROBABILITY_MODELS, TRADED_MODELS, seed_model
 
-BASELINES = ("logit", "lgbm", "majority", "persist")
+BASELINES = ("logit", "lgbm", "majority", "persist")  # classification baselines
+TRADING_BASELINES = tuple(m for m in TRADED_MODELS if m != "lstm")  # logit, lgbm, persist, buy_and_hold
+SCORED_MODELS = ("lstm", "logit", "lgbm", "persist")  # models with a score (IC)
 METRICS = ("acc", "bacc", "ll")
 EPS = 1e-7
 
@@ -46,14 +60,15 @@ class VerdictConfig:
     resamples: int = 1000
     seed: int = 0
     fee_bps: float = costs.DEFAULT_FEE_BPS
-    half_spread_bps: float | None = None  # None: costs.SPREAD_FRACTION of each trade minute's range
-    threshold: float = 0.0
-    mode: str = "long_short"
+    half_spread_bps: float | None = None  # None: costs.SPREAD_FRACTION of each fill minute's range
+    block_days: int = 1  # consecutive days per bootstrap block
 
     def __post_init__(self):
         if self.metric not in ("acc", "bacc"):
             raise ValueError(f"metric must be acc or bacc, got {self.metric!r}")
-        costs.CostModel(self.fee_bps, self.half_spread_bps, self.threshold, self.mode)  # validates
+        if self.block_days < 1 or self.resamples < 1:
+            raise ValueError(f"need block_days >= 1 and resamples >= 1: {self}")
+        costs.CostModel(self.fee_bps, self.half_spread_bps)  # validates
 
 
 def predicted_classes(frame: pl.DataFrame, model: str) -> np.ndarray:
@@ -181,8 +196,22 @@ def verdict(months: dict[str, pl.DataFrame], config: VerdictConfig = VerdictConf
             }
             for k in ablation_keys
         }
-    out["trading"] = trading(pl.concat(list(months.values()), how="vertical_relaxed"), config)
+    out["ic"] = {}
+    for month, frame in months.items():
+        values = information_coefficients(frame)
+        per_month[month].update(values)
+    for key_name in {k for month in months for k in per_month[month] if k.startswith(("ic/", "rank_ic/"))}:
+        out["ic"][key_name] = float(np.mean([per_month[month].get(key_name, np.nan) for month in months]))
+    out["trading"] = trading(months, config)
+    out["lstm_seeds"] = min(_seed_count(f, "lstm") for f in months.values())
     return out
+
+
+def _seed_count(frame: pl.DataFrame, name: str) -> int:
+    k = 0
+    while _has(frame, seed_model(name, k)):
+        k += 1
+    return k
 
 
 def seed_pairs(frame: pl.DataFrame) -> list[tuple[str, str]]:
@@ -227,68 +256,207 @@ def _has(frame: pl.DataFrame, model: str) -> bool:
     return model in frame.columns if model in CLASS_MODELS else f"{model}_up" in frame.columns
 
 
-def grid(frame: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
-    """Rows on the N-minute trading grid and whether each follows the previous grid minute."""
-    horizon = int(frame["horizon_minutes"][0])
-    minute = frame["ts"].dt.epoch("s").to_numpy() // 60
-    on_grid = minute % horizon == 0
-    grid_minutes = minute[on_grid]
-    follows = np.diff(grid_minutes, prepend=grid_minutes[:1] - horizon) == horizon
-    return frame.filter(pl.Series(on_grid)), follows
+def traded(months: dict[str, pl.DataFrame]) -> list[str]:
+    """The traded models every month has positions for, in TRADED_MODELS order."""
+    return [m for m in TRADED_MODELS if all(f"pos_{m}" in f.columns for f in months.values())]
 
 
-def trading(frame: pl.DataFrame, config: VerdictConfig) -> dict:
-    """Net equity, daily-return Sharpe, turnover, break-even fee and a fee sweep of the LSTM strategy."""
-    rows, follows = grid(frame.sort("ts"))
-    position = costs.positions_from_probabilities(probabilities(rows, "lstm"), config.mode, config.threshold)
+def trading_periods(months: dict[str, pl.DataFrame], config: VerdictConfig) -> dict:
+    """Decisions of every traded model over the months (sorted, carried across months): `ts`, `month` (index
+    into the sorted months), and per model decisions.simulate's arrays plus `position`."""
+    labels = sorted(months)
+    rows = pl.concat(
+        [
+            months[k]
+            .filter(pl.col("ts").dt.epoch("s") // 60 % pl.col("horizon_minutes") == 0)
+            .with_columns(pl.lit(j, pl.Int32).alias("_month"))
+            for j, k in enumerate(labels)
+        ],
+        how="diagonal_relaxed",
+    ).sort("ts")
     spread = (
         rows["half_spread_bps"].fill_null(0.0).to_numpy().astype(np.float64)
         if config.half_spread_bps is None
-        else config.half_spread_bps
+        else np.full(rows.height, config.half_spread_bps)
     )
-    fwd = rows["fwd_return"].to_numpy()
-    period = costs.simulate(position, fwd, config.fee_bps, spread, follows)
-    hold = costs.simulate(np.ones(len(fwd)), fwd, config.fee_bps, spread, follows)
-    day = rows["ts"].dt.truncate("1d").to_numpy()
+    returns = rows["trade_return"].fill_null(0.0).to_numpy().astype(np.float64)
+    out = {"ts": rows["ts"], "month": rows["_month"].to_numpy(), "labels": labels, "models": {}}
+    for m in traded(months):
+        position = rows[f"pos_{m}"].fill_null(strategy="forward").fill_null(0).to_numpy().astype(np.float64)
+        out["models"][m] = {**dc.simulate(position, returns, spread, config.fee_bps), "position": position}
+        out["models"][m]["spread_bps"] = spread
+    return out
+
+
+def daily_nets(periods: dict) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(days, month index of each day, {model: summed net return of each day})."""
+    day = periods["ts"].dt.truncate("1d").to_numpy()
     days, index = np.unique(day, return_inverse=True)
-    daily = np.bincount(index, weights=period["net"], minlength=len(days))
-    std = daily.std()
-    equity = np.cumprod(1.0 + period["net"])
-    return {
-        "periods": len(position),
-        "days": len(days),
-        "total_return": float(equity[-1] - 1.0) if len(equity) else 0.0,
-        "gross_return": float(np.prod(1.0 + period["gross"]) - 1.0) if len(equity) else 0.0,
-        "sharpe_daily_ann": float(daily.mean() / std * np.sqrt(365)) if std > 0 else 0.0,
-        "turnover_per_day": float(period["turnover"].sum() / max(1, len(days))),
-        "exposure": float(np.mean(position != 0)) if len(position) else 0.0,
-        "break_even_fee_bps": costs.break_even_fee_bps(period["gross"], period["spread"], period["turnover"]),
-        "mean_half_spread_bps": float(np.mean(spread)) if len(position) else 0.0,
-        "fee_sweep": {
-            str(fee): value
-            for fee, value in costs.fee_sweep(period["gross"], period["spread"], period["turnover"]).items()
-        },
-        "equity": equity,
-        "hold_equity": np.cumprod(1.0 + hold["net"]),
-        "ts": rows["ts"],
+    month_of_day = np.zeros(len(days), np.int64)
+    month_of_day[index] = periods["month"]
+    nets = {
+        m: np.bincount(index, weights=r["net"], minlength=len(days)) for m, r in periods["models"].items()
     }
+    return days, month_of_day, nets
+
+
+def bootstrap_weights(
+    month_of_day: np.ndarray, resamples: int, block_days: int, rng: np.random.Generator
+) -> np.ndarray:
+    """(resamples, days) counts of each day in each draw: months resampled with replacement, then blocks of
+    `block_days` consecutive days (circular within the month) until the month's length (module docstring)."""
+    months = np.unique(month_of_day)
+    day_lists = [np.flatnonzero(month_of_day == m) for m in months]
+    weights = np.zeros((resamples, len(month_of_day)))
+    for r in range(resamples):
+        for j in rng.integers(0, len(months), len(months)):
+            days = day_lists[j]
+            n = len(days)
+            block = min(block_days, n)
+            starts = rng.integers(0, n, -(-n // block))
+            picked = ((starts[:, None] + np.arange(block)[None, :]) % n).ravel()[:n]
+            np.add.at(weights[r], days[picked], 1.0)
+    return weights
+
+
+def excess_over_best(
+    nets: dict[str, np.ndarray], weights: np.ndarray, model: str = "lstm", baselines=TRADING_BASELINES
+) -> tuple[float, np.ndarray]:
+    """(point, draws) of `model`'s summed daily net minus the best baseline's, the best taken in each draw."""
+    present = [b for b in baselines if b in nets]
+    point = float(nets[model].sum() - max(nets[b].sum() for b in present))
+    draws = weights @ nets[model] - np.max(np.stack([weights @ nets[b] for b in present]), axis=0)
+    return point, draws
+
+
+def max_drawdown(net: np.ndarray) -> float:
+    """The largest fall of the compounded net equity from its running peak (<= 0; the start counts as 1)."""
+    if not len(net):
+        return 0.0
+    equity = np.concatenate([[1.0], np.cumprod(1.0 + net)])
+    return float(np.min(equity / np.maximum.accumulate(equity) - 1.0))
+
+
+def information_coefficients(frame: pl.DataFrame) -> dict[str, float]:
+    """`ic/<model>` and `rank_ic/<model>`: correlation of the score with the forward return over the rows."""
+    out = {}
+    fwd = frame["fwd_return"]
+    for m in SCORED_MODELS:
+        if not _has(frame, m):
+            continue
+        if m in CLASS_MODELS:
+            values = dc.class_score(frame[m].to_numpy())
+        else:
+            values = dc.score(probabilities(frame, m))
+        both = pl.DataFrame({"s": values, "r": fwd}).drop_nulls().drop_nans()
+        out[f"ic/{m}"] = _correlation(both["s"], both["r"])
+        out[f"rank_ic/{m}"] = _correlation(both["s"].rank(), both["r"].rank())
+    return out
+
+
+def _correlation(a: pl.Series, b: pl.Series) -> float:
+    if a.len() < 3 or a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(np.corrcoef(a.to_numpy(), b.to_numpy())[0, 1])
+
+
+def trading(months: dict[str, pl.DataFrame], config: VerdictConfig) -> dict:
+    """The trading comparison over the months (module docstring): per model net/gross return, turnover,
+    exposure, max drawdown, break-even fee, Sharpe, net interval; LSTM minus the best baseline with its
+    interval; the LSTM's fee sweep and equity curves."""
+    if not traded(months):
+        return {"decisions": 0, "days": 0, "models": {}, "equity": {}, "ts": pl.Series("ts", [])}
+    periods = trading_periods(months, config)
+    days, month_of_day, nets = daily_nets(periods)
+    rng = np.random.default_rng([config.seed, 2])
+    weights = bootstrap_weights(month_of_day, config.resamples, config.block_days, rng)
+    per_model = {}
+    for m, r in periods["models"].items():
+        daily = nets[m]
+        std = daily.std()
+        per_model[m] = {
+            "net_return": float(np.prod(1.0 + r["net"]) - 1.0),
+            "gross_return": float(np.prod(1.0 + r["gross"]) - 1.0),
+            "summed_net": float(r["net"].sum()),
+            "summed_net_ci": _interval(weights @ daily),
+            "cost": float((r["fee"] + r["spread"]).sum()),
+            "turnover_per_day": float(r["turnover"].sum() / max(1, len(days))),
+            "exposure": float(np.mean(r["position"] != 0)) if len(r["position"]) else 0.0,
+            "max_drawdown": max_drawdown(r["net"]),
+            "break_even_fee_bps": costs.break_even_fee_bps(r["gross"], r["spread"], r["turnover"]),
+            "sharpe_daily_ann": float(daily.mean() / std * np.sqrt(365)) if std > 0 else 0.0,
+        }
+    out: dict = {"decisions": len(periods["ts"]), "days": len(days), "models": per_model}
+    if "lstm" in nets and any(b in nets for b in TRADING_BASELINES):
+        point, draws = excess_over_best(nets, weights)
+        out["lstm_minus_best_net"] = {"mean": point, "ci": _interval(draws)}
+        out["best_trading_baseline"] = max(
+            (b for b in TRADING_BASELINES if b in nets), key=lambda b: nets[b].sum()
+        )
+    if "lstm" in periods["models"]:
+        r = periods["models"]["lstm"]
+        out["fee_sweep"] = {
+            str(fee): value for fee, value in costs.fee_sweep(r["gross"], r["spread"], r["turnover"]).items()
+        }
+        out["mean_half_spread_bps"] = float(np.mean(r["spread_bps"])) if len(r["spread_bps"]) else 0.0
+    out["equity"] = {m: np.cumprod(1.0 + r["net"]) for m, r in periods["models"].items()}
+    out["ts"] = periods["ts"]
+    return out
+
+
+def comparison_table(report: dict) -> str:
+    """The trading comparison as a small markdown table (one row per traded model)."""
+    t = report["trading"]
+    ic = report.get("ic", {})
+    lines = [
+        "| model | net return | 95 % interval (summed) | turnover/day | max drawdown | break-even fee bps | IC | rank IC |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def number(value: float, spec: str, missing: str) -> str:
+        return missing if value is None or value != value else format(value, spec)
+
+    for m, r in t["models"].items():
+        low, high = r["summed_net_ci"]
+        lines.append(
+            f"| {m} | {r['net_return']:+.2%} | [{low:+.2%}, {high:+.2%}] | {r['turnover_per_day']:.2f} | "
+            f"{r['max_drawdown']:.2%} | {number(r['break_even_fee_bps'], '.1f', 'no trade')} | "
+            f"{number(ic.get(f'ic/{m}'), '+.4f', 'n/a')} | {number(ic.get(f'rank_ic/{m}'), '+.4f', 'n/a')} |"
+        )
+    return "\n".join(lines)
 
 
 def headline(report: dict) -> str:
-    """One paragraph a person reads first."""
+    """One paragraph a person reads first: the money, then classification, then the ablation."""
     key = report["metric"]
     mean = report["mean"]
     lstm = mean[f"{key}/lstm"]
     best = report["best_baseline"]
     t = report["trading"]
+    seeds = report.get("lstm_seeds", 0)
+    noise = "none of it" if seeds <= 1 else "not the training noise of their mean"
     text = (
-        f"{report['n_months']} test month(s): LSTM {key} {lstm['mean']:.4f} "
-        f"[{lstm['ci'][0]:.4f}, {lstm['ci'][1]:.4f}] vs best baseline {best} {mean[f'{key}/{best}']['mean']:.4f}; "
-        f"LSTM - best {report['lstm_minus_best']['mean']:+.4f} [{report['lstm_minus_best']['ci'][0]:+.4f}, "
-        f"{report['lstm_minus_best']['ci'][1]:+.4f}]; months beating every baseline "
-        f"{report['months_beating_baselines']:.0%}. Net return {t['total_return']:+.2%} "
-        f"(gross {t['gross_return']:+.2%}), Sharpe {t['sharpe_daily_ann']:.2f} (annualised, daily returns), "
-        f"turnover {t['turnover_per_day']:.1f}/day, break-even fee {t['break_even_fee_bps']:.2f} bps."
+        f"{report['n_months']} test month(s); the LSTM is the mean of {seeds} training seed(s): intervals cover "
+        f"test days and months, {noise}."
+    )
+    if "lstm" in t["models"]:
+        m = t["models"]["lstm"]
+        text += (
+            f" LSTM net return {m['net_return']:+.2%} (gross {m['gross_return']:+.2%}), turnover "
+            f"{m['turnover_per_day']:.2f}/day, max drawdown {m['max_drawdown']:.2%}, break-even fee "
+            + (f"{m['break_even_fee_bps']:.2f} bps" if m["turnover_per_day"] > 0 else "n/a (no trade)")
+            + f", Sharpe {m['sharpe_daily_ann']:.2f} (annualised, daily returns)."
+        )
+    if "lstm_minus_best_net" in t:
+        d = t["lstm_minus_best_net"]
+        text += (
+            f" LSTM - best trading baseline (summed net, best chosen per draw; best overall "
+            f"{t['best_trading_baseline']}): {d['mean']:+.2%} [{d['ci'][0]:+.2%}, {d['ci'][1]:+.2%}]."
+        )
+    text += (
+        f" Classification: LSTM {key} {lstm['mean']:.4f} [{lstm['ci'][0]:.4f}, {lstm['ci'][1]:.4f}] vs best "
+        f"baseline {best} {mean[f'{key}/{best}']['mean']:.4f}; months beating every baseline "
+        f"{report['months_beating_baselines']:.0%}; LSTM IC {report['ic'].get('ic/lstm', float('nan')):+.4f}."
     )
     if "ablation" in report:
         a = report["ablation"][key]

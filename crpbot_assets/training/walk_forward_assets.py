@@ -1,25 +1,44 @@
-"""Walk-forward assets: walk_forward_predictions (symbol x test month) -> walk_forward_report (per symbol).
+"""Walk-forward assets: fold_model (symbol x month, the month in progress included) -> walk_forward_predictions
+(symbol x complete month) -> walk_forward_report (per symbol).
 
-Not recomputing unchanged months: the predictions asset has a `code_version` and reports a content
-`data_version` (a hash of the fold's rows, scaler and settings). Before training, it compares that hash with the
-partition's latest materialization: equal -> the stored predictions are returned as they are, nothing trains.
-A fold's model is stored under the hash of its training rows and settings, so a quarter's months (quarterly
-retraining) and re-runs reuse it instead of training again. Automation (`eager`) asks for a month when an
-input month was re-materialized; the hash check makes that cheap when the data did not actually change.
-The predictions' month dimension holds complete months only (the month in progress is never a test month).
+The deployed procedure is the walk-forward procedure. `fold_model[M]` is the model that trades month M: trained on
+the trailing window before M (walk_forward.plan_fold: window, purge, validation part) with only the inputs that
+varied in training, through the `training_launcher` (every LSTM seed; with and without sentiment), plus logistic
+regression and LightGBM on the same training rows and every model's decision rule fitted on the window's
+validation part (walk_forward.fit_fold). It can be made as soon as M - 1 is complete (its inputs end there).
+When M is complete, `walk_forward_predictions[M]` scores M with that same fold model, byte for byte (no training
+there), with the serving code `signals` uses: M is one more out-of-sample month of the procedure.
+
+Not recomputing: a fold's LSTM is stored under the hash of its training rows and settings
+(`walk_forward_models/<symbol>/<id>.pt`), the fold model under the hash of those models, the settings and the
+window's candles (`fold_models/<symbol>/<id>.pt`): re-runs and unchanged inputs reuse them. A range run
+(single-run backfill) trains every fold's jobs through one function, `train_folds`, then fits and commits the
+folds one partition at a time (`common/ranges.py`).
 """
 
+import hashlib
 import time
+from collections.abc import Mapping
+from typing import Optional
 
 import dagster as dg
 import polars as pl
 
-from crpbot_assets.common.io_manager import partition_path
-from crpbot_assets.common.partitions import all_months_of_symbol, split_key, symbol_partitions
+from crpbot_assets.common.io_manager import concat_partitions
+from crpbot_assets.common.partitions import (
+    all_months_of_symbol,
+    split_key,
+    symbol_month_key,
+    symbol_month_partitions,
+    symbol_partitions,
+)
 from crpbot_assets.common.plots import line_plot
+from crpbot_assets.common.ranges import run_partitions
 from crpbot_assets.common.resources import StorageResource
+from crpbot_assets.common.storage import Storage
 from crpbot_assets.common.symbols import HISTORY_START
 from crpbot_assets.training import dataset as ds
+from crpbot_assets.training import decisions as dc
 from crpbot_assets.training import verdict as vd
 from crpbot_assets.training import walk_forward as wf
 from crpbot_assets.training.artifacts import load_artifact
@@ -37,6 +56,7 @@ from crpbot_assets.training.walk_forward_page import publish as publish_page
 GROUP = "walk_forward"
 complete_months = dg.MonthlyPartitionsDefinition(start_date=HISTORY_START.strftime("%Y-%m-%d"), end_offset=0)
 test_month_partitions = dg.MultiPartitionsDefinition({"symbol": symbol_partitions, "month": complete_months})
+GPU_SEEDS, CPU_SEEDS = 3, 1  # default LSTM seeds per fold where the launcher trains on a GPU / on a CPU
 
 BaselineSettings = _config_from(
     "BaselineSettings", BaselineConfig, "Baseline settings (crpbot_assets.training.baselines.BaselineConfig)."
@@ -44,43 +64,64 @@ BaselineSettings = _config_from(
 ReportSettings = _config_from(
     "ReportSettings",
     vd.VerdictConfig,
-    "Verdict settings (crpbot_assets.training.verdict.VerdictConfig): primary metric, bootstrap draws, fee, "
-    "half-spread (None: from the candles), probability threshold and strategy mode.",
+    "Verdict settings (crpbot_assets.training.verdict.VerdictConfig): primary classification metric, bootstrap "
+    "draws and seed, fee, half-spread (None: from each fill minute) and bootstrap block length in days.",
 )
 
 
-class WalkForwardSettings(dg.Config):
-    """Model, dataset and baseline settings of every fold; val_fraction is the window's latest share used for
-    early stopping. The window length and retraining frequency shape the partition mapping, so they are
-    arguments of `build_walk_forward_assets` (see training/definitions.py)."""
+class DecisionSettings(dg.Config):
+    """How each model's decision rule is fitted on the fold's validation part (training/decisions.py)."""
+
+    fee_bps: float = dc.DecisionConfig.fee_bps
+    mode: str = dc.DecisionConfig.mode
+    min_ic_t: float = dc.DecisionConfig.min_ic_t
+
+
+class FoldSettings(dg.Config):
+    """Model, dataset, baseline and decision settings of every fold; val_fraction is the window's latest share
+    used for early stopping and for fitting the decision rules. The window length and retraining frequency shape
+    the partition mapping, so they are arguments of `build_walk_forward_assets` (see training/definitions.py)."""
 
     model: LstmConfig = LstmConfig()
     dataset: DatasetSettings = DatasetSettings()
     baselines: BaselineSettings = BaselineSettings()
+    decisions: DecisionSettings = DecisionSettings()
     val_fraction: float = wf.WalkForwardConfig.val_fraction
-    seeds: int = 1
-    """LSTM pairs (with / without sentiment) trained per fold, with seeds model.seed, model.seed + 1, ...: the
-    sentiment ablation's interval covers training randomness only with several (3 or more)."""
+    seeds: Optional[int] = None
+    """LSTM pairs (with / without sentiment) trained per fold, seeds model.seed, model.seed + 1, ...; the fold's
+    LSTM is their mean. None: 3 where the launcher trains on a GPU (EC2), 1 on a CPU (the verdict's intervals
+    then ignore training noise)."""
 
 
-def _trailing(months: int) -> dg.AssetIn:
-    mapping = dg.MultiPartitionMapping(
+def default_seeds(launcher) -> int:
+    from crpbot_assets.launchers.ec2 import EC2TrainingLauncher
+
+    return GPU_SEEDS if isinstance(launcher, EC2TrainingLauncher) else CPU_SEEDS
+
+
+def _months_mapping(start_offset: int, end_offset: int) -> dg.MultiPartitionMapping:
+    return dg.MultiPartitionMapping(
         {
             "symbol": dg.DimensionPartitionMapping("symbol", dg.IdentityPartitionMapping()),
             "month": dg.DimensionPartitionMapping(
                 "month",
                 dg.TimeWindowPartitionMapping(
-                    start_offset=-months, end_offset=0, allow_nonexistent_upstream_partitions=True
+                    start_offset=start_offset,
+                    end_offset=end_offset,
+                    allow_nonexistent_upstream_partitions=True,
                 ),
             ),
         }
     )
-    return dg.AssetIn(partition_mapping=mapping, metadata={"allow_missing_partitions": True})
 
 
-def _concat(frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
-    parts = [f for f in frames.values() if f.height]
-    return pl.concat(parts, how="vertical_relaxed").sort("ts") if parts else pl.DataFrame()
+def _inputs(start_offset: int, end_offset: int, lazy: bool = False) -> dg.AssetIn:
+    metadata = {"allow_missing_partitions": True, **({"lazy_partitions": True} if lazy else {})}
+    return dg.AssetIn(
+        partition_mapping=_months_mapping(start_offset, end_offset),
+        metadata=metadata,
+        **({"dagster_type": dg.Any} if lazy else {}),
+    )
 
 
 def _identity_options(model: dict) -> dict:
@@ -90,147 +131,297 @@ def _identity_options(model: dict) -> dict:
     }
 
 
-def predictions_relative_path(key: str) -> str:
-    return partition_path(dg.AssetKey("walk_forward_predictions"), key) + ".parquet"
+def _window(frames: Mapping[str, pl.DataFrame], symbol: str, first, last) -> pl.DataFrame:
+    """The symbol's months [first, last) of a (lazy) partitioned input, concatenated."""
+    keys = []
+    month = first
+    while month < last:
+        keys.append(str(symbol_month_key(symbol, month)))
+        month = wf.shift_months(month, 1)
+    return concat_partitions({k: frames[k] for k in keys if k in frames})
+
+
+def fold_model_path(symbol: str, fold_id: str) -> str:
+    return f"fold_models/{symbol}/{fold_id}.pt"
+
+
+def read_fold(files: Storage, value: dict) -> dict:
+    """The fold model a fold_model value names, checked byte for byte against its version."""
+    data = files.read_bytes(value["model_path"])
+    if hashlib.sha256(data).hexdigest()[:12] != value["model_version"]:
+        raise dg.Failure(
+            f"{files.uri(value['model_path'])} is not fold model version {value['model_version']} (changed on disk)"
+        )
+    return wf.load_fold(data, files.uri(value["model_path"]))
+
+
+def train_folds(
+    context: dg.AssetExecutionContext, launcher: TrainingLauncher, jobs: list[dict]
+) -> list[dict]:
+    """Train every job of the run (one job = one LSTM seed of one fold: `extras` for the training entry point,
+    `label` for the log); returns each job's training metadata, in order. The one place a run's training is
+    launched: a launcher that trains many jobs at once replaces this body."""
+    results = []
+    for i, job in enumerate(jobs):
+        context.log.info(f"training {i + 1}/{len(jobs)}: {job['label']}")
+        started = time.perf_counter()
+        result = launcher.run(context, job["extras"]).get_materialize_result()
+        metadata = {
+            k: (v.value if isinstance(v, dg.MetadataValue) else v) for k, v in (result.metadata or {}).items()
+        }
+        results.append({**metadata, "seconds": round(time.perf_counter() - started, 1)})
+    return results
 
 
 def build_walk_forward_assets(
     window_months: int = wf.WalkForwardConfig.window_months, retrain: str = wf.WalkForwardConfig.retrain
 ) -> list:
-    """The two assets for a trailing window of `window_months` and `retrain` monthly or quarterly."""
+    """The three assets for a trailing window of `window_months` and `retrain` monthly or quarterly."""
     shape = wf.WalkForwardConfig(window_months=window_months, retrain=retrain)
-    upstream = _trailing(shape.months_before)
+    before = _inputs(-shape.months_before, -1, lazy=True)
+
+    @dg.asset(
+        partitions_def=symbol_month_partitions,
+        ins={"features": before, "sentiment_features": before, "candles": before},
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        code_version=wf.CODE_VERSION,
+        pool=GPU_POOL,  # training instances at once, shared with lstm_model: the account's quota
+        automation_condition=dg.AutomationCondition.eager(),
+        kinds={"pytorch", "lightgbm"},
+        group_name=GROUP,
+        description=(
+            f"The model that trades the month: trained on the trailing {window_months} month(s) before it "
+            f"(retrained {retrain}), ending a purge gap before the month, inputs that varied in training only; "
+            "LSTM seeds (with and without sentiment) through the training launcher, logistic regression and "
+            "LightGBM on the same rows, and each model's cost-aware decision rule fitted on the window's "
+            "validation part. Stored by content hash; the value names the fold, its window and its rules."
+        ),
+    )
+    def fold_model(
+        context: dg.AssetExecutionContext,
+        config: FoldSettings,
+        storage: StorageResource,
+        training_launcher: dg.ResourceParam[TrainingLauncher],
+        features: Mapping[str, pl.DataFrame],
+        sentiment_features: Mapping[str, pl.DataFrame],
+        candles: Mapping[str, pl.DataFrame],
+    ):
+        files = storage.storage
+        seeds = config.seeds if config.seeds is not None else default_seeds(training_launcher)
+        if seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {seeds}")
+        dataset_config = ds.DatasetConfig(**config.dataset.model_dump())
+        shape_config = wf.WalkForwardConfig(window_months, retrain, config.val_fraction)
+        model = config.model.model_dump()
+        seed_models = [{**model, "seed": model["seed"] + k} for k in range(seeds)]
+        plans, jobs, queued = {}, [], set()
+        for key in sorted(map(str, context.partition_keys)):  # 1: every fold's training rows, once
+            symbol, month = split_key(key)
+            fold = wf.plan_fold(month, shape_config, dataset_config)
+            # the window up to the model month (its first month when retrained quarterly: one fold a quarter)
+            prices = _window(candles, symbol, fold.window_start, fold.model_month)
+            try:
+                dataset, dropped = wf.fold_training_data(
+                    _window(features, symbol, fold.window_start, fold.model_month),
+                    _window(sentiment_features, symbol, fold.window_start, fold.model_month),
+                    prices,
+                    fold,
+                    dataset_config,
+                    symbol,
+                )
+            except ds.DatasetError as exc:  # e.g. too little history before the month: no fold, said so
+                context.log.warning(f"{key}: no fold model: {exc}")
+                plans[key] = {"error": str(exc)}
+                continue
+            part = wf.training_part(dataset)
+            part_id = wf.model_fingerprint(part, {})
+            part_path = f"walk_forward_datasets/{symbol}/{part_id}.parquet"
+            if not files.exists(part_path):
+                files.write_with(part_path, lambda out, part=part: ds.write_parquet(part, out))
+            model_ids = [wf.model_fingerprint(part, _identity_options(m)) for m in seed_models]
+            for k, (seed_model, model_id) in enumerate(zip(seed_models, model_ids)):
+                model_path = f"walk_forward_models/{symbol}/{model_id}.pt"
+                if (
+                    files.exists(model_path) or model_path in queued
+                ):  # stored, or a month of this run shares it
+                    context.log.info(f"{key}: seed {seed_model['seed']} already trained ({model_id}); reused")
+                    continue
+                queued.add(model_path)
+                extras = {
+                    "symbol": symbol,
+                    "dataset_uri": files.uri(part_path),
+                    "model_uri": files.uri(model_path),
+                    "config": seed_model,
+                }
+                jobs.append(
+                    {
+                        "label": f"{key} seed {seed_model['seed']} ({k + 1}/{seeds})",
+                        "extras": extras,
+                        "key": key,
+                    }
+                )
+            cuts = fold.cuts(dataset.frame["ts"].min())
+            plans[key] = {
+                "fold": fold,
+                "part_path": part_path,
+                "model_ids": model_ids,
+                "dropped": dropped,
+                "inputs": len(dataset.feature_columns),
+                "window": f"{dataset.frame['ts'].min():%Y-%m-%d %H:%M} .. {cuts.val_end:%Y-%m-%d %H:%M}",
+                "train_end": str(cuts.train_end),
+                "val_end": str(cuts.val_end),
+                "candles_id": wf.fingerprint(prices),
+            }
+            del dataset, part, prices
+        trained = train_folds(context, training_launcher, jobs)  # 2: every job of the run through one seam
+        seconds = {}
+        for job, result in zip(jobs, trained):
+            seconds[job["key"]] = seconds.get(job["key"], 0.0) + result["seconds"]
+
+        def fit_one(key: str) -> dict:  # 3: baselines and rules per fold, committed one partition at a time
+            symbol, month = split_key(key)
+            plan = plans[key]
+            if "error" in plan:
+                context.add_asset_metadata(
+                    {"fold_month": f"{month:%Y-%m}", "no_fold": plan["error"]}, partition_key=key
+                )
+                return {
+                    "symbol": symbol,
+                    "fold_month": f"{month:%Y-%m}",
+                    "model_version": None,
+                    "no_fold": plan["error"],
+                }
+            settings = {
+                "baselines": config.baselines.model_dump(),
+                "decisions": config.decisions.model_dump(),
+            }
+            fold_id = wf.fingerprint(
+                pl.DataFrame(), wf.CODE_VERSION, plan["model_ids"], settings, plan["candles_id"]
+            )
+            path = fold_model_path(symbol, fold_id)
+            reused = files.exists(path)
+            if reused:
+                data = files.read_bytes(path)
+                context.log.info(f"{key}: fold model {fold_id} already made; reused")
+            else:
+                part = ds.from_parquet_bytes(
+                    files.read_bytes(plan["part_path"]), files.uri(plan["part_path"])
+                )
+                artifacts = [
+                    load_artifact(files.read_bytes(f"walk_forward_models/{symbol}/{i}.pt"))
+                    for i in plan["model_ids"]
+                ]
+                fitted = wf.fit_fold(
+                    part,
+                    artifacts,
+                    _window(candles, symbol, plan["fold"].window_start, plan["fold"].model_month),
+                    BaselineConfig(**settings["baselines"]),
+                    dc.DecisionConfig(**settings["decisions"]),
+                    context.log.info,
+                )
+                data = wf.save_fold({**fitted, "dropped_inputs": plan["dropped"], "fold_id": fold_id})
+                files.write_bytes(path, data)
+            fold = wf.load_fold(data, files.uri(path))
+            version = hashlib.sha256(data).hexdigest()[:12]
+            rules = {m: {k: r.get(k) for k in ("enter", "exit", "reason")} for m, r in fold["rules"].items()}
+            value = {
+                "symbol": symbol,
+                "fold_month": f"{month:%Y-%m}",
+                "model_month": f"{plan['fold'].model_month:%Y-%m}",
+                "training_window": plan["window"],
+                "train_end": plan["train_end"],
+                "val_end": plan["val_end"],
+                "purge_minutes": dataset_config.purge_minutes,
+                "inputs": fold["inputs"],
+                "dropped_inputs": fold["dropped_inputs"],
+                "model_ids": plan["model_ids"],
+                "seeds": len(plan["model_ids"]),
+                "fold_id": fold_id,
+                "model_version": version,
+                "model_path": path,
+                "model_uri": files.uri(path),
+                "rules": rules,
+            }
+            context.add_asset_metadata(
+                {
+                    "fold_month": value["fold_month"],
+                    "model_version": version,
+                    "training_window": value["training_window"],
+                    "train_end": value["train_end"],
+                    "purge_minutes": value["purge_minutes"],
+                    "inputs_used": len(value["inputs"]),
+                    "dropped_inputs": ", ".join(value["dropped_inputs"]) or "none",
+                    "seeds": value["seeds"],
+                    "model_ids": ", ".join(value["model_ids"]),
+                    "reused": reused,
+                    "train_seconds": seconds.get(key, 0.0),
+                    "rules": dg.MetadataValue.json(rules),
+                    **{f"rule/{m}": r["reason"] for m, r in rules.items()},
+                },
+                partition_key=key,
+            )
+            context.log.info(f"{key}: fold model {version} ({'reused' if reused else 'made'})")
+            return value
+
+        return dg.Output(run_partitions(context, fit_one))
 
     @dg.asset(
         partitions_def=test_month_partitions,
-        ins={"features": upstream, "sentiment_features": upstream, "candles": upstream},
+        ins={
+            "fold_model": dg.AssetIn(partition_mapping=_months_mapping(0, 0)),
+            "features": _inputs(-1, 0),
+            "sentiment_features": _inputs(-1, 0),
+            "candles": _inputs(-1, 0),
+        },
         code_version=wf.CODE_VERSION,
-        pool=GPU_POOL,  # one GPU instance per slot, shared with lstm_model: the account's quota
         automation_condition=dg.AutomationCondition.eager(),
         kinds={"pytorch", "lightgbm", "parquet"},
         group_name=GROUP,
         description=(
-            f"Out-of-sample class probabilities for every minute of the test month from an LSTM (with and "
-            f"without sentiment) trained on the trailing {window_months} month(s), retrained {retrain}, ending a "
-            "purge gap before the month; plus logistic regression, LightGBM, majority and persistence baselines "
-            "on the same rows, the label and the forward return."
+            "The complete month scored by its own fold model (the model that traded it), with the serving code "
+            "of `signals`: every model's class probabilities (the fold's LSTM: the mean of its seeds; per seed; "
+            "without sentiment; logistic regression, LightGBM, majority, persistence), label, forward return, "
+            "the fill-based trade return and half-spread of each decision, and each traded model's position by "
+            "its fitted decision rule."
         ),
     )
     def walk_forward_predictions(
         context: dg.AssetExecutionContext,
-        config: WalkForwardSettings,
         storage: StorageResource,
-        training_launcher: dg.ResourceParam[TrainingLauncher],
+        fold_model: dict[str, dict],
         features: dict[str, pl.DataFrame],
         sentiment_features: dict[str, pl.DataFrame],
         candles: dict[str, pl.DataFrame],
     ) -> dg.Output[pl.DataFrame]:
-        symbol, month = split_key(context.partition_key)
-        dataset_config = ds.DatasetConfig(**config.dataset.model_dump())
-        fold = wf.plan_fold(
-            month,
-            wf.WalkForwardConfig(window_months, retrain, config.val_fraction),
-            dataset_config,
-        )
-        prices = _concat(candles)
-        dataset = wf.fold_dataset(
-            _concat(features), _concat(sentiment_features), prices, fold, dataset_config, symbol
-        )
-        if config.seeds < 1:
-            raise ValueError(f"seeds must be >= 1, got {config.seeds}")
-        model = config.model.model_dump()
-        train_part = wf.training_part(dataset)
-        seed_models = [{**model, "seed": model["seed"] + k} for k in range(config.seeds)]
-        model_ids = [wf.model_fingerprint(train_part, _identity_options(m)) for m in seed_models]
-        model_id = model_ids[0]
-        test_prices = prices.filter((pl.col("ts") >= fold.test_start) & (pl.col("ts") < fold.test_end))
-        inputs_id = wf.fingerprint(
-            dataset.frame,
-            model_id if config.seeds == 1 else model_ids,  # one seed: the fingerprint of before seeds existed
-            wf.fingerprint(test_prices),
-            config.baselines.model_dump(),
-        )
-        files = storage.storage
-        stored = predictions_relative_path(context.partition_key)
-        cuts = fold.cuts(dataset.frame["ts"].min())
-        base_metadata = {
-            "inputs_fingerprint": inputs_id,
-            "model_fingerprint": model_id,
-            "window": f"{dataset.frame['ts'].min():%Y-%m-%d %H:%M} .. {cuts.val_end:%Y-%m-%d %H:%M}",
-            "train_end": str(cuts.train_end),
-            "purge_minutes": dataset_config.purge_minutes,
-            "model_month": f"{fold.model_month:%Y-%m}",
-            "seeds": config.seeds,
+        key = str(context.partition_key)
+        _, month = split_key(key)
+        value = fold_model[key]
+        if not value.get("model_version"):
+            raise dg.Failure(f"{key}: fold_model has no model for this month: {value.get('no_fold')}")
+        fold = read_fold(storage.storage, value)
+        prices = concat_partitions(candles)
+        rows = wf.month_rows(concat_partitions(features), concat_partitions(sentiment_features), prices, fold)
+        frame, info = wf.score_rows(rows, fold, prices, month, wf.shift_months(month, 1), context.log.info)
+        scores = {**vd.month_scores(frame), **vd.information_coefficients(frame)}
+        positions = {
+            f"exposure/{m}": round(float(frame[f"pos_{m}"].drop_nulls().abs().mean() or 0.0), 4)
+            for m in wf.TRADED_MODELS
         }
-        if _latest_fingerprint(context) == inputs_id and files.exists(stored):
-            context.log.info(
-                f"{context.partition_key}: inputs unchanged since the last materialization; reused"
-            )
-            frame = files.read_parquet(stored)
-            return dg.Output(
-                frame,
-                metadata={**base_metadata, "rows": frame.height, "reused": True},
-                data_version=dg.DataVersion(inputs_id),
-            )
-        trained: dict = {}
-        artifacts = []
-        for k, (seed_model, seed_id) in enumerate(zip(seed_models, model_ids)):
-            model_path = f"walk_forward_models/{symbol}/{seed_id}.pt"
-            if files.exists(model_path):
-                context.log.info(
-                    f"{symbol} {fold.model_month:%Y-%m}: model {seed_id} (seed {seed_model['seed']}) already "
-                    "trained; reused"
-                )
-            else:
-                context.log.info(
-                    f"{symbol} {fold.model_month:%Y-%m}: training seed {seed_model['seed']} "
-                    f"({k + 1}/{config.seeds})"
-                )
-                data_path = f"walk_forward_datasets/{symbol}/{seed_id}.parquet"
-                files.write_with(data_path, lambda out, part=train_part: ds.write_parquet(part, out))
-                started = time.perf_counter()
-                extras = {
-                    "symbol": symbol,
-                    "dataset_uri": files.uri(data_path),
-                    "model_uri": files.uri(model_path),
-                    "config": {**seed_model, "sentiment_ablation": True},
-                }
-                result = training_launcher.run(context, extras).get_materialize_result()
-                if k == 0:
-                    trained = {
-                        f"train/{key}": v
-                        for key, v in (result.metadata or {}).items()
-                        if key.endswith(("best_epoch", "epochs_run", "samples_per_s", "device"))
-                    }
-                trained["train/seconds"] = round(
-                    trained.get("train/seconds", 0.0) + time.perf_counter() - started, 1
-                )
-            artifacts.append(load_artifact(files.read_bytes(model_path), files.uri(model_path)))
-        started = time.perf_counter()
-        frame, info = wf.predict_fold(
-            dataset,
-            artifacts[0],
-            test_prices,
-            BaselineConfig(**config.baselines.model_dump()),
-            context.log.info,
-            seed_artifacts=tuple(artifacts[1:]),
-        )
-        scores = vd.month_scores(frame)
-        context.log.info(
-            f"{context.partition_key}: {frame.height:,} test minutes; "
-            + ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if k.startswith("bacc/"))
-        )
         return dg.Output(
             frame,
             metadata={
-                **base_metadata,
-                **trained,
+                "model_version": value["model_version"],
+                "fold_month": value["fold_month"],
+                "training_window": value["training_window"],
                 **info,
-                "predict_seconds": round(time.perf_counter() - started, 1),
-                **{k: round(v, 4) for k, v in scores.items() if k.startswith(("acc/", "bacc/"))},
-                "reused": False,
+                **{
+                    k: round(v, 4)
+                    for k, v in scores.items()
+                    if k.startswith(("acc/", "bacc/", "ic/", "rank_ic/"))
+                },
+                **positions,
             },
-            data_version=dg.DataVersion(inputs_id),
+            data_version=dg.DataVersion(wf.fingerprint(frame)),
         )
 
     @dg.asset(
@@ -250,59 +441,61 @@ def build_walk_forward_assets(
         storage: StorageResource,
         walk_forward_predictions: dict[str, pl.DataFrame],
     ) -> dg.Output[dict]:
-        """The verdict over every materialized test month: accuracy, balanced accuracy and log loss per month for
-        the LSTM and each baseline, means with day-bootstrap 95 % intervals, the share of months the LSTM beats
-        every baseline, net equity and Sharpe (annualised from daily returns) after fee and half-spread,
-        turnover, break-even fee, returns over a range of fees, and the paired sentiment ablation."""
+        """The verdict over every materialized test month. First the money: per traded model (lstm, logit,
+        lgbm, persist, buy_and_hold) net return after fee and half-spread, turnover, maximum drawdown, break-even
+        fee, IC and rank IC, and the LSTM minus the best baseline with a block-bootstrap interval (days, months
+        as a level); then accuracy, balanced accuracy and log loss per month and model, and the paired sentiment
+        ablation."""
         months = {f"{split_key(key)[1]:%Y-%m}": frame for key, frame in walk_forward_predictions.items()}
         report = vd.verdict(months, vd.VerdictConfig(**config.model_dump()))
         text = vd.headline(report)
-        context.log.info(f"{context.partition_key}: {text}")
+        context.log.info(f"{context.partition_key}: {text}\n{vd.comparison_table(report)}")
         metadata = _report_metadata(context.partition_key, report, text)
         metadata["report page"] = publish_page(storage.storage, context.partition_key, report, text)
         return dg.Output(_json_ready(report), metadata=metadata)
 
-    return [walk_forward_predictions, walk_forward_report]
-
-
-def _latest_fingerprint(context: dg.AssetExecutionContext) -> str | None:
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[context.partition_key]), limit=1
-    ).records
-    if not records:
-        return None
-    value = records[0].asset_materialization.metadata.get("inputs_fingerprint")
-    return value.value if value is not None else None
+    return [fold_model, walk_forward_predictions, walk_forward_report]
 
 
 def _json_ready(report: dict) -> dict:
-    trading = {k: v for k, v in report["trading"].items() if k not in ("equity", "hold_equity", "ts")}
+    trading = {k: v for k, v in report["trading"].items() if k not in ("equity", "ts")}
     return {**report, "trading": trading}
 
 
 def _report_metadata(symbol: str, report: dict, text: str) -> dict:
     key = report["metric"]
     mean = report["mean"]
-    best = report["best_baseline"]
     trading = report["trading"]
     months = list(report["months"])
-    metadata: dict = {"headline": dg.MetadataValue.md(text), "months": len(months), "best baseline": best}
+    metadata: dict = {
+        "headline": dg.MetadataValue.md(text),
+        "trading comparison": dg.MetadataValue.md(vd.comparison_table(report)),
+        "months": len(months),
+        "best baseline": report["best_baseline"],
+    }
+    for name, r in trading["models"].items():
+        metadata[f"net return/{name}"] = round(r["net_return"], 4)
+        metadata[f"net return ci/{name}"] = "[{:.4f}, {:.4f}] (summed)".format(*r["summed_net_ci"])
+        metadata[f"turnover per day/{name}"] = round(r["turnover_per_day"], 3)
+        metadata[f"max drawdown/{name}"] = round(r["max_drawdown"], 4)
+        metadata[f"break-even fee bps/{name}"] = round(r["break_even_fee_bps"], 2)
+        if f"ic/{name}" in report["ic"]:
+            metadata[f"ic/{name}"] = round(report["ic"][f"ic/{name}"], 4)
+            metadata[f"rank ic/{name}"] = round(report["ic"][f"rank_ic/{name}"], 4)
+    if "lstm_minus_best_net" in trading:
+        metadata["lstm-best net"] = round(trading["lstm_minus_best_net"]["mean"], 4)
+        metadata["lstm-best net ci"] = "[{:.4f}, {:.4f}]".format(*trading["lstm_minus_best_net"]["ci"])
     for name, value in mean.items():
         metadata[name] = round(value["mean"], 4)
         metadata[f"{name} ci"] = f"[{value['ci'][0]:.4f}, {value['ci'][1]:.4f}]"
     metadata["lstm-best"] = round(report["lstm_minus_best"]["mean"], 4)
     metadata["lstm-best ci"] = "[{:.4f}, {:.4f}]".format(*report["lstm_minus_best"]["ci"])
     metadata["months won"] = round(report["months_beating_baselines"], 3)
-    metadata["net return"] = round(trading["total_return"], 4)
-    metadata["gross return"] = round(trading["gross_return"], 4)
-    metadata["sharpe (ann., daily)"] = round(trading["sharpe_daily_ann"], 3)
-    metadata["turnover/day"] = round(trading["turnover_per_day"], 2)
-    metadata["break-even fee bps"] = round(trading["break_even_fee_bps"], 2)
-    metadata["half-spread bps"] = round(trading["mean_half_spread_bps"], 2)
-    metadata["fees"] = dg.MetadataValue.md(
-        "| fee bps | net return |\n|---|---|\n"
-        + "\n".join(f"| {fee} | {value:+.2%} |" for fee, value in trading["fee_sweep"].items())
-    )
+    if "fee_sweep" in trading:
+        metadata["fees"] = dg.MetadataValue.md(
+            "| fee bps | LSTM net return |\n|---|---|\n"
+            + "\n".join(f"| {fee} | {value:+.2%} |" for fee, value in trading["fee_sweep"].items())
+        )
     curves = {m: [report["months"][month][f"{key}/{m}"] for month in months] for m in ("lstm", *vd.BASELINES)}
     metadata["per-month plot"] = line_plot(
         {m: v for m, v in curves.items() if not any(x != x for x in v)},
@@ -312,8 +505,8 @@ def _report_metadata(symbol: str, report: dict, text: str) -> dict:
         x=months,
     )
     metadata["equity plot"] = line_plot(
-        {"LSTM": trading["equity"].tolist(), "buy & hold": trading["hold_equity"].tolist()},
-        f"{symbol}: net equity (fee + half-spread)",
+        {m: e.tolist() for m, e in trading["equity"].items()},
+        f"{symbol}: net equity per model (fee + half-spread)",
         "time",
         "equity",
         x=trading["ts"].to_list(),
@@ -326,11 +519,4 @@ def _report_metadata(symbol: str, report: dict, text: str) -> dict:
         metadata["ablation ll"] = round(report["ablation"]["ll"]["mean"], 4)
         metadata["ablation ll ci"] = "[{:.4f}, {:.4f}]".format(*report["ablation"]["ll"]["ci"])
         metadata["ablation seeds"] = ablation["seeds"]
-        metadata["ablation plot"] = line_plot(
-            {"with - without sentiment": ablation["per_month"], "zero": [0.0] * len(months)},
-            f"{symbol}: sentiment ablation, {key} difference per month",
-            "month",
-            key,
-            x=months,
-        )
     return metadata

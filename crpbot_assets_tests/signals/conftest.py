@@ -1,9 +1,11 @@
-"""Signals fixtures: synthetic candles/features of March 2024 (February as warm-up) and a real model artifact
-(a small seeded LSTM, untrained: its probabilities vary with the inputs, which is all scoring tests need)."""
+"""Signals fixtures: synthetic candles/features of March 2024 (February as warm-up) and a real fold model
+artifact (a small seeded LSTM, untrained: its probabilities vary with the inputs, which is all scoring tests
+need; logistic regression and LightGBM fitted on noise; a threshold rule that trades)."""
 
 from dataclasses import asdict
 from datetime import UTC, datetime
 
+import numpy as np
 import polars as pl
 import pytest
 import torch
@@ -11,7 +13,10 @@ import torch
 from crpbot_assets.features.compute import features_for_month
 from crpbot_assets.replay import synthetic
 from crpbot_assets.sentiment.features import FEATURE_COLUMNS as SENTIMENT_COLUMNS
-from crpbot_assets.training.artifacts import save_artifact
+from crpbot_assets.training import baselines as bl
+from crpbot_assets.training import decisions as dc
+from crpbot_assets.training import walk_forward as wf
+from crpbot_assets.training.artifacts import load_artifact, save_artifact
 from crpbot_assets.training.model import LSTMClassifier
 from crpbot_assets.training.train import TrainConfig
 from crpbot_assets_tests.training.conftest import one_torch_thread  # noqa: F401 (autouse fixture)
@@ -67,3 +72,41 @@ def features(candles) -> pl.DataFrame:
 @pytest.fixture(scope="module")
 def artifact(features) -> bytes:
     return make_artifact(features)
+
+
+RULE = {"format": dc.RULE_FORMAT, "kind": "threshold", "mode": "long_short", "enter": 0.01, "exit": 0.0}
+
+
+def make_fold(features: pl.DataFrame, seed: int = 0, rule: dict = RULE) -> dict:
+    """A fold model (walk_forward.fit_fold's format) around make_artifact's LSTM: every input of `features`
+    plus the sentiment columns, baselines fitted on noise, `rule` for every traded model."""
+    variant = load_artifact(make_artifact(features, seed))["variants"]["with_sentiment"]
+    rng = np.random.default_rng(seed)
+    inputs = variant["feature_columns"]
+    x, y = rng.normal(size=(600, len(inputs))), rng.integers(0, 3, 600)
+    logistic = bl.fit_logistic(x, y, bl.BaselineConfig(logistic_iterations=5), False)
+    booster = bl.fit_lightgbm(x[:400], y[:400], x[400:], y[400:], bl.BaselineConfig(lgbm_rounds=3), False)
+    return {
+        "format": wf.FOLD_FORMAT,
+        "symbol": SYMBOL,
+        "inputs": inputs,
+        "sequence_length": CONFIG.sequence_length,
+        "horizon_minutes": 15,
+        "dead_zone_bps": 10.0,
+        "scaler_mean": variant["scaler_mean"],
+        "scaler_std": variant["scaler_std"],
+        "clip": 10.0,
+        "lstm": [{"with_sentiment": variant}],
+        "logit": {k: torch.from_numpy(v) for k, v in logistic.items()},
+        "lgbm": booster.model_to_string(),
+        "majority": 1,
+        "rules": {m: dict(rule) for m in ("lstm", "logit", "lgbm", "persist")}
+        | {"buy_and_hold": dc.hold_rule()},
+        "fit_info": {},
+        "dropped_inputs": [],
+    }
+
+
+@pytest.fixture(scope="module")
+def fold(features) -> dict:
+    return make_fold(features)

@@ -1,10 +1,14 @@
 """End to end on the replay server: as the replay's clock moves through March 2024 (the month in progress of
 this test), candles -> features -> signals -> paper_trades -> paper_portfolio gain exactly the new minutes, the
-trades follow the signals with the stated fills and costs, and re-running changes nothing.
+trades follow the signals with the stated fills and costs, and re-running changes nothing. The model in
+`signals` is byte for byte the fold model of the month; a retrained `lstm_model` changes nothing downstream;
+promotion, replacement and demotion are recorded with the version replaced.
 
-lstm_model and walk_forward_report are stand-ins with the real keys (training is tested in training/): the
-model is a real artifact, the report passes the default rule."""
+fold_model and walk_forward_predictions are stand-ins with the real keys and partitions (training is tested in
+training/): the fold model is a real artifact, the record of December..February is one where the LSTM beats
+every baseline after costs (the default gate passes) or loses (it fails)."""
 
+import hashlib
 from datetime import timedelta
 
 import dagster as dg
@@ -13,45 +17,56 @@ import polars as pl
 import pytest
 
 from crpbot_assets.candles.assets import candles as candles_asset
-from crpbot_assets.common.partitions import symbol_month_key, symbol_month_partitions, symbol_partitions
+from crpbot_assets.common.partitions import split_key, symbol_month_key, symbol_month_partitions
 from crpbot_assets.common.resources import StorageResource
+from crpbot_assets.definitions import defs
 from crpbot_assets.features.assets import features as features_asset
 from crpbot_assets.replay import coinbase
 from crpbot_assets.replay.server import ReplayServer
 from crpbot_assets.signals import ledger as lg
 from crpbot_assets.signals.assets import paper_portfolio, paper_trades, promoted_model, signals
-from crpbot_assets.training.assets import model_relative_path
+from crpbot_assets.training import walk_forward as wf
+from crpbot_assets.training.walk_forward_assets import fold_model_path, test_month_partitions
 from crpbot_assets_tests.candles.conftest import FAST, fast_coinbase
-from crpbot_assets_tests.signals.conftest import (
-    FEB,
-    MARCH,
-    SYMBOL,
-    make_artifact,
-    march_candles,
-    march_features,
-)
-from crpbot_assets_tests.signals.test_promotion_alerts import report
+from crpbot_assets_tests.signals.conftest import FEB, MARCH, SYMBOL, make_fold, march_candles, march_features
+from crpbot_assets_tests.signals.test_promotion_alerts import record
 
 CLOCK = [(MARCH + timedelta(days=4, hours=6)).timestamp()]
 MARCH_KEY = symbol_month_key(SYMBOL, MARCH)
 FEB_KEY = symbol_month_key(SYMBOL, FEB)
-ARTIFACT = make_artifact(march_features(march_candles()))
+FOLDS = {seed: wf.save_fold(make_fold(march_features(march_candles()), seed)) for seed in (0, 1)}
+RECORD = {
+    "won": record(0.004, months=("2023-12", "2024-01", "2024-02")),
+    "lost": record(-0.004, months=("2023-12", "2024-01", "2024-02")),
+}
+WORLD = {"fold": 0, "record": "won"}  # what the stand-ins produce next
 
 
-@dg.asset(name="lstm_model", partitions_def=symbol_partitions)
-def lstm_model_stand_in(storage: StorageResource) -> dg.MaterializeResult:
-    storage.storage.write_bytes(model_relative_path(SYMBOL), ARTIFACT)
-    return dg.MaterializeResult()
+@dg.asset(name="fold_model", partitions_def=symbol_month_partitions)
+def fold_model_stand_in(context: dg.AssetExecutionContext, storage: StorageResource) -> dict:
+    symbol, month = split_key(context.partition_key)
+    data = FOLDS[WORLD["fold"]]
+    version = hashlib.sha256(data).hexdigest()[:12]
+    path = fold_model_path(symbol, version)
+    storage.storage.write_bytes(path, data)
+    return {
+        "fold_month": f"{month:%Y-%m}",
+        "training_window": "2023-03-01 00:00 .. 2024-02-15 00:00",
+        "model_version": version,
+        "model_path": path,
+        "model_uri": storage.storage.uri(path),
+    }
 
 
-@dg.asset(name="walk_forward_report", partitions_def=symbol_partitions)
-def report_stand_in() -> dict:
-    return report([0.02, 0.01, 0.03])
+@dg.asset(name="walk_forward_predictions", partitions_def=test_month_partitions)
+def predictions_stand_in(context: dg.AssetExecutionContext) -> pl.DataFrame:
+    return RECORD[WORLD["record"]][f"{split_key(context.partition_key)[1]:%Y-%m}"]
 
 
 SENTIMENT = dg.AssetSpec("sentiment_features", partitions_def=symbol_month_partitions)  # never materialized
 PIPELINE = [candles_asset, features_asset, signals, paper_trades, paper_portfolio]
-ASSETS = [lstm_model_stand_in, report_stand_in, promoted_model, SENTIMENT, *PIPELINE]
+ASSETS = [fold_model_stand_in, predictions_stand_in, promoted_model, SENTIMENT, *PIPELINE]
+GATE = [fold_model_stand_in, predictions_stand_in, promoted_model]
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +75,9 @@ def server():
         yield replay
 
 
-def _run(selection, partition, resources, instance):
+def _run(selection, partition, resources, instance, assets=ASSETS):
     result = dg.materialize(
-        ASSETS, selection=selection, partition_key=partition, resources=resources, instance=instance
+        assets, selection=selection, partition_key=partition, resources=resources, instance=instance
     )
     assert result.success
     return result
@@ -81,6 +96,17 @@ def _tick(resources, instance) -> dict:
     return {name: _meta(result, name) for name in ("signals", "paper_trades", "paper_portfolio")}
 
 
+def _record(resources, instance, assets=ASSETS) -> None:
+    for month in ("2023-12-01", "2024-01-01", "2024-02-01"):
+        _run(
+            ["walk_forward_predictions"],
+            dg.MultiPartitionKey({"symbol": SYMBOL, "month": month}),
+            resources,
+            instance,
+            assets,
+        )
+
+
 def test_signals_and_paper_trades_follow_the_replay_clock(server, storage_resources, instance):
     resources = {**storage_resources, "coinbase": fast_coinbase(server)}
     files = storage_resources["storage"].storage
@@ -88,9 +114,14 @@ def test_signals_and_paper_trades_follow_the_replay_clock(server, storage_resour
     _run(
         ["features"], FEB_KEY, resources, instance
     )  # warms up March's first windows (no January: fewer rows)
-    _run(["lstm_model", "walk_forward_report"], SYMBOL, resources, instance)
-    promoted = _meta(_run(["promoted_model"], SYMBOL, resources, instance), "promoted_model")
-    assert promoted["status"] == "promoted" and promoted["model_version"]
+    WORLD.update(fold=0, record="won")
+    _record(resources, instance)
+    _run(["fold_model"], MARCH_KEY, resources, instance)
+    promoted = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance), "promoted_model")
+    assert promoted["status"] == "promoted" and promoted["fold_month"] == "2024-03"
+    assert promoted["judged_months"] == "2023-12, 2024-01, 2024-02" and promoted["lower_bound"] > 0
+    stored_fold = files.read_json(f"fold_model/symbol={SYMBOL}/month=2024-03-01.json")
+    assert promoted["model_version"] == stored_fold["model_version"]
 
     first = _tick(resources, instance)
     stored_signals = files.read_parquet("signals/symbol=BTC-USD/month=2024-03-01.parquet")
@@ -98,7 +129,13 @@ def test_signals_and_paper_trades_follow_the_replay_clock(server, storage_resour
     # a signal for every feature minute with a complete window (sequence_length 10: February rows fill it)
     assert stored_signals["ts"].equals(month_features["ts"])
     assert stored_signals["ts"].max() < MARCH + timedelta(days=4, hours=6)
-    assert first["signals"]["model_version"] == promoted["model_version"]
+    # the version in signals is the fold model of the month being scored, byte for byte
+    assert first["signals"]["model_version"] == promoted["model_version"] == stored_fold["model_version"]
+    assert (
+        hashlib.sha256(files.read_bytes(stored_fold["model_path"])).hexdigest()[:12]
+        == stored_fold["model_version"]
+    )
+    assert set(stored_signals["model_version"]) == {stored_fold["model_version"]}
     assert first["paper_trades"]["new_trades"] > 0
 
     CLOCK[0] += 3 * 3600  # three hours later
@@ -143,22 +180,47 @@ def test_signals_and_paper_trades_follow_the_replay_clock(server, storage_resour
     assert files.read_parquet("paper_trades/symbol=BTC-USD/month=2024-03-01.parquet").equals(ledger)
     assert files.read_parquet("paper_portfolio/symbol=BTC-USD/month=2024-03-01.parquet").equals(portfolio)
 
+    # demoted (the record now says the LSTM loses): signals turn to flat decisions, the ledger closes
+    WORLD.update(record="lost")
+    _record(resources, instance)
+    demoted = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance), "promoted_model")
+    assert demoted["status"] == "demoted" and demoted["previous_model_version"] == promoted["model_version"]
+    CLOCK[0] += 3600
+    flat = _tick(resources, instance)
+    assert flat["signals"]["status"].startswith("no promoted model (flat)")
+    assert flat["signals"]["model_version"] == "none" and flat["signals"]["latest_position"] == 0
+    closed = files.read_parquet("paper_trades/symbol=BTC-USD/month=2024-03-01.parquet")
+    assert closed.head(ledger.height).equals(ledger) and closed["position"][-1] == 0
+    if ledger["position"][-1] != 0:  # a position was open: closed by a fill of the flat signals
+        assert closed["model_version"][-1] == "none"
 
-def test_no_promotion_means_no_signals_and_the_reason_is_shown(server, storage_resources, instance):
-    resources = {**storage_resources, "coinbase": fast_coinbase(server)}
-    _run(["lstm_model"], SYMBOL, resources, instance)
 
-    @dg.asset(name="walk_forward_report", partitions_def=symbol_partitions)
-    def failing_report() -> dict:
-        return report([-0.02, 0.01, -0.03])
+def test_promotion_replacement_and_demotion_are_recorded(storage_resources, instance):
+    resources = storage_resources
+    WORLD.update(fold=0, record="won")
+    _record(resources, instance, GATE)
+    _run(["fold_model"], MARCH_KEY, resources, instance, GATE)
+    first = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance, GATE), "promoted_model")
+    again = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance, GATE), "promoted_model")
+    assert first["status"] == "promoted" and again["status"] == "kept"
+    assert again["model_version"] == again["previous_model_version"] == first["model_version"]
+    WORLD.update(fold=1)  # the fold is remade (other weights): the new version replaces the old one
+    _run(["fold_model"], MARCH_KEY, resources, instance, GATE)
+    replaced = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance, GATE), "promoted_model")
+    assert replaced["status"] == "promoted" and replaced["previous_model_version"] == first["model_version"]
+    assert replaced["model_version"] != first["model_version"]
+    WORLD.update(record="lost")  # the record now says the LSTM loses: demoted, the replaced version recorded
+    _record(resources, instance, GATE)
+    demoted = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance, GATE), "promoted_model")
+    assert demoted["status"] == "demoted" and demoted["model_version"] == ""
+    assert demoted["previous_model_version"] == replaced["model_version"] and demoted["gate_passed"] is False
+    again = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance, GATE), "promoted_model")
+    assert again["status"] == "none promoted" and again["previous_model_version"] == ""
 
-    result = dg.materialize(
-        [lstm_model_stand_in, failing_report, promoted_model],
-        selection=["walk_forward_report", "promoted_model"],
-        partition_key=SYMBOL,
-        resources=resources,
-        instance=instance,
-    )
-    meta = _meta(result, "promoted_model")
-    assert meta["status"] == "none promoted"
-    assert "beat the best baseline (lgbm) in 1 of the latest 3" in meta["reason"]
+
+def test_a_retrained_lstm_model_changes_nothing_downstream():
+    graph = defs.resolve_asset_graph()
+    downstream = dg.AssetSelection.assets("lstm_model").downstream().resolve(graph)
+    assert {k.to_user_string() for k in downstream} == {"lstm_model", "model_evaluation"}
+    upstream = dg.AssetSelection.assets("signals").upstream().resolve(graph)
+    assert dg.AssetKey("fold_model") in upstream and dg.AssetKey("lstm_model") not in upstream

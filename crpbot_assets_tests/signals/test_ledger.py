@@ -9,7 +9,7 @@ from crpbot_assets.signals import ledger as lg
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 END = datetime(2024, 4, 1, tzinfo=UTC)
-CONFIG = lg.PaperConfig(starting_capital=1000.0, fee_bps=10.0, half_spread_bps=5.0, rebalance_minutes=15)
+CONFIG = lg.PaperConfig(starting_capital=1000.0, fee_bps=10.0, half_spread_bps=5.0)
 
 
 def minute(m: int) -> datetime:
@@ -37,6 +37,7 @@ def signals_for(positions: dict[int, int]) -> pl.DataFrame:
             "p_down": [0.2] * len(positions),
             "p_flat": [0.3] * len(positions),
             "p_up": [0.5] * len(positions),
+            "decision": [m % 15 == 0 for m in sorted(positions)],  # the decision grid
             "position": [positions[m] for m in sorted(positions)],
             "model_version": ["v1"] * len(positions),
         }

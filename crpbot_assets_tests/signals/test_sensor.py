@@ -55,7 +55,7 @@ def test_a_stall_after_the_limit_alerts_once_turns_the_check_red_then_green(inst
     arrived = datetime.now(UTC)
     newest = arrived.replace(second=0, microsecond=0) - timedelta(minutes=1)
     key = f"{month_key(arrived)}|BTC-USD"
-    _report(instance, "promoted_model", "BTC-USD", model_version="v1")
+    _report(instance, "promoted_model", key, model_version="v1")
     _report(instance, "signals", key, latest_signal_ts=str(newest - timedelta(minutes=60)))
     messages, events, cursor = _tick(instance, None, arrived + timedelta(minutes=1))  # first sight
     assert messages == [] and events == []
@@ -77,7 +77,7 @@ def test_a_stall_after_the_limit_alerts_once_turns_the_check_red_then_green(inst
     _report(instance, "signals", key, latest_signal_ts=str(newest))  # signals catch up
     messages, events, cursor = _tick(instance, cursor, at_limit + timedelta(minutes=6))
     assert messages == [] and _keep_up(instance) == [False, True]
-    _report(instance, "promoted_model", "BTC-USD", model_version="v2")
+    _report(instance, "promoted_model", key, model_version="v2")
     messages, _, cursor = _tick(instance, cursor, at_limit + timedelta(minutes=7))
     assert messages == ["BTC-USD: promoted model changed from v1 to v2"]
     assert set(json.loads(cursor)["seen"]) >= {"BTC-USD"}
@@ -86,7 +86,7 @@ def test_a_stall_after_the_limit_alerts_once_turns_the_check_red_then_green(inst
 def test_start_up_reports_the_state_as_a_check_but_no_alert(instance):
     now = datetime.now(UTC)
     key = f"{month_key(now)}|BTC-USD"
-    _report(instance, "promoted_model", "BTC-USD", model_version="v1")
+    _report(instance, "promoted_model", key, model_version="v1")
     _report(instance, "candles", key, last_ts=str(now - timedelta(minutes=1)))
     _report(instance, "paper_portfolio", key, drawdown=-0.3)
     messages, events, _ = _tick(instance, None, now + timedelta(hours=2))  # stalled and deep in drawdown
@@ -98,7 +98,7 @@ def test_a_demo_only_promotion_is_not_a_traded_model(instance):
     now = datetime.now(UTC)
     key = f"{month_key(now)}|BTC-USD"
     demo = {"demo_rule": True, "passes_configured_gate": False, "configured_gate_reason": "1 of 3 months"}
-    _report(instance, "promoted_model", "BTC-USD", model_version="v1", **demo)
+    _report(instance, "promoted_model", key, model_version="v1", **demo)
     _report(instance, "candles", key, last_ts=str(now - timedelta(minutes=1)))
     _, events, cursor = _tick(instance, None, now + timedelta(minutes=1))
     _, events, cursor = _tick(instance, cursor, now + timedelta(hours=2))

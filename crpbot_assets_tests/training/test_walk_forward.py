@@ -110,8 +110,20 @@ def test_planted_pattern_is_found_only_by_models_trained_after_it_starts(world, 
                 assert scores[model] > naive + 0.03, (model, scores)
             else:
                 assert scores[model] < naive + 0.01, (model, scores)
-    # the same rows for every model: one frame, no nulls
-    assert late.select(pl.all().is_null().any()).row(0) == (False,) * late.width
+    # the same rows for every model: one frame, no nulls but off the decision grid (positions, trade returns)
+    grid = late["ts"].dt.minute() % 15 == 0
+    on_grid = late.filter(grid).drop("trade_return")  # the month's last decision may lack a later fill
+    assert on_grid.select(pl.all().is_null().any()).row(0) == (False,) * on_grid.width
+    off = late.filter(~grid).drop([c for c in late.columns if c.startswith("pos_") or c == "trade_return"])
+    assert off.select(pl.all().is_null().any()).row(0) == (False,) * off.width
+    # a decision trades from the next minute's open to the next decision's fill, as the ledger fills it
+    candles = world[0].filter(pl.col("ts") >= month(6))
+    first = late.filter(grid).row(0, named=True)
+    fill = candles.filter(pl.col("ts") > first["ts"]).row(0, named=True)
+    assert first["fill_open"] == fill["open"]
+    assert first["half_spread_bps"] == pytest.approx(
+        25 * (fill["high"] - fill["low"]) / fill["close"] * 1e2, rel=1e-5
+    )
 
 
 def test_shuffled_labels_leave_every_model_at_chance(world, tmp_path):
@@ -193,7 +205,9 @@ def _predictions(days: int, seed: int, start: datetime, edge: float = 0.0) -> pl
     right = rng.random(n) < 1 / 3 + edge
     pred = np.where(right, label, (label + rng.integers(1, 3, n)) % 3)
     columns = {}
-    for model, guess in (("lstm", pred), ("nosent", rng.integers(0, 3, n)), ("logit", rng.integers(0, 3, n))):
+    guessing = rng.integers(0, 3, n)  # without sentiment: at random
+    models = (("lstm", pred), ("lstm_s0", pred), ("nosent", guessing), ("nosent_s0", guessing))
+    for model, guess in (*models, ("logit", rng.integers(0, 3, n))):
         probabilities = np.full((n, 3), 0.25)
         probabilities[np.arange(n), guess] = 0.5
         columns.update({f"{model}_{c}": probabilities[:, i] for i, c in enumerate(("down", "flat", "up"))})
@@ -206,7 +220,10 @@ def _predictions(days: int, seed: int, start: datetime, edge: float = 0.0) -> pl
             "majority": np.ones(n, np.int8),
             "persist": rng.integers(0, 3, n).astype(np.int8),
             "half_spread_bps": np.full(n, 1.0),
+            "trade_return": np.where(label == 2, 0.001, np.where(label == 0, -0.001, 0.0)),
             "horizon_minutes": np.full(n, 15, np.int16),
+            "pos_lstm": (pred - 1).astype(np.int8),  # the argmax direction
+            "pos_buy_and_hold": np.ones(n, np.int8),
         }
     )
 
@@ -229,16 +246,17 @@ def test_verdict_metrics_intervals_trading_and_ablation():
     assert report["best_baseline"] in vd.BASELINES and report["months_beating_baselines"] == 1.0
     ablation = report["ablation"]["acc"]
     assert ablation["ci"][0] > 0 and ablation["months_won"] == 2  # nosent guesses at random
-    # trading: every row is on the 15-minute grid; positions from argmax probabilities, 2 bps fee + 1 bps spread
+    # trading: every row is on the 15-minute grid; the stored positions, 2 bps fee + 1 bps spread
     both = pl.concat(list(months.values()))
-    position = costs.positions_from_probabilities(vd.probabilities(both, "lstm"), "long_short", 0.0)
+    position = both["pos_lstm"].to_numpy().astype(float)
     traded = np.abs(np.diff(np.concatenate([[0.0], position])))
-    net = position * both["fwd_return"].to_numpy() - traded * 3.0 / 1e4
-    trading = report["trading"]
-    assert trading["total_return"] == pytest.approx(np.prod(1 + net) - 1)
+    net = position * both["trade_return"].to_numpy() - traded * 3.0 / 1e4
+    trading = report["trading"]["models"]["lstm"]
+    assert trading["net_return"] == pytest.approx(np.prod(1 + net) - 1)
     daily = net.reshape(59, 96).sum(axis=1)
     assert trading["sharpe_daily_ann"] == pytest.approx(daily.mean() / daily.std() * np.sqrt(365))
     assert trading["turnover_per_day"] == pytest.approx(traded.sum() / 59)
+    assert report["trading"]["best_trading_baseline"] == "buy_and_hold"
     assert "break-even fee" in vd.headline(report)
     with pytest.raises(ValueError, match="no walk-forward predictions"):
         vd.verdict({})

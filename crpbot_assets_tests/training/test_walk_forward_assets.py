@@ -1,15 +1,19 @@
-"""walk_forward_predictions -> walk_forward_report through Dagster and the local Pipes launcher; unchanged
-inputs are not recomputed."""
+"""fold_model -> walk_forward_predictions -> walk_forward_report through Dagster and the local Pipes launcher:
+a range run trains every fold of the run and commits each; the test month is scored by its own fold model;
+unchanged inputs reuse the stored models."""
+
+import hashlib
 
 import dagster as dg
 import pytest
 
 from crpbot_assets.launchers.local import LocalTrainingLauncher
-from crpbot_assets.training.walk_forward_assets import WalkForwardSettings, build_walk_forward_assets
+from crpbot_assets.training import walk_forward as wf
+from crpbot_assets.training.walk_forward_assets import FoldSettings, build_walk_forward_assets
 from crpbot_assets_tests.training.conftest import MONTHS, materialize_upstream
 
-PREDICTIONS, REPORT = build_walk_forward_assets(window_months=1)
-SETTINGS = WalkForwardSettings(
+FOLDS, PREDICTIONS, REPORT = build_walk_forward_assets(window_months=1)
+SETTINGS = FoldSettings(
     model={
         "hidden_size": 8,
         "num_layers": 1,
@@ -23,86 +27,90 @@ SETTINGS = WalkForwardSettings(
     baselines={"lgbm_rounds": 30, "max_train_rows": 20_000},
     val_fraction=0.2,
 )
+FEB = dg.MultiPartitionKey({"symbol": "BTC-USD", "month": MONTHS[1]})
+MARCH = dg.MultiPartitionKey({"symbol": "BTC-USD", "month": "2019-03-01"})
 
 
-def _report(upstream, resources, instance):
+def _folds(upstream, resources, instance, settings=SETTINGS):
+    """One single-run range of fold_model: February (tested later) and March (its month has no data yet)."""
     return dg.materialize(
-        [*upstream, PREDICTIONS, REPORT],
+        [*upstream, FOLDS],
+        selection=[FOLDS],
+        tags={
+            "dagster/asset_partition_range_start": str(FEB),
+            "dagster/asset_partition_range_end": str(MARCH),
+        },
+        resources=resources,
+        instance=instance,
+        run_config=dg.RunConfig(ops={"fold_model": settings}),
+    )
+
+
+def _logs(instance, result) -> list[str]:
+    return [e.message for e in instance.all_logs(result.run_id) if e.message]
+
+
+@pytest.mark.slow
+def test_fold_models_train_through_the_launcher_and_the_month_is_scored_by_its_own_fold(
+    upstream, storage_resources, instance
+):
+    resources = {**storage_resources, "training_launcher": LocalTrainingLauncher()}
+    files = storage_resources["storage"].storage
+    materialize_upstream(upstream, resources, instance)
+    first = _folds(upstream, resources, instance)
+    assert first.success
+    logs = _logs(instance, first)
+    assert sum("training 1/2" in m or "training 2/2" in m for m in logs) == 2  # both folds, one seam
+    records = instance.fetch_materializations(dg.AssetKey("fold_model"), limit=10).records
+    by_key = {}
+    for r in records:
+        by_key.setdefault(r.partition_key, r.asset_materialization.metadata)
+    feb = {k: v.value for k, v in by_key[str(FEB)].items()}
+    assert feb["fold_month"] == "2019-02" and feb["training_window"].startswith("2019-01-01")
+    assert feb["purge_minutes"] == 15 + 16 + 60 and feb["reused"] is False and feb["seeds"] == 1
+    assert "reddit_sentiment_1h" not in feb["dropped_inputs"]  # the planted sentiment varies
+    value = files.read_json("fold_model/symbol=BTC-USD/month=2019-02-01.json")
+    data = files.read_bytes(value["model_path"])
+    assert hashlib.sha256(data).hexdigest()[:12] == value["model_version"] == feb["model_version"]
+    fold = wf.load_fold(data)
+    assert set(fold["rules"]) == set(wf.TRADED_MODELS) and fold["inputs"] == value["inputs"]
+
+    predicted = dg.materialize(
+        [*upstream, FOLDS, PREDICTIONS],
+        selection=[PREDICTIONS],
+        partition_key=str(FEB),
+        resources=resources,
+        instance=instance,
+    )
+    assert predicted.success
+    meta = predicted.asset_materializations_for_node("walk_forward_predictions")[0].metadata
+    assert meta["model_version"].value == value["model_version"] and meta["test_rows"].value > 25_000
+    frame = files.read_parquet("walk_forward_predictions/symbol=BTC-USD/month=2019-02-01.parquet")
+    assert frame["ts"].min().month == 2 and {f"pos_{m}" for m in wf.TRADED_MODELS} <= set(frame.columns)
+    assert {"lstm_up", "lstm_s0_up", "nosent_up", "logit_up", "lgbm_up", "trade_return"} <= set(frame.columns)
+
+    report = dg.materialize(
+        [*upstream, FOLDS, PREDICTIONS, REPORT],
         selection=[REPORT],
         partition_key="BTC-USD",
         resources=resources,
         instance=instance,
     )
-
-
-KEY = dg.MultiPartitionKey({"symbol": "BTC-USD", "month": MONTHS[1]})
-
-
-def _predict(upstream, resources, instance, settings=SETTINGS):
-    return dg.materialize(
-        [*upstream, PREDICTIONS],
-        selection=[PREDICTIONS],
-        partition_key=str(KEY),
-        resources=resources,
-        instance=instance,
-        run_config=dg.RunConfig(ops={"walk_forward_predictions": settings}),
-    )
-
-
-@pytest.mark.slow
-def test_walk_forward_month_trains_through_the_launcher_reports_and_is_not_recomputed(
-    upstream, storage_resources, instance
-):
-    resources = {**storage_resources, "training_launcher": LocalTrainingLauncher()}
-    materialize_upstream(upstream, resources, instance)
-    first = _predict(upstream, resources, instance)
-    assert first.success
-    meta = first.asset_materializations_for_node("walk_forward_predictions")[0].metadata
-    assert meta["reused"].value is False and meta["test_rows"].value > 25_000  # most minutes of February
-    assert meta["train/with_sentiment/epochs_run"].value == 2 and meta["model_month"].value == "2019-02"
-    assert meta["window"].value.startswith("2019-01-01") and meta["purge_minutes"].value == 15 + 16 + 60
-    frame = storage_resources["storage"].storage.read_parquet(
-        "walk_forward_predictions/symbol=BTC-USD/month=2019-02-01.parquet"
-    )
-    assert frame["ts"].min().month == 2 and {"lstm_up", "nosent_up", "logit_up", "lgbm_up"} <= set(
-        frame.columns
-    )
-
-    again = _predict(
-        upstream, resources, instance
-    )  # nothing upstream changed: the stored predictions come back
-    meta_again = again.asset_materializations_for_node("walk_forward_predictions")[0].metadata
-    assert meta_again["reused"].value is True
-    assert meta_again["inputs_fingerprint"].value == meta["inputs_fingerprint"].value
-    logs = [e.message for e in instance.all_logs(again.run_id) if e.message]
-    assert not any("training BTC-USD locally" in m for m in logs)
-    versions = [
-        r.asset_materialization.tags["dagster/data_version"]
-        for r in instance.fetch_materializations(dg.AssetKey("walk_forward_predictions"), limit=2).records
-    ]
-    assert versions[0] == versions[1] == meta["inputs_fingerprint"].value
-
-    report = _report(upstream, resources, instance)
-    assert report.success
     summary = report.asset_materializations_for_node("walk_forward_report")[0].metadata
-    assert summary["months"].value == 1 and "break-even fee" in summary["headline"].value
-    assert "data:image/png;base64," in summary["equity plot"].value
-    stored = storage_resources["storage"].storage.read_json("walk_forward_report/BTC-USD.json")
-    assert set(stored["months"]) == {"2019-02"} and "ablation" in stored
+    for model in wf.TRADED_MODELS:
+        assert f"net return/{model}" in summary and f"max drawdown/{model}" in summary
+        assert f"turnover per day/{model}" in summary
+    assert {"ic/lstm", "ic/logit", "ic/lgbm", "ic/persist"} <= set(summary)
+    assert "| buy_and_hold |" in summary["trading comparison"].value
 
-    # A second training seed: seed 0's stored model is reused, only seed 1 trains; the ablation pairs both.
-    two = _predict(upstream, resources, instance, SETTINGS.model_copy(update={"seeds": 2}))
-    meta_two = two.asset_materializations_for_node("walk_forward_predictions")[0].metadata
-    assert meta_two["reused"].value is False and meta_two["seeds"].value == 2
-    assert meta_two["model_fingerprint"].value == meta["model_fingerprint"].value
-    logs = [e.message for e in instance.all_logs(two.run_id) if e.message]
-    assert sum("already trained; reused" in m for m in logs) == 1
-    assert sum("training seed 1 (2/2)" in m for m in logs) == 1
-    frame = storage_resources["storage"].storage.read_parquet(
-        "walk_forward_predictions/symbol=BTC-USD/month=2019-02-01.parquet"
-    )
-    assert {"lstm_s1_up", "nosent_s1_up"} <= set(frame.columns)
-    report = _report(upstream, resources, instance)
-    assert (
-        report.asset_materializations_for_node("walk_forward_report")[0].metadata["ablation seeds"].value == 2
-    )
+    # nothing changed upstream: every model is reused, nothing trains
+    again = _folds(upstream, resources, instance)
+    logs = _logs(instance, again)
+    assert not any("training 1/" in m for m in logs) and sum("already trained" in m for m in logs) == 2
+    assert sum("already made; reused" in m for m in logs) == 2
+    # a second seed: seed 0 is reused, only seed 1 of each fold trains
+    two = _folds(upstream, resources, instance, SETTINGS.model_copy(update={"seeds": 2}))
+    logs = _logs(instance, two)
+    assert sum("training " in m and "seed 1 (2/2)" in m for m in logs) == 2
+    value = files.read_json("fold_model/symbol=BTC-USD/month=2019-02-01.json")
+    assert value["seeds"] == 2 and len(wf.load_fold(files.read_bytes(value["model_path"]))["lstm"]) == 2

@@ -1,4 +1,5 @@
-"""One symbol's walk-forward inputs from the replay's synthetic world, through crpbot's own code.
+"""One symbol's walk-forward inputs from the replay's synthetic world, through crpbot's own code (tests and
+benchmarks).
 
 Candles from the synthetic generator (what the Coinbase replay serves), the 72 features from them, and
 `sentiment_features` assembled from the Fear & Greed and Google Trends clients talking to a replay server on
@@ -21,8 +22,8 @@ from crpbot_assets.sentiment.trends import COLUMNS, KEYWORDS, as_of_hour_ends
 
 
 def world(symbol: str, start: datetime, end: datetime, seed: int = 0):
-    """(candles, features, sentiment_features) of [start, end) in the world of `seed` (the sentiment lead as
-    set by CRPBOT_SYNTHETIC_SENTIMENT_LEAD)."""
+    """(candles, features, sentiment_features) of [start, end) in the world of `seed` (the sentiment lead and
+    its delay as set by CRPBOT_SYNTHETIC_SENTIMENT_LEAD and CRPBOT_SYNTHETIC_SENTIMENT_LEAD_DELAY)."""
     candles = synthetic.candles(symbol, start, end, seed)
     features = compute_features(candles).drop_nulls()  # rows whose lookback is unmet are dropped, as upstream
     hours = hour_ends(start, end)
