@@ -1,5 +1,7 @@
 """Shared fixtures: a replay server on loopback and an isolated Dagster instance + storage per test."""
 
+import shutil
+
 import dagster as dg
 import pytest
 
@@ -21,10 +23,37 @@ def replay_server(replay):
     replay.clear()
 
 
+@pytest.fixture(scope="session")
+def empty_sqlite_home(tmp_path_factory):
+    """The files of a new, empty sqlite instance, made once: creating its tables costs 0.3-2 s per instance on
+    this disk, copying them a few milliseconds."""
+    home = tmp_path_factory.mktemp("empty_dagster_home")
+    with dg.instance_for_test(temp_dir=str(home)):
+        pass
+    return home
+
+
 @pytest.fixture
-def instance(tmp_path):
-    (tmp_path / "dagster_home").mkdir(exist_ok=True)  # instance_for_test writes dagster.yaml into it
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as inst:
+def instance(tmp_path, empty_sqlite_home):
+    """A fresh sqlite instance of this test's own (DAGSTER_HOME points at it while the test runs): for tests
+    that need pools, schedule storage or other processes reading the same instance."""
+    home = tmp_path / "dagster_home"
+    shutil.copytree(empty_sqlite_home, home, dirs_exist_ok=True)
+    with dg.instance_for_test(temp_dir=str(home)) as inst:
+        yield inst
+
+
+@pytest.fixture
+def memory_instance(tmp_path, monkeypatch):
+    """An in-memory instance (Dagster's ephemeral one: the same SQL storage on an in-memory sqlite database),
+    about ten times cheaper per run than `instance`, for tests that need neither pools nor schedule storage
+    nor a second process. DAGSTER_HOME points at this test's own folder, as with `instance`, so file locks and
+    the file rate limiter stay the test's own."""
+    home = tmp_path / "dagster_home"
+    home.mkdir(exist_ok=True)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_DISABLE_TELEMETRY", "yes")
+    with dg.DagsterInstance.ephemeral(tempdir=str(home)) as inst:
         yield inst
 
 
