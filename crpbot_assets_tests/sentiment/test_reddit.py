@@ -105,6 +105,12 @@ def test_server_errors_are_retried_by_prawcore_alone(replay_server):
     stats = RequestStats()
     replay_server.inject("reddit", "503", 1)  # prawcore retries a 5xx itself: our loop sees a success
     assert client.newest_posts("bitcoin", limit=5, stats=stats).height == 5 and stats.retries == 0
+
+
+@pytest.mark.slow  # prawcore's own back-off before its 2nd and 3rd attempts: 2-6 s
+def test_server_errors_are_given_up_on_after_prawcores_attempts_alone(replay_server):
+    client = reddit_resource(replay_server.url).client()
+    client.newest_posts("bitcoin", limit=1)
     replay_server.clear()
     replay_server.inject("reddit", "503", 12)
     with pytest.raises(ApiError, match=r"r/bitcoin/new .*HTTP 503"):
