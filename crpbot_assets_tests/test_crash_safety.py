@@ -51,7 +51,7 @@ def fast(fast_server):
 
 
 def fast_coinbase(server: ReplayServer) -> CoinbaseResource:
-    return CoinbaseResource(base_url=server.url, requests_per_second=400.0, max_workers=8, timeout_s=5.0)
+    return CoinbaseResource(base_url=server.url, requests_per_second=400.0, max_workers=16, timeout_s=5.0)
 
 
 def stored_state(base: Path, instance: dg.DagsterInstance) -> dict:
