@@ -103,9 +103,8 @@ def test_full_disk_mid_range_keeps_earlier_months_and_the_rerun_resumes(
         "described": {JAN},
         "temps": [],
     }
-    (commit,) = memory_instance.fetch_materializations(
-        CANDLES, limit=10
-    ).records  # written to the memory_instance at once
+    # written to the instance at once
+    (commit,) = memory_instance.fetch_materializations(CANDLES, limit=10).records
     assert commit.partition_key == JAN and commit.asset_materialization.tags[COMMIT_TAG] == failed.run_id
 
     monkeypatch.delenv(TEST_HOOK_ENV)
@@ -153,8 +152,8 @@ def test_a_file_without_a_describing_record_counts_as_absent(tmp_path, memory_in
     Storage(str(tmp_path)).write_parquet(relative, frame)  # a killed run: written, never recorded
 
     def load(allow_missing=False):
-        # `with`: the context's resources (an ephemeral memory_instance) close here, even when the load raises, not
-        # whenever a kept traceback is collected (that would reset Dagster's current memory_instance in a later test)
+        # `with`: the context's resources (an ephemeral instance) close here, even when the load raises, not
+        # whenever a kept traceback is collected (that would reset Dagster's current instance in a later test)
         with dg.build_input_context(
             asset_key=CANDLES,
             partition_key=JAN,
