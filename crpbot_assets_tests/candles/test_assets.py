@@ -230,11 +230,15 @@ def test_corrupt_partition_file_names_the_partition(tmp_path):
     path = tmp_path / (partition_path(dg.AssetKey("candles"), FEB_BTC) + ".parquet")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"PAR1 truncated")
-    context = dg.build_input_context(
-        asset_key=dg.AssetKey("candles"), partition_key=FEB_BTC, asset_partitions_def=symbol_month_partitions
-    )
-    with pytest.raises(
-        CorruptFileError, match=r"partition '2019-02-01\|BTC-USD' of asset candles: corrupt parquet"
+    with (  # `with`: the context closes here, not when the kept traceback is collected during a later test
+        dg.build_input_context(
+            asset_key=dg.AssetKey("candles"),
+            partition_key=FEB_BTC,
+            asset_partitions_def=symbol_month_partitions,
+        ) as context,
+        pytest.raises(
+            CorruptFileError, match=r"partition '2019-02-01\|BTC-USD' of asset candles: corrupt parquet"
+        ),
     ):
         manager.load_input(context)
 
