@@ -46,8 +46,8 @@ class Ticks:
 
 
 @pytest.fixture
-def ticks(instance):
-    ticks = Ticks(instance)
+def ticks(memory_instance):
+    ticks = Ticks(memory_instance)
     assert ticks.tick() == {}  # first evaluation: nothing is requested retroactively
     return ticks
 

@@ -95,12 +95,14 @@ def test_corrupt_parquet_names_the_file(tmp_path):
 
 def test_io_manager_reports_missing_partition(tmp_path):
     manager = PartitionedFileIOManager(storage=StorageResource(base_uri=str(tmp_path)))
-    context = dg.build_input_context(
-        asset_key=dg.AssetKey("candles"),
-        partition_key="2019-01-01|BTC-USD",
-        asset_partitions_def=symbol_month_partitions,
-    )
-    with pytest.raises(FileNotFoundError, match="2019-01-01|BTC-USD"):
+    with (  # `with`: the context closes here, not when the kept traceback is collected during a later test
+        dg.build_input_context(
+            asset_key=dg.AssetKey("candles"),
+            partition_key="2019-01-01|BTC-USD",
+            asset_partitions_def=symbol_month_partitions,
+        ) as context,
+        pytest.raises(FileNotFoundError, match="2019-01-01|BTC-USD"),
+    ):
         manager.load_input(context)
     assert (
         partition_path(dg.AssetKey("candles"), "2019-01-01|BTC-USD")

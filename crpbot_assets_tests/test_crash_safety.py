@@ -51,7 +51,7 @@ def fast(fast_server):
 
 
 def fast_coinbase(server: ReplayServer) -> CoinbaseResource:
-    return CoinbaseResource(base_url=server.url, requests_per_second=400.0, max_workers=8, timeout_s=5.0)
+    return CoinbaseResource(base_url=server.url, requests_per_second=400.0, max_workers=16, timeout_s=5.0)
 
 
 def stored_state(base: Path, instance: dg.DagsterInstance) -> dict:
@@ -86,27 +86,33 @@ def materialize_range(resources, instance, tags=RANGE_TAGS):
 
 
 def test_full_disk_mid_range_keeps_earlier_months_and_the_rerun_resumes(
-    fast, instance, tmp_path, storage_resources, monkeypatch
+    fast, memory_instance, tmp_path, storage_resources, monkeypatch
 ):
     resources = {**storage_resources, "coinbase": fast_coinbase(fast)}
     base = tmp_path / "data"
     monkeypatch.setenv(TEST_HOOK_ENV, "mid-write:enospc:month=2019-02-01")  # the disk fills writing February
-    failed = materialize_range(resources, instance)
+    failed = materialize_range(resources, memory_instance)
     assert not failed.success
     errors = [e.event_specific_data.error.to_string() for e in failed.get_step_failure_events()]
     file = str(base / "candles" / "symbol=BTC-USD" / "month=2019-02-01.parquet")  # the OS's error names none
     assert any(f"No space left on device writing {file}" in e for e in errors), errors
     # January was committed before February failed: file and record; February left nothing, not even a temp
-    assert stored_state(base, instance) == {"files": {JAN}, "records": {JAN}, "described": {JAN}, "temps": []}
-    (commit,) = instance.fetch_materializations(CANDLES, limit=10).records  # written to the instance at once
+    assert stored_state(base, memory_instance) == {
+        "files": {JAN},
+        "records": {JAN},
+        "described": {JAN},
+        "temps": [],
+    }
+    # written to the instance at once
+    (commit,) = memory_instance.fetch_materializations(CANDLES, limit=10).records
     assert commit.partition_key == JAN and commit.asset_materialization.tags[COMMIT_TAG] == failed.run_id
 
     monkeypatch.delenv(TEST_HOOK_ENV)
     fast.clear()
-    rerun = materialize_range(resources, instance)
+    rerun = materialize_range(resources, memory_instance)
     assert rerun.success
     assert fast.stats["coinbase"]["requests"] == PAGES[FEB] + PAGES[MAR]  # January is not fetched again
-    logs = [r.user_message for r in instance.all_logs(rerun.run_id)]
+    logs = [r.user_message for r in memory_instance.all_logs(rerun.run_id)]
     assert any(m.startswith(f"candles {JAN}: already stored and complete") for m in logs)
     assert "candles: 2 partitions committed, 1 resumed from earlier runs" in logs
     step_end = {
@@ -116,19 +122,30 @@ def test_full_disk_mid_range_keeps_earlier_months_and_the_rerun_resumes(
     }
     assert step_end[JAN]["resumed_from_run"].value == failed.run_id
     assert step_end[JAN]["rows"].value > 40_000 and "resumed_from_run" not in step_end[FEB]
-    assert_consistent(base, instance)
+    assert_consistent(base, memory_instance)
 
-    # A one-partition run recomputes a complete month (the UI's "materialize"), so does a tagged range run.
+
+@pytest.mark.slow  # 1,160 pages fetched in process: ~8 s
+def test_complete_months_are_fetched_again_by_a_one_partition_run_or_a_tagged_range_run(
+    fast, memory_instance, tmp_path, storage_resources
+):
+    """A range run resumes complete months; a one-partition run recomputes its complete month (the UI's
+    "materialize"), and so does a range run tagged to recompute."""
+    resources = {**storage_resources, "coinbase": fast_coinbase(fast)}
+    assert materialize_range(resources, memory_instance).success
     fast.clear()
-    assert dg.materialize([candles], instance=instance, resources=resources, partition_key=JAN).success
+    assert materialize_range(resources, memory_instance).success
+    assert fast.stats["coinbase"].get("requests", 0) == 0
+    fast.clear()
+    assert dg.materialize([candles], instance=memory_instance, resources=resources, partition_key=JAN).success
     assert fast.stats["coinbase"]["requests"] == PAGES[JAN]
     fast.clear()
-    assert materialize_range(resources, instance, {**RANGE_TAGS, RECOMPUTE_TAG: "true"}).success
+    assert materialize_range(resources, memory_instance, {**RANGE_TAGS, RECOMPUTE_TAG: "true"}).success
     assert fast.stats["coinbase"]["requests"] == sum(PAGES.values())
-    assert_consistent(base, instance)
+    assert_consistent(tmp_path / "data", memory_instance)
 
 
-def test_a_file_without_a_describing_record_counts_as_absent(tmp_path, instance):
+def test_a_file_without_a_describing_record_counts_as_absent(tmp_path, memory_instance):
     manager = PartitionedFileIOManager(storage=StorageResource(base_uri=str(tmp_path)))
     frame = pl.DataFrame({"v": [1.0]})
     relative = partition_path(CANDLES, JAN) + ".parquet"
@@ -142,14 +159,14 @@ def test_a_file_without_a_describing_record_counts_as_absent(tmp_path, instance)
             partition_key=JAN,
             asset_partitions_def=symbol_month_partitions,
             definition_metadata={"allow_missing_partitions": allow_missing},
-            instance=instance,
+            instance=memory_instance,
         ) as context:
             return manager.load_input(context)
 
     with pytest.raises(FileNotFoundError, match="has no materialization record describing it"):
         load()
     assert load(allow_missing=True) == {}
-    manager.commit_outside_run(instance, CANDLES, JAN, frame)
+    manager.commit_outside_run(memory_instance, CANDLES, JAN, frame)
     assert load()[JAN].equals(frame)
     Storage(str(tmp_path)).write_parquet(relative, pl.DataFrame({"v": [2.0]}))  # rewritten, record not
     with pytest.raises(FileNotFoundError, match=r"2019-01-01\|BTC-USD.*no materialization record") as error:
@@ -160,10 +177,12 @@ def test_a_file_without_a_describing_record_counts_as_absent(tmp_path, instance)
         load()
 
 
-def test_a_truncated_file_is_called_damaged_and_not_blamed_on_a_killed_run(tmp_path, instance):
+def test_a_truncated_file_is_called_damaged_and_not_blamed_on_a_killed_run(tmp_path, memory_instance):
     """Nothing was killed: the file was cut short after its run recorded it (a disk fault, a careless copy)."""
     manager = PartitionedFileIOManager(storage=StorageResource(base_uri=str(tmp_path)))
-    manager.commit_outside_run(instance, CANDLES, JAN, synthetic.candles("BTC-USD", *month_window(JAN[:10])))
+    manager.commit_outside_run(
+        memory_instance, CANDLES, JAN, synthetic.candles("BTC-USD", *month_window(JAN[:10]))
+    )
     path = tmp_path / (partition_path(CANDLES, JAN) + ".parquet")
     size = path.stat().st_size
     os.truncate(path, size // 2)
@@ -172,7 +191,7 @@ def test_a_truncated_file_is_called_damaged_and_not_blamed_on_a_killed_run(tmp_p
             asset_key=CANDLES,
             partition_key=JAN,
             asset_partitions_def=symbol_month_partitions,
-            instance=instance,
+            instance=memory_instance,
         ) as context,
         pytest.raises(FileNotFoundError) as error,
     ):
@@ -184,18 +203,22 @@ def test_a_truncated_file_is_called_damaged_and_not_blamed_on_a_killed_run(tmp_p
     assert "killed before" not in text
 
 
-def test_a_stored_partition_missing_a_column_names_the_partition_and_the_column(instance, storage_resources):
+def test_a_stored_partition_missing_a_column_names_the_partition_and_the_column(
+    memory_instance, storage_resources
+):
     """Without the check this failed inside pl.concat with a bare ShapeError."""
     manager = storage_resources["io_manager"]
     for key in (JAN, FEB):
         symbol, month = split_key(key)
         frame = synthetic.candles(symbol, month, month_end(month))
-        manager.commit_outside_run(instance, CANDLES, key, frame.drop("volume") if key == JAN else frame)
+        manager.commit_outside_run(
+            memory_instance, CANDLES, key, frame.drop("volume") if key == JAN else frame
+        )
     result = dg.materialize(
         [candles, features],
         selection=[features],
         partition_key=FEB,
-        instance=instance,
+        instance=memory_instance,
         resources={**storage_resources, "coinbase": CoinbaseResource(base_url="http://127.0.0.1:9")},
         raise_on_error=False,
     )

@@ -50,13 +50,13 @@ def _defs(url: str, storage_resources) -> dg.Definitions:
 
 
 def test_a_step_is_one_line_its_run_is_tagged_and_a_failure_names_the_error(
-    tmp_path, capfd, replay_server, storage_resources, instance
+    tmp_path, capfd, replay_server, storage_resources, memory_instance
 ):
     log = tmp_path / "demo.log"
     with console_and_log(log) as console:
-        demo = Demo(console, log, _defs(replay_server.url, storage_resources), instance)
+        demo = Demo(console, log, _defs(replay_server.url, storage_resources), memory_instance)
         result = demo.run("Fear & Greed index", ["fear_greed_index"])
-        broken = Demo(console, log, _defs("http://127.0.0.1:9", storage_resources), instance)
+        broken = Demo(console, log, _defs("http://127.0.0.1:9", storage_resources), memory_instance)
         with pytest.raises(DemoStepFailed, match="Fear & Greed, unreachable"):
             broken.run("Fear & Greed, unreachable", ["fear_greed_index"])
     lines = capfd.readouterr().out.splitlines()
@@ -65,7 +65,7 @@ def test_a_step_is_one_line_its_run_is_tagged_and_a_failure_names_the_error(
     assert lines[1].endswith("Fear & Greed, unreachable ... FAILED")
     assert lines[2].startswith("  fear_greed_index: ") and "127.0.0.1:9" in lines[2]
     assert str(log) in lines[3] and len(lines) == 4
-    assert instance.get_run_by_id(result.run_id).tags[DEMO_RUN_TAG] == "true"
+    assert memory_instance.get_run_by_id(result.run_id).tags[DEMO_RUN_TAG] == "true"
     written = log.read_text()
     assert "fear & greed: " in written and "Connection refused" in written  # Dagster's log of both runs
     assert "skipped" not in "".join(lines)
@@ -89,10 +89,10 @@ def test_text_table_aligns_numbers_and_keeps_the_legend():
 
 
 def test_results_are_small_tables_and_end_with_the_verdict_and_the_page(
-    tmp_path, instance, storage_resources
+    tmp_path, memory_instance, storage_resources
 ):
     def report(asset: str, partition: str, **metadata) -> None:
-        instance.report_runless_asset_event(
+        memory_instance.report_runless_asset_event(
             dg.AssetMaterialization(asset_key=asset, partition=partition, metadata=metadata)
         )
 
@@ -123,7 +123,9 @@ def test_results_are_small_tables_and_end_with_the_verdict_and_the_page(
     )
 
     console = io.StringIO()
-    demo = Demo(console, tmp_path / "demo.log", _defs("http://127.0.0.1:9", storage_resources), instance)
+    demo = Demo(
+        console, tmp_path / "demo.log", _defs("http://127.0.0.1:9", storage_resources), memory_instance
+    )
     _print_results(demo, datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 4, 1, tzinfo=UTC))
     lines = console.getvalue().splitlines()
     assert (

@@ -66,11 +66,11 @@ def month_of(key: str) -> pl.DataFrame:
     return synthetic.candles(symbol, month, month.replace(month=month.month + 1))
 
 
-def test_partition_range_materializes_in_one_run(fast, instance, storage_resources):
+def test_partition_range_materializes_in_one_run(fast, memory_instance, storage_resources):
     resources = {**storage_resources, "coinbase": fast_coinbase(fast)}
-    result = run(resources, instance, first="2019-01-01|BTC-USD", last=FEB_BTC.replace("BTC", "ETH"))
+    result = run(resources, memory_instance, first="2019-01-01|BTC-USD", last=FEB_BTC.replace("BTC", "ETH"))
     assert result.success
-    assert len(instance.get_run_records()) == 1  # 2 months x 2 symbols, one run, one process
+    assert len(memory_instance.get_run_records()) == 1  # 2 months x 2 symbols, one run, one process
     events = {
         e.materialization.partition: e.materialization.metadata
         for e in result.get_asset_materialization_events()
@@ -92,7 +92,7 @@ def test_partition_range_materializes_in_one_run(fast, instance, storage_resourc
         )
         assert meta["first_ts"].value == str(on_disk["ts"][0])
     assert fast.stats["coinbase"]["requests"] == 2 * (149 + 135)
-    logs = [r.user_message for r in instance.all_logs(result.run_id)]
+    logs = [r.user_message for r in memory_instance.all_logs(result.run_id)]
     assert "2019-02-01|ETH-USD: 135/135 pages fetched" in logs and any(
         m.endswith("/149 pages fetched") for m in logs
     )
@@ -105,7 +105,7 @@ def test_partition_range_materializes_in_one_run(fast, instance, storage_resourc
         (name, key) for name in checks for key in keys
     )
     assert all(e.passed for e in per_partition)
-    infos = instance.event_log_storage.get_asset_check_partition_info(
+    infos = memory_instance.event_log_storage.get_asset_check_partition_info(
         [dg.AssetCheckKey(dg.AssetKey("candles"), name) for name in checks]
     )
     infos = [i for i in infos if i.partition_key]  # the range's summary has no partition
@@ -115,9 +115,9 @@ def test_partition_range_materializes_in_one_run(fast, instance, storage_resourc
     assert {i.latest_execution_status.value for i in infos} == {"SUCCEEDED"}
 
 
-def test_sol_before_listing_is_an_empty_not_listed_partition(fast, instance, storage_resources):
+def test_sol_before_listing_is_an_empty_not_listed_partition(fast, memory_instance, storage_resources):
     resources = {**storage_resources, "coinbase": fast_coinbase(fast)}
-    result = run(resources, instance, key="2019-02-01|SOL-USD")
+    result = run(resources, memory_instance, key="2019-02-01|SOL-USD")
     assert result.success and fast.stats["coinbase"].get("requests", 0) == 0
     frame = pl.read_parquet(stored(resources, "2019-02-01|SOL-USD"))
     assert frame.is_empty() and dict(frame.schema) == SCHEMA
@@ -130,10 +130,10 @@ def test_sol_before_listing_is_an_empty_not_listed_partition(fast, instance, sto
     assert all(e.passed for e in result.get_asset_check_evaluations())
 
 
-def test_malformed_payload_fails_the_run_and_writes_nothing(fast, instance, storage_resources):
+def test_malformed_payload_fails_the_run_and_writes_nothing(fast, memory_instance, storage_resources):
     resources = {**storage_resources, "coinbase": fast_coinbase(fast)}
     fast.inject("coinbase", "malformed", 1)
-    result = run(resources, instance, first=FEB_BTC, last="2019-02-01|ETH-USD")
+    result = run(resources, memory_instance, first=FEB_BTC, last="2019-02-01|ETH-USD")
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "/products/" in str(failure.step_failure_data.error) and "non-numeric" in str(
@@ -145,7 +145,7 @@ def test_malformed_payload_fails_the_run_and_writes_nothing(fast, instance, stor
 @pytest.mark.parametrize(
     "keys", [[FEB_BTC], [FEB_BTC, "2019-02-01|ETH-USD"]], ids=["one partition", "range run"]
 )
-def test_failed_blocking_check_stops_downstream(instance, storage_resources, keys):
+def test_failed_blocking_check_stops_downstream(memory_instance, storage_resources, keys):
     def low_above_high(rows):  # the newest candle of every page gets low > high
         if rows:
             rows[0][1], rows[0][2] = rows[0][2] * 1.01, rows[0][1]
@@ -154,9 +154,9 @@ def test_failed_blocking_check_stops_downstream(instance, storage_resources, key
     with ReplayServer([tampered_service(low_above_high)]) as server:
         resources = {**storage_resources, "coinbase": fast_coinbase(server)}
         if len(keys) == 1:
-            result = run(resources, instance, key=keys[0], extra=[downstream])
+            result = run(resources, memory_instance, key=keys[0], extra=[downstream])
         else:
-            result = run(resources, instance, first=keys[0], last=keys[-1], extra=[downstream])
+            result = run(resources, memory_instance, first=keys[0], last=keys[-1], extra=[downstream])
     assert not result.success
     check = checks_by_name(result)["candles_ohlc_valid"]
     # A one-partition run records the result on its partition; a range run records one result for the run.
@@ -176,7 +176,7 @@ def test_failed_blocking_check_stops_downstream(instance, storage_resources, key
     assert "downstream" not in {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
 
 
-def test_timestamp_check_catches_planted_data(instance, storage_resources):
+def test_timestamp_check_catches_planted_data(memory_instance, storage_resources):
     """Data the client would never produce (it sorts and rejects repeated times), planted by a stand-in `candles`."""
     good = month_of(FEB_BTC).head(5)
     bad = pl.concat(
@@ -191,7 +191,7 @@ def test_timestamp_check_catches_planted_data(instance, storage_resources):
     result = dg.materialize(
         [planted_asset("candles", bad, CANDLES_CHECKS), downstream],
         partition_key=FEB_BTC,
-        instance=instance,
+        instance=memory_instance,
         resources=storage_resources,
         raise_on_error=False,
     )
@@ -207,11 +207,11 @@ def test_timestamp_check_catches_planted_data(instance, storage_resources):
     assert dg.AssetKey("downstream") not in {e.asset_key for e in result.get_asset_materialization_events()}
 
 
-def test_low_coverage_warns_without_blocking(instance, storage_resources):
+def test_low_coverage_warns_without_blocking(memory_instance, storage_resources):
     cut = int(datetime(2019, 2, 4, tzinfo=UTC).timestamp())  # drop the first 3 days: ~89% coverage
     with ReplayServer([tampered_service(lambda rows: [r for r in rows if r[0] >= cut])]) as server:
         resources = {**storage_resources, "coinbase": fast_coinbase(server)}
-        result = run(resources, instance, key=FEB_BTC, extra=[downstream])
+        result = run(resources, memory_instance, key=FEB_BTC, extra=[downstream])
     assert result.success  # a warning, not a failure: downstream ran
     check = checks_by_name(result)["candles_coverage"]
     assert (
@@ -230,11 +230,15 @@ def test_corrupt_partition_file_names_the_partition(tmp_path):
     path = tmp_path / (partition_path(dg.AssetKey("candles"), FEB_BTC) + ".parquet")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"PAR1 truncated")
-    context = dg.build_input_context(
-        asset_key=dg.AssetKey("candles"), partition_key=FEB_BTC, asset_partitions_def=symbol_month_partitions
-    )
-    with pytest.raises(
-        CorruptFileError, match=r"partition '2019-02-01\|BTC-USD' of asset candles: corrupt parquet"
+    with (  # `with`: the context closes here, not when the kept traceback is collected during a later test
+        dg.build_input_context(
+            asset_key=dg.AssetKey("candles"),
+            partition_key=FEB_BTC,
+            asset_partitions_def=symbol_month_partitions,
+        ) as context,
+        pytest.raises(
+            CorruptFileError, match=r"partition '2019-02-01\|BTC-USD' of asset candles: corrupt parquet"
+        ),
     ):
         manager.load_input(context)
 
@@ -313,9 +317,9 @@ def test_io_manager_survives_a_writer_killed_mid_write(tmp_path):
         ),  # no month before history
     ],
 )
-def test_schedule_refreshes_the_month_in_progress(instance, when, keys):
+def test_schedule_refreshes_the_month_in_progress(memory_instance, when, keys):
     requests = candles_current_month_schedule(
-        dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
+        dg.build_schedule_context(instance=memory_instance, scheduled_execution_time=when)
     )
     assert [r.partition_key for r in requests] == keys
     assert len({r.run_key for r in requests}) == len(keys)

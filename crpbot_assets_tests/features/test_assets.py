@@ -95,9 +95,9 @@ def checks(result) -> dict:
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
-def test_month_materializes_with_previous_month_warmup(instance, storage_resources):
-    candles = seed(storage_resources, instance, ["2021-04-01|ETH-USD", "2021-05-01|ETH-USD"])
-    result = run(storage_resources, instance, key="2021-05-01|ETH-USD")
+def test_month_materializes_with_previous_month_warmup(memory_instance, storage_resources):
+    candles = seed(storage_resources, memory_instance, ["2021-04-01|ETH-USD", "2021-05-01|ETH-USD"])
+    result = run(storage_resources, memory_instance, key="2021-05-01|ETH-USD")
     assert result.success
     expected = features_for_month(
         pl.concat(candles.values()), datetime(2021, 5, 1, tzinfo=UTC), datetime(2021, 6, 1, tzinfo=UTC)
@@ -128,12 +128,14 @@ def test_catalogue_is_definition_metadata():
     assert spec.metadata["dagster/column_schema"] == COLUMN_SCHEMA
 
 
-def test_range_runs_once_and_writes_each_month_like_a_single_partition_run(instance, storage_resources):
+def test_range_runs_once_and_writes_each_month_like_a_single_partition_run(
+    memory_instance, storage_resources
+):
     """A single-run backfill over 2 months x 3 symbols: one run, one file per partition, each equal to the
     month computed alone; SOL before listing is an empty frame with the schema."""
-    candles = seed(storage_resources, instance, [f"{m}|{s}" for m in MONTHS for s in SYMBOLS])
-    result = run(storage_resources, instance, first="2021-05-01|BTC-USD", last="2021-06-01|SOL-USD")
-    assert result.success and len(instance.get_run_records()) == 1
+    candles = seed(storage_resources, memory_instance, [f"{m}|{s}" for m in MONTHS for s in SYMBOLS])
+    result = run(storage_resources, memory_instance, first="2021-05-01|BTC-USD", last="2021-06-01|SOL-USD")
+    assert result.success and len(memory_instance.get_run_records()) == 1
     events = {
         e.materialization.partition: e.materialization.metadata
         for e in result.get_asset_materialization_events()
@@ -164,35 +166,35 @@ def test_range_runs_once_and_writes_each_month_like_a_single_partition_run(insta
     assert finite.passed and finite.metadata["partitions_checked"].value == 6
 
 
-def test_missing_month_candles_fail_naming_the_partition(instance, storage_resources):
-    seed(storage_resources, instance, ["2021-04-01|BTC-USD"])
-    result = run(storage_resources, instance, key="2021-05-01|BTC-USD")
+def test_missing_month_candles_fail_naming_the_partition(memory_instance, storage_resources):
+    seed(storage_resources, memory_instance, ["2021-04-01|BTC-USD"])
+    result = run(storage_resources, memory_instance, key="2021-05-01|BTC-USD")
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.error
     assert "candles partition 2021-05-01|BTC-USD is not materialized" in str(failure.cause or failure)
 
 
-def test_first_month_without_warmup_drops_rows_and_says_so(instance, storage_resources):
-    seed(storage_resources, instance, ["2018-11-01|BTC-USD"])
-    result = run(storage_resources, instance, key="2018-11-01|BTC-USD")
+def test_first_month_without_warmup_drops_rows_and_says_so(memory_instance, storage_resources):
+    seed(storage_resources, memory_instance, ["2018-11-01|BTC-USD"])
+    result = run(storage_resources, memory_instance, key="2018-11-01|BTC-USD")
     assert result.success
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
     assert metadata["warmup_partition"].value == "none" and metadata["rows_dropped_before_lookback"].value > 0
     assert stored(storage_resources, "2018-11-01|BTC-USD").null_count().sum_horizontal().item() == 0
 
 
-def test_corrupt_candle_fails_the_blocking_check_and_stops_downstream(instance, storage_resources):
+def test_corrupt_candle_fails_the_blocking_check_and_stops_downstream(memory_instance, storage_resources):
     """A zero price turns log returns into -inf: the finiteness check fails, names the column, blocks consumers."""
-    seed(storage_resources, instance, ["2021-04-01|BTC-USD"])
+    seed(storage_resources, memory_instance, ["2021-04-01|BTC-USD"])
     seed(
         storage_resources,
-        instance,
+        memory_instance,
         ["2021-05-01|BTC-USD"],
         tamper=lambda f: f.with_columns(
             pl.when(pl.int_range(pl.len()) == 20_000).then(0.0).otherwise(pl.col("close")).alias("close")
         ),
     )
-    result = run(storage_resources, instance, key="2021-05-01|BTC-USD", extra=[downstream])
+    result = run(storage_resources, memory_instance, key="2021-05-01|BTC-USD", extra=[downstream])
     finite = checks(result)["features_finite"]
     assert (
         not finite.passed
@@ -214,8 +216,8 @@ def good_features() -> pl.DataFrame:
     ).frame
 
 
-def test_checks_pass_on_good_features(instance, storage_resources, good_features):
-    found = checks(run_planted(storage_resources, instance, "2021-05-01|ETH-USD", good_features))
+def test_checks_pass_on_good_features(memory_instance, storage_resources, good_features):
+    found = checks(run_planted(storage_resources, memory_instance, "2021-05-01|ETH-USD", good_features))
     assert set(found) == {"features_finite", "features_schema"} and all(e.passed for e in found.values())
 
 
@@ -253,10 +255,10 @@ def test_checks_pass_on_good_features(instance, storage_resources, good_features
     ],
 )
 def test_checks_catch_planted_problems_in_features(
-    instance, storage_resources, good_features, plant, failing, words
+    memory_instance, storage_resources, good_features, plant, failing, words
 ):
     key = "2021-05-01|ETH-USD"
-    result = run_planted(storage_resources, instance, key, plant(good_features))
+    result = run_planted(storage_resources, memory_instance, key, plant(good_features))
     found = checks(result)
     assert set(found) == {"features_finite", "features_schema"} and not result.success
     assert (

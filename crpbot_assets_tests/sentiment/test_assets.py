@@ -56,7 +56,9 @@ def frozen_reddit():
 
 
 @pytest.mark.slow  # a month of Google Trends windows at the production pace (4.5/s): ~15 s
-def test_sentiment_features_for_a_month(sentiment_resources, storage_resources, instance, replay_server):
+def test_sentiment_features_for_a_month(
+    sentiment_resources, storage_resources, memory_instance, replay_server
+):
     reddit = reddit_resource(
         replay_server.url,
         max_posts=100,
@@ -74,7 +76,7 @@ def test_sentiment_features_for_a_month(sentiment_resources, storage_resources, 
     )
     seconds = np.array([int(t.timestamp()) for t in tail.to_list()])
     storage_resources["io_manager"].commit_outside_run(
-        instance,
+        memory_instance,
         "google_trends_hourly",
         "2024-02-01",
         pl.DataFrame(
@@ -88,8 +90,8 @@ def test_sentiment_features_for_a_month(sentiment_resources, storage_resources, 
         ),
     )
 
-    _materialize([fear_greed_index], resources, instance)
-    result = _materialize([reddit_posts, google_trends_hourly], resources, instance, "2024-03-01")
+    _materialize([fear_greed_index], resources, memory_instance)
+    result = _materialize([reddit_posts, google_trends_hourly], resources, memory_instance, "2024-03-01")
     posts_meta = result.asset_materializations_for_node("reddit_posts")[0].metadata
     assert (
         posts_meta["served"].value is False and "can no longer be fetched" in posts_meta["explanation"].value
@@ -106,7 +108,7 @@ def test_sentiment_features_for_a_month(sentiment_resources, storage_resources, 
     result = _materialize(
         [reddit_hourly, sentiment_features],
         resources,
-        instance,
+        memory_instance,
         tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[1]},
     )
     assert all(check.passed for check in result.get_asset_check_evaluations())
@@ -144,7 +146,7 @@ def test_sentiment_features_for_a_month(sentiment_resources, storage_resources, 
 
 
 def test_reddit_posts_append_to_what_is_stored(
-    frozen_reddit, sentiment_resources, storage_resources, instance
+    frozen_reddit, sentiment_resources, storage_resources, memory_instance
 ):
     resource = reddit_resource(
         frozen_reddit.url, max_posts=1000, subreddits={"SOL-USD": ["solana"], "ETH-USD": ["ethereum"]}
@@ -167,16 +169,16 @@ def test_reddit_posts_append_to_what_is_stored(
     }  # seen before: first observation wins
     storage.write_parquet(relative, posts_frame([early, stale]))
 
-    _materialize([reddit_posts], resources, instance, "2026-03-01")
+    _materialize([reddit_posts], resources, memory_instance, "2026-03-01")
     posts = storage.read_parquet(relative)
     assert posts["id"].n_unique() == posts.height == len(listed) + 1
     assert posts.filter(pl.col("id") == "zzold1").height == 1
     assert posts.filter(pl.col("id") == stale["id"])["score"].item() == -5
-    _materialize([reddit_posts], resources, instance, "2026-03-01")  # polling again adds nothing twice
+    _materialize([reddit_posts], resources, memory_instance, "2026-03-01")  # polling again adds nothing twice
     assert storage.read_parquet(relative).height == posts.height
 
     key = dg.MultiPartitionKey({"symbol": "SOL-USD", "month": "2026-03-01"})
-    _materialize([reddit_hourly], resources, instance, key)
+    _materialize([reddit_hourly], resources, memory_instance, key)
     hourly = storage.read_parquet("reddit_hourly/symbol=SOL-USD/month=2026-03-01.parquet")
     sol = [p for p in listed if p["subreddit"] == "solana"] + [early] * (early["subreddit"] == "solana")
     listed_sol = [p for p in replay_reddit.newest_posts("solana", FROZEN_NOW.timestamp())]
@@ -200,7 +202,7 @@ def test_reddit_posts_append_to_what_is_stored(
     assert any(value is not None for value in engagement_seen) == (early["subreddit"] == "solana")
 
 
-def test_reddit_posts_fail_naming_missing_variables(sentiment_resources, storage_resources, instance):
+def test_reddit_posts_fail_naming_missing_variables(sentiment_resources, storage_resources, memory_instance):
     from crpbot_assets.sentiment.resources import RedditResource
 
     resource = RedditResource(
@@ -212,7 +214,7 @@ def test_reddit_posts_fail_naming_missing_variables(sentiment_resources, storage
         ALL,
         selection=[reddit_posts],
         resources={**sentiment_resources, "reddit": resource, **storage_resources},
-        instance=instance,
+        instance=memory_instance,
         partition_key="2026-03-01",
         raise_on_error=False,
     )

@@ -16,9 +16,9 @@ from crpbot_assets.sentiment.schedules import fear_greed_daily, google_trends_re
 UTC = UTC
 
 
-def test_fear_greed_schedule_runs_daily_after_publication(instance):
+def test_fear_greed_schedule_runs_daily_after_publication(memory_instance):
     context = dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=datetime(2026, 5, 3, 1, 15, tzinfo=UTC)
+        instance=memory_instance, scheduled_execution_time=datetime(2026, 5, 3, 1, 15, tzinfo=UTC)
     )
     (request,) = fear_greed_daily.evaluate_tick(context).run_requests
     assert fear_greed_daily.cron_schedule == "15 1 * * *" and fear_greed_daily.execution_timezone == "UTC"
@@ -34,10 +34,10 @@ def _context(instance, when: datetime):
     )
 
 
-def test_trends_schedule_refreshes_the_month_in_progress(instance):
-    mid = _context(instance, datetime(2026, 5, 17, 6, 20, tzinfo=UTC))
+def test_trends_schedule_refreshes_the_month_in_progress(memory_instance):
+    mid = _context(memory_instance, datetime(2026, 5, 17, 6, 20, tzinfo=UTC))
     assert [r.partition_key for r in google_trends_refresh.evaluate_tick(mid).run_requests] == ["2026-05-01"]
-    first_day = _context(instance, datetime(2026, 6, 1, 0, 20, tzinfo=UTC))
+    first_day = _context(memory_instance, datetime(2026, 6, 1, 0, 20, tzinfo=UTC))
     requests = google_trends_refresh.evaluate_tick(first_day).run_requests
     assert [r.partition_key for r in requests] == [
         "2026-05-01",

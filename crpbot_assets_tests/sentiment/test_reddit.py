@@ -105,6 +105,12 @@ def test_server_errors_are_retried_by_prawcore_alone(replay_server):
     stats = RequestStats()
     replay_server.inject("reddit", "503", 1)  # prawcore retries a 5xx itself: our loop sees a success
     assert client.newest_posts("bitcoin", limit=5, stats=stats).height == 5 and stats.retries == 0
+
+
+@pytest.mark.slow  # prawcore's own back-off before its 2nd and 3rd attempts: 2-6 s
+def test_server_errors_are_given_up_on_after_prawcores_attempts_alone(replay_server):
+    client = reddit_resource(replay_server.url).client()
+    client.newest_posts("bitcoin", limit=1)
     replay_server.clear()
     replay_server.inject("reddit", "503", 12)
     with pytest.raises(ApiError, match=r"r/bitcoin/new .*HTTP 503"):
@@ -213,20 +219,22 @@ def test_a_partly_observed_hour_is_not_covered():
     assert hourly["reddit_volume_1h"].to_list() == [0.0, 0.0, 0.0, 2.0, 1.0, 0.0, 0.0, 0.0]
 
 
-def test_sensor_skips_with_the_reason_when_credentials_are_missing(instance):
+def test_sensor_skips_with_the_reason_when_credentials_are_missing(memory_instance):
     resource = RedditResource(
         client_id_env="CRPBOT_TEST_NO_ID",
         client_secret_env="CRPBOT_TEST_NO_SECRET",
         user_agent_env="CRPBOT_TEST_NO_AGENT",
     )
-    result = reddit_new_posts(dg.build_sensor_context(instance=instance, resources={"reddit": resource}))
+    result = reddit_new_posts(
+        dg.build_sensor_context(instance=memory_instance, resources={"reddit": resource})
+    )
     assert isinstance(result, dg.SkipReason)
     assert "CRPBOT_TEST_NO_ID, CRPBOT_TEST_NO_SECRET, CRPBOT_TEST_NO_AGENT" in result.skip_message
 
 
-def test_sensor_requests_runs_only_for_unseen_posts(instance, frozen_reddit):
+def test_sensor_requests_runs_only_for_unseen_posts(memory_instance, frozen_reddit):
     resource = reddit_resource(frozen_reddit.url, subreddits={"BTC-USD": ["bitcoin"], "SOL-USD": ["solana"]})
-    first = dg.build_sensor_context(instance=instance, resources={"reddit": resource})
+    first = dg.build_sensor_context(instance=memory_instance, resources={"reddit": resource})
     requests = reddit_new_posts(first)
     # 100 newest posts reach back into February for r/solana (~6 posts/h), not for r/bitcoin.
     assert sorted(r.partition_key for r in requests) == ["2026-02-01", "2026-03-01"]
@@ -235,7 +243,9 @@ def test_sensor_requests_runs_only_for_unseen_posts(instance, frozen_reddit):
     # compact: the newest post time and the ids of the last minutes, not the 100 ids of each page
     assert all(0 < len(state["recent"]) < 10 for state in cursor.values()) and len(first.cursor) < 600
 
-    again = dg.build_sensor_context(instance=instance, cursor=first.cursor, resources={"reddit": resource})
+    again = dg.build_sensor_context(
+        instance=memory_instance, cursor=first.cursor, resources={"reddit": resource}
+    )
     result = reddit_new_posts(again)
     assert isinstance(result, dg.SkipReason) and "no new posts" in result.skip_message
 
@@ -244,7 +254,7 @@ def test_sensor_requests_runs_only_for_unseen_posts(instance, frozen_reddit):
     _, before = fresh_posts(page["id"].to_list()[3:], page["created_utc"].to_list()[3:], None)
     older = dict(cursor, bitcoin=before)
     later = dg.build_sensor_context(
-        instance=instance, cursor=json.dumps(older), resources={"reddit": resource}
+        instance=memory_instance, cursor=json.dumps(older), resources={"reddit": resource}
     )
     (request,) = reddit_new_posts(later)
     assert request.tags["crpbot/new_posts"] == "3" and request.run_key.startswith(

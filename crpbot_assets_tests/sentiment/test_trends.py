@@ -113,6 +113,34 @@ def test_pytrends_hourly_windows_stitch_to_the_true_series(replay_server):
     assert abs(np.mean(later_ratio) / np.mean(ratio) - 1) < 0.02
 
 
+FROZEN = datetime(2026, 3, 10, 10, 30, tzinfo=UTC)
+CLOCK = [FROZEN.timestamp()]  # the replay's and the client's now, moved by the tests below
+
+
+@pytest.fixture(scope="module")
+def frozen_trends_server():
+    """One Trends replay for the module whose clock is CLOCK[0] (each start and stop of a server costs 0.5 s),
+    allowing 100 requests/s: the tests using it are about time, not pace (the production pace is tested on
+    the session replay by test_pytrends_hourly_windows_stitch_to_the_true_series)."""
+    with ReplayServer([replay_trends.service(rate_per_s=100.0, burst=100, clock=lambda: CLOCK[0])]) as server:
+        yield server
+
+
+@pytest.fixture
+def frozen_trends(frozen_trends_server):
+    """The frozen Trends replay, its clock reset to FROZEN and its faults and counters cleared."""
+    CLOCK[0] = FROZEN.timestamp()
+    frozen_trends_server.clear()
+    yield frozen_trends_server
+    frozen_trends_server.clear()
+
+
+def frozen_client(url: str, **overrides):
+    client = trends_resource(url, **{"requests_per_s": 50.0, **overrides}).client()
+    client.clock = lambda: CLOCK[0]
+    return client
+
+
 @pytest.mark.parametrize(
     "now",
     [
@@ -121,12 +149,14 @@ def test_pytrends_hourly_windows_stitch_to_the_true_series(replay_server):
         datetime(2026, 3, 1, 10, 59, 59, tzinfo=UTC),
     ],
 )
-def test_partial_points_are_dropped(now):
+def test_partial_points_are_dropped(frozen_trends, now):
     now_hour = datetime(2026, 3, 1, 10, tzinfo=UTC)
-    with ReplayServer([replay_trends.service(clock=now.timestamp)]) as server:
-        resource = trends_resource(server.url, requests_per_s=50.0)  # 6 requests: within the replay's burst
-        window = resource.client().window("Bitcoin", now_hour - timedelta(days=2), now_hour)
-        past = resource.client().window("Bitcoin", now_hour - timedelta(days=3), now_hour - timedelta(days=1))
+    CLOCK[0] = now.timestamp()  # the replay's now; the client keeps the real clock
+    resource = trends_resource(
+        frozen_trends.url, requests_per_s=50.0
+    )  # 6 requests: within the replay's burst
+    window = resource.client().window("Bitcoin", now_hour - timedelta(days=2), now_hour)
+    past = resource.client().window("Bitcoin", now_hour - timedelta(days=3), now_hour - timedelta(days=1))
     assert window["ts"].max() == now_hour - H  # the running hour is partial, not final
     assert window.height == 48  # every complete hour of the two days, none dropped besides the running one
     assert past.height == 49 and past["ts"].max() == now_hour - timedelta(days=1)  # all final: all kept
@@ -161,23 +191,6 @@ def test_malformed_interest_is_not_retried(replay_server):
 
 
 # --- the real service's behaviour, reproduced by the replay by default ---------------------------------------
-
-FROZEN = datetime(2026, 3, 10, 10, 30, tzinfo=UTC)
-CLOCK = [FROZEN.timestamp()]  # the replay's and the client's now, moved by the tests below
-
-
-@pytest.fixture
-def frozen_trends():
-    """A Trends replay whose clock is CLOCK[0] (reset to FROZEN for each test)."""
-    CLOCK[0] = FROZEN.timestamp()
-    with ReplayServer([replay_trends.service(clock=lambda: CLOCK[0])]) as server:
-        yield server
-
-
-def frozen_client(url: str, **overrides):
-    client = trends_resource(url, **overrides).client()
-    client.clock = lambda: CLOCK[0]
-    return client
 
 
 def test_cookie_page_is_a_404_with_nid_and_kept_as_pytrends_keeps_it(replay_server, monkeypatch):
@@ -278,21 +291,22 @@ def test_recent_hours_are_revised_between_fetches(frozen_trends):
     assert old.median() < 0.01  # ... hours days old only by Google's integer rounding
 
 
-def test_the_month_in_progress_keeps_first_observations_usable_from_retrieval(frozen_trends, tmp_path):
+def test_the_month_in_progress_keeps_first_observations_usable_from_retrieval(
+    frozen_trends, tmp_path, memory_instance
+):
     month = datetime(2026, 3, 1, tzinfo=UTC)
-    resource = _FrozenTrends(base_url=f"{frozen_trends.url}/trends", requests_per_s=4.5, base_delay_s=0.05)
+    resource = _FrozenTrends(base_url=f"{frozen_trends.url}/trends", requests_per_s=50.0, base_delay_s=0.05)
     resources = {"google_trends": resource, **file_resources(str(tmp_path / "data"))}
     storage = resources["storage"]
     path = partition_path(dg.AssetKey("google_trends_hourly"), "2026-03-01") + ".parquet"
-    with dg.instance_for_test() as instance:
-        dg.materialize(
-            [google_trends_hourly], resources=resources, instance=instance, partition_key="2026-03-01"
-        )
-        first = storage.storage.read_parquet(path)
-        CLOCK[0] += 6 * 3600
-        result = dg.materialize(
-            [google_trends_hourly], resources=resources, instance=instance, partition_key="2026-03-01"
-        )
+    dg.materialize(
+        [google_trends_hourly], resources=resources, instance=memory_instance, partition_key="2026-03-01"
+    )
+    first = storage.storage.read_parquet(path)
+    CLOCK[0] += 6 * 3600
+    result = dg.materialize(
+        [google_trends_hourly], resources=resources, instance=memory_instance, partition_key="2026-03-01"
+    )
     second = storage.storage.read_parquet(path)
     refresh = FROZEN + timedelta(hours=6)
     assert first["ts"].max() == datetime(2026, 3, 10, 9, tzinfo=UTC)  # 10:00 was partial at 10:30
