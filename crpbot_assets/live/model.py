@@ -138,7 +138,9 @@ class Models:
         value = self.storage.read_json(path)
         refused = gate.refusal(value, self.run_tags)
         if refused or not value.get("promoted"):
-            why = refused or f"nothing promoted: {value.get('reason', value.get('status', 'no reason given'))}"
+            why = (
+                refused or f"nothing promoted: {value.get('reason', value.get('status', 'no reason given'))}"
+            )
             return Promotion(symbol, month, value, None, why)
         return Promotion(symbol, month, value, read_fold(self.storage, value))
 
@@ -156,11 +158,15 @@ class Models:
         state = state.at(minute)
         month = state.month
         if state.through is not None and minute <= state.through:
-            raise ValueError(f"{promotion.symbol}: minute {minute} was already scored (through {state.through})")
+            raise ValueError(
+                f"{promotion.symbol}: minute {minute} was already scored (through {state.through})"
+            )
         if promotion.fold is None:
             rows = scoring.flat_signals(features, month, minute + MINUTE, state.through, promotion.horizon)
         else:
-            if (state.through or month - MINUTE) < minute - MINUTE:  # minutes not scored: their decisions first
+            if (
+                state.through or month - MINUTE
+            ) < minute - MINUTE:  # minutes not scored: their decisions first
                 catch_up = self._score(promotion, features, sentiment, state, minute, decisions_only=True)
                 state = _advance(state, catch_up, minute - MINUTE)
             rows = self._score(promotion, features, sentiment, state, minute + MINUTE)
@@ -191,7 +197,9 @@ class Models:
     ) -> pl.DataFrame:
         """`scoring.score` over (state.through, end), reading only the rows its windows need."""
         fold = promotion.fold
-        if state.through is not None:  # the windows of later minutes read sequence_length - 1 rows before them
+        if (
+            state.through is not None
+        ):  # the windows of later minutes read sequence_length - 1 rows before them
             first = features["ts"].search_sorted(state.through, side="right")
             features = features.slice(max(0, first - (int(fold["sequence_length"]) - 1)))
         return scoring.score(
@@ -211,4 +219,3 @@ def _advance(state: RuleState, rows: pl.DataFrame, through: datetime) -> RuleSta
     decided = rows.filter(pl.col("decision"))
     position = scoring.previous_position(decided) if decided.height else state.position
     return RuleState(state.month, through, position)
-

@@ -470,7 +470,9 @@ class LiveService:
             try:
                 self.models.refresh(symbol, month)
             except Exception as exc:  # noqa: BLE001 - a bad file must not stop trading: the previous value stays
-                log.warning(f"{symbol}: promoted_model of {month:%Y-%m} unreadable ({exc}); keeping what was read")
+                log.warning(
+                    f"{symbol}: promoted_model of {month:%Y-%m} unreadable ({exc}); keeping what was read"
+                )
             described = describe(self.models.for_minute(symbol, month), symbol, month)
             before = self._models_seen.get(symbol)
             if before == described:

@@ -9,10 +9,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from crpbot_assets.common.io_manager import PartitionedFileIOManager
 from crpbot_assets.common.months import month_start
 from crpbot_assets.common.partitions import symbol_month_key
 from crpbot_assets.common.resources import StorageResource
-from crpbot_assets.common.io_manager import PartitionedFileIOManager
 from crpbot_assets.live.clock import fast_clock
 from crpbot_assets.live.service import LiveSettings
 from crpbot_assets.replay import coinbase

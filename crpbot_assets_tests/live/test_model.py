@@ -19,6 +19,7 @@ from crpbot_assets_tests.live.conftest import live_fold, promote
 from crpbot_assets_tests.signals.conftest import APRIL, MARCH, SYMBOL
 from crpbot_assets_tests.training.helpers import hourly_sentiment
 
+
 @pytest.fixture(scope="module")
 def sentiment():
     frame = hourly_sentiment(40 * 1440, seed=3)
@@ -49,7 +50,10 @@ def test_live_signals_are_the_signals_rows_whatever_minutes_the_service_saw(
     decided = batch.filter(pl.col("decision"))
     assert decided["position"].n_unique() == 3 and (decided["position"].diff() != 0).sum() > 50  # it trades
     minutes = []  # (minutes that traded; the blocks start where a state from flat, or from before the gap, differs)
-    for start in (MARCH + timedelta(days=8, hours=5, minutes=15), MARCH + timedelta(days=13, hours=14, minutes=15)):
+    for start in (
+        MARCH + timedelta(days=8, hours=5, minutes=15),
+        MARCH + timedelta(days=13, hours=14, minutes=15),
+    ):
         minutes += batch.filter(pl.col("ts") >= start)["ts"].head(31).to_list()
     state = RuleState(MARCH)
     for minute in minutes:
@@ -61,7 +65,9 @@ def test_live_signals_are_the_signals_rows_whatever_minutes_the_service_saw(
             row["position"],
             version,
         ), minute
-        np.testing.assert_allclose(signal.probabilities, [row[c] for c in scoring.PROBABILITY_COLUMNS], atol=1e-6)
+        np.testing.assert_allclose(
+            signal.probabilities, [row[c] for c in scoring.PROBABILITY_COLUMNS], atol=1e-6
+        )
         assert signal.score == pytest.approx(row["score"], abs=1e-6)
         assert state.through == minute and state.position == scoring.previous_position(
             batch.filter(pl.col("ts") <= minute)
@@ -101,12 +107,21 @@ def test_nothing_promoted_or_a_demo_promotion_outside_the_demo_trades_flat_on_th
     minute = MARCH + timedelta(days=2, hours=5)  # on the grid
     flat = scoring.flat_signals(features, MARCH, APRIL, None, 15).filter(pl.col("ts") <= minute)
     signal, state = live_row(models, features, pl.DataFrame(), minute, RuleState(MARCH, MARCH, 1.0))
-    assert (signal.decision, signal.position, signal.model_version, signal.probabilities) == (True, 0, "none", None)
+    assert (signal.decision, signal.position, signal.model_version, signal.probabilities) == (
+        True,
+        0,
+        "none",
+        None,
+    )
     assert flat["ts"][-1] == minute and state.position == 0.0
     off, _ = live_row(models, features, pl.DataFrame(), minute + timedelta(minutes=1), state)
     assert off is None  # `signals` has no row off the grid without a model
 
-    demo = {"demo_rule": True, "passes_configured_gate": False, "configured_gate_reason": "won 1 of the latest 3"}
+    demo = {
+        "demo_rule": True,
+        "passes_configured_gate": False,
+        "configured_gate_reason": "won 1 of the latest 3",
+    }
     version = promote(tmp_path, SYMBOL, fold, MARCH, **demo)
     refused = Models(Storage(str(tmp_path))).for_minute(SYMBOL, MARCH)
     assert refused.fold is None and "crpbot-demo's permissive rule" in refused.flat_because
