@@ -1,13 +1,16 @@
 """crpbot-live on a real clock against the replay's WebSocket and REST candles: latency from a minute's close.
 
-Starts the replay (REST candles at Coinbase's 10 requests/s, the market-data WebSocket) in this process, a promoted
-model of the production size (2 x 64 LSTM, 60-minute windows, every catalogue feature + sentiment) in a temporary
-storage, the service's candle cache seeded as a previous run would have left it, then `crpbot-live` as a child
-process for `--minutes` of real time, 3 symbols, deciding every minute (`--rebalance-minutes 1`, so fills happen).
+Starts the replay (REST candles at Coinbase's 10 requests/s, the market-data WebSocket) in this process, a fold
+model of the production size promoted for the month in progress (and the next) in a temporary storage, as
+`fold_model` and `promoted_model` store them: 3 LSTM seeds x (with, without sentiment), each 2 x 64 units over
+60-minute windows of every catalogue feature (+ sentiment), logistic regression and a 300-tree LightGBM, all of
+which `signals`' scoring evaluates each minute; the service's candle cache seeded as a previous run would have left
+it; then `crpbot-live` as a child process for `--minutes` of real time, 3 symbols. The fold's decision grid is 1
+minute here (production folds: 15) so that fills happen within a few minutes; every minute is scored either way.
 Prints, from the forward ledger: close -> decision, close -> fill price observed (the next minute's first trade)
 and close -> fill record (the fill minute's close: its range prices the spread, as in `paper_trades`), each p50,
-p95 and max; the child's CPU time as a share of one core while it traded (start-up excluded, shown apart); and,
-as its last line, `p95 close->decision <seconds> s`.
+p95 and max; the child's start-up (the rule's state caught up from the month's start) and its CPU time as a share
+of one core while it traded; and, as its last line, `p95 close->decision <seconds> s`.
 Usage: .venv/bin/python benchmarks/bench_live.py [--minutes 5]
 """
 
@@ -30,36 +33,45 @@ from pathlib import Path
 warnings.filterwarnings("ignore")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import dagster as dg
 import numpy as np
 import torch
 
 from crpbot_assets.candles.client import SCHEMA
-from crpbot_assets.common.months import month_start, previous_month
+from crpbot_assets.common.io_manager import PartitionedFileIOManager
+from crpbot_assets.common.months import month_end, month_start, previous_month
+from crpbot_assets.common.partitions import symbol_month_key
+from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.features.catalogue import FEATURE_NAMES
 from crpbot_assets.features.compute import warmup_start
 from crpbot_assets.replay import coinbase, synthetic
 from crpbot_assets.replay.coinbase_ws import CoinbaseFeed
 from crpbot_assets.replay.server import ReplayServer
 from crpbot_assets.sentiment.features import FEATURE_COLUMNS as SENTIMENT_COLUMNS
-from crpbot_assets.training.artifacts import save_artifact
+from crpbot_assets.signals import gate
+from crpbot_assets.training import baselines as bl
+from crpbot_assets.training import decisions as dc
+from crpbot_assets.training import walk_forward as wf
 from crpbot_assets.training.model import LSTMClassifier
 from crpbot_assets.training.train import TrainConfig
+from crpbot_assets.training.walk_forward_assets import GPU_SEEDS, fold_model_path
 
 SYMBOLS = ["BTC-USD", "ETH-USD", "SOL-USD"]
+RULE = {"format": dc.RULE_FORMAT, "kind": "threshold", "mode": "long_short", "enter": 0.01, "exit": 0.0}
 
 
-def promote_model(storage: Path) -> str:
-    """A production-size model (untrained, seeded; latency does not depend on the weights' values)."""
+def lstm_variant(columns: list[str], seed: int) -> dict:
+    """A production-size LSTM (untrained, seeded; latency does not depend on the weights' values), its head made
+    decisive (never flat: down or up by one direction of the state) so positions change and fills happen."""
     config = TrainConfig()
-    columns = FEATURE_NAMES + list(SENTIMENT_COLUMNS)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = LSTMClassifier(len(columns), config.hidden_size, config.num_layers, config.dropout)
-    with torch.no_grad():  # decisive (never flat: down or up by one direction of the state), so fills happen
+    with torch.no_grad():
         head = model.head[1]
         direction = head.weight[2] - head.weight[0]
         head.weight[0], head.weight[1], head.weight[2] = -20 * direction, 0 * direction, 20 * direction
         head.bias.copy_(torch.tensor([0.0, -50.0, 0.0]))
-    variant = {
+    return {
         "state_dict": model.state_dict(),
         "config": asdict(config),
         "feature_columns": columns,
@@ -70,14 +82,71 @@ def promote_model(storage: Path) -> str:
         "best_epoch": 0,
         "device": "cpu",
     }
+
+
+def production_fold() -> bytes:
+    """A fold artifact (walk_forward.save_fold) of the production size: GPU_SEEDS seeds of both LSTM variants,
+    baselines fitted on 20,000 rows where the class depends on two inputs (LightGBM keeps all 300 rounds)."""
+    inputs = FEATURE_NAMES + list(SENTIMENT_COLUMNS)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20_000, len(inputs)))
+    y = (x[:, 0] + 0.5 * x[:, 1] + rng.normal(size=len(x)) > -0.5).astype(int) + (x[:, 0] > 0.5)
+    config = bl.BaselineConfig(lgbm_early_stopping=bl.BaselineConfig.lgbm_rounds)
+    logistic = bl.fit_logistic(x, y, config, True)
+    booster = bl.fit_lightgbm(x[:16_000], y[:16_000], x[16_000:], y[16_000:], config, True)
+    fold = {
+        "format": wf.FOLD_FORMAT,
+        "symbol": "any",
+        "inputs": inputs,
+        "sequence_length": TrainConfig.sequence_length,
+        "horizon_minutes": 1,
+        "dead_zone_bps": 10.0,
+        "scaler_mean": torch.zeros(len(inputs), dtype=torch.float64),
+        "scaler_std": torch.ones(len(inputs), dtype=torch.float64),
+        "clip": 10.0,
+        "lstm": [
+            {
+                "with_sentiment": lstm_variant(inputs, k),
+                "without_sentiment": lstm_variant(FEATURE_NAMES, 100 + k),
+            }
+            for k in range(GPU_SEEDS)
+        ],
+        "logit": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in logistic.items()},
+        "lgbm": booster.model_to_string(),
+        "majority": 1,
+        "rules": {m: dict(RULE) for m in ("lstm", "logit", "lgbm", "persist")}
+        | {"buy_and_hold": dc.hold_rule()},
+        "fit_info": {"lgbm_rounds": booster.num_trees() // 3},
+        "dropped_inputs": [],
+    }
+    return wf.save_fold(fold)
+
+
+def promote(storage: Path, now: datetime) -> str:
+    """The fold under its hash (`fold_model`'s path) and `promoted_model` of this month and the next, per symbol."""
+    data = production_fold()
+    version = hashlib.sha256(data).hexdigest()[:12]
+    manager = PartitionedFileIOManager(storage=StorageResource(base_uri=str(storage)))
     for symbol in SYMBOLS:
-        data = save_artifact({"with_sentiment": variant}, symbol)
-        version = hashlib.sha256(data).hexdigest()[:12]
-        (storage / "promoted_models" / symbol).mkdir(parents=True, exist_ok=True)
-        (storage / "promoted_models" / symbol / f"{version}.pt").write_bytes(data)
-        (storage / "promoted_model").mkdir(exist_ok=True)
-        value = {"symbol": symbol, "promoted": True, "model_version": version, "model_uri": ""}
-        (storage / "promoted_model" / f"{symbol}.json").write_text(json.dumps(value))
+        path = fold_model_path(symbol, version)
+        manager.files.write_bytes(path, data)
+        for month in (month_start(now), month_end(month_start(now))):
+            value = {
+                "symbol": symbol,
+                "month": f"{month:%Y-%m}",
+                "promoted": True,
+                "model_version": version,
+                "model_path": path,
+                "model_uri": manager.files.uri(path),
+                "fold_month": f"{month:%Y-%m}",
+                "status": "promoted",
+                "reason": "benchmark",
+                **gate.labels(False, True, "benchmark"),
+            }
+            manager.write_partition(
+                dg.AssetKey("promoted_model"), str(symbol_month_key(symbol, month)), value
+            )
+    print(f"fold model {version}: {len(data) / 1e6:.1f} MB", flush=True)
     return version
 
 
@@ -110,13 +179,14 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-live-"))
     storage, state = tmp / "data", tmp / "live"
-    promote_model(storage)
-    seed_cache(state, datetime.now(UTC).replace(second=0, microsecond=0))
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    promote(storage, now)
+    seed_cache(state, now)
     with ReplayServer([coinbase.service()]) as rest, CoinbaseFeed() as feed:
         command = [
             sys.executable, "-m", "crpbot_assets.live.cli", "--symbols", ",".join(SYMBOLS),
             "--ws-url", feed.url, "--rest-url", rest.url, "--storage-uri", str(storage), "--state-dir", str(state),
-            "--rebalance-minutes", "1", "--minutes", str(args.minutes), "--no-dagster", "--reconcile-every-s", "60",
+            "--minutes", str(args.minutes), "--no-dagster", "--reconcile-every-s", "60",
         ]  # fmt: skip
         started = time.monotonic()
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

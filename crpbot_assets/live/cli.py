@@ -55,12 +55,9 @@ def settings_from_args(argv: list[str] | None = None) -> tuple[LiveSettings, flo
         default=None,
         help="stop after this many minutes (default: run until SIGTERM)",
     )
-    parser.add_argument("--rebalance-minutes", type=int, default=PaperConfig.rebalance_minutes)
     parser.add_argument("--fee-bps", type=float, default=PaperConfig.fee_bps)
     parser.add_argument("--half-spread-bps", type=float, default=None)
     parser.add_argument("--starting-capital", type=float, default=PaperConfig.starting_capital)
-    parser.add_argument("--mode", default="long_short")
-    parser.add_argument("--threshold", type=float, default=0.0)
     parser.add_argument("--stale-after-s", type=float, default=10.0)
     parser.add_argument("--report-every-s", type=float, default=3600.0)
     parser.add_argument("--reconcile-every-s", type=float, default=300.0)
@@ -78,9 +75,7 @@ def settings_from_args(argv: list[str] | None = None) -> tuple[LiveSettings, flo
         rest_url=args.rest_url,
         storage_uri=args.storage_uri,
         state_dir=args.state_dir,
-        paper=PaperConfig(args.starting_capital, args.fee_bps, args.half_spread_bps, args.rebalance_minutes),
-        mode=args.mode,
-        threshold=args.threshold,
+        paper=PaperConfig(args.starting_capital, args.fee_bps, args.half_spread_bps),
         stale_after_s=args.stale_after_s,
         report_every_s=args.report_every_s,
         reconcile_every_s=args.reconcile_every_s,
@@ -139,8 +134,10 @@ def live_stretch(
     log_line=print,
 ) -> dict:
     """For the demo: the service for `minutes` of real clock against `ws_url` and `rest_url` (the replay's:
-    `with CoinbaseFeed() as feed: live_stretch(storage_uri, replay.url, feed.url)`), with the promoted models under
-    `storage_uri`, deciding every minute. Logs and returns the summary (`["latency_s"]`: p50/p95/max)."""
+    `with CoinbaseFeed() as feed: live_stretch(storage_uri, replay.url, feed.url)`), trading what
+    `promoted_model[<month in progress>|symbol]` under `storage_uri` promotes (a demo-rule promotion included: this
+    is the demo), a signal every minute, fills on the fold's decision grid. Logs and returns the summary
+    (`["latency_s"]`: p50/p95/max over the minutes decided)."""
     now = datetime.now(UTC)
     settings = LiveSettings(
         symbols=symbols or [s for s in SYMBOLS if is_listed(s, now)],
@@ -148,7 +145,7 @@ def live_stretch(
         rest_url=rest_url,
         storage_uri=storage_uri,
         state_dir=state_dir or default_state_dir(),
-        paper=PaperConfig(rebalance_minutes=1),
+        demo=True,
     )
     log_line(f"live stretch: {', '.join(settings.symbols)} for {minutes:g} min of real clock from {ws_url}")
     summary = run_service(settings, minutes, Clock())

@@ -7,9 +7,11 @@ was never made. Nothing else is ever removed or changed. `CRPBOT_LIVE_TEST_HOOK=
 named by `CRPBOT_LIVE_TEST_SIGNAL`, so a kill test can SIGKILL exactly there.
 
 Records (every time unix seconds on the service's clock):
-- `decision`: one per closed minute the service decided, made once: `minute`, the model's probabilities, its
-  `signal` position, whether the minute is on the rebalancing grid, the resulting `target` and the `held` position,
-  `model_version`, `decided_at` and `latency_s` (from the minute's close, minute + 60 s).
+- `decision`: one per closed minute the service decided, made once: the minute's row of the `signals` asset
+  (`minute`, the fold model's probabilities and `score`, None when flat; `grid`: a decision-grid minute, signals'
+  `decision`; `signal`: the rule's position, signals' `position`; `model_version`), the resulting `target` (the
+  signal on the grid, else the position held) and the `held` position, `decided_at` and `latency_s` (from the
+  minute's close, minute + 60 s).
 - `fill`: one per decision whose target differs from the position held, at the open of the first minute after
   the decision minute that traded (the fill minute), with the paper ledger's cost model
   (`signals.ledger`: taker fee, half-spread fixed or a quarter of the fill minute's range): the same arithmetic as
@@ -40,6 +42,7 @@ class Book:
     cash: float = 0.0
     hold_units: float | None = None  # buy-and-hold reference: capital bought at the first fill opportunity
     last_decision: int | None = None  # newest decided minute
+    last_signal: int = 0  # its `signal`: the decision rule's position after it (the rule's state)
     pending: dict | None = None  # the decision awaiting its fill
     decisions: int = 0
     fills: int = 0
@@ -50,7 +53,7 @@ class Book:
 
     def apply(self, record: dict) -> None:
         if record["kind"] == "decision":
-            self.last_decision = record["minute"]
+            self.last_decision, self.last_signal = record["minute"], record["signal"]
             self.decisions += 1
             self.pending = record if record["target"] != self.position else None
         elif record["kind"] == "fill":

@@ -7,12 +7,15 @@ Per closed minute of a symbol (bars.py decides when a minute is closed):
 3. the features of the month so far with `features_for_month`, the code of the `features` asset, on the same
    input the asset reads (the previous month's candles and the month's): identical values, bit for bit
    (`test_live_service.py`); the previous month's rows, needed by the first windows of a month, once a month;
-4. the promoted model's signal and the paper decision (model.py), appended to the forward ledger at once.
+4. the signal of the month's promoted fold model (model.py: `signals`' row for the minute, the position by the
+   fold's rule) and the paper decision (on the fold's decision grid the target is the signal, off it the position
+   held), appended to the forward ledger at once.
 Decisions are made only for minutes that close while the service runs, on time (`decide_within_s`), at most once
 per minute: a restart after SIGKILL resumes from the ledger, and a decision awaiting its fill is filled from the
 candles (REST has the minute the socket did not see). A feed without a message for `stale_after_s` stops trading
 (alert `stale`), is reconnected with jittered exponential back-off, and trading resumes (`resumed`) only after the
-gap is filled from REST. A newly promoted model is picked up within `model_poll_s`. REST candles reconcile the
+gap is filled from REST. A newly promoted model is picked up within `model_poll_s`, the next month's at its first
+minute. REST candles reconcile the
 socket's bars every `reconcile_every_s` (REST is the record: differences are counted and reported).
 """
 
@@ -43,7 +46,7 @@ from crpbot_assets.live.clock import Clock
 from crpbot_assets.live.feed import FeedConnection, FeedError
 from crpbot_assets.live.history import History
 from crpbot_assets.live.ledger import ForwardLedger
-from crpbot_assets.live.model import Models
+from crpbot_assets.live.model import Models, Promotion, RuleState
 from crpbot_assets.signals.ledger import PaperConfig
 
 log = logging.getLogger("crpbot.live")
@@ -59,8 +62,7 @@ class LiveSettings:
     storage_uri: str  # where promoted models, sentiment and stored candles are read (the Dagster storage)
     state_dir: str  # the forward ledger, the candle cache, status.json
     paper: PaperConfig = field(default_factory=PaperConfig)
-    mode: str = "long_short"
-    threshold: float = 0.0
+    demo: bool = False  # crpbot-demo's live stretch: a demo-rule promotion may trade (signals/gate.py)
     stale_after_s: float = 10.0  # heartbeats come every second
     backoff_s: tuple[float, float] = (0.5, 30.0)
     decide_within_s: float = (
@@ -91,6 +93,13 @@ class Stats:
 
 class AlreadyRunning(RuntimeError):
     """Another crpbot-live holds the state directory."""
+
+
+def describe(promotion: Promotion | None, symbol: str, month: datetime) -> str:
+    """What trades `symbol` in `month`, in words."""
+    if promotion is None:
+        return f"{month:%Y-%m}: promoted_model not materialized (no decisions, position held)"
+    return f"{month:%Y-%m}: {promotion.describe()}"
 
 
 def percentiles(values) -> dict:
@@ -127,7 +136,17 @@ class LiveService:
         if self.ledger.repaired_bytes:
             log.warning(f"ledger: cut {self.ledger.repaired_bytes} bytes of a torn last record (never made)")
         self.books = self.ledger.books(self.symbols, settings.paper)
-        self.models = Models(self.storage, settings.mode, settings.threshold)
+        self.models = Models(self.storage, settings.demo, getattr(reporter, "instance", None))
+        self.rules = {  # the decision rule's state: from the last decision recorded
+            s: RuleState(
+                month_start(datetime.fromtimestamp(book.last_decision, UTC)),
+                datetime.fromtimestamp(book.last_decision, UTC),
+                book.last_signal,
+            )
+            if book.last_decision is not None
+            else RuleState(month_start(datetime.fromtimestamp(self.clock.now(), UTC)))
+            for s, book in self.books.items()
+        }
         self.rest = CandlesClient(
             settings.rest_url, settings.rest_rate_per_s, burst=max(1, int(settings.rest_rate_per_s))
         )
@@ -144,7 +163,7 @@ class LiveService:
         self.reporter = reporter
         self._stop = False
         self._due: dict[str, float] = {}
-        self._models_seen: set[str] = set()
+        self._models_seen: dict[str, str] = {}  # symbol -> what trades it now, in words
         self.started_at = self.clock.now()
 
     # --- start-up ---------------------------------------------------------------------------------------------
@@ -170,11 +189,15 @@ class LiveService:
             self._settle(symbol, now)
         self._poll_models(now)
         self._poll_sentiment(now)
-        for symbol in self.symbols:  # warm up: the previous month's features and the model, before any close
-            last, model = self.histories[symbol].last_minute(), self.models.for_minute(symbol, end)
-            if last is not None and model is not None:
-                when = datetime.fromtimestamp(last, UTC)
-                self.models.signal(model, self.features(symbol, when), self.sentiment[symbol], when, 0)
+        for symbol in self.symbols:  # warm up before any close: features, model, the rule's state caught up
+            last = self.histories[symbol].last_minute()
+            when = datetime.fromtimestamp(last, UTC) if last is not None else None
+            promotion = self.models.for_minute(symbol, when) if when is not None else None
+            state = self.rules[symbol].at(when) if when is not None else None
+            if promotion is not None and (state.through is None or state.through < when):
+                _, self.rules[symbol] = self.models.signal(
+                    promotion, self.features(symbol, when), self.sentiment[symbol], when, state
+                )
 
     def _cached(self, symbol: str, start: datetime) -> pl.DataFrame:
         """What this service reconciled before (its candle cache), from `start`."""
@@ -379,34 +402,37 @@ class LiveService:
             self.stats.skip("fill_pending")
             return
         when = datetime.fromtimestamp(minute, UTC)
-        model = self.models.for_minute(symbol, when)
-        if model is None:
-            self.stats.skip("no_model")
+        promotion = self.models.for_minute(symbol, when)
+        if promotion is None:  # promoted_model of the month not materialized: `signals` has no row either
+            self.stats.skip("no_promotion")
+            return
+        state = self.rules[symbol].at(when)
+        if state.through is not None and when <= state.through:
+            self.stats.skip("scored_before_start")
             return
         features = self.features(symbol, when)
         if features.height == 0 or features["ts"][-1] != when:
             self.stats.skip("no_features")
             return
-        signal_ = self.models.signal(
-            model, features, self.sentiment.get(symbol, pl.DataFrame()), when, book.position
+        signal_, self.rules[symbol] = self.models.signal(
+            promotion, features, self.sentiment.get(symbol, pl.DataFrame()), when, state
         )
-        if signal_ is None:
-            self.stats.skip("no_window")
+        if signal_ is None:  # no complete input window; flat: off the grid
+            self.stats.skip("no_window" if promotion.fold is not None else "flat_off_grid")
             return
-        grid = signal_.decision
-        if grid is None:  # today's rule has no grid of its own: paper_trades' rebalancing grid
-            grid = minute // MINUTE % self.settings.paper.rebalance_minutes == 0
+        probabilities = signal_.probabilities or (None, None, None)
         decided = self.clock.now()
         record = {
             "kind": "decision",
             "symbol": symbol,
             "minute": minute,
-            "p_down": signal_.probabilities[0],
-            "p_flat": signal_.probabilities[1],
-            "p_up": signal_.probabilities[2],
+            "p_down": probabilities[0],
+            "p_flat": probabilities[1],
+            "p_up": probabilities[2],
+            "score": signal_.score,
             "signal": signal_.position,
-            "grid": grid,
-            "target": signal_.position if grid else book.position,
+            "grid": signal_.decision,
+            "target": signal_.position if signal_.decision else book.position,
             "held": book.position,
             "model_version": signal_.model_version,
             "decided_at": decided,
@@ -437,20 +463,25 @@ class LiveService:
             self.reporter.report(self.summary())
 
     def _poll_models(self, now: float) -> None:
+        """Re-read the promotion of the month in progress; say when what trades a symbol changed (a new
+        promotion, a demotion, the next month's model or its absence)."""
+        month = month_start(datetime.fromtimestamp(now, UTC))
         for symbol in self.symbols:
             try:
-                change = self.models.refresh(symbol)
-            except (OSError, ValueError, KeyError) as exc:
-                log.warning(f"{symbol}: promoted model unreadable ({exc}); keeping the previous one")
+                self.models.refresh(symbol, month)
+            except Exception as exc:  # noqa: BLE001 - a bad file must not stop trading: the previous value stays
+                log.warning(
+                    f"{symbol}: promoted_model of {month:%Y-%m} unreadable ({exc}); keeping what was read"
+                )
+            described = describe(self.models.for_minute(symbol, month), symbol, month)
+            before = self._models_seen.get(symbol)
+            if before == described:
                 continue
-            if change is None:
-                continue
-            message = f"promoted model {change[0] or 'none'} -> {change[1] or 'none'}"
-            if symbol in self._models_seen:
-                self.alert("model_changed", message, symbol)
-            else:  # the first read at start: no change to report
-                log.info(f"{symbol}: {message} (at start)")
-                self._models_seen.add(symbol)
+            self._models_seen[symbol] = described
+            if before is None:  # the first read at start: no change to report
+                log.info(f"{symbol}: {described} (at start)")
+            else:
+                self.alert("model_changed", f"{before} -> {described}", symbol)
 
     def _poll_sentiment(self, now: float) -> None:
         import dagster as dg

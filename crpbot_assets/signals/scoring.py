@@ -81,15 +81,20 @@ def score(
     end: datetime,
     after: datetime | None = None,
     previous: float = 0.0,
+    decisions_only: bool = False,
 ) -> pl.DataFrame:
     """Signals (SIGNAL_SCHEMA) for feature minutes in [start, end) later than `after` (None: all), the first
     decision taken from position `previous`. `features` may begin earlier (the previous month): those rows only
-    fill the first windows."""
+    fill the first windows. `decisions_only`: the decision-grid minutes alone (the same rows and positions; the
+    live service catches the rule's state up over minutes it did not see without scoring the minutes between)."""
     rows = wf.serving_rows(features, sentiment, fold["inputs"])
     ts = rows["ts"]
+    horizon = int(fold["horizon_minutes"])
     wanted = (ts >= start) & (ts < end)
     if after is not None:
         wanted = wanted & (ts > after)
+    if decisions_only:
+        wanted = wanted & (ts.dt.epoch("s") // 60 % horizon == 0)
     ends = wf.complete_window_ends(rows["row_valid"].to_numpy(), int(fold["sequence_length"]))
     ends = ends[wanted.to_numpy()[ends]]
     if len(ends) == 0:
@@ -97,7 +102,7 @@ def score(
     probabilities = wf.fold_probabilities(rows, fold, ends)["lstm"]
     scores = dc.score(probabilities)
     minutes = ts.gather(ends)
-    decision = (minutes.dt.epoch("s") // 60 % int(fold["horizon_minutes"]) == 0).to_numpy()
+    decision = (minutes.dt.epoch("s") // 60 % horizon == 0).to_numpy()
     position = np.full(len(ends), np.nan)
     position[decision] = dc.positions(scores[decision], fold["rules"]["lstm"], previous)
     position = pl.Series(position).fill_nan(None).fill_null(strategy="forward").fill_null(previous)

@@ -3,54 +3,96 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from crpbot_assets.common.io_manager import PartitionedFileIOManager
+from crpbot_assets.common.months import month_start
+from crpbot_assets.common.partitions import symbol_month_key
+from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.live.clock import fast_clock
 from crpbot_assets.live.service import LiveSettings
 from crpbot_assets.replay import coinbase
 from crpbot_assets.replay.coinbase_ws import CoinbaseFeed
 from crpbot_assets.replay.server import ReplayServer
-from crpbot_assets.signals.ledger import PaperConfig
-from crpbot_assets_tests.signals.conftest import make_artifact, march_candles, march_features
+from crpbot_assets.signals import gate
+from crpbot_assets.training import walk_forward as wf
+from crpbot_assets.training.walk_forward_assets import fold_model_path
+from crpbot_assets_tests.signals.conftest import RULE, make_fold, march_candles, march_features
+from crpbot_assets_tests.training.conftest import one_torch_thread  # noqa: F401 (autouse fixture)
 
 # Early in a month: the history the service loads (from the previous month's warm-up) stays small.
 ORIGIN = datetime(2026, 11, 3, 10, 0, 50, tzinfo=UTC)
 
 
-def promote(storage: Path, symbol: str, artifact: bytes) -> str:
-    """Write what `promoted_model[symbol]` stores: the artifact by version and the asset's JSON value."""
-    version = hashlib.sha256(artifact).hexdigest()[:12]
-    target = storage / "promoted_models" / symbol / f"{version}.pt"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(artifact)
-    value = {"symbol": symbol, "promoted": True, "model_version": version, "model_uri": str(target)}
-    (storage / "promoted_model").mkdir(parents=True, exist_ok=True)
-    (storage / "promoted_model" / f"{symbol}.json").write_text(json.dumps(value))
+def live_fold(features, seed: int = 0, horizon: int = 1, decisive: bool = False, rule: dict = RULE) -> bytes:
+    """A fold model artifact (walk_forward.save_fold) of the signals tests' kind with decision grid `horizon`.
+    `decisive`: its LSTM head made never flat, down or up by the sign of one direction of the state (about one
+    position change in five minutes' decisions), so a few minutes hold fills."""
+    fold = make_fold(features, seed, rule) | {"horizon_minutes": horizon}
+    if decisive:
+        state = fold["lstm"][0]["with_sentiment"]["state_dict"]
+        weight, bias = state["head.1.weight"], state["head.1.bias"]
+        direction = weight[2] - weight[0]
+        weight[0], weight[1], weight[2] = -20 * direction, 0 * direction, 20 * direction
+        bias[0], bias[1], bias[2] = 0.0, -50.0, 0.0
+    return wf.save_fold(fold)
+
+
+def promote(
+    data: Path,
+    symbol: str,
+    fold: bytes | None,
+    month: datetime = month_start(ORIGIN),
+    instance: dg.DagsterInstance | None = None,
+    **value,
+) -> str | None:
+    """What `fold_model` and `promoted_model[month|symbol]` store when the gate passes (the fold artifact under its
+    hash, `fold_model_path`; promoted_model's value through the IO manager, committed when `instance` is given);
+    `fold` None: nothing promoted. `value` overrides fields (the demo labels). Returns the model version."""
+    files = PartitionedFileIOManager(storage=StorageResource(base_uri=str(data)))
+    version = hashlib.sha256(fold).hexdigest()[:12] if fold is not None else None
+    path = fold_model_path(symbol, version) if version else None
+    if fold is not None:
+        files.files.write_bytes(path, fold)
+    stored = {
+        "symbol": symbol,
+        "month": f"{month:%Y-%m}",
+        "promoted": version is not None,
+        "model_version": version,
+        "model_path": path,
+        "model_uri": files.files.uri(path) if path else None,
+        "fold_month": f"{month:%Y-%m}",
+        "training_window": "2025-10-01 00:00 .. 2026-10-15 00:00",
+        "status": "promoted" if version else "none promoted",
+        "reason": "the gate passes" if version else "the gate does not pass",
+        **gate.labels(False, True, "the gate passes"),
+        **value,
+    }
+    key, asset = str(symbol_month_key(symbol, month)), dg.AssetKey("promoted_model")
+    if instance is not None:
+        files.commit_outside_run(instance, asset, key, stored)
+    else:
+        files.write_partition(asset, key, stored)
     return version
 
 
 @pytest.fixture(scope="session")
-def artifact() -> bytes:
-    return make_artifact(march_features(march_candles()))
+def features():
+    return march_features(march_candles())
 
 
 @pytest.fixture(scope="session")
-def flippy_artifact(artifact) -> bytes:
-    """The artifact with its head made decisive: never flat, down or up by the sign of one direction of the
-    LSTM's state (about one position change in five minutes' decisions), so a few minutes hold fills."""
-    from crpbot_assets.training.artifacts import load_artifact, save_artifact
+def fold(features) -> bytes:
+    return live_fold(features)
 
-    loaded = load_artifact(artifact)
-    variant = loaded["variants"]["with_sentiment"]
-    weight, bias = variant["state_dict"]["head.1.weight"], variant["state_dict"]["head.1.bias"]
-    direction = weight[2] - weight[0]
-    weight[0], weight[1], weight[2] = -20 * direction, 0 * direction, 20 * direction
-    bias[0], bias[1], bias[2] = 0.0, -50.0, 0.0
-    return save_artifact(loaded["variants"], loaded["symbol"])
+
+@pytest.fixture(scope="session")
+def decisive_fold(features) -> bytes:
+    return live_fold(features, seed=1, decisive=True)
 
 
 class World:
@@ -90,7 +132,6 @@ class World:
             rest_url=self.rest.url,
             storage_uri=str(tmp / "data"),
             state_dir=str(tmp / "live"),
-            paper=PaperConfig(rebalance_minutes=1),
             rest_rate_per_s=2000.0,
             report_to_dagster=False,
         )

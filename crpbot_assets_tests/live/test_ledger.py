@@ -13,6 +13,8 @@ def decision(minute: int, target: int, held: int = 0) -> dict:
         "kind": "decision",
         "symbol": "BTC-USD",
         "minute": minute,
+        "signal": target,
+        "grid": True,
         "target": target,
         "held": held,
         "model_version": "v1",
@@ -46,14 +48,14 @@ def test_books_replay_decisions_and_fills(tmp_path):
     from datetime import UTC, datetime
 
     ledger = ForwardLedger(tmp_path / "ledger.jsonl")
-    config = PaperConfig(rebalance_minutes=1, half_spread_bps=5.0)
+    config = PaperConfig(half_spread_bps=5.0)
 
     def books():  # as a restart rebuilds them
         return ForwardLedger(tmp_path / "ledger.jsonl").books(["BTC-USD"], config)
 
     ledger.append(decision(60, 1))
     book = books()["BTC-USD"]
-    assert book.pending["minute"] == 60 and book.last_decision == 60
+    assert book.pending["minute"] == 60 and (book.last_decision, book.last_signal) == (60, 1)
     candle = {
         "ts": datetime.fromtimestamp(180, UTC),
         "open": 100.0,

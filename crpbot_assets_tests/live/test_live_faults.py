@@ -33,9 +33,9 @@ def decisions(service: LiveService) -> list[dict]:
 
 
 def test_drop_gap_and_silence_are_recovered_from_rest_and_a_stale_feed_stops_trading(
-    tmp_path, artifact, flippy_artifact
+    tmp_path, fold, decisive_fold
 ):
-    promote(tmp_path / "data", "BTC-USD", artifact)  # ETH-USD: nothing promoted yet
+    promote(tmp_path / "data", "BTC-USD", fold)  # ETH-USD: promoted_model not materialized yet
     with World(speed=30, stall_s=60.0) as world:
         world.seed_cache(tmp_path, SYMBOLS, ORIGIN - timedelta(minutes=30))
         # no periodic reconciliation: only the gap fills can make the history equal REST
@@ -48,7 +48,7 @@ def test_drop_gap_and_silence_are_recovered_from_rest_and_a_stale_feed_stops_tra
             wait_for(lambda: len(decisions(service)) >= 2, 30, "two decisions")
             assert {r["symbol"] for r in decisions(service)} == {"BTC-USD"}
             # a model promoted while running is picked up without a restart
-            version = promote(tmp_path / "data", "ETH-USD", flippy_artifact)
+            version = promote(tmp_path / "data", "ETH-USD", decisive_fold)
             wait_for(
                 lambda: any(r["symbol"] == "ETH-USD" for r in decisions(service)), 30, "ETH-USD deciding"
             )

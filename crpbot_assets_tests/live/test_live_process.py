@@ -28,8 +28,7 @@ def live_command(world: World, tmp: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "crpbot_assets.live.cli",
         "--symbols", ",".join(SYMBOLS), "--ws-url", world.feed.url, "--rest-url", world.rest.url,
-        "--storage-uri", str(tmp / "data"), "--state-dir", str(tmp / "live"), "--rebalance-minutes", "1",
-        "--rest-rate", "2000", "--no-dagster", *extra,
+        "--storage-uri", str(tmp / "data"), "--state-dir", str(tmp / "live"), "--rest-rate", "2000", "--no-dagster", *extra,
     ]  # fmt: skip
 
 
@@ -72,9 +71,11 @@ def first_candle_after(symbol: str, minute: int) -> tuple[int, float]:
     return int(candles["ts"][0].timestamp()), float(candles["open"][0])
 
 
-def test_sigkill_at_any_instant_then_restart_never_duplicates_or_loses_a_fill(tmp_path, flippy_artifact):
-    for symbol in SYMBOLS:
-        promote(tmp_path / "data", symbol, flippy_artifact)
+def test_sigkill_at_any_instant_then_restart_never_duplicates_or_loses_a_fill(tmp_path, decisive_fold):
+    for (
+        symbol
+    ) in SYMBOLS:  # a fold deciding every minute (horizon 1), changing position about every 5 minutes
+        promote(tmp_path / "data", symbol, decisive_fold)
     with World(speed=SPEED) as world:
         world.seed_cache(tmp_path, SYMBOLS, ORIGIN - timedelta(minutes=30))
         # 1. killed with a decision half-written: that decision was never made

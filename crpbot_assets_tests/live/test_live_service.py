@@ -1,41 +1,40 @@
-"""crpbot-live in process against the replayed feed on a fast clock (60x): bars, decisions, feature parity.
-
-One module-scoped run: two symbols, four minutes of clock time (about 4 s), then each test reads what it left.
-"""
+"""crpbot-live in process against the replayed feed on a fast clock (60x), the fast tier's smoke run: two symbols,
+three minutes of clock (about 3 s), then each test reads what it left. The fold model decides every minute
+(horizon 1) so the few minutes hold decisions and fills. Feature parity with the `features` asset, and decisions
+and fills equal to the `signals` and `paper_trades` assets' across a month boundary: test_live_equals_batch.py."""
 
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import numpy as np
 import polars as pl
 import pytest
 
 from crpbot_assets.candles.client import CandlesClient
-from crpbot_assets.common.io_manager import partition_path
-from crpbot_assets.common.months import month_end, month_start, previous_month
-from crpbot_assets.common.partitions import symbol_month_key
-from crpbot_assets.features.assets import features
-from crpbot_assets.features.compute import features_for_month
+from crpbot_assets.common.months import month_start, previous_month
+from crpbot_assets.features.compute import features_for_month, warmup_start
 from crpbot_assets.live.ledger import read_records
 from crpbot_assets.live.service import LiveService
 from crpbot_assets.replay import synthetic
-from crpbot_assets.resources import file_resources
-from crpbot_assets_tests.features.test_assets import CANDLES
+from crpbot_assets.signals import scoring
+from crpbot_assets.training import walk_forward as wf
 from crpbot_assets_tests.live.conftest import ORIGIN, World, promote
 
 SYMBOLS = ["BTC-USD", "SOL-USD"]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, artifact):
+def run(tmp_path_factory, fold):
     tmp = tmp_path_factory.mktemp("live")
-    versions = {symbol: promote(tmp / "data", symbol, artifact) for symbol in SYMBOLS}
+    versions = {symbol: promote(tmp / "data", symbol, fold) for symbol in SYMBOLS}
     with World(speed=60) as world:
         world.seed_cache(tmp, SYMBOLS, ORIGIN - timedelta(minutes=30))
         service = LiveService(world.settings(tmp, SYMBOLS), world.clock)
         service.load()
-        summary = service.run(until=world.clock.now() + 240)
+        summary = service.run(until=world.clock.now() + 180)
         rest = CandlesClient(world.rest.url, 2000, burst=2000)
         yield {"service": service, "summary": summary, "rest": rest, "tmp": tmp, "versions": versions}
+        service.close()
 
 
 def test_bars_built_from_the_stream_equal_the_rest_candles(run):
@@ -51,9 +50,11 @@ def test_bars_built_from_the_stream_equal_the_rest_candles(run):
         assert history.reconciliation.different == 0 and service.builders[symbol].late_trades == 0
 
 
-def test_each_closed_minute_is_decided_once_within_its_close_with_the_promoted_model(run):
+def test_each_closed_minute_is_decided_once_on_time_as_signals_decides_it(run, fold):
     service, summary = run["service"], run["summary"]
-    decisions = [r for r in read_records(service.ledger.path) if r["kind"] == "decision"]
+    records = read_records(service.ledger.path)
+    decisions = [r for r in records if r["kind"] == "decision"]
+    month = month_start(ORIGIN)
     for symbol in SYMBOLS:
         mine = [r for r in decisions if r["symbol"] == symbol]
         minutes = [r["minute"] for r in mine]
@@ -64,8 +65,27 @@ def test_each_closed_minute_is_decided_once_within_its_close_with_the_promoted_m
         }  # the first may be REST's
         # decided before the next minute closed (virtual seconds; a second of real time at 60x)
         assert all(0 < r["latency_s"] < 60 for r in mine), [r["latency_s"] for r in mine]
+        # `signals`' rows (its function on features of the replay's candles, from the month's start)
+        end = datetime.fromtimestamp(minutes[-1] + 60, UTC)
+        candles = synthetic.candles(symbol, warmup_start(previous_month(month)), end, now=end)
+        features = pl.concat(
+            [
+                features_for_month(candles.filter(pl.col("ts") < month), previous_month(month), month).frame,
+                features_for_month(candles, month, end).frame,
+            ]
+        )
+        batch = scoring.score(
+            features, pl.DataFrame(), wf.load_fold(fold), run["versions"][symbol], month, end
+        )
+        rows = batch.filter(pl.col("ts").dt.epoch("s").is_in(minutes)).sort("ts")
+        assert rows["ts"].dt.epoch("s").to_list() == minutes
+        assert [(r["grid"], r["signal"]) for r in mine] == list(zip(rows["decision"], rows["position"]))
+        probabilities = np.array([[r[c] for c in scoring.PROBABILITY_COLUMNS] for r in mine])
+        np.testing.assert_allclose(
+            probabilities, rows.select(scoring.PROBABILITY_COLUMNS).to_numpy(), atol=1e-6
+        )
     assert summary["latency_s"]["n"] == len(decisions)
-    fills = [r for r in read_records(service.ledger.path) if r["kind"] == "fill"]
+    fills = [r for r in records if r["kind"] == "fill"]
     for (
         fill
     ) in fills:  # at the open of the first minute after the decision that traded (independent: synthetic)
@@ -77,37 +97,6 @@ def test_each_closed_minute_is_decided_once_within_its_close_with_the_promoted_m
             int(candle["ts"][0].timestamp()),
             candle["open"][0],
         )
-
-
-def test_live_features_equal_the_features_asset_on_the_minutes_both_compute(run, instance):
-    """The `features` asset materialized through Dagster on the REST candles of the same months."""
-    service = run["service"]
-    symbol = SYMBOLS[0]
-    last = datetime.fromtimestamp(service.histories[symbol].last_minute(), UTC)
-    month = month_start(last)
-    live = service.features(symbol, last)
-    resources = file_resources(str(run["tmp"] / "batch"))
-    for m in (previous_month(month), month):
-        end = min(month_end(m), last + timedelta(minutes=1))
-        candles = synthetic.candles(symbol, m, end, now=end)
-        resources["io_manager"].commit_outside_run(
-            instance, "candles", str(symbol_month_key(symbol, m)), candles
-        )
-    key = str(symbol_month_key(symbol, month))
-    result = dg.materialize(
-        [features, CANDLES], partition_key=key, resources=resources, instance=instance, selection=[features]
-    )
-    assert result.success
-    batch = resources["storage"].storage.read_parquet(
-        partition_path(dg.AssetKey("features"), key) + ".parquet"
-    )
-    mine = live.filter(pl.col("ts") >= month)
-    assert mine.height > 1000 and mine["ts"][-1] == last
-    assert mine.equals(batch)  # every minute of the month so far, bit for bit (Float32 as stored)
-    # the previous month's rows (a month's first windows read them): the asset's own function on its input
-    before = previous_month(month)
-    candles = synthetic.candles(symbol, previous_month(before), month, now=month)
-    assert live.filter(pl.col("ts") < month).equals(features_for_month(candles, before, month).frame)
 
 
 def test_the_ledger_figures_and_alerts_reach_dagster_as_the_live_paper_ledger_asset(run, instance):
