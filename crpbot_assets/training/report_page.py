@@ -2,7 +2,8 @@
 
 The caller hands a neutral `Page`: a title, the verdict in words, one `Table` (units in the headers, a one-line
 legend) and PNG images. `html(page)` inlines everything (style, images as data URIs): the file opens from disk,
-an S3 download or an e-mail, with no network. `text(table)` is the same table for a terminal.
+an S3 download or an e-mail, with no network. `text(table)` is the same table for a terminal, `markdown(table)`
+for Dagster's metadata.
 """
 
 from __future__ import annotations
@@ -72,6 +73,16 @@ def text(table: Table) -> str:
 
     lines = [line(table.headers), line("-" * w for w in widths), *(line(r) for r in table.rows)]
     return "\n".join(lines + ([table.legend] if table.legend else []))
+
+
+def markdown(table: Table) -> str:
+    """The table as markdown, the legend in italics below it."""
+
+    def line(cells) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    lines = [line(table.headers), "|" + "---|" * len(table.headers), *(line(r) for r in table.rows)]
+    return "\n".join(lines + ([f"\n*{table.legend}*"] if table.legend else []))
 
 
 def html(page: Page) -> str:

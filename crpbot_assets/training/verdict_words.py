@@ -70,11 +70,14 @@ def money(report: dict) -> str:
             f"No trading comparison: the predictions carry no LSTM and baseline positions ({scope(report)})."
         )
     excess = trading["lstm_minus_best_net"]
+    best = trading["best_trading_baseline"]
     verb = {"above": "beats", "below": "does worse than", "spans": "does not beat"}[side(excess["ci"])]
-    flat = " (its rule never traded)" if trading["models"]["lstm"]["turnover_per_day"] == 0 else ""
+    lstm = trading["models"]["lstm"]
+    flat = " (its rule never traded)" if lstm["turnover_per_day"] == 0 else ""
     return (
-        f"After costs the LSTM{flat} {verb} the best baseline, {NAMES[trading['best_trading_baseline']]}: "
-        f"{percent(excess['mean'], True)} points of summed daily net return ({interval(excess['ci'])}; "
+        f"After costs the LSTM{flat} {verb} the best baseline, {NAMES[best]}: net return "
+        f"{percent(lstm['net_return'], True)} % against {percent(trading['models'][best]['net_return'], True)} % "
+        f"(difference of summed daily net returns {percent(excess['mean'], True)} points, {interval(excess['ci'])}; "
         f"{scope(report)})."
     )
 
@@ -103,7 +106,7 @@ def fees(report: dict) -> str:
     lstm = models.get("lstm")
     if lstm and lstm["turnover_per_day"] > 0:
         fee = lstm["break_even_fee_bps"]
-        text += f"; the LSTM's break-even fee is {fee:.0f} bps" + (
+        text += f"; the LSTM's break-even fee is {fee:.1f} bps" + (
             " (it loses before any fee)" if fee < 0 else ""
         )
     return text + "."
@@ -160,7 +163,7 @@ def table(report: dict) -> Table:
                 f"{percent(r['summed_net_ci'][0], True)} to {percent(r['summed_net_ci'][1], True)}",
                 f"{r['turnover_per_day']:.2f}",
                 percent(r["max_drawdown"]),
-                "no trade" if r["turnover_per_day"] == 0 else f"{r['break_even_fee_bps']:.0f}",
+                "no trade" if r["turnover_per_day"] == 0 else f"{r['break_even_fee_bps']:.1f}",
                 f"{r['sharpe_daily_ann']:.2f}",
             )
             if r

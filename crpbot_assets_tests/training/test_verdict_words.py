@@ -62,13 +62,13 @@ def _with(**changes) -> dict:
 
 def test_the_verdict_reads_like_the_issue_asks():
     assert vw.verdict(BASE) == (
-        "After costs the LSTM does not beat the best baseline, buy and hold: -8.9 points of summed daily net "
-        "return (95 % interval -20.0 to +3.0, spans zero; 2 test months, 1 training seed: the intervals ignore "
-        "training noise). After a 60 bps fee and the half-spread every strategy loses (best: buy and hold -3.1 %); "
-        "the LSTM's break-even fee is -5 bps (it loses before any fee). Balanced accuracy: LSTM 34.1 %, 0.7 "
-        "points below logistic regression (95 % interval -1.9 to +0.8, spans zero). Sentiment: no measurable "
-        "effect (-0.2 points balanced accuracy with minus without the sentiment inputs, 95 % interval -1.0 to "
-        "+0.6, spans zero)."
+        "After costs the LSTM does not beat the best baseline, buy and hold: net return -12.0 % against -3.1 % "
+        "(difference of summed daily net returns -8.9 points, 95 % interval -20.0 to +3.0, spans zero; 2 test "
+        "months, 1 training seed: the intervals ignore training noise). After a 60 bps fee and the half-spread "
+        "every strategy loses (best: buy and hold -3.1 %); the LSTM's break-even fee is -5.0 bps (it loses before "
+        "any fee). Balanced accuracy: LSTM 34.1 %, 0.7 points below logistic regression (95 % interval -1.9 to "
+        "+0.8, spans zero). Sentiment: no measurable effect (-0.2 points balanced accuracy with minus without the "
+        "sentiment inputs, 95 % interval -1.0 to +0.6, spans zero)."
     )
 
 
@@ -84,7 +84,7 @@ def test_beats_or_not_follows_the_interval_of_the_excess(ci, mean, says):
     sentence = vw.money(_with(trading__lstm_minus_best_net={"mean": mean, "ci": ci}))
     assert says in sentence
     assert ("excludes zero" in sentence) == (ci[0] > 0 or ci[1] < 0)
-    assert f"{mean * 100:+.1f} points" in sentence
+    assert f"{mean * 100:+.1f} points" in sentence and "net return -12.0 % against -3.1 %" in sentence
 
 
 def test_scope_names_months_and_seeds_and_one_seed_ignores_training_noise():
@@ -109,7 +109,7 @@ def test_loses_or_earns_after_fees_follows_each_net_return():
     assert "After a 25 bps fee" in vw.fees(_with(fee_bps=25.0))
     positive = {**models, "lstm": _model(-0.12, break_even=12.0)}
     sentence = vw.fees(_with(trading__models=positive))
-    assert "break-even fee is 12 bps." in sentence and "before any fee" not in sentence
+    assert "break-even fee is 12.0 bps." in sentence and "before any fee" not in sentence
 
 
 def test_classification_above_or_below_the_best_baseline():
@@ -159,6 +159,6 @@ def test_words_and_table_on_a_real_report():
     report = vd.verdict(months, vd.VerdictConfig(fee_bps=2.0, resamples=100))
     sentence = vw.verdict(report)
     excess = report["trading"]["lstm_minus_best_net"]
-    assert f"{excess['mean'] * 100:+.1f} points of summed daily net return" in sentence
+    assert f"summed daily net returns {excess['mean'] * 100:+.1f} points" in sentence
     assert "After a 2 bps fee" in sentence and "2 test months, 1 training seed" in sentence
     assert [row[0] for row in vw.table(report).rows][:1] == ["LSTM"]
