@@ -23,11 +23,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from textwrap import indent
+from textwrap import fill, indent
 from typing import TextIO
 from urllib.parse import urlparse
 
-from crpbot_assets.common.settings import REPO_ROOT
+from crpbot_assets.common.settings import REPO_ROOT, local_storage_uri
 from crpbot_assets.common.symbols import SYMBOLS
 from crpbot_assets.signals.gate import DEMO_RUN_TAGS
 from crpbot_assets.training.report_page import Table, text
@@ -45,6 +45,8 @@ DEMO_PROMOTION = {"recent_months": 1, "enforce": False}
 # Dagster's console logger (into the log file) at INFO: progress lines, not every DEBUG step event.
 CONSOLE_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 PAPER_DAYS = 3  # the paper-trading stretch: the last days of the last replayed month
+LIVE_MINUTES = 1.5  # the live stretch: real clock against the replayed WebSocket
+WIDTH = 110  # the verdict's line width on the console
 
 
 def ui_commands(dagster_home: str) -> str:
@@ -192,12 +194,16 @@ def main(argv: list[str] | None = None) -> None:
                 os.environ["CRPBOT_REPLAY_URL"] = replay.url
                 demo = Demo(console, log_path)
                 demo.say(f"replay server (Coinbase, Reddit, alternative.me, Google Trends) on {replay.url}\n")
-                _materialize_window(
+                last_month, current = _materialize_window(
                     demo,
                     args.months,
                     DEMO_MODEL
                     | {"epochs": args.epochs, "max_train_windows_per_epoch": args.windows_per_epoch},
                 )
+                _live_stretch(demo, replay.url)
+                demo.say(f"\nDone in {demo.elapsed()}. Asset files: {local_storage_uri()}")
+                demo.say(f"Dagster instance (runs, metadata, plots): {os.environ['DAGSTER_HOME']}")
+                _print_results(demo, last_month, current)
         except DemoStepFailed as failed:
             print(f"demo stopped: {failed} failed", file=console, flush=True)
             raise SystemExit(1) from None
@@ -207,10 +213,10 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(1) from None
 
 
-def _materialize_window(demo: Demo, month_count: int, model_config: dict) -> None:
+def _materialize_window(demo: Demo, month_count: int, model_config: dict) -> tuple[datetime, datetime]:
+    """Every step up to the paper-trading stretch; (the last complete month, the month in progress)."""
     from crpbot_assets.common.months import last_complete_months, month_key, month_start
     from crpbot_assets.common.partitions import symbol_month_key
-    from crpbot_assets.common.settings import local_storage_uri
 
     warm_up, *months = last_complete_months(month_count + 1, datetime.now(UTC))
     run = demo.run
@@ -278,15 +284,27 @@ def _materialize_window(demo: Demo, month_count: int, model_config: dict) -> Non
     )
 
     _paper_trading_stretch(run, demo, months[-1])
+    return months[-1], current
 
-    demo.say(f"\nDone in {demo.elapsed()}. Asset files: {local_storage_uri()}")
-    demo.say(f"Dagster instance (runs, metadata, plots): {os.environ['DAGSTER_HOME']}")
-    _print_results(demo, months[-1], current)
+
+def _live_stretch(demo: Demo, rest_url: str) -> None:
+    """A short stretch of `crpbot-live` (issue 19): real clock against the replayed WebSocket; its latency line."""
+    from crpbot_assets.live.cli import live_stretch
+    from crpbot_assets.replay.coinbase_ws import CoinbaseFeed
+
+    demo.say(f"[{demo.elapsed()}] live paper trading, {LIVE_MINUTES:g} min of real clock (crpbot-live):")
+    with CoinbaseFeed() as feed:
+        live_stretch(
+            local_storage_uri(),
+            rest_url,
+            feed.url,
+            minutes=LIVE_MINUTES,
+            log_line=lambda line: demo.say(f"  {line}"),
+        )
 
 
 def _print_results(demo: Demo, last_month: datetime, current: datetime) -> None:
     """The results as small tables, the way to the UI, and last the walk-forward verdict and its page."""
-
     demo.table("Test segment per symbol (model_evaluation):", _evaluation_table(demo, SYMBOLS))
     _print_sentiment_coverage(demo, current)
     _print_paper_trading(demo, last_month)
@@ -295,18 +313,23 @@ def _print_results(demo: Demo, last_month: datetime, current: datetime) -> None:
 
 
 def _print_verdict(demo: Demo, symbol: str) -> None:
-    """The demo's last lines: the walk-forward verdict in words and where its report page is."""
-    report = demo.latest("walk_forward_report", symbol)
-    if not report:
+    """The demo's last lines: the walk-forward verdict in words, its table and where its report page is."""
+    import json
+
+    from crpbot_assets.training.verdict_words import table
+
+    meta = demo.latest("walk_forward_report", symbol)
+    if not meta:
         demo.say(f"\nNo walk-forward report for {symbol}.")
         return
-    demo.say(f"\nWalk-forward verdict, {symbol}: {report['headline']}")
-    if "trading comparison" in report:
-        demo.say(
-            "Trading comparison (net of the taker fee and half-spread):\n" + str(report["trading comparison"])
-        )
-    page = report.get("report page")
-    demo.say(f"Report page (open in a browser): {urlparse(page).path if page else 'n/a'}")
+    demo.say(f"\nWalk-forward verdict, {symbol} (replayed synthetic data; a simulation, not trading advice):")
+    demo.say(fill(meta["verdict"], width=WIDTH, initial_indent="  ", subsequent_indent="  "))
+    page = Path(urlparse(meta["report page"]).path)
+    report = json.loads(page.with_suffix(".json").read_text())  # the asset's value, beside its page
+    demo.table(
+        "Trading comparison (each model's own decision rule, after fee and half-spread):", table(report)
+    )
+    demo.say(f"Report page (open in a browser): {page}")
 
 
 def _percent(value, signed: bool = False) -> str:

@@ -1,6 +1,7 @@
 """The demo's console: one progress line per step and small tables; everything else goes to its log file."""
 
 import io
+import json
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -13,6 +14,8 @@ from crpbot_assets.sentiment.assets import fear_greed_index
 from crpbot_assets.sentiment.resources import FearGreedResource
 from crpbot_assets.signals.gate import DEMO_RUN_TAG
 from crpbot_assets.training.report_page import Table, text
+from crpbot_assets.training.verdict_words import verdict
+from crpbot_assets_tests.training.test_verdict_words import BASE
 
 CHATTY = """
 import subprocess, sys, warnings
@@ -115,10 +118,11 @@ def test_results_are_small_tables_and_end_with_the_verdict_and_the_page(
     book = {"minutes": 4310, "equity": 6271.02, "return": -0.3729, "buy_and_hold_return": 0.034}
     report("paper_portfolio", "2024-03-01|BTC-USD", **book, max_drawdown_month=-0.38)
     page = tmp_path / "BTC-USD.html"
+    page.with_suffix(".json").write_text(json.dumps(BASE))  # the report beside its page
     report(
         "walk_forward_report",
         "BTC-USD",
-        headline="The LSTM does not beat logit.",
+        verdict=verdict(BASE),
         **{"report page": dg.MetadataValue.url(page.as_uri())},
     )
 
@@ -133,8 +137,12 @@ def test_results_are_small_tables_and_end_with_the_verdict_and_the_page(
     assert (
         "  BTC-USD     59     3,976.76      6,271.02       -37.3            +3.4               -38.0" in lines
     )
-    assert lines[-2:] == [
-        "Walk-forward verdict, BTC-USD: The LSTM does not beat logit.",
-        f"Report page (open in a browser): {page}",
-    ]
+    verdict_at = lines.index(
+        "Walk-forward verdict, BTC-USD (replayed synthetic data; a simulation, not trading advice):"
+    )
+    assert " ".join(line.strip() for line in lines[verdict_at + 1 : verdict_at + 8]).startswith(verdict(BASE))
+    table_at = lines.index("Trading comparison (each model's own decision rule, after fee and half-spread):")
+    assert lines[table_at + 1].split()[:4] == ["model", "net", "return", "(%)"]
+    assert lines[table_at + 3].split()[:2] == ["LSTM", "-12.0"]
+    assert lines[-1] == f"Report page (open in a browser): {page}"  # the last line
     assert not any("{" in line for line in lines)  # no raw dicts
