@@ -93,16 +93,20 @@ def fees(report: dict) -> str:
     earn = [m for m in traded if models[m]["net_return"] > 0]
     lose = [m for m in traded if m not in earn]
     every = "every strategy that traded" if never else "every strategy"
-    if not earn:
-        text = f"{head} {every} loses"
-    elif not lose:
-        text = f"{head} {every} earns"
-    else:
-        text = f"{head} {_names(earn)} earn{'s' if len(earn) == 1 else ''}, {_names(lose)} lose{'s' if len(lose) == 1 else ''}"
     best = max(traded, key=lambda m: models[m]["net_return"])
-    text += f" (best: {NAMES.get(best, best)} {percent(models[best]['net_return'], True)} %)"
+    best_net = f"{NAMES.get(best, best)} {percent(models[best]['net_return'], True)} %"
+    if len(traded) == 1:
+        text = f"{head} only {NAMES.get(best, best)} traded: it {'earns' if earn else 'loses'} ({best_net})"
+    elif not earn:
+        text = f"{head} {every} loses (best: {best_net})"
+    elif not lose:
+        text = f"{head} {every} earns (best: {best_net})"
+    else:
+        earns, loses = ("s" if len(group) == 1 else "" for group in (earn, lose))
+        text = f"{head} {_names(earn)} earn{earns}, {_names(lose)} lose{loses} (best: {best_net})"
     if never:
-        text += f"; {_names(never)} never traded"
+        its = "its decision rule" if len(never) == 1 else "their decision rules"
+        text += f"; {_names(never)} never traded ({its} stayed flat)"
     lstm = models.get("lstm")
     if lstm and lstm["turnover_per_day"] > 0:
         fee = lstm["break_even_fee_bps"]

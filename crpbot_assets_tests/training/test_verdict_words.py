@@ -105,7 +105,12 @@ def test_loses_or_earns_after_fees_follows_each_net_return():
     assert "buy and hold earns, LSTM and logistic regression lose" in vw.fees(_with(trading__models=mixed))
     flat = {**models, "logit": _model(0.0, turnover=0.0)}
     sentence = vw.fees(_with(trading__models=flat))
-    assert "every strategy that traded loses" in sentence and "; logistic regression never traded" in sentence
+    assert "every strategy that traded loses (best: buy and hold -3.1 %)" in sentence
+    assert "; logistic regression never traded (its decision rule stayed flat)" in sentence
+    alone = {**flat, "lstm": _model(0.0, turnover=0.0)}
+    sentence = vw.fees(_with(trading__models=alone))
+    assert "only buy and hold traded: it loses (buy and hold -3.1 %)" in sentence
+    assert "LSTM and logistic regression never traded (their decision rules stayed flat)." in sentence
     assert "After a 25 bps fee" in vw.fees(_with(fee_bps=25.0))
     positive = {**models, "lstm": _model(-0.12, break_even=12.0)}
     sentence = vw.fees(_with(trading__models=positive))
