@@ -17,17 +17,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from textwrap import indent
-from typing import TextIO
+from textwrap import fill, indent
+from typing import NamedTuple, TextIO
 from urllib.parse import urlparse
 
-from crpbot_assets.common.settings import REPO_ROOT
+from crpbot_assets.common.settings import REPO_ROOT, local_storage_uri
 from crpbot_assets.common.symbols import SYMBOLS
 from crpbot_assets.signals.gate import DEMO_RUN_TAGS
 from crpbot_assets.training.report_page import Table, text
@@ -45,6 +46,8 @@ DEMO_PROMOTION = {"recent_months": 1, "enforce": False}
 # Dagster's console logger (into the log file) at INFO: progress lines, not every DEBUG step event.
 CONSOLE_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 PAPER_DAYS = 3  # the paper-trading stretch: the last days of the last replayed month
+LIVE_MINUTES = 1.5  # the live stretch: real clock against the replayed WebSocket
+WIDTH = 110  # the verdict's line width on the console
 
 
 def ui_commands(dagster_home: str) -> str:
@@ -58,6 +61,15 @@ def ui_commands(dagster_home: str) -> str:
 
 class DemoStepFailed(Exception):
     pass
+
+
+class Step(NamedTuple):
+    """One demo step: a run materializing `assets` with `tags` and `run_config`, shown as `title`."""
+
+    title: str
+    assets: list[str]
+    tags: dict | None = None
+    run_config: dict | None = None
 
 
 @contextmanager
@@ -128,27 +140,65 @@ class Demo:
         seconds = int(time.monotonic() - self.started)
         return f"{seconds // 60:02d}:{seconds % 60:02d}"
 
-    def run(self, title: str, assets: list[str], tags: dict | None = None, run_config: dict | None = None):
-        """Materialize `assets` in one run; DemoStepFailed (after printing the first error) when it fails."""
+    def _execute(self, step: Step):
         import dagster as dg
 
+        return self.job.execute_in_process(
+            instance=self.instance,
+            asset_selection=[dg.AssetKey(a) for a in step.assets],
+            tags={**DEMO_RUN_TAGS, **(step.tags or {})},
+            run_config={**(step.run_config or {}), **CONSOLE_INFO},
+            raise_on_error=False,
+        )
+
+    def _failed(self, title: str, result) -> None:
+        self.say(f"  {_first_failure(result)}")
+        self.say(f"  run {result.run_id}: its events are in the UI and in {self.log_path}")
+        raise DemoStepFailed(title)
+
+    def run(self, title: str, assets: list[str], tags: dict | None = None, run_config: dict | None = None):
+        """Materialize `assets` in one run; DemoStepFailed (after printing the first error) when it fails."""
         started = time.monotonic()
         self.console.write(f"[{self.elapsed()}] {title} ... ")
         self.console.flush()
-        result = self.job.execute_in_process(
-            instance=self.instance,
-            asset_selection=[dg.AssetKey(a) for a in assets],
-            tags={**DEMO_RUN_TAGS, **(tags or {})},
-            run_config={**(run_config or {}), **CONSOLE_INFO},
-            raise_on_error=False,
-        )
+        result = self._execute(Step(title, assets, tags, run_config))
         if result.success:
             self.say(f"ok, {time.monotonic() - started:.0f} s")
             return result
         self.say("FAILED")
-        self.say(f"  {_first_failure(result)}")
-        self.say(f"  run {result.run_id}: its events are in the UI and in {self.log_path}")
-        raise DemoStepFailed(title)
+        self._failed(title, result)
+
+    def run_together(self, *lanes: list[Step]) -> None:
+        """Lanes of steps at once, a thread each (a lane's steps in order): independent work that waits on
+        different APIs (their pools and rate limits), e.g. Reddit and Trends while candles fetch. One line per
+        step when it ends, stamped with its start; DemoStepFailed after every lane stopped, if a step failed."""
+        failures = []
+        lock = threading.Lock()
+
+        def lane(steps: list[Step]) -> None:
+            for step in steps:
+                start, started = self.elapsed(), time.monotonic()
+                try:
+                    result = self._execute(step)
+                except BaseException as exc:  # raised again in the demo's thread
+                    failures.append(exc)
+                    return
+                outcome = f"ok, {time.monotonic() - started:.0f} s" if result.success else "FAILED"
+                with lock:
+                    self.say(f"[{start}] {step.title} ... {outcome}")
+                if not result.success:
+                    failures.append((step.title, result))
+                    return
+
+        threads = [threading.Thread(target=lane, args=(steps,), daemon=True) for steps in lanes]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures and isinstance(failures[0], BaseException):
+            raise failures[0]
+        if failures:
+            self._failed(*failures[0])
 
     def latest(self, asset: str, partition: str) -> dict:
         """Metadata values of the partition's latest materialization ({} when there is none)."""
@@ -192,12 +242,16 @@ def main(argv: list[str] | None = None) -> None:
                 os.environ["CRPBOT_REPLAY_URL"] = replay.url
                 demo = Demo(console, log_path)
                 demo.say(f"replay server (Coinbase, Reddit, alternative.me, Google Trends) on {replay.url}\n")
-                _materialize_window(
+                last_month, current = _materialize_window(
                     demo,
                     args.months,
                     DEMO_MODEL
                     | {"epochs": args.epochs, "max_train_windows_per_epoch": args.windows_per_epoch},
                 )
+                _live_stretch(demo, replay.url)
+                demo.say(f"\nDone in {demo.elapsed()}. Asset files: {local_storage_uri()}")
+                demo.say(f"Dagster instance (runs, metadata, plots): {os.environ['DAGSTER_HOME']}")
+                _print_results(demo, last_month, current)
         except DemoStepFailed as failed:
             print(f"demo stopped: {failed} failed", file=console, flush=True)
             raise SystemExit(1) from None
@@ -207,12 +261,14 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(1) from None
 
 
-def _materialize_window(demo: Demo, month_count: int, model_config: dict) -> None:
+def _materialize_window(demo: Demo, month_count: int, model_config: dict) -> tuple[datetime, datetime]:
+    """Every step up to the paper-trading stretch; (the last complete month, the month in progress)."""
     from crpbot_assets.common.months import last_complete_months, month_key, month_start
     from crpbot_assets.common.partitions import symbol_month_key
-    from crpbot_assets.common.settings import local_storage_uri
 
-    warm_up, *months = last_complete_months(month_count + 1, datetime.now(UTC))
+    now = datetime.now(UTC)
+    warm_up, *months = last_complete_months(month_count + 1, now)
+    current = month_start(now)
     run = demo.run
 
     def symbol_months(first: datetime, last: datetime) -> dict:
@@ -220,15 +276,28 @@ def _materialize_window(demo: Demo, month_count: int, model_config: dict) -> Non
 
     window = f"{months[0]:%Y-%m}..{months[-1]:%Y-%m}"
     run("Fear & Greed index (whole history)", ["fear_greed_index"])
-    run(
-        f"Reddit posts and Google Trends, {window}",
-        ["reddit_posts", "google_trends_hourly"],
+    # Three APIs at once, each under its own pool and rate limit: Reddit and Trends (the months, then the month
+    # in progress, as the sensor and schedule keep it) while candles fetch.
+    window_tags, current_tags = (
         _range_tags(month_key(months[0]), month_key(months[-1])),
+        {"dagster/partition": month_key(current)},
     )
-    run(
-        f"candles, {warm_up:%Y-%m}..{months[-1]:%Y-%m} x {len(SYMBOLS)} symbols (first month is warm-up)",
-        ["candles"],
-        symbol_months(warm_up, months[-1]),
+    demo.run_together(
+        [
+            Step(
+                f"candles, {warm_up:%Y-%m}..{months[-1]:%Y-%m} x {len(SYMBOLS)} symbols (first month is warm-up)",
+                ["candles"],
+                symbol_months(warm_up, months[-1]),
+            )
+        ],
+        [
+            Step(f"Reddit posts, {window}", ["reddit_posts"], window_tags),
+            Step(f"month in progress {current:%Y-%m}: Reddit posts", ["reddit_posts"], current_tags),
+        ],
+        [
+            Step(f"Google Trends, {window}", ["google_trends_hourly"], window_tags),
+            Step(f"month in progress {current:%Y-%m}: Google Trends", ["google_trends_hourly"], current_tags),
+        ],
     )
     run(
         f"features and sentiment_features, {window} x {len(SYMBOLS)} symbols",
@@ -265,12 +334,6 @@ def _materialize_window(demo: Demo, month_count: int, model_config: dict) -> Non
 
     # The month in progress, as the schedules and sensors keep it once the daemon runs: the replay's Reddit
     # listings reach back only hours to days, so Reddit columns are filled here and null in past months.
-    current = month_start(datetime.now(UTC))
-    run(
-        f"month in progress {current:%Y-%m}: Reddit posts and Google Trends",
-        ["reddit_posts", "google_trends_hourly"],
-        {"dagster/partition": month_key(current)},
-    )
     run(
         f"month in progress {current:%Y-%m}: candles, features and sentiment_features x {len(SYMBOLS)} symbols",
         ["candles", "features", "reddit_hourly", "sentiment_features"],
@@ -278,15 +341,27 @@ def _materialize_window(demo: Demo, month_count: int, model_config: dict) -> Non
     )
 
     _paper_trading_stretch(run, demo, months[-1])
+    return months[-1], current
 
-    demo.say(f"\nDone in {demo.elapsed()}. Asset files: {local_storage_uri()}")
-    demo.say(f"Dagster instance (runs, metadata, plots): {os.environ['DAGSTER_HOME']}")
-    _print_results(demo, months[-1], current)
+
+def _live_stretch(demo: Demo, rest_url: str) -> None:
+    """A short stretch of `crpbot-live` (issue 19): real clock against the replayed WebSocket; its latency line."""
+    from crpbot_assets.live.cli import live_stretch
+    from crpbot_assets.replay.coinbase_ws import CoinbaseFeed
+
+    demo.say(f"[{demo.elapsed()}] live paper trading, {LIVE_MINUTES:g} min of real clock (crpbot-live):")
+    with CoinbaseFeed() as feed:
+        live_stretch(
+            local_storage_uri(),
+            rest_url,
+            feed.url,
+            minutes=LIVE_MINUTES,
+            log_line=lambda line: demo.say(f"  {line}"),
+        )
 
 
 def _print_results(demo: Demo, last_month: datetime, current: datetime) -> None:
     """The results as small tables, the way to the UI, and last the walk-forward verdict and its page."""
-
     demo.table("Test segment per symbol (model_evaluation):", _evaluation_table(demo, SYMBOLS))
     _print_sentiment_coverage(demo, current)
     _print_paper_trading(demo, last_month)
@@ -295,18 +370,23 @@ def _print_results(demo: Demo, last_month: datetime, current: datetime) -> None:
 
 
 def _print_verdict(demo: Demo, symbol: str) -> None:
-    """The demo's last lines: the walk-forward verdict in words and where its report page is."""
-    report = demo.latest("walk_forward_report", symbol)
-    if not report:
+    """The demo's last lines: the walk-forward verdict in words, its table and where its report page is."""
+    import json
+
+    from crpbot_assets.training.verdict_words import table
+
+    meta = demo.latest("walk_forward_report", symbol)
+    if not meta:
         demo.say(f"\nNo walk-forward report for {symbol}.")
         return
-    demo.say(f"\nWalk-forward verdict, {symbol}: {report['headline']}")
-    if "trading comparison" in report:
-        demo.say(
-            "Trading comparison (net of the taker fee and half-spread):\n" + str(report["trading comparison"])
-        )
-    page = report.get("report page")
-    demo.say(f"Report page (open in a browser): {urlparse(page).path if page else 'n/a'}")
+    demo.say(f"\nWalk-forward verdict, {symbol} (replayed synthetic data; a simulation, not trading advice):")
+    demo.say(fill(meta["verdict"], width=WIDTH, initial_indent="  ", subsequent_indent="  "))
+    page = Path(urlparse(meta["report page"]).path)
+    report = json.loads(page.with_suffix(".json").read_text())  # the asset's value, beside its page
+    demo.table(
+        "Trading comparison (each model's own decision rule, after fee and half-spread):", table(report)
+    )
+    demo.say(f"Report page (open in a browser): {page}")
 
 
 def _percent(value, signed: bool = False) -> str:

@@ -1,6 +1,7 @@
 """The demo's console: one progress line per step and small tables; everything else goes to its log file."""
 
 import io
+import json
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -8,11 +9,13 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
-from crpbot_assets.demo import Demo, DemoStepFailed, _print_results, console_and_log
+from crpbot_assets.demo import Demo, DemoStepFailed, Step, _print_results, console_and_log
 from crpbot_assets.sentiment.assets import fear_greed_index
 from crpbot_assets.sentiment.resources import FearGreedResource
 from crpbot_assets.signals.gate import DEMO_RUN_TAG
 from crpbot_assets.training.report_page import Table, text
+from crpbot_assets.training.verdict_words import verdict
+from crpbot_assets_tests.training.test_verdict_words import BASE
 
 CHATTY = """
 import subprocess, sys, warnings
@@ -71,6 +74,30 @@ def test_a_step_is_one_line_its_run_is_tagged_and_a_failure_names_the_error(
     assert "skipped" not in "".join(lines)
 
 
+def test_steps_run_together_print_a_line_each_and_a_failure_stops_the_demo(
+    tmp_path, capfd, replay_server, storage_resources, instance
+):
+    log = tmp_path / "demo.log"
+    with console_and_log(log) as console:
+        demo = Demo(console, log, _defs(replay_server.url, storage_resources), instance)
+        demo.run_together(
+            [Step("first", ["fear_greed_index"]), Step("then", ["fear_greed_index"])],
+            [Step("meanwhile", ["fear_greed_index"])],
+        )
+        broken = Demo(console, log, _defs("http://127.0.0.1:9", storage_resources), instance)
+        with pytest.raises(DemoStepFailed, match="unreachable"):
+            broken.run_together(
+                [Step("unreachable", ["fear_greed_index"]), Step("never run", ["fear_greed_index"])]
+            )
+    lines = capfd.readouterr().out.splitlines()
+    ok = sorted(line.split("] ")[1].split(" ... ")[0] for line in lines[:3] if line.endswith(" s"))
+    assert ok == ["first", "meanwhile", "then"] and lines.index(
+        [l for l in lines if "] then ... ok" in l][0]
+    ) > lines.index([l for l in lines if "] first ... ok" in l][0])
+    assert lines[3].endswith("] unreachable ... FAILED") and "127.0.0.1:9" in lines[4] and len(lines) == 6
+    assert len(instance.get_run_records()) == 4  # the failed lane stopped: "never run" did not
+
+
 def test_text_table_aligns_numbers_and_keeps_the_legend():
     table = Table(
         ("model", "net (%)", "turnover (/day)"),
@@ -115,10 +142,11 @@ def test_results_are_small_tables_and_end_with_the_verdict_and_the_page(
     book = {"minutes": 4310, "equity": 6271.02, "return": -0.3729, "buy_and_hold_return": 0.034}
     report("paper_portfolio", "2024-03-01|BTC-USD", **book, max_drawdown_month=-0.38)
     page = tmp_path / "BTC-USD.html"
+    page.with_suffix(".json").write_text(json.dumps(BASE))  # the report beside its page
     report(
         "walk_forward_report",
         "BTC-USD",
-        headline="The LSTM does not beat logit.",
+        verdict=verdict(BASE),
         **{"report page": dg.MetadataValue.url(page.as_uri())},
     )
 
@@ -135,8 +163,12 @@ def test_results_are_small_tables_and_end_with_the_verdict_and_the_page(
     assert (
         "  BTC-USD     59     3,976.76      6,271.02       -37.3            +3.4               -38.0" in lines
     )
-    assert lines[-2:] == [
-        "Walk-forward verdict, BTC-USD: The LSTM does not beat logit.",
-        f"Report page (open in a browser): {page}",
-    ]
+    verdict_at = lines.index(
+        "Walk-forward verdict, BTC-USD (replayed synthetic data; a simulation, not trading advice):"
+    )
+    assert " ".join(line.strip() for line in lines[verdict_at + 1 : verdict_at + 8]).startswith(verdict(BASE))
+    table_at = lines.index("Trading comparison (each model's own decision rule, after fee and half-spread):")
+    assert lines[table_at + 1].split()[:4] == ["model", "net", "return", "(%)"]
+    assert lines[table_at + 3].split()[:2] == ["LSTM", "-12.0"]
+    assert lines[-1] == f"Report page (open in a browser): {page}"  # the last line
     assert not any("{" in line for line in lines)  # no raw dicts

@@ -6,7 +6,7 @@
   per asset, not per partition: Dagster 1.13 stores a single runless evaluation per check and partition.
 - `paper_drawdown_within_limit` (paper_portfolio, symbol x month, WARN): the drawdown from the peak is within
   `max_drawdown`.
-- `promotion_trades_on_configured_gate` (promoted_model, per symbol, WARN): the promoted model passed the
+- `promotion_trades_on_configured_gate` (promoted_model, symbol x month, WARN): the promoted model passed the
   configured gate; fails for a crpbot-demo promotion that only passed the demo's rule (signals/gate.py).
 Dagster runs a check with every run of its asset (automation's too); each reads the state off the instance.
 """
@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from crpbot_assets.common.partitions import split_key, symbol_month_partitions, symbol_partitions
+from crpbot_assets.common.partitions import split_key, symbol_month_partitions
 from crpbot_assets.signals import gate
 from crpbot_assets.signals.alerts import conditions
 from crpbot_assets.signals.assets import latest_metadata
@@ -70,7 +70,7 @@ def paper_drawdown_within_limit(context: dg.AssetCheckExecutionContext) -> dg.As
 @dg.asset_check(
     asset="promoted_model",
     name="promotion_trades_on_configured_gate",
-    partitions_def=symbol_partitions,
+    partitions_def=symbol_month_partitions,
     description="The promoted model passed the configured gate, not only crpbot-demo's permissive rule.",
 )
 def promotion_trades_on_configured_gate(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:

@@ -2,7 +2,8 @@
 
 The caller hands a neutral `Page`: a title, the verdict in words, one `Table` (units in the headers, a one-line
 legend) and PNG images. `html(page)` inlines everything (style, images as data URIs): the file opens from disk,
-an S3 download or an e-mail, with no network. `text(table)` is the same table for a terminal.
+an S3 download or an e-mail, with no network. `text(table)` is the same table for a terminal, `markdown(table)`
+for Dagster's metadata.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import html as _html
 from dataclasses import dataclass
+from textwrap import wrap
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STYLE = """
@@ -62,7 +64,8 @@ class Page:
 
 
 def text(table: Table) -> str:
-    """The table for a terminal: first column left-aligned, the others right-aligned, legend below."""
+    """The table for a terminal: first column left-aligned, the others right-aligned, legend below (wrapped to
+    the table's width, at least 80 characters)."""
     widths = [max(len(r[i]) for r in (table.headers, *table.rows)) for i in range(len(table.headers))]
 
     def line(cells) -> str:
@@ -71,7 +74,18 @@ def text(table: Table) -> str:
         ).rstrip()
 
     lines = [line(table.headers), line("-" * w for w in widths), *(line(r) for r in table.rows)]
-    return "\n".join(lines + ([table.legend] if table.legend else []))
+    width = max(len(lines[0]), 80)  # the legend wrapped to the table's width
+    return "\n".join(lines + [w for part in table.legend.splitlines() for w in wrap(part, width) or [""]])
+
+
+def markdown(table: Table) -> str:
+    """The table as markdown, the legend in italics below it."""
+
+    def line(cells) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    lines = [line(table.headers), "|" + "---|" * len(table.headers), *(line(r) for r in table.rows)]
+    return "\n".join(lines + ([f"\n*{table.legend}*"] if table.legend else []))
 
 
 def html(page: Page) -> str:

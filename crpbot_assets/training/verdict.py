@@ -162,6 +162,7 @@ def verdict(months: dict[str, pl.DataFrame], config: VerdictConfig = VerdictConf
                 ablation_point[k][j] = point.mean()
                 ablation_draws[k][:, j] = two_level_draws(resampled, chosen)
     out: dict = {"months": per_month, "n_months": len(months), "metric": config.metric, "mean": {}}
+    out["fee_bps"] = config.fee_bps
     for m in models:
         for k in METRICS:
             if k == "ll" and m in CLASS_MODELS:
@@ -402,66 +403,3 @@ def trading(months: dict[str, pl.DataFrame], config: VerdictConfig) -> dict:
     out["equity"] = {m: np.cumprod(1.0 + r["net"]) for m, r in periods["models"].items()}
     out["ts"] = periods["ts"]
     return out
-
-
-def comparison_table(report: dict) -> str:
-    """The trading comparison as a small markdown table (one row per traded model)."""
-    t = report["trading"]
-    ic = report.get("ic", {})
-    lines = [
-        "| model | net return | 95 % interval (summed) | turnover/day | max drawdown | break-even fee bps | IC | rank IC |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-
-    def number(value: float, spec: str, missing: str) -> str:
-        return missing if value is None or value != value else format(value, spec)
-
-    for m, r in t["models"].items():
-        low, high = r["summed_net_ci"]
-        lines.append(
-            f"| {m} | {r['net_return']:+.2%} | [{low:+.2%}, {high:+.2%}] | {r['turnover_per_day']:.2f} | "
-            f"{r['max_drawdown']:.2%} | {number(r['break_even_fee_bps'], '.1f', 'no trade')} | "
-            f"{number(ic.get(f'ic/{m}'), '+.4f', 'n/a')} | {number(ic.get(f'rank_ic/{m}'), '+.4f', 'n/a')} |"
-        )
-    return "\n".join(lines)
-
-
-def headline(report: dict) -> str:
-    """One paragraph a person reads first: the money, then classification, then the ablation."""
-    key = report["metric"]
-    mean = report["mean"]
-    lstm = mean[f"{key}/lstm"]
-    best = report["best_baseline"]
-    t = report["trading"]
-    seeds = report.get("lstm_seeds", 0)
-    noise = "none of it" if seeds <= 1 else "not the training noise of their mean"
-    text = (
-        f"{report['n_months']} test month(s); the LSTM is the mean of {seeds} training seed(s): intervals cover "
-        f"test days and months, {noise}."
-    )
-    if "lstm" in t["models"]:
-        m = t["models"]["lstm"]
-        text += (
-            f" LSTM net return {m['net_return']:+.2%} (gross {m['gross_return']:+.2%}), turnover "
-            f"{m['turnover_per_day']:.2f}/day, max drawdown {m['max_drawdown']:.2%}, break-even fee "
-            + (f"{m['break_even_fee_bps']:.2f} bps" if m["turnover_per_day"] > 0 else "n/a (no trade)")
-            + f", Sharpe {m['sharpe_daily_ann']:.2f} (annualised, daily returns)."
-        )
-    if "lstm_minus_best_net" in t:
-        d = t["lstm_minus_best_net"]
-        text += (
-            f" LSTM - best trading baseline (summed net, best chosen per draw; best overall "
-            f"{t['best_trading_baseline']}): {d['mean']:+.2%} [{d['ci'][0]:+.2%}, {d['ci'][1]:+.2%}]."
-        )
-    text += (
-        f" Classification: LSTM {key} {lstm['mean']:.4f} [{lstm['ci'][0]:.4f}, {lstm['ci'][1]:.4f}] vs best "
-        f"baseline {best} {mean[f'{key}/{best}']['mean']:.4f}; months beating every baseline "
-        f"{report['months_beating_baselines']:.0%}; LSTM IC {report['ic'].get('ic/lstm', float('nan')):+.4f}."
-    )
-    if "ablation" in report:
-        a = report["ablation"][key]
-        text += (
-            f" Sentiment ablation ({key}, with - without): {a['mean']:+.4f} [{a['ci'][0]:+.4f}, {a['ci'][1]:+.4f}], "
-            f"won {a['months_won']}/{report['n_months']} months, {a['seeds']} training seed(s)."
-        )
-    return text

@@ -32,15 +32,16 @@ from crpbot_assets.common.partitions import (
     symbol_month_partitions,
     symbol_partitions,
 )
-from crpbot_assets.common.plots import line_plot
 from crpbot_assets.common.ranges import run_partitions
 from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.common.storage import Storage
 from crpbot_assets.common.symbols import HISTORY_START
 from crpbot_assets.training import dataset as ds
 from crpbot_assets.training import decisions as dc
+from crpbot_assets.training import report_page as rp
 from crpbot_assets.training import verdict as vd
 from crpbot_assets.training import walk_forward as wf
+from crpbot_assets.training import walk_forward_page as wf_page
 from crpbot_assets.training.artifacts import load_artifact
 from crpbot_assets.training.assets import (
     GPU_POOL,
@@ -51,7 +52,6 @@ from crpbot_assets.training.assets import (
 )
 from crpbot_assets.training.baselines import BaselineConfig
 from crpbot_assets.training.train import TrainConfig
-from crpbot_assets.training.walk_forward_page import publish as publish_page
 
 GROUP = "walk_forward"
 complete_months = dg.MonthlyPartitionsDefinition(start_date=HISTORY_START.strftime("%Y-%m-%d"), end_offset=0)
@@ -441,17 +441,27 @@ def build_walk_forward_assets(
         storage: StorageResource,
         walk_forward_predictions: dict[str, pl.DataFrame],
     ) -> dg.Output[dict]:
-        """The verdict over every materialized test month. First the money: per traded model (lstm, logit,
-        lgbm, persist, buy_and_hold) net return after fee and half-spread, turnover, maximum drawdown, break-even
-        fee, IC and rank IC, and the LSTM minus the best baseline with a block-bootstrap interval (days, months
-        as a level); then accuracy, balanced accuracy and log loss per month and model, and the paired sentiment
-        ablation."""
+        """The verdict over every materialized test month, in words first (metadata `verdict`), then one table
+        (models as rows: net return after fee and half-spread with its interval, turnover, maximum drawdown,
+        break-even fee, Sharpe, IC, the primary metric), the link to the report page (`report page`: one HTML
+        file beside this asset's, with the plots), the plots, and short machine-readable keys: per traded model
+        (lstm, logit, lgbm, persist, buy_and_hold) `net_return/`, `turnover/`, `max_drawdown/`, `ic/`; the LSTM
+        minus the best baseline's summed net (`lstm_minus_best`, interval `lstm_minus_best_ci`), the sentiment
+        ablation (`sentiment_effect`, `sentiment_effect_ci`), `months`, `seeds`, `fee_bps`. The stored value is
+        the whole report (verdict.py)."""
+        symbol = context.partition_key
         months = {f"{split_key(key)[1]:%Y-%m}": frame for key, frame in walk_forward_predictions.items()}
         report = vd.verdict(months, vd.VerdictConfig(**config.model_dump()))
-        text = vd.headline(report)
-        context.log.info(f"{context.partition_key}: {text}\n{vd.comparison_table(report)}")
-        metadata = _report_metadata(context.partition_key, report, text)
-        metadata["report page"] = publish_page(storage.storage, context.partition_key, report, text)
+        plots = wf_page.images(symbol, report)
+        page = wf_page.page(symbol, report, plots)
+        context.log.info(f"{symbol}: {page.verdict}\n{rp.text(page.table)}")
+        metadata = {
+            "verdict": dg.MetadataValue.text(page.verdict),
+            "table": dg.MetadataValue.md(rp.markdown(page.table)),
+            "report page": wf_page.publish(storage.storage, symbol, page),
+            **{f"{name} plot": wf_page.image_metadata(image) for name, image in plots.items()},
+            **machine_keys(report),
+        }
         return dg.Output(_json_ready(report), metadata=metadata)
 
     return [fold_model, walk_forward_predictions, walk_forward_report]
@@ -462,61 +472,21 @@ def _json_ready(report: dict) -> dict:
     return {**report, "trading": trading}
 
 
-def _report_metadata(symbol: str, report: dict, text: str) -> dict:
-    key = report["metric"]
-    mean = report["mean"]
-    trading = report["trading"]
-    months = list(report["months"])
-    metadata: dict = {
-        "headline": dg.MetadataValue.md(text),
-        "trading comparison": dg.MetadataValue.md(vd.comparison_table(report)),
-        "months": len(months),
-        "best baseline": report["best_baseline"],
-    }
-    for name, r in trading["models"].items():
-        metadata[f"net return/{name}"] = round(r["net_return"], 4)
-        metadata[f"net return ci/{name}"] = "[{:.4f}, {:.4f}] (summed)".format(*r["summed_net_ci"])
-        metadata[f"turnover per day/{name}"] = round(r["turnover_per_day"], 3)
-        metadata[f"max drawdown/{name}"] = round(r["max_drawdown"], 4)
-        metadata[f"break-even fee bps/{name}"] = round(r["break_even_fee_bps"], 2)
-        if f"ic/{name}" in report["ic"]:
-            metadata[f"ic/{name}"] = round(report["ic"][f"ic/{name}"], 4)
-            metadata[f"rank ic/{name}"] = round(report["ic"][f"rank_ic/{name}"], 4)
-    if "lstm_minus_best_net" in trading:
-        metadata["lstm-best net"] = round(trading["lstm_minus_best_net"]["mean"], 4)
-        metadata["lstm-best net ci"] = "[{:.4f}, {:.4f}]".format(*trading["lstm_minus_best_net"]["ci"])
-    for name, value in mean.items():
-        metadata[name] = round(value["mean"], 4)
-        metadata[f"{name} ci"] = f"[{value['ci'][0]:.4f}, {value['ci'][1]:.4f}]"
-    metadata["lstm-best"] = round(report["lstm_minus_best"]["mean"], 4)
-    metadata["lstm-best ci"] = "[{:.4f}, {:.4f}]".format(*report["lstm_minus_best"]["ci"])
-    metadata["months won"] = round(report["months_beating_baselines"], 3)
-    if "fee_sweep" in trading:
-        metadata["fees"] = dg.MetadataValue.md(
-            "| fee bps | LSTM net return |\n|---|---|\n"
-            + "\n".join(f"| {fee} | {value:+.2%} |" for fee, value in trading["fee_sweep"].items())
-        )
-    curves = {m: [report["months"][month][f"{key}/{m}"] for month in months] for m in ("lstm", *vd.BASELINES)}
-    metadata["per-month plot"] = line_plot(
-        {m: v for m, v in curves.items() if not any(x != x for x in v)},
-        f"{symbol}: {key} per test month",
-        "month",
-        key,
-        x=months,
-    )
-    metadata["equity plot"] = line_plot(
-        {m: e.tolist() for m, e in trading["equity"].items()},
-        f"{symbol}: net equity per model (fee + half-spread)",
-        "time",
-        "equity",
-        x=trading["ts"].to_list(),
-    )
+def machine_keys(report: dict) -> dict:
+    """Short machine-readable numbers (fractions, not percentages) for walk_forward_report's metadata."""
+    out: dict = {}
+    for name, r in report["trading"]["models"].items():
+        out[f"net_return/{name}"] = round(r["net_return"], 6)
+        out[f"turnover/{name}"] = round(r["turnover_per_day"], 4)
+        out[f"max_drawdown/{name}"] = round(r["max_drawdown"], 6)
+    out.update({k: round(v, 6) for k, v in report["ic"].items() if k.startswith("ic/")})
+    if "lstm_minus_best_net" in report["trading"]:
+        excess = report["trading"]["lstm_minus_best_net"]
+        out["lstm_minus_best"] = round(excess["mean"], 6)
+        out["lstm_minus_best_ci"] = dg.MetadataValue.json([round(v, 6) for v in excess["ci"]])
     if "ablation" in report:
-        ablation = report["ablation"][key]
-        metadata["ablation"] = round(ablation["mean"], 4)
-        metadata["ablation ci"] = "[{:.4f}, {:.4f}]".format(*ablation["ci"])
-        metadata["ablation won"] = f"{ablation['months_won']}/{len(months)}"
-        metadata["ablation ll"] = round(report["ablation"]["ll"]["mean"], 4)
-        metadata["ablation ll ci"] = "[{:.4f}, {:.4f}]".format(*report["ablation"]["ll"]["ci"])
-        metadata["ablation seeds"] = ablation["seeds"]
-    return metadata
+        ablation = report["ablation"][report["metric"]]
+        out["sentiment_effect"] = round(ablation["mean"], 6)
+        out["sentiment_effect_ci"] = dg.MetadataValue.json([round(v, 6) for v in ablation["ci"]])
+    out.update(months=report["n_months"], seeds=report["lstm_seeds"], fee_bps=report["fee_bps"])
+    return out

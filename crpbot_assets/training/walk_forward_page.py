@@ -1,11 +1,14 @@
-"""The walk-forward report page of one symbol: verdict.py's report as a neutral `report_page.Page`, written as
-one self-contained HTML file beside walk_forward_report's own file (`walk_forward_report/<symbol>.html`).
+"""The walk-forward report page of one symbol: verdict.py's report as a neutral `report_page.Page` (the verdict in
+words and the table from verdict_words.py, the plots here), written as one self-contained HTML file beside
+walk_forward_report's own file (`walk_forward_report/<symbol>.html`).
 
-`page(symbol, report, verdict)` is the only function that reads the report's keys; report_page.py renders.
+Plots: net equity of every traded model in USD (from verdict_words.NOTIONAL_USD), each model's drawdown from its
+running peak, the primary metric per test month per model, and the sentiment ablation per month.
 """
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import dagster as dg
@@ -15,15 +18,8 @@ from crpbot_assets.common.io_manager import partition_path
 from crpbot_assets.common.plots import figure_png, line_figure
 from crpbot_assets.common.storage import Storage
 from crpbot_assets.training import report_page as rp
+from crpbot_assets.training import verdict_words as vw
 from crpbot_assets.training.verdict import BASELINES
-
-MODEL_NAMES = {
-    "lstm": "LSTM",
-    "logit": "logistic regression",
-    "lgbm": "LightGBM",
-    "majority": "majority class",
-    "persist": "persistence",
-}
 
 
 def page_path(symbol: str) -> str:
@@ -31,122 +27,89 @@ def page_path(symbol: str) -> str:
     return partition_path(dg.AssetKey("walk_forward_report"), symbol) + ".html"
 
 
-def _pct(value: float | None, signed: bool = False) -> str:
-    if value is None or value != value:
-        return "n/a"
-    return f"{value * 100:+.1f}" if signed else f"{value * 100:.1f}"
+def _image(title: str, series: dict, figure_title: str, xlabel: str, ylabel: str, x) -> rp.Image:
+    return rp.Image(title, figure_png(line_figure(series, figure_title, xlabel, ylabel, x=x)))
 
 
-def _table(report: dict) -> rp.Table:
-    mean = report["mean"]
-    rows = []
-    for model in ("lstm", *BASELINES):
-        if f"acc/{model}" not in mean:
-            continue
-        bacc = mean[f"bacc/{model}"]
-        ll = mean.get(f"ll/{model}")
-        rows.append(
-            (
-                MODEL_NAMES[model],
-                _pct(mean[f"acc/{model}"]["mean"]),
-                _pct(bacc["mean"]),
-                f"{_pct(bacc['ci'][0])} to {_pct(bacc['ci'][1])}",
-                f"{ll['mean']:.3f}" if ll else "n/a",
-            )
-        )
-    return rp.Table(
-        ("model", "accuracy (%)", "balanced accuracy (%)", "95 % interval (%)", "log loss (nats)"),
-        rows,
-        "Balanced accuracy: mean recall of down/flat/up (33.3 % is chance); interval: day bootstrap within "
-        "months; log loss: lower is better, n/a for models without probabilities.",
-    )
-
-
-def _images(symbol: str, report: dict) -> tuple[rp.Image, ...]:
-    key = report["metric"]
-    months = list(report["months"])
+def images(symbol: str, report: dict) -> dict[str, rp.Image]:
+    """The report's plots by short name: equity, drawdown, per month, ablation (`report`: verdict.verdict's
+    value, with its equity arrays and times)."""
+    key, months = report["metric"], list(report["months"])
+    metric = vw.METRIC_NAMES[key]
     trading = report["trading"]
-    equity = np.asarray(trading["equity"], dtype=float)
-    ts = trading["ts"].to_list()
-    images = [
-        rp.Image(
-            "Net equity after fee and half-spread (multiple of the start)",
-            figure_png(
-                line_figure(
-                    {"LSTM": equity.tolist(), "buy & hold": np.asarray(trading["hold_equity"]).tolist()},
-                    f"{symbol}: net equity",
-                    "time (UTC)",
-                    "equity (x start)",
-                    x=ts,
-                )
-            ),
-        ),
-        rp.Image(
-            "Drawdown of the LSTM strategy from its running peak (%)",
-            figure_png(
-                line_figure(
-                    {"drawdown": ((equity / np.maximum.accumulate(equity) - 1) * 100).tolist()},
-                    f"{symbol}: drawdown",
-                    "time (UTC)",
-                    "drawdown (%)",
-                    x=ts,
-                )
-            ),
-        ),
-    ]
-    curves = {
-        MODEL_NAMES[m]: [report["months"][month][f"{key}/{m}"] * 100 for month in months]
-        for m in ("lstm", *BASELINES)
-        if f"{key}/{m}" in report["months"][months[0]]
-    }
-    images.append(
-        rp.Image(
-            f"{key} per test month (%)",
-            figure_png(
-                line_figure(curves, f"{symbol}: {key} per month", "test month", f"{key} (%)", x=months)
-            ),
+    out = {}
+    if trading["models"]:
+        ts = trading["ts"].to_list()
+        equity = {vw.NAMES[m]: np.asarray(e, dtype=float) for m, e in trading["equity"].items()}
+        out["equity"] = _image(
+            f"Net equity of every model after a {report['fee_bps']:g} bps fee and the half-spread "
+            f"(USD, from {vw.NOTIONAL_USD:,.0f} USD)",
+            {m: (e * vw.NOTIONAL_USD).tolist() for m, e in equity.items()},
+            f"{symbol}: net equity",
+            "time (UTC)",
+            "equity (USD)",
+            ts,
         )
+        out["drawdown"] = _image(
+            "Drawdown of every model from its running peak (%)",
+            {m: ((e / np.maximum.accumulate(e) - 1) * 100).tolist() for m, e in equity.items()},
+            f"{symbol}: drawdown",
+            "time (UTC)",
+            "drawdown (%)",
+            ts,
+        )
+    out["per month"] = _image(
+        f"{metric.capitalize()} per test month (%; 33.3 % is chance for balanced accuracy)",
+        {
+            vw.NAMES[m]: [report["months"][month][f"{key}/{m}"] * 100 for month in months]
+            for m in ("lstm", *BASELINES)
+            if f"{key}/{m}" in report["months"][months[0]]
+        },
+        f"{symbol}: {metric} per month",
+        "test month",
+        f"{metric} (%)",
+        months,
     )
     if "ablation" in report:
-        per_month = [v * 100 for v in report["ablation"][key]["per_month"]]
-        images.append(
-            rp.Image(
-                f"Sentiment ablation: {key} with minus without sentiment, per month (points)",
-                figure_png(
-                    line_figure(
-                        {"with - without": per_month, "zero": [0.0] * len(months)},
-                        f"{symbol}: sentiment ablation",
-                        "test month",
-                        "points",
-                        x=months,
-                    )
-                ),
-            )
+        out["ablation"] = _image(
+            f"Sentiment ablation: {metric} with minus without the sentiment inputs, per month (points)",
+            {
+                "with - without": [v * 100 for v in report["ablation"][key]["per_month"]],
+                "zero": [0.0] * len(months),
+            },
+            f"{symbol}: sentiment ablation",
+            "test month",
+            "points",
+            months,
         )
-    return tuple(images)
+    return out
 
 
-def page(symbol: str, report: dict, verdict: str) -> rp.Page:
-    """The page of `report` (verdict.verdict's value, with its equity arrays) under the sentence `verdict`."""
+def page(symbol: str, report: dict, plots: dict[str, rp.Image]) -> rp.Page:
+    """The page of `report`: title, the verdict in words, the table, `plots`, the small print."""
     months = list(report["months"])
-    trading = report["trading"]
     return rp.Page(
-        title=f"{symbol}: walk-forward verdict, {months[0]}..{months[-1]}",
-        verdict=verdict,
-        table=_table(report),
-        images=_images(symbol, report),
+        title=f"{symbol}: walk-forward verdict, test months {months[0]}..{months[-1]}",
+        verdict=vw.verdict(report),
+        table=vw.table(report),
+        images=tuple(plots.values()),
         notes=(
-            f"LSTM strategy after costs: net return {_pct(trading['total_return'], True)} %, Sharpe "
-            f"{trading['sharpe_daily_ann']:.2f} (annualised from daily returns), turnover "
-            f"{trading['turnover_per_day']:.1f} position units/day, break-even fee {trading['break_even_fee_bps']:.1f} bps.",
+            "Each test month is traded by the fold model trained before it (the model that would have traded it "
+            "then); every model trades its own decision rule, fitted on validation data before the month.",
             "A simulation on past data, not trading advice.",
         ),
     )
 
 
-def publish(storage: Storage, symbol: str, report: dict, verdict: str) -> dg.MetadataValue:
+def image_metadata(image: rp.Image) -> dg.MetadataValue:
+    """An image as markdown metadata (the UI shows it inline)."""
+    encoded = base64.b64encode(image.png).decode()
+    return dg.MetadataValue.md(f"**{image.title}**\n\n![{image.title}](data:image/png;base64,{encoded})")
+
+
+def publish(storage: Storage, symbol: str, report_page: rp.Page) -> dg.MetadataValue:
     """Write the page beside the report; the metadata entry that links it (a file:// URL when local)."""
     relative = page_path(symbol)
-    storage.write_bytes(relative, rp.html(page(symbol, report, verdict)).encode())
+    storage.write_bytes(relative, rp.html(report_page).encode())
     uri = storage.uri(relative)
     return dg.MetadataValue.path(uri) if storage.is_s3 else dg.MetadataValue.url(Path(uri).resolve().as_uri())

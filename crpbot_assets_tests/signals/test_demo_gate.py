@@ -1,41 +1,43 @@
 """Demo promotions stay in the demo: promoted_model labels a demo-rule promotion, signals refuse it outside a
-demo run unless the model also passes the configured gate (signals/gate.py)."""
+demo run unless the model also passes the configured gate (signals/gate.py), and the check shows it. On issue
+18's stand-ins (test_end_to_end.py): a real fold model for March 2024 and a walk-forward record of the three
+months before it where the LSTM loses to the baselines, so the configured gate fails and the demo's passes."""
 
 from datetime import timedelta
 
 import dagster as dg
 import polars as pl
 
-from crpbot_assets.common.partitions import symbol_month_key, symbol_month_partitions, symbol_partitions
+from crpbot_assets.common.partitions import symbol_month_key, symbol_month_partitions
 from crpbot_assets.demo import DEMO_PROMOTION
 from crpbot_assets.signals.assets import promoted_model, signals
 from crpbot_assets.signals.checks import promotion_trades_on_configured_gate
 from crpbot_assets.signals.gate import DEMO_RUN_TAGS, refusal
 from crpbot_assets_tests.signals.conftest import MARCH, SYMBOL, march_candles, march_features
-from crpbot_assets_tests.signals.test_end_to_end import SENTIMENT, lstm_model_stand_in
-from crpbot_assets_tests.signals.test_promotion_alerts import report
+from crpbot_assets_tests.signals.test_end_to_end import (
+    SENTIMENT,
+    WORLD,
+    fold_model_stand_in,
+    predictions_stand_in,
+)
 
 MARCH_KEY = str(symbol_month_key(SYMBOL, MARCH))
-FEATURES = march_features(march_candles(until=MARCH + timedelta(days=1)))
+FEATURES = {days: march_features(march_candles(until=MARCH + timedelta(days=days))) for days in (1, 2)}
+KNOWN = {"days": 1}  # the features known now: March's first day, then two
+RECORD_MONTHS = ("2023-12-01", "2024-01-01", "2024-02-01")
 
 
 @dg.asset(name="features", partitions_def=symbol_month_partitions)
 def features_stand_in() -> pl.DataFrame:
-    return FEATURES
+    return FEATURES[KNOWN["days"]]
 
 
-@dg.asset(name="walk_forward_report", partitions_def=symbol_partitions)
-def failing_report() -> dict:
-    return report([-0.02, 0.01, -0.03])  # won 1 of the latest 3: fails the default rule, passes the demo's
-
-
-ASSETS = [lstm_model_stand_in, failing_report, promoted_model, features_stand_in, SENTIMENT, signals]
-GATE_CHECK = promotion_trades_on_configured_gate
+ASSETS = [fold_model_stand_in, predictions_stand_in, promoted_model, features_stand_in, SENTIMENT, signals]
 
 
 def _run(instance, resources, selection, partition, tags=None, run_config=None):
     result = dg.materialize(
-        [*ASSETS, GATE_CHECK],
+        [*ASSETS, promotion_trades_on_configured_gate],
         selection=selection,
         partition_key=partition,
         resources=resources,
@@ -47,38 +49,50 @@ def _run(instance, resources, selection, partition, tags=None, run_config=None):
     return result
 
 
-def _meta(instance, resources, selection, partition, tags=None, run_config=None) -> dict:
-    result = _run(instance, resources, selection, partition, tags, run_config)
-    (event,) = result.asset_materializations_for_node(selection[-1])
+def _meta(result, asset: str) -> dict:
+    (event,) = result.asset_materializations_for_node(asset)
     return {k: v.value for k, v in event.metadata.items()}
 
 
 def test_a_demo_promotion_is_labelled_and_scores_only_in_demo_runs(storage_resources, instance):
     resources = storage_resources
-    _meta(instance, resources, ["lstm_model", "walk_forward_report"], SYMBOL)
+    KNOWN["days"] = 1
+    WORLD.update(fold=0, record="lost")  # the LSTM loses each month: the configured gate fails
+    for month in RECORD_MONTHS:
+        _run(
+            instance,
+            resources,
+            ["walk_forward_predictions"],
+            dg.MultiPartitionKey({"symbol": SYMBOL, "month": month}),
+        )
+    _run(instance, resources, ["fold_model", "features"], MARCH_KEY)
+
     demo_rule = {"ops": {"promoted_model": {"config": DEMO_PROMOTION}}}
-    result = _run(instance, resources, ["promoted_model"], SYMBOL, DEMO_RUN_TAGS, demo_rule)
-    promoted = {
-        k: v.value for k, v in result.asset_materializations_for_node("promoted_model")[0].metadata.items()
-    }
+    result = _run(instance, resources, ["promoted_model"], MARCH_KEY, DEMO_RUN_TAGS, demo_rule)
+    promoted = _meta(result, "promoted_model")
     (check,) = result.get_asset_check_evaluations()  # the check ran with the asset: the asset shows it
-    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN and check.partition == MARCH_KEY
     assert "crpbot-demo's permissive rule" in check.description
     assert promoted["status"] == "promoted on the demo rule only" and promoted["model_version"]
     assert promoted["demo_rule"] is True and promoted["passes_configured_gate"] is False
-    assert "1 of the latest 3" in promoted["configured_gate_reason"]
-    _meta(instance, resources, ["features"], MARCH_KEY)
+    assert "2023-12..2024-02" in promoted["configured_gate_reason"]  # the configured rule's three months
 
-    after_demo = _meta(instance, resources, ["signals"], MARCH_KEY)  # automation's run: no demo tag
-    assert after_demo["new_signals"] == 0 and "latest_signal_ts" not in after_demo
+    in_demo = _meta(_run(instance, resources, ["signals"], MARCH_KEY, DEMO_RUN_TAGS), "signals")
+    assert in_demo["model_version"] == promoted["model_version"] and "latest_score" in in_demo
+    assert in_demo["new_signals"] == FEATURES[1].height - 9  # every complete 10-minute window
+
+    KNOWN["days"] = 2  # after the demo, automation's run (no demo tag) on new minutes: refused, flat
+    _run(instance, resources, ["features"], MARCH_KEY)
+    after_demo = _meta(_run(instance, resources, ["signals"], MARCH_KEY), "signals")
     assert after_demo["status"].startswith(f"model {promoted['model_version']} was promoted by crpbot-demo")
+    new_minutes = FEATURES[2].filter(pl.col("ts") > FEATURES[1]["ts"].max())["ts"]
+    assert after_demo["new_signals"] == (new_minutes.dt.minute() % 15 == 0).sum() > 0  # flat decisions
+    assert after_demo["model_version"] == "none" and "latest_score" not in after_demo
 
-    in_demo = _meta(instance, resources, ["signals"], MARCH_KEY, DEMO_RUN_TAGS)
-    assert in_demo["new_signals"] == FEATURES.height - 9  # every complete 10-minute window
-    assert in_demo["model_version"] == promoted["model_version"]
-
-    configured = _meta(instance, resources, ["promoted_model"], SYMBOL)  # the configured rule replaces it
-    assert configured["status"] == "demoted" and configured["demo_rule"] is False
+    configured = _run(instance, resources, ["promoted_model"], MARCH_KEY)  # the configured rule replaces it
+    assert _meta(configured, "promoted_model")["status"] == "demoted"
+    (check,) = configured.get_asset_check_evaluations()
+    assert check.passed
 
 
 def test_refusal_only_for_a_demo_rule_promotion_failing_the_gate_outside_the_demo():

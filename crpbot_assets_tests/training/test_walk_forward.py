@@ -8,6 +8,7 @@ import pytest
 
 from crpbot_assets.training import costs
 from crpbot_assets.training import verdict as vd
+from crpbot_assets.training import verdict_words as vw
 from crpbot_assets.training import walk_forward as wf
 from crpbot_assets.training.artifacts import load_artifact, read_uri
 from crpbot_assets.training.dataset import SPLITS, Dataset, DatasetConfig, DatasetError, to_parquet_bytes
@@ -257,6 +258,6 @@ def test_verdict_metrics_intervals_trading_and_ablation():
     assert trading["sharpe_daily_ann"] == pytest.approx(daily.mean() / daily.std() * np.sqrt(365))
     assert trading["turnover_per_day"] == pytest.approx(traded.sum() / 59)
     assert report["trading"]["best_trading_baseline"] == "buy_and_hold"
-    assert "break-even fee" in vd.headline(report)
+    assert "break-even fee" in vw.verdict(report)
     with pytest.raises(ValueError, match="no walk-forward predictions"):
         vd.verdict({})
