@@ -24,12 +24,11 @@ import boto3
 import botocore.exceptions
 import dagster as dg
 import pytest
-import requests
-from moto.server import ThreadedMotoServer
 
 from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.common.storage import Storage
-from crpbot_assets.launchers.ec2 import EC2TrainingLauncher, extract_job_script
+from crpbot_assets.launchers.ec2 import EC2TrainingLauncher
+from crpbot_assets.launchers.ec2_bootstrap import extract_job_script
 from crpbot_assets.training import dataset as ds
 from crpbot_assets.training.artifacts import load_artifact
 from crpbot_assets.training.assets import (
@@ -58,51 +57,27 @@ TINY_MODEL = {
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 
 
-@pytest.fixture(scope="module")
-def moto_server():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def aws(moto_server):
-    """Empty moto state with a bucket, instance profile, subnet, security group, key pair and AMI; the test
+def aws(moto):
+    """A bucket, instance profile, subnet, security group, key pair and AMI in an empty moto state; the test
     fails if an instance is still alive at its end (one leaked instance cannot hide in the next test)."""
-    requests.post(f"{moto_server}/moto-api/reset", timeout=10).raise_for_status()
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": moto_server,
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_EC2", "AWS_SESSION_TOKEN"):
-            mp.delenv(name, raising=False)
-        for name, value in env.items():
-            mp.setenv(name, value)
-        boto3.setup_default_session()  # the launcher's clients come from it: injected hooks go on it
-        ec2, s3 = boto3.client("ec2"), boto3.client("s3")
-        s3.create_bucket(Bucket=BUCKET)
-        boto3.client("iam").create_instance_profile(InstanceProfileName="crpbot-train")
-        vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
-        yield SimpleNamespace(
-            ec2=ec2,
-            s3=s3,
-            env=env,
-            # a name filter: listing all of moto's ~hundreds of AMIs costs a second per test
-            ami=ec2.describe_images(Filters=[{"Name": "name", "Values": ["amzn2-ami-hvm-*"]}])["Images"][0][
-                "ImageId"
-            ],
-            subnet=ec2.describe_subnets()["Subnets"][0]["SubnetId"],
-            sg=ec2.create_security_group(GroupName="crpbot", Description="crpbot", VpcId=vpc)["GroupId"],
-            key=ec2.create_key_pair(KeyName="crpbot")["KeyName"],
-        )
-        live = _instances(ec2, LIVE_STATES)
-        boto3.DEFAULT_SESSION = None
+    ec2, s3 = boto3.client("ec2"), boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    boto3.client("iam").create_instance_profile(InstanceProfileName="crpbot-train")
+    vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
+    yield SimpleNamespace(
+        ec2=ec2,
+        s3=s3,
+        env=moto.env,
+        # a name filter: listing all of moto's ~hundreds of AMIs costs a second per test
+        ami=ec2.describe_images(Filters=[{"Name": "name", "Values": ["amzn2-ami-hvm-*"]}])["Images"][0][
+            "ImageId"
+        ],
+        subnet=ec2.describe_subnets()["Subnets"][0]["SubnetId"],
+        sg=ec2.create_security_group(GroupName="crpbot", Description="crpbot", VpcId=vpc)["GroupId"],
+        key=ec2.create_key_pair(KeyName="crpbot")["KeyName"],
+    )
+    live = _instances(ec2, LIVE_STATES)
     assert not live, f"instances left alive: {live}"
 
 
@@ -597,7 +572,7 @@ def test_interruption_inside_run_instances_still_terminates(aws, dagster_instanc
     """The instance exists but the RunInstances response never reached the client: the job tag finds it."""
     from dagster._core.errors import DagsterExecutionInterruptedError
 
-    from crpbot_assets.launchers.ec2 import PipesEC2Client
+    from crpbot_assets.launchers.ec2_pipes import PipesEC2Client
 
     ec2 = boto3.client("ec2", region_name="us-east-1")
 

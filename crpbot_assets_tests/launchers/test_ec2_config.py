@@ -11,18 +11,20 @@ import boto3
 import dagster as dg
 import pytest
 
-from crpbot_assets.launchers.ec2 import (
-    DEFAULT_PRICES_PER_HOUR,
+from crpbot_assets.launchers.ec2_bootstrap import (
     MAX_USER_DATA_BYTES,
+    USER_DATA_TEMPLATE,
     WATCHDOG_AFTER_DEADLINE_S,
-    EC2LaunchSpec,
-    PipesEC2Client,
     build_bundle,
     default_requirements,
-    estimate_cost,
     extract_job_script,
     render_user_data,
+    user_data,
 )
+from crpbot_assets.launchers.ec2_cost import DEFAULT_PRICES_PER_HOUR, estimate_cost
+from crpbot_assets.launchers.ec2_image import SUPPORTED_FAMILIES
+from crpbot_assets.launchers.ec2_instances import EC2LaunchSpec, LaunchState
+from crpbot_assets.launchers.ec2_pipes import PipesEC2Client
 from crpbot_assets.resources import ec2_training_launcher
 from crpbot_assets.training.assets import GPU_POOL, lstm_model
 
@@ -40,12 +42,16 @@ def _client(region: str = "eu-west-1") -> PipesEC2Client:
 
 
 def _user_data(**spec) -> str:
-    return _client().user_data(
-        PIPES_ENV,
-        EC2LaunchSpec(image_id="ami-1", **spec),
-        "crpbot/ec2/bundles/ab/x.whl",
-        "crpbot/ec2/runs/r/j",
-        DEADLINE + 0.7,
+    return user_data(
+        USER_DATA_TEMPLATE,
+        launch=EC2LaunchSpec(image_id="ami-1", **spec),
+        region="eu-west-1",
+        pipes_env=PIPES_ENV,
+        bucket="crpbot-prod",
+        bundle_key="crpbot/ec2/bundles/ab/x.whl",
+        run_prefix="crpbot/ec2/runs/r/j",
+        deadline_epoch=DEADLINE + 0.7,
+        upload_interval_s=10.0,
     )
 
 
@@ -184,8 +190,6 @@ def test_launch_spec_validation_names_the_problem():
 def test_iam_policy_launches_exactly_the_supported_families():
     import json
 
-    from crpbot_assets.launchers.ec2 import SUPPORTED_FAMILIES
-
     policy = json.loads((REPO / "deploy" / "iam" / "dagster-host-policy.json").read_text())
     launch = next(s for s in policy["Statement"] if s["Sid"] == "LaunchOnlyTaggedGpuInstances")
     assert launch["Condition"]["StringLike"]["ec2:InstanceType"] == [f"{f}.*" for f in SUPPORTED_FAMILIES]
@@ -196,10 +200,8 @@ def test_iam_policy_launches_exactly_the_supported_families():
 
 
 def test_cost_metadata_names_the_price_region_and_what_it_excludes():
-    from crpbot_assets.launchers.ec2 import _Launch
-
     launch = EC2LaunchSpec(image_id="ami-1")
-    state = _Launch(job_id="j", instance_id="i-1", attempts=1)
+    state = LaunchState(job_id="j", instance_id="i-1", attempts=1)
     elsewhere = _client("eu-west-1")._metadata(launch, state, 1800, "b/x.whl", "p", [])
     assert elsewhere["ec2_estimated_cost_usd"].value == pytest.approx(0.263)
     assert elsewhere["ec2_cost_basis"] == (
