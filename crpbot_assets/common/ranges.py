@@ -26,14 +26,21 @@ step-end record. A one-partition run (e.g. from the UI) always recomputes; so do
 
 from __future__ import annotations
 
+import os
 import queue
+import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TypeVar
 
 import dagster as dg
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import (  # not exported by dagster
+    INDEX_SHARD_NAME,
+    SqliteEventLogStorage,
+)
 
 from crpbot_assets.common.checks import PartitionCheck, problems_by_check
 from crpbot_assets.common.commits import COMMIT_TAG, RECOMPUTE_TAG, latest_records, record_metadata
@@ -41,6 +48,27 @@ from crpbot_assets.common.io_manager import CommittedPartitions, PartitionedFile
 
 T = TypeVar("T")
 PROGRESS_LINES = 10  # progress lines per range run, at most (about)
+
+
+@contextmanager
+def event_log_kept_open(context: dg.AssetExecutionContext) -> Iterator[None]:
+    """Hold one idle connection to the run's and the index's sqlite event-log files while inside.
+
+    Dagster's sqlite event log opens and closes a connection per transaction; closing the last connection to a
+    WAL database checkpoints it and removes the WAL, so every event pays for that. An idle connection held
+    meanwhile makes those closes cheap (measured here: about a fifth less wall time per event). It holds no
+    lock and no transaction; other storages are left alone.
+    """
+    storage = context.instance.event_log_storage
+    paths = []
+    if isinstance(storage, SqliteEventLogStorage):
+        paths = [storage.path_for_shard(context.run_id), storage.path_for_shard(INDEX_SHARD_NAME)]
+    connections = [sqlite3.connect(path) for path in paths if os.path.exists(path)]
+    try:
+        yield
+    finally:
+        for connection in connections:
+            connection.close()
 
 
 def _file_io_manager(context: dg.AssetExecutionContext) -> PartitionedFileIOManager | None:

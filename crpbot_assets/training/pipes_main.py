@@ -2,6 +2,8 @@
 
 Reads `extras = {"symbol", "dataset_uri", "model_uri", "config": {...}}`, trains on CUDA when available (else
 CPU), writes the model artifact to `model_uri`, logs every epoch and reports the materialization. With
+`extras["jobs"]` (a multi-job launch) it runs `job_runner` instead: every job of the list in this one process
+tree, each result reported back as it finishes. With
 `extras["require_cuda"]` (the machine's description; the EC2 launcher sets it) CUDA is mandatory: without it the
 job fails at once, before reading any data, naming the machine and its driver.
 With `config.sentiment_ablation` (default true) it trains a second model on the same data without the seven
@@ -22,14 +24,15 @@ import torch
 from dagster_pipes import PipesContext, PipesEnvVarParamsLoader, open_dagster_pipes
 
 from crpbot_assets.training.artifacts import read_uri, save_artifact, variant_record, write_uri
-from crpbot_assets.training.dataset import from_parquet_bytes
+from crpbot_assets.training.dataset import Dataset, from_parquet_bytes
 from crpbot_assets.training.train import TrainConfig, make_windows, pick_device, train_model
 
 REQUIRED_EXTRAS = ("symbol", "dataset_uri", "model_uri")
 
 
-def run_training(extras: dict, log: Callable[[str], None]) -> dict:
-    """Train the variants described by `extras`, write the artifact, return materialization metadata."""
+def run_training(extras: dict, log: Callable[[str], None], dataset: Dataset | None = None) -> dict:
+    """Train the variants described by `extras`, write the artifact, return materialization metadata.
+    `dataset`: the one at `extras["dataset_uri"]`, when the caller has read it already."""
     missing = [k for k in REQUIRED_EXTRAS if not extras.get(k)]
     if missing:
         raise ValueError(f"training extras lack {missing}; got keys {sorted(extras)}")
@@ -41,7 +44,8 @@ def run_training(extras: dict, log: Callable[[str], None]) -> dict:
     config = TrainConfig.from_dict(options)
     symbol = extras["symbol"]
     started = time.perf_counter()
-    dataset = from_parquet_bytes(read_uri(extras["dataset_uri"]), extras["dataset_uri"])
+    if dataset is None:
+        dataset = read_dataset(extras["dataset_uri"])
     device_name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -100,6 +104,10 @@ def run_training(extras: dict, log: Callable[[str], None]) -> dict:
     return metadata
 
 
+def read_dataset(uri: str) -> Dataset:
+    return from_parquet_bytes(read_uri(uri), uri)
+
+
 def open_pipes() -> PipesContext:
     """Open Pipes from the bootstrap environment; a clear error when not launched by Dagster."""
     if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
@@ -110,6 +118,11 @@ def open_pipes() -> PipesContext:
 
 
 def _train_and_report(pipes: PipesContext) -> None:
+    if "jobs" in pipes.extras:
+        from crpbot_assets.training.job_runner import run_reported
+
+        run_reported(pipes)
+        return
     metadata = run_training(dict(pipes.extras), pipes.log.info)
     pipes.report_asset_materialization(metadata=metadata)
 
