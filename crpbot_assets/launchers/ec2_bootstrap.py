@@ -23,13 +23,15 @@ from crpbot_assets.common.settings import REPO_ROOT
 USER_DATA_TEMPLATE = REPO_ROOT / "deploy" / "ec2-user-data.sh.tmpl"
 MAX_USER_DATA_BYTES = 16 * 1024  # EC2's limit on raw user data
 WATCHDOG_AFTER_DEADLINE_S = 600  # the instance's own shutdown, for when the Dagster host is gone
-REMOTE_PACKAGES = ("torch", "numpy", "polars", "pyarrow", "dagster-pipes", "boto3")
+# What the job imports beyond the image's torch, numpy and boto3, pinned to this host's versions: installed on
+# the instance only when the image lacks them (no dependencies of their own are needed).
+REMOTE_PACKAGES = ("polars", "pyarrow", "dagster-pipes")
 _JOB_SCRIPT = re.compile(r"<<'CRPBOT_JOB'\n(.*?\n)CRPBOT_JOB\n", re.S)
 
 
 def default_requirements() -> list[str]:
-    """The remote job's packages pinned to this host's versions (torch without its local `+cpu` tag)."""
-    return [f"{name}=={importlib.metadata.version(name).split('+')[0]}" for name in REMOTE_PACKAGES]
+    """The remote job's packages beyond the image's, pinned to this host's versions."""
+    return [f"{name}=={importlib.metadata.version(name)}" for name in REMOTE_PACKAGES]
 
 
 def render_user_data(template: str, values: dict[str, str]) -> str:
@@ -69,9 +71,6 @@ def user_data(
 ) -> str:
     """The bootstrap of one launch (`launch`: an EC2LaunchSpec) that must be done by `deadline_epoch` (unix s)."""
     requirements = launch.requirements if launch.requirements is not None else default_requirements()
-    pip_args = (
-        [f"--extra-index-url {shlex.quote(launch.pip_index_url)}"] if launch.pip_index_url else []
-    ) + [shlex.quote(r) for r in requirements]
     q = shlex.quote
     return render_user_data(
         template.read_text(),
@@ -81,7 +80,8 @@ def user_data(
             "require_cuda": "1" if launch.require_cuda else "0",
             "machine": q(launch.machine(region)),
             "python_bin": q(launch.python_bin),
-            "pip_install_args": " ".join(pip_args),
+            "requirements": " ".join(q(r) for r in requirements),
+            "pip_index_args": f"--index-url {q(launch.pip_index_url)}" if launch.pip_index_url else "",
             "region": q(region),
             "pipes_context": q(pipes_env["DAGSTER_PIPES_CONTEXT"]),
             "pipes_messages": q(pipes_env["DAGSTER_PIPES_MESSAGES"]),

@@ -28,7 +28,7 @@ from crpbot_assets.launchers.aws_retry import (
     error_code,
     transient,
 )
-from crpbot_assets.launchers.ec2_image import check_instance_type
+from crpbot_assets.launchers.ec2_image import DLAMI_PYTHON, check_instance_type
 from crpbot_assets.launchers.ec2_job import DEFAULT_ENTRY_MODULE
 
 ENDED_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
@@ -58,8 +58,8 @@ class EC2LaunchSpec:
     bundle_path: str | None = None  # default: a wheel built from this repository
     entry_module: str = DEFAULT_ENTRY_MODULE
     requirements: tuple[str, ...] | None = None  # default: default_requirements()
-    pip_index_url: str | None = None  # extra index for a specific CUDA build of torch
-    python_bin: str = "python3"
+    pip_index_url: str | None = None  # index (a mirror) for the few packages the image may lack
+    python_bin: str = DLAMI_PYTHON  # the image's Python with CUDA torch
     require_cuda: bool = True  # False only to exercise the path on a machine without a GPU (tests)
     job_env: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)

@@ -43,7 +43,10 @@ class LocalTrainingLauncher(dg.ConfigurableResource):
         return client.run(context=context, command=[sys.executable, "-m", TRAINING_MODULE], extras=extras)
 
     def run_jobs(
-        self, context: dg.AssetExecutionContext, jobs: Sequence[TrainingJob], on_result: OnResult | None = None
+        self,
+        context: dg.AssetExecutionContext,
+        jobs: Sequence[TrainingJob],
+        on_result: OnResult | None = None,
     ) -> dict[str, JobResult]:
         """Every job not done yet in ONE subprocess; each result delivered to `on_result` as it finishes."""
         return run_batch(context, jobs, on_result, lambda batch, todo: self._launch(context, batch, todo))

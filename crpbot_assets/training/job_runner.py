@@ -32,13 +32,17 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, Thr
 import torch
 
 from crpbot_assets.training.artifacts import read_uri
-from crpbot_assets.training.jobs import MESSAGE_KEY, TrainingJob, check_unique, read_results, write_result
+from crpbot_assets.training.jobs import (
+    DEFAULT_CUDA_CONCURRENCY,
+    MESSAGE_KEY,
+    TrainingJob,
+    check_unique,
+    read_results,
+    write_result,
+)
 from crpbot_assets.training.pipes_main import read_dataset, run_training
 from crpbot_assets.training.train import pick_device
 
-DEFAULT_CUDA_CONCURRENCY = (
-    4  # one H200, batch 1024: 4 processes gave 2.8x one process's throughput, 8 gave 2.95x
-)
 Report = Callable[[TrainingJob, dict | None, str | None], None]  # (job, result record or None, error or None)
 
 
