@@ -236,7 +236,8 @@ def test_iam_policy_launches_exactly_the_supported_families():
     assert launch["Condition"]["StringLike"]["ec2:InstanceType"] == [f"{f}.*" for f in SUPPORTED_FAMILIES]
     instance = json.loads((REPO / "deploy" / "iam" / "training-instance-policy.json").read_text())
     writes = next(s for s in instance["Statement"] if s["Action"] == "s3:PutObject")["Resource"]
-    assert "arn:aws:s3:::BUCKET/data/lstm_model_runs/*" in writes  # run-scoped models only:
+    assert "arn:aws:s3:::BUCKET/data/lstm_model_runs/*" in writes  # run-scoped models,
+    assert "arn:aws:s3:::BUCKET/data/walk_forward_models/*" in writes  # content-addressed fold models
     assert not any("data/lstm_model/" in r for r in writes)  # a job cannot write the promoted key
 
 
