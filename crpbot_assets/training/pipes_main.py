@@ -41,7 +41,7 @@ def run_training(extras: dict, log: Callable[[str], None], dataset: Dataset | No
     device = pick_device(
         options.pop("device", None), options.pop("cpu_threads", None), extras.get("require_cuda")
     )
-    config = TrainConfig.from_dict(options)
+    config = TrainConfig.from_dict(options).for_device(device.type)  # the artifact records what was used
     symbol = extras["symbol"]
     started = time.perf_counter()
     if dataset is None:

@@ -99,6 +99,15 @@ def test_a_failing_job_is_reported_and_the_others_still_train(datasets, tmp_path
     assert not Path(tmp_path / "bad.pt").exists()
 
 
+def test_the_artifact_records_the_batch_and_rate_the_device_used(datasets, tmp_path):
+    (job,) = _jobs(datasets, tmp_path, 1)
+    config = {k: v for k, v in job.config.items() if k != "batch_size"}  # both left to the device
+    job = TrainingJob(**{**job.extras(), "config": config})
+    assert run_jobs([job], lambda *a: None, print, 1) == []
+    recorded = load_artifact(read_uri(job.model_uri))["variants"]["with_sentiment"]["config"]
+    assert (recorded["batch_size"], recorded["learning_rate"]) == (1024, 1e-3)  # CPU's
+
+
 def test_jobs_must_be_unique():
     job = TrainingJob(id="a", dataset_uri="d", model_uri="m", fingerprint="f")
     with pytest.raises(ValueError, match="same id"):
