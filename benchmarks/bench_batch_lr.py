@@ -42,7 +42,9 @@ def main() -> None:
     args = parser.parse_args()
     print("load average " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     test_month = datetime(2020, 6, 1, tzinfo=UTC)
-    candles, features, sentiment = world(wf.shift_months(test_month, -args.months), test_month)
+    candles, features, sentiment = world(
+        wf.shift_months(test_month, -args.months), wf.shift_months(test_month, 1)
+    )
     dataset_config = DatasetConfig()
     fold = wf.plan_fold(test_month, wf.WalkForwardConfig(window_months=args.months), dataset_config)
     part = wf.training_part(wf.fold_dataset(features, sentiment, candles, fold, dataset_config, "BTC-USD"))
