@@ -221,6 +221,7 @@ class PipesEC2Client(dg.PipesClient, TreatAsResourceParam):
             finally:
                 unconfirmed = self.instances.terminate_all(context.log, state)
             runtime_s = time.monotonic() - started
+        tick()  # the messages of the session's last read
         context.log.info(f"[ec2] {state.instance_id} finished in {runtime_s:.0f}s")
         return dg.PipesClientCompletedInvocation(
             session,

@@ -40,6 +40,14 @@ class JobResult:
     def model_uri(self) -> str:
         return self.job.model_uri
 
+    @property
+    def values(self) -> dict:
+        """The metadata as plain values (`{"raw_value": v, "type": t}` entries unwrapped)."""
+        return {
+            k: v["raw_value"] if isinstance(v, dict) and "raw_value" in v else v
+            for k, v in self.metadata.items()
+        }
+
 
 OnResult = Callable[[JobResult], None]
 

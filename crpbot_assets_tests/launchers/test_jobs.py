@@ -147,6 +147,7 @@ def test_local_launcher_trains_every_job_in_one_subprocess(datasets, tmp_path, i
     trainers = {read_result(job)["trained_by"] for job in jobs}
     assert len(trainers) == 1 and f"pid {os.getpid()}" not in trainers.pop()  # one process, not this one
     assert {r.metadata["without_sentiment/epochs_run"] for r in delivered} == {1}
+    assert {r.values["model_uri"] for r in delivered} == {job.model_uri for job in jobs}
     logs = [e.user_message for e in instance.all_logs(result.run_id)]
     assert sum(m.startswith("training 4 jobs locally in one process") for m in logs) == 1
     assert sum("with_sentiment epoch 1/1" in m for m in logs) == 4  # each job's epochs came back live
