@@ -8,6 +8,7 @@ together), `ec2_cost` (prices) and `aws_retry` (error codes and back-off). This 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import boto3
 import botocore.exceptions
@@ -19,7 +20,7 @@ from crpbot_assets.launchers.ec2_image import DLAMI_OWNER, DLAMI_PYTORCH_NAME, c
 from crpbot_assets.launchers.ec2_instances import EC2LaunchSpec
 from crpbot_assets.launchers.ec2_pipes import PipesEC2Client
 from crpbot_assets.launchers.jobs import JobBatch, JobResult, OnResult, run_batch
-from crpbot_assets.training.jobs import DEFAULT_CUDA_CONCURRENCY, TrainingJob
+from crpbot_assets.training.jobs import DEFAULT_CUDA_CONCURRENCY, RUNNER_MODULE, TrainingJob
 
 
 class EC2TrainingLauncher(dg.ConfigurableResource):
@@ -152,7 +153,9 @@ class EC2TrainingLauncher(dg.ConfigurableResource):
         client = self.client()
 
         def launch(batch: JobBatch, todo: list[TrainingJob]) -> None:
-            spec = self.launch_spec(self.image(client), self.jobs_max_runtime_s)
+            spec = replace(
+                self.launch_spec(self.image(client), self.jobs_max_runtime_s), entry_module=RUNNER_MODULE
+            )
             extras = batch.extras(todo, self.gpu_concurrency)
             client.run(context=context, launch=spec, extras=extras, on_poll=batch.poll)
 

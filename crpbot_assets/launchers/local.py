@@ -14,7 +14,7 @@ from dagster._core.errors import DagsterExecutionInterruptedError
 
 from crpbot_assets.common.settings import REPO_ROOT
 from crpbot_assets.launchers.jobs import JobBatch, JobResult, OnResult, run_batch
-from crpbot_assets.training.jobs import TrainingJob
+from crpbot_assets.training.jobs import RUNNER_MODULE, TrainingJob
 
 TRAINING_MODULE = "crpbot_assets.training.pipes_main"
 POLL_S = 0.2  # how often a multi-job launch looks for finished jobs
@@ -58,7 +58,7 @@ class LocalTrainingLauncher(dg.ConfigurableResource):
             context_injector=dg.PipesTempFileContextInjector(),
             message_reader=dg.PipesTempFileMessageReader(),
         ) as session:
-            command = [sys.executable, "-m", TRAINING_MODULE]
+            command = [sys.executable, "-m", RUNNER_MODULE]
             context.log.info(f"training {len(todo)} jobs locally in one process: {' '.join(command)}")
             process = subprocess.Popen(
                 command,

@@ -1,6 +1,7 @@
 """The machine side of a multi-job launch: every training job of a range in one process tree.
 
-`pipes_main` hands over here when its extras carry `jobs` (`training/jobs.py`). Each job is `run_training` on
+`python -m crpbot_assets.training.job_runner`, inside Dagster Pipes like `pipes_main` (the launchers start it for
+`run_jobs`), reads `extras = {"jobs": [...], "concurrency": n}` (`training/jobs.py`). Each job is `run_training` on
 its dataset, then its result file; every finished job is reported at once through Pipes
 (`report_custom_message({"crpbot_job": id, ...})`), so the launching step can commit that partition while the
 others train. A job already done (its result file matches its fingerprint) is reported as reused and not
@@ -40,7 +41,7 @@ from crpbot_assets.training.jobs import (
     read_results,
     write_result,
 )
-from crpbot_assets.training.pipes_main import read_dataset, run_training
+from crpbot_assets.training.pipes_main import main, read_dataset, run_training
 from crpbot_assets.training.train import pick_device
 
 Report = Callable[[TrainingJob, dict | None, str | None], None]  # (job, result record or None, error or None)
@@ -233,3 +234,7 @@ def run_reported(pipes) -> None:
     )
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(jobs)} training jobs failed: {', '.join(failed[:20])}")
+
+
+if __name__ == "__main__":
+    main(run_reported)

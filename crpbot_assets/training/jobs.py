@@ -23,7 +23,8 @@ RESULT_SUFFIX = ".result.json"
 DEFAULT_CUDA_CONCURRENCY = (
     4  # one H200, batch 1024: 4 processes gave 2.8x one process's throughput, 8 gave 2.95x
 )
-MESSAGE_KEY = "crpbot_job"  # the Pipes custom message of a finished job: {MESSAGE_KEY: id, "result", "error"}
+MESSAGE_KEY = "crpbot_job"
+RUNNER_MODULE = "crpbot_assets.training.job_runner"  # the entry point of a multi-job launch  # the Pipes custom message of a finished job: {MESSAGE_KEY: id, "result", "error"}
 
 
 @dataclass(frozen=True)

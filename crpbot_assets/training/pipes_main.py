@@ -1,9 +1,8 @@
 """Training entry point: `python -m crpbot_assets.training.pipes_main`, run inside Dagster Pipes.
 
 Reads `extras = {"symbol", "dataset_uri", "model_uri", "config": {...}}`, trains on CUDA when available (else
-CPU), writes the model artifact to `model_uri`, logs every epoch and reports the materialization. With
-`extras["jobs"]` (a multi-job launch) it runs `job_runner` instead: every job of the list in this one process
-tree, each result reported back as it finishes. With
+CPU), writes the model artifact to `model_uri`, logs every epoch and reports the materialization. A launch of
+many jobs runs `crpbot_assets.training.job_runner` instead, which calls `run_training` for each. With
 `extras["require_cuda"]` (the machine's description; the EC2 launcher sets it) CUDA is mandatory: without it the
 job fails at once, before reading any data, naming the machine and its driver.
 With `config.sentiment_ablation` (default true) it trains a second model on the same data without the seven
@@ -118,21 +117,17 @@ def open_pipes() -> PipesContext:
 
 
 def _train_and_report(pipes: PipesContext) -> None:
-    if "jobs" in pipes.extras:
-        from crpbot_assets.training.job_runner import run_reported
-
-        run_reported(pipes)
-        return
     metadata = run_training(dict(pipes.extras), pipes.log.info)
     pipes.report_asset_materialization(metadata=metadata)
 
 
-def main() -> None:
-    if PipesContext.is_initialized():  # opened by a wrapper (the EC2 job): it owns and closes the context
-        _train_and_report(PipesContext.get())
+def main(work: Callable[[PipesContext], None] = _train_and_report) -> None:
+    """`work(pipes)` in the Pipes context: the one a wrapper opened (the EC2 job owns and closes it), else a new one."""
+    if PipesContext.is_initialized():
+        work(PipesContext.get())
         return
     with open_pipes() as pipes:
-        _train_and_report(pipes)
+        work(pipes)
 
 
 if __name__ == "__main__":
