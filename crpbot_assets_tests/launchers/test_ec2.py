@@ -11,6 +11,7 @@ leaves an instance running.
 """
 
 import base64
+import contextlib
 import os
 import signal
 import subprocess
@@ -151,6 +152,23 @@ class Inject:
         boto3.DEFAULT_SESSION.events.unregister(f"before-call.ec2.{self.operation}", unique_id=id(self))
 
 
+def _descendants(pid: int) -> list[int]:
+    """The live descendants of `pid`, from /proc (children before their parents' parents)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found, frontier = children + found, children
+    return found
+
+
 def _by_id(body) -> bool:
     return any(k.startswith("InstanceId") for k in body)
 
@@ -236,8 +254,12 @@ class SimulatedInstance(threading.Thread):
                 "terminated",
             ):
                 time.sleep(0.2)
-            if job.poll() is None:
-                os.killpg(job.pid, signal.SIGKILL)  # the whole machine: bash and the training it runs
+            if (
+                job.poll() is None
+            ):  # the whole machine: bash, `timeout` (its own process group) and the training
+                for pid in [*_descendants(job.pid), job.pid]:
+                    with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+                        os.kill(pid, signal.SIGKILL)
         if self.scenario == "late":  # cancel the run once the job has opened Pipes (its first message chunk)
             run_id = {t["Key"]: t["Value"] for t in self.described["Tags"]}["dagster/run-id"]
             while job.poll() is None and not self._first_chunk(f"crpbot/ec2/runs/{run_id}/"):
@@ -684,6 +706,7 @@ def test_a_range_cancelled_halfway_resumes_without_retraining(aws, dagster_insta
         aws, dagster_instance, tmp_path / "a", "job-until-terminated", jobs, first, interrupt_after=1
     )
     assert not cancelled.success and _state(aws, sim.instance_id) == "terminated"
+    time.sleep(1)  # a request the killed job had already sent may still land in moto's S3
     done = [job for job in jobs if read_result(job) is not None]
     assert 1 <= len(done) < len(jobs) and {r.job.id for r in first} <= {job.id for job in done}
     stamps = {job.id: _last_modified(aws, job.model_uri) for job in done}
