@@ -11,8 +11,9 @@ part written to parquet); its jobs (one per seed, each training the LSTM with an
 production model size) go to `training/job_runner.run_jobs` in one call, `--concurrency` at a time (default: 4
 processes on CUDA, 1 on CPU). As each job ends, the fold's baselines and prediction (CPU work) run on a thread
 while the next jobs train. `--windows` caps the training windows per epoch and `--epochs` fixes the epochs, so a
-CPU run stays short; the projection scales the measured training throughput (windows per second, all jobs
-together) to the full 12-month folds at 15 epochs, and adds the CPU work per fold where it does not overlap.
+CPU run stays short; the projection scales the measured rates (training and validation windows per second of one
+process, times the processes busy at once) to the full 12-month folds at 15 epochs, and adds the CPU work per
+fold where it does not overlap.
 """
 
 from __future__ import annotations
@@ -157,7 +158,8 @@ def main() -> None:
         f"fold datasets: {dataset_s:.1f} s for {args.folds} folds ({rows:,.0f} rows each, {args.window_months}-month window)"
     )
 
-    windows_trained, predict_s, lock = [], [], threading.Lock()
+    trained = {"windows": 0, "train_s": 0.0, "val_s": 0.0, "val_passes": 0}
+    predict_s, lock = [], threading.Lock()
     predictions = ThreadPoolExecutor(1, thread_name_prefix="predict")
     pending = []
 
@@ -172,14 +174,12 @@ def main() -> None:
     def report(job: TrainingJob, record: dict | None, error: str | None) -> None:
         if error:
             raise RuntimeError(f"{job.id}: {error}")
-        metadata = record["metadata"]
-        windows_trained.append(
-            sum(
-                h["windows"]
-                for v in ("with_sentiment", "without_sentiment")
-                for h in metadata[f"{v}/history"]["raw_value"]
-            )
-        )
+        for variant in ("with_sentiment", "without_sentiment"):
+            for epoch in record["metadata"][f"{variant}/history"]["raw_value"]:
+                trained["windows"] += epoch["windows"]
+                trained["train_s"] += epoch["train_seconds"]
+                trained["val_s"] += epoch["val_seconds"]
+                trained["val_passes"] += 1
         if job.id.endswith("seed0"):
             pending.append(predictions.submit(predict, job))
 
@@ -196,14 +196,20 @@ def main() -> None:
     assert not failed, failed
 
     device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU x {cores}"
-    throughput = sum(windows_trained) / train_wall
+    first = folds[tests[0].strftime("%Y-%m")]
+    val_windows = len(fold_windows(first, "val"))
+    train_rate = trained["windows"] / trained["train_s"]  # windows/s of one training process
+    val_rate = val_windows * trained["val_passes"] / trained["val_s"]
+    busy = (trained["train_s"] + trained["val_s"]) / train_wall  # trainings running at once, on average
     print(
         f"device {args.device} ({device_name}); {len(jobs)} jobs ({args.folds} folds x {args.seeds} seeds, 2 variants "
         f"each) as one job, {concurrency} at a time"
     )
     print(
-        f"training: {train_wall:.1f} s wall, {sum(windows_trained):,} windows ({args.epochs} epochs x "
-        f"{args.windows or 'all'} per epoch x 2 variants per job) = {throughput:,.0f} windows/s all jobs together"
+        f"training: {train_wall:.1f} s wall for {trained['windows']:,} training windows ({args.epochs} epochs x "
+        f"{args.windows or 'all'} per epoch x 2 variants per job) and {trained['val_passes']} validation passes over "
+        f"{val_windows:,} windows; per process {train_rate:,.0f} training / {val_rate:,.0f} validation windows/s, "
+        f"{busy:.2f} processes busy on average"
     )
     print(
         f"baselines + prediction: {statistics.mean(predict_s):.1f} s per fold on a thread, overlapping the training; "
@@ -216,11 +222,10 @@ def main() -> None:
     print(f"folds per hour as measured (capped epochs and windows): {args.folds * 3600 / total_wall:.1f}")
 
     # the projection: full 12-month folds at 15 epochs (early stopping usually ends sooner: an upper bound)
-    full_train = (
-        len(window_ends_of(folds[tests[0].strftime("%Y-%m")])) * FULL_WINDOW_MONTHS / args.window_months
-    )
-    full_windows = FULL_FOLDS * FULL_SEEDS * FULL_VARIANTS * FULL_EPOCHS * full_train
-    training_h = full_windows / throughput / 3600
+    scale = FULL_WINDOW_MONTHS / args.window_months
+    full_train, full_val = len(fold_windows(first, "train")) * scale, val_windows * scale
+    per_epoch_s = full_train / train_rate + full_val / val_rate
+    training_h = FULL_FOLDS * FULL_SEEDS * FULL_VARIANTS * FULL_EPOCHS * per_epoch_s / busy / 3600
     cpu_h = (
         FULL_FOLDS
         * (dataset_s / args.folds * FULL_WINDOW_MONTHS / args.window_months + statistics.mean(predict_s))
@@ -228,16 +233,16 @@ def main() -> None:
     )
     print(
         f"projection, {FULL_FOLDS} folds x {FULL_VARIANTS} variants x {FULL_SEEDS} seeds ({full_train:,.0f} training "
-        f"windows per 12-month fold, {FULL_EPOCHS} epochs): training {training_h:,.1f} h at {throughput:,.0f} "
-        f"windows/s + fold datasets, baselines and prediction {cpu_h:,.1f} h of CPU work = {max(training_h, cpu_h):,.1f} h "
+        f"+ {full_val:,.0f} validation windows per 12-month fold, {FULL_EPOCHS} epochs, {busy:.2f} at once): training "
+        f"{training_h:,.1f} h + fold datasets, baselines and prediction {cpu_h:,.1f} h of CPU work = {max(training_h, cpu_h):,.1f} h "
         f"if they overlap, {training_h + cpu_h:,.1f} h if not, on this {args.device}"
     )
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB (this process)")
     shutil.rmtree(work, ignore_errors=True)
 
 
-def window_ends_of(dataset) -> list:
-    """The training windows of a fold at the production sequence length."""
+def fold_windows(dataset, split: str) -> list:
+    """The windows of a fold's `split` at the production sequence length."""
     frame = dataset.frame
     ends = window_ends(
         frame["row_valid"].to_numpy(),
@@ -245,7 +250,7 @@ def window_ends_of(dataset) -> list:
         frame["split"].to_numpy(),
         TrainConfig.sequence_length,
     )
-    return list(ends["train"])
+    return list(ends[split])
 
 
 if __name__ == "__main__":
