@@ -39,6 +39,9 @@ def main() -> None:
     parser.add_argument("--months", type=int, default=3, help="training window of the fold (months)")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--windows", type=int, default=40_000, help="training windows per epoch")
+    parser.add_argument(
+        "--lrs", default="", help="comma-separated learning rates at batch 4096 (default: 1e-3, 2e-3, 4e-3)"
+    )
     args = parser.parse_args()
     print("load average " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     test_month = datetime(2020, 6, 1, tzinfo=UTC)
@@ -57,8 +60,9 @@ def main() -> None:
         f"fold {test_month:%Y-%m}, {args.months}-month window: {len(windows.ends['train']):,} train / "
         f"{len(windows.ends['val']):,} validation windows; {args.windows:,} windows per epoch, {args.seeds} seeds"
     )
+    settings = [SETTINGS[0], *((4096, float(x)) for x in args.lrs.split(","))] if args.lrs else SETTINGS
     best: dict[tuple, list[float]] = {}
-    for batch, lr in SETTINGS:
+    for batch, lr in settings:
         losses, epochs, seconds = [], [], []
         for seed in range(args.seeds):
             started = time.perf_counter()
@@ -67,7 +71,7 @@ def main() -> None:
             epochs.append(result.best_epoch)
             seconds.append((time.perf_counter() - started) / len(result.history))
         best[(batch, lr)] = losses
-        reference = best[SETTINGS[0]]
+        reference = best[settings[0]]
         diffs = [a - b for a, b in zip(losses, reference)]
         se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 and any(diffs) else 0.0
         print(

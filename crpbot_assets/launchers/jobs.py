@@ -12,8 +12,8 @@ message never arrived are picked up; a job that failed or left no result fails t
 did arrive was delivered). When nothing is left to train, nothing is launched.
 
 The calling asset returns a typed result (its Output or MaterializeResult), as any asset that opens a Pipes
-session must. Model URIs must be the job's own: content-addressed (the fingerprint in the path) or run-scoped, never a key that
-a successful run promotes, because a late job of a cancelled run still writes there.
+session must. Model URIs must be the job's own: content-addressed (the fingerprint in the path) or run-scoped,
+never a key that a successful run promotes, because a late job of a cancelled run still writes there.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def run_batch(
         except BaseException:
             try:
                 batch.finish()  # deliver what finished before the failure; the launch's error stays the error
-            except dg.Failure:
-                pass
+            except dg.Failure as missing:
+                context.log.error(str(missing))  # which jobs have no result, and why
             raise
     return batch.finish()
