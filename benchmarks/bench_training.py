@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from crpbot_assets.features.catalogue import FEATURE_NAMES  # noqa: E402
 from crpbot_assets.training.dataset import SENTIMENT_COLUMNS, DatasetConfig, build_dataset  # noqa: E402
 from crpbot_assets.training.train import (  # noqa: E402
+    DEVICE_DEFAULTS,
     TrainConfig,
     Windows,
     class_weights,
@@ -123,7 +124,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=TrainConfig.num_layers)
     parser.add_argument("--seq", type=int, default=TrainConfig.sequence_length)
     parser.add_argument(
-        "--batch", type=int, default=None, help="batch size (default: TrainConfig's on CPU, 4096 on CUDA)"
+        "--batch", type=int, default=None, help="batch size (default: the device's, train.DEVICE_DEFAULTS)"
     )
     parser.add_argument("--repeats", type=int, default=24)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: every usable core)")
@@ -139,7 +140,7 @@ def main() -> None:
     cuda = device.type == "cuda"
     rows = args.rows or (1_600_000 if cuda or args.full_epoch else 300_000)
     per_epoch = args.windows or (200_000 if cuda else 2_048)
-    batch = args.batch or (4096 if cuda else TrainConfig.batch_size)
+    batch = args.batch or DEVICE_DEFAULTS[device.type]["batch_size"]
     config = TrainConfig(
         hidden_size=args.hidden,
         num_layers=args.layers,

@@ -51,11 +51,12 @@ class SchemaMismatchError(ValueError):
 class CommittedPartitions(dict):
     """{partition_key: uri} of partitions a range run already wrote and recorded (`run_partitions`), with
     `problems`: {partition_key: {check name: problems found}} of the checks run on each frame before it was
-    dropped (`common/checks.py`)."""
+    dropped (`common/checks.py`), and `timings`: seconds spent per phase (compute, writes, checks, records)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.problems: dict[str, dict[str, list[str]]] = {}
+        self.timings: dict[str, float] = {}
 
 
 def dtype_name(dtype: pl.DataType) -> str:

@@ -5,13 +5,17 @@ A single-run backfill (`BackfillPolicy.single_run()`) hands an asset a key range
 
 Crash safety: a range run commits per partition, not as a whole. As soon as a partition is computed its file is
 written atomically and its materialization is recorded (`context.log_event`, which writes the event to the
-instance at once; tag `crpbot/commit`), so a failure or a kill at month 80 keeps the 79 months before it. The
-frame is then dropped: a range run holds one partition at a time. Dagster still records every partition of the
-run at step end (`execute_step._store_output`), so a partition of a successful range run has two records: the
-commit record, and the step-end record that carries the data version and links the checks; both hold the same
-metadata. A killed run keeps its commit records. What the IO manager receives is `CommittedPartitions`
-(partition -> path), nothing to write. See `common/commits.py` for the rule that makes a file without its record
-count as absent.
+instance at once; tag `crpbot/commit`), so a failure or a kill at month 80 keeps the months before it. The
+writing and recording happen on one background thread (`_Committer`), in key order, while the next partition is
+computed: the event log's commits wait on the disk (an fsync per transaction on sqlite), and computing meanwhile
+hides that wait. At most two computed partitions wait to be committed, so a range run holds at most three at a
+time, and a failure in the computation still commits every partition computed before it. Dagster still records
+every partition of the run at step end (`execute_step._store_output`), so a partition of a successful range run
+has two records: the commit record, and the step-end record that carries the data version and links the checks;
+both hold the same metadata. A killed run keeps its commit records. What the IO manager receives is
+`CommittedPartitions` (partition -> path), nothing to write. See `common/commits.py` for the rule that makes a file
+without its record count as absent. The run's last log line says where its time went (compute, file writes,
+commit records), and `CommittedPartitions.timings` holds the same seconds.
 
 Resume: an asset that passes `resume_if` skips, in range runs only, each partition that is already committed, was
 recorded after its month had ended, and whose recorded metadata satisfies `resume_if` (candles: the window was
@@ -22,11 +26,21 @@ step-end record. A one-partition run (e.g. from the UI) always recomputes; so do
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TypeVar
 
 import dagster as dg
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import (  # not exported by dagster
+    INDEX_SHARD_NAME,
+    SqliteEventLogStorage,
+)
 
 from crpbot_assets.common.checks import PartitionCheck, problems_by_check
 from crpbot_assets.common.commits import COMMIT_TAG, RECOMPUTE_TAG, latest_records, record_metadata
@@ -34,6 +48,27 @@ from crpbot_assets.common.io_manager import CommittedPartitions, PartitionedFile
 
 T = TypeVar("T")
 PROGRESS_LINES = 10  # progress lines per range run, at most (about)
+
+
+@contextmanager
+def event_log_kept_open(context: dg.AssetExecutionContext) -> Iterator[None]:
+    """Hold one idle connection to the run's and the index's sqlite event-log files while inside.
+
+    Dagster's sqlite event log opens and closes a connection per transaction; closing the last connection to a
+    WAL database checkpoints it and removes the WAL, so every event pays for that. An idle connection held
+    meanwhile makes those closes cheap (measured here: about a fifth less wall time per event). It holds no
+    lock and no transaction; other storages are left alone.
+    """
+    storage = context.instance.event_log_storage
+    paths = []
+    if isinstance(storage, SqliteEventLogStorage):
+        paths = [storage.path_for_shard(context.run_id), storage.path_for_shard(INDEX_SHARD_NAME)]
+    connections = [sqlite3.connect(path) for path in paths if os.path.exists(path)]
+    try:
+        yield
+    finally:
+        for connection in connections:
+            connection.close()
 
 
 def _file_io_manager(context: dg.AssetExecutionContext) -> PartitionedFileIOManager | None:
@@ -67,6 +102,68 @@ def _resumable(
     return manager.is_committed(context.asset_key, key, record) and resume_if(record_metadata(record))
 
 
+class _Committer:
+    """The background thread of a range run that writes and records each computed partition, in order.
+
+    `submit` hands over one partition (blocking while two wait already) and re-raises a failure of the thread;
+    `close` commits what is left and returns {partition_key: (write metadata, check problems)}. Only the file
+    write, the checks on the frame and `context.log_event` run on the thread; the step context's metadata is
+    updated by the caller after `close`.
+    """
+
+    def __init__(self, context, manager: PartitionedFileIOManager, checks: Sequence[PartitionCheck]):
+        self._context, self._manager, self._checks = context, manager, checks
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._failure: BaseException | None = None
+        self.done: dict[str, tuple[dict, dict | None]] = {}  # key -> (write metadata, problems or None)
+        self.seconds = {"writes": 0.0, "checks": 0.0, "commit records": 0.0}
+        self._thread = threading.Thread(target=self._work, name="crpbot-commits", daemon=True)
+        self._thread.start()
+
+    def submit(self, key: str, value, metadata: dict) -> None:
+        self._raise_failure()
+        self._queue.put((key, value, metadata))
+        self._raise_failure()
+
+    def close(self) -> dict[str, tuple[dict, dict | None]]:
+        self._queue.put(None)
+        self._thread.join()
+        self._raise_failure()
+        return self.done
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._failure is None:  # after a failure, nothing more is committed: drain to the end
+                try:
+                    self._commit(*item)
+                except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+                    self._failure = exc
+
+    def _commit(self, key: str, value, metadata: dict) -> None:
+        context, timed = self._context, time.perf_counter
+        started = timed()
+        problems = problems_by_check(self._checks, key, value) if self._checks and value is not None else None
+        checked = timed()
+        written = {} if value is None else self._manager.write_partition(context.asset_key, key, value)
+        wrote = timed()
+        context.log_event(
+            dg.AssetMaterialization(
+                context.asset_key,
+                partition=key,
+                metadata={**metadata, **written},
+                tags={COMMIT_TAG: context.run_id},
+            )
+        )
+        self.seconds["checks"] += checked - started
+        self.seconds["writes"] += wrote - checked
+        self.seconds["commit records"] += timed() - wrote
+        self.done[key] = (written, problems)
+
+
 def run_partitions(
     context: dg.AssetExecutionContext,
     compute_one: Callable[[str], T],
@@ -89,43 +186,70 @@ def run_partitions(
         return {key: _logged(context, compute_one, keys, i) for i, key in enumerate(keys)}
     resume = resume_if is not None and context.run.tags.get(RECOMPUTE_TAG) != "true"
     records = latest_records(context.instance, context.asset_key, keys) if resume else {}
+    step = context.get_step_execution_context()
+    committer = _Committer(context, manager, checks)
+    resumed: dict[str, tuple[str, dict]] = {}
+    compute_s = 0.0
+    try:
+        for i, key in enumerate(keys):
+            record = records.get(key)
+            if resume and _resumable(context, manager, key, record, resume_if):
+                resumed[key] = _resumed(context, manager, key, record, checks)
+                continue
+            started = time.perf_counter()
+            value = _logged(context, compute_one, keys, i)
+            compute_s += time.perf_counter() - started
+            committer.submit(key, value, dict(step.get_asset_metadata(context.asset_key, key) or {}))
+            del value
+    except BaseException:
+        try:  # what was computed before the failure is still committed
+            committer.close()
+        except BaseException as exc:  # noqa: BLE001 - the run's own error stays the error
+            context.log.warning(
+                f"{name}: committing the partitions computed before the failure failed: {exc}"
+            )
+        raise
+    done = committer.close()
     committed = CommittedPartitions()
-    resumed = 0
-    for i, key in enumerate(keys):
-        record = records.get(key)
-        if resume and _resumable(context, manager, key, record, resume_if):
-            resumed += 1
-            context.add_asset_metadata(
-                {**record.asset_materialization.metadata, "resumed_from_run": record.run_id},
-                partition_key=key,
-            )
-            context.log.info(f"{name} {key}: already stored and complete (run {record.run_id[:8]}); skipped")
-            relative = manager.stored_file(context.asset_key, key)[0]
-            committed[key] = manager.files.uri(relative)
-            if checks:
-                committed.problems[key] = problems_by_check(checks, key, manager.files.read_parquet(relative))
-            continue
-        value = _logged(context, compute_one, keys, i)
-        if value is not None:
-            if checks:
-                committed.problems[key] = problems_by_check(checks, key, value)
-            context.add_asset_metadata(
-                manager.write_partition(context.asset_key, key, value), partition_key=key
-            )
-        del value
-        metadata = context.get_step_execution_context().get_asset_metadata(
-            asset_key=context.asset_key, partition_key=key
-        )
-        context.log_event(
-            dg.AssetMaterialization(
-                context.asset_key, partition=key, metadata=metadata, tags={COMMIT_TAG: context.run_id}
-            )
-        )
-        committed[key] = str(metadata["path"].value)
+    for key in keys:
+        if key in resumed:
+            committed[key], problems = resumed[key]
+        else:
+            written, problems = done[key]
+            if written:
+                context.add_asset_metadata(written, partition_key=key)  # the step-end record carries them too
+            committed[key] = str(step.get_asset_metadata(context.asset_key, key)["path"].value)
+        if checks and problems is not None:
+            committed.problems[key] = problems
+    committed.timings = {
+        "compute": round(compute_s, 2),
+        **{k: round(v, 2) for k, v in committer.seconds.items()},
+    }
+    context.log.info(f"{name}: {len(done)} partitions committed, {len(resumed)} resumed from earlier runs")
     context.log.info(
-        f"{name}: {len(keys) - resumed} partitions committed, {resumed} resumed from earlier runs"
+        f"{name}: seconds spent "
+        + ", ".join(f"{k} {v:.1f}" for k, v in committed.timings.items())
+        + " (writes, checks and records on a second thread, overlapping the computation)"
     )
     return committed
+
+
+def _resumed(
+    context: dg.AssetExecutionContext,
+    manager: PartitionedFileIOManager,
+    key: str,
+    record: dg.EventLogRecord,
+    checks: Sequence[PartitionCheck],
+) -> tuple[str, dict]:
+    """(uri, check problems) of a partition skipped because it is already stored and complete."""
+    context.add_asset_metadata(
+        {**record.asset_materialization.metadata, "resumed_from_run": record.run_id}, partition_key=key
+    )
+    name = context.asset_key.to_user_string()
+    context.log.info(f"{name} {key}: already stored and complete (run {record.run_id[:8]}); skipped")
+    relative = manager.stored_file(context.asset_key, key)[0]
+    problems = problems_by_check(checks, key, manager.files.read_parquet(relative)) if checks else {}
+    return manager.files.uri(relative), problems
 
 
 def _logged(context: dg.AssetExecutionContext, compute_one: Callable[[str], T], keys: list[str], i: int) -> T:

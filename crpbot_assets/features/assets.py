@@ -15,7 +15,7 @@ from crpbot_assets.common.partitions import (
     symbol_month_partitions,
 )
 from crpbot_assets.common.plots import line_plot
-from crpbot_assets.common.ranges import run_partitions
+from crpbot_assets.common.ranges import event_log_kept_open, run_partitions
 from crpbot_assets.common.symbols import is_listed, listed_at
 from crpbot_assets.features.catalogue import (
     CATALOGUE,
@@ -129,8 +129,9 @@ def features(context: dg.AssetExecutionContext, candles: Mapping[str, pl.DataFra
     # candles are read when it (or the month after it) is computed, not all at once. A backfill of many
     # months x symbols becomes one run per key range: one per symbol for whole histories.
     plot = context.has_partition_key
-    value = run_partitions(
-        context, lambda key: _month_features(context, key, candles, plot), checks=FEATURES_CHECKS
-    )
-    yield dg.Output(value)
-    yield from checks.evaluate(context, value, FEATURES_CHECKS)
+    with event_log_kept_open(context):  # through the step-end records and the check evaluations
+        value = run_partitions(
+            context, lambda key: _month_features(context, key, candles, plot), checks=FEATURES_CHECKS
+        )
+        yield dg.Output(value)
+        yield from checks.evaluate(context, value, FEATURES_CHECKS)

@@ -16,12 +16,9 @@ import boto3
 import dagster as dg
 
 from crpbot_assets.common.settings import crpbot_env, interval_setting
-from crpbot_assets.launchers.ec2 import (
-    DEFAULT_PRICES_PER_HOUR,
-    LAUNCHER_TAG,
-    WATCHDOG_AFTER_DEADLINE_S,
-    EC2LaunchSpec,
-)
+from crpbot_assets.launchers.ec2_bootstrap import WATCHDOG_AFTER_DEADLINE_S
+from crpbot_assets.launchers.ec2_cost import DEFAULT_PRICES_PER_HOUR
+from crpbot_assets.launchers.ec2_instances import LAUNCHER_TAG, EC2LaunchSpec
 
 RUN_ID_TAG = "dagster/run-id"
 IN_PROGRESS = {

@@ -47,8 +47,12 @@ def _integer(minimum: int, maximum: int | None = None, optional: bool = False) -
     return check
 
 
-def _number(low: float, low_inclusive: bool, high: float | None = None) -> Callable[[object], str]:
+def _number(
+    low: float, low_inclusive: bool, high: float | None = None, optional: bool = False
+) -> Callable[[object], str]:
     def check(value: object) -> str:
+        if value is None and optional:
+            return ""
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"must be a number, got {type(value).__name__}"
         if not math.isfinite(value):
@@ -77,8 +81,8 @@ RULES: dict[str, Callable[[object], str]] = {
     "num_layers": _integer(1),
     "dropout": _number(0.0, True, 1.0),
     "sequence_length": _integer(1),
-    "batch_size": _integer(1),
-    "learning_rate": _number(0.0, False),
+    "batch_size": _integer(1, optional=True),  # None: the device's (train.DEVICE_DEFAULTS)
+    "learning_rate": _number(0.0, False, optional=True),
     "weight_decay": _number(0.0, True),
     "epochs": _integer(1),
     "patience": _integer(1),

@@ -1,7 +1,8 @@
 """Training entry point: `python -m crpbot_assets.training.pipes_main`, run inside Dagster Pipes.
 
 Reads `extras = {"symbol", "dataset_uri", "model_uri", "config": {...}}`, trains on CUDA when available (else
-CPU), writes the model artifact to `model_uri`, logs every epoch and reports the materialization. With
+CPU), writes the model artifact to `model_uri`, logs every epoch and reports the materialization. A launch of
+many jobs runs `crpbot_assets.training.job_runner` instead, which calls `run_training` for each. With
 `extras["require_cuda"]` (the machine's description; the EC2 launcher sets it) CUDA is mandatory: without it the
 job fails at once, before reading any data, naming the machine and its driver.
 With `config.sentiment_ablation` (default true) it trains a second model on the same data without the seven
@@ -22,14 +23,15 @@ import torch
 from dagster_pipes import PipesContext, PipesEnvVarParamsLoader, open_dagster_pipes
 
 from crpbot_assets.training.artifacts import read_uri, save_artifact, variant_record, write_uri
-from crpbot_assets.training.dataset import from_parquet_bytes
+from crpbot_assets.training.dataset import Dataset, from_parquet_bytes
 from crpbot_assets.training.train import TrainConfig, make_windows, pick_device, train_model
 
 REQUIRED_EXTRAS = ("symbol", "dataset_uri", "model_uri")
 
 
-def run_training(extras: dict, log: Callable[[str], None]) -> dict:
-    """Train the variants described by `extras`, write the artifact, return materialization metadata."""
+def run_training(extras: dict, log: Callable[[str], None], dataset: Dataset | None = None) -> dict:
+    """Train the variants described by `extras`, write the artifact, return materialization metadata.
+    `dataset`: the one at `extras["dataset_uri"]`, when the caller has read it already."""
     missing = [k for k in REQUIRED_EXTRAS if not extras.get(k)]
     if missing:
         raise ValueError(f"training extras lack {missing}; got keys {sorted(extras)}")
@@ -38,10 +40,11 @@ def run_training(extras: dict, log: Callable[[str], None]) -> dict:
     device = pick_device(
         options.pop("device", None), options.pop("cpu_threads", None), extras.get("require_cuda")
     )
-    config = TrainConfig.from_dict(options)
+    config = TrainConfig.from_dict(options).for_device(device.type)  # the artifact records what was used
     symbol = extras["symbol"]
     started = time.perf_counter()
-    dataset = from_parquet_bytes(read_uri(extras["dataset_uri"]), extras["dataset_uri"])
+    if dataset is None:
+        dataset = read_dataset(extras["dataset_uri"])
     device_name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -100,6 +103,10 @@ def run_training(extras: dict, log: Callable[[str], None]) -> dict:
     return metadata
 
 
+def read_dataset(uri: str) -> Dataset:
+    return from_parquet_bytes(read_uri(uri), uri)
+
+
 def open_pipes() -> PipesContext:
     """Open Pipes from the bootstrap environment; a clear error when not launched by Dagster."""
     if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
@@ -114,12 +121,13 @@ def _train_and_report(pipes: PipesContext) -> None:
     pipes.report_asset_materialization(metadata=metadata)
 
 
-def main() -> None:
-    if PipesContext.is_initialized():  # opened by a wrapper (the EC2 job): it owns and closes the context
-        _train_and_report(PipesContext.get())
+def main(work: Callable[[PipesContext], None] = _train_and_report) -> None:
+    """`work(pipes)` in the Pipes context: the one a wrapper opened (the EC2 job owns and closes it), else a new one."""
+    if PipesContext.is_initialized():
+        work(PipesContext.get())
         return
     with open_pipes() as pipes:
-        _train_and_report(pipes)
+        work(pipes)
 
 
 if __name__ == "__main__":

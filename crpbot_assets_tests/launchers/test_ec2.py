@@ -11,6 +11,7 @@ leaves an instance running.
 """
 
 import base64
+import contextlib
 import os
 import signal
 import subprocess
@@ -24,12 +25,11 @@ import boto3
 import botocore.exceptions
 import dagster as dg
 import pytest
-import requests
-from moto.server import ThreadedMotoServer
 
 from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.common.storage import Storage
-from crpbot_assets.launchers.ec2 import EC2TrainingLauncher, extract_job_script
+from crpbot_assets.launchers.ec2 import EC2TrainingLauncher
+from crpbot_assets.launchers.ec2_bootstrap import extract_job_script
 from crpbot_assets.training import dataset as ds
 from crpbot_assets.training.artifacts import load_artifact
 from crpbot_assets.training.assets import (
@@ -38,6 +38,7 @@ from crpbot_assets.training.assets import (
     model_relative_path,
     run_model_relative_path,
 )
+from crpbot_assets.training.jobs import TrainingJob, read_result
 from crpbot_assets_tests.training.helpers import SMALL_CONFIG, hourly_sentiment, planted
 
 pytestmark = pytest.mark.slow
@@ -58,51 +59,27 @@ TINY_MODEL = {
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 
 
-@pytest.fixture(scope="module")
-def moto_server():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def aws(moto_server):
-    """Empty moto state with a bucket, instance profile, subnet, security group, key pair and AMI; the test
+def aws(moto):
+    """A bucket, instance profile, subnet, security group, key pair and AMI in an empty moto state; the test
     fails if an instance is still alive at its end (one leaked instance cannot hide in the next test)."""
-    requests.post(f"{moto_server}/moto-api/reset", timeout=10).raise_for_status()
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": moto_server,
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_EC2", "AWS_SESSION_TOKEN"):
-            mp.delenv(name, raising=False)
-        for name, value in env.items():
-            mp.setenv(name, value)
-        boto3.setup_default_session()  # the launcher's clients come from it: injected hooks go on it
-        ec2, s3 = boto3.client("ec2"), boto3.client("s3")
-        s3.create_bucket(Bucket=BUCKET)
-        boto3.client("iam").create_instance_profile(InstanceProfileName="crpbot-train")
-        vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
-        yield SimpleNamespace(
-            ec2=ec2,
-            s3=s3,
-            env=env,
-            # a name filter: listing all of moto's ~hundreds of AMIs costs a second per test
-            ami=ec2.describe_images(Filters=[{"Name": "name", "Values": ["amzn2-ami-hvm-*"]}])["Images"][0][
-                "ImageId"
-            ],
-            subnet=ec2.describe_subnets()["Subnets"][0]["SubnetId"],
-            sg=ec2.create_security_group(GroupName="crpbot", Description="crpbot", VpcId=vpc)["GroupId"],
-            key=ec2.create_key_pair(KeyName="crpbot")["KeyName"],
-        )
-        live = _instances(ec2, LIVE_STATES)
-        boto3.DEFAULT_SESSION = None
+    ec2, s3 = boto3.client("ec2"), boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    boto3.client("iam").create_instance_profile(InstanceProfileName="crpbot-train")
+    vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
+    yield SimpleNamespace(
+        ec2=ec2,
+        s3=s3,
+        env=moto.env,
+        # a name filter: listing all of moto's ~hundreds of AMIs costs a second per test
+        ami=ec2.describe_images(Filters=[{"Name": "name", "Values": ["amzn2-ami-hvm-*"]}])["Images"][0][
+            "ImageId"
+        ],
+        subnet=ec2.describe_subnets()["Subnets"][0]["SubnetId"],
+        sg=ec2.create_security_group(GroupName="crpbot", Description="crpbot", VpcId=vpc)["GroupId"],
+        key=ec2.create_key_pair(KeyName="crpbot")["KeyName"],
+    )
+    live = _instances(ec2, LIVE_STATES)
     assert not live, f"instances left alive: {live}"
 
 
@@ -175,12 +152,30 @@ class Inject:
         boto3.DEFAULT_SESSION.events.unregister(f"before-call.ec2.{self.operation}", unique_id=id(self))
 
 
+def _descendants(pid: int) -> list[int]:
+    """The live descendants of `pid`, from /proc (children before their parents' parents)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found, frontier = children + found, children
+    return found
+
+
 def _by_id(body) -> bool:
     return any(k.startswith("InstanceId") for k in body)
 
 
 class SimulatedInstance(threading.Thread):
     """Plays the launched instance: `job` runs the user data's job and then stays up (a slow shutdown),
+    `job-until-terminated` runs it until the instance is terminated (then the job dies with its machine),
     `late` runs the job but cancels the Dagster run once the job has started (the job outlives its run),
     `die` terminates it at once (a lost instance), `interrupt` cancels the Dagster run, `hang` does nothing,
     `none` expects no launch at all."""
@@ -212,7 +207,7 @@ class SimulatedInstance(threading.Thread):
             )["Volumes"]
             attribute = ec2.describe_instance_attribute(InstanceId=self.instance_id, Attribute="userData")
             self.user_data = base64.b64decode(attribute["UserData"]["Value"]).decode()
-            if self.scenario in ("job", "late"):
+            if self.scenario in ("job", "late", "job-until-terminated"):
                 self.job_output = self._run_job()
             elif self.scenario == "die":
                 ec2.terminate_instances(InstanceIds=[self.instance_id])
@@ -251,7 +246,20 @@ class SimulatedInstance(threading.Thread):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,
         )
+        if self.scenario == "job-until-terminated":  # the machine's end ends the job
+            while job.poll() is None and _state(self.aws, self.instance_id) not in (
+                "shutting-down",
+                "terminated",
+            ):
+                time.sleep(0.2)
+            if (
+                job.poll() is None
+            ):  # the whole machine: bash, `timeout` (its own process group) and the training
+                for pid in [*_descendants(job.pid), job.pid]:
+                    with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+                        os.kill(pid, signal.SIGKILL)
         if self.scenario == "late":  # cancel the run once the job has opened Pipes (its first message chunk)
             run_id = {t["Key"]: t["Value"] for t in self.described["Tags"]}["dagster/run-id"]
             while job.poll() is None and not self._first_chunk(f"crpbot/ec2/runs/{run_id}/"):
@@ -384,12 +392,12 @@ def test_round_trip_on_simulated_instance(aws, dagster_instance, tmp_path, datas
     volume_tags = {t["Key"]: t["Value"] for t in sim.volumes[0]["Tags"]}
     assert volume_tags["dagster/run-id"] == result.run_id
 
-    # user data: valid bash, watchdog + shutdown on exit, the job's timeout, CUDA-capable torch pinned
+    # user data: valid bash, watchdog + shutdown on exit, the job's timeout, no torch install
     user_data = sim.user_data
     assert subprocess.run(["bash", "-n"], input=user_data, text=True).returncode == 0
     assert 'shutdown -h +"$(( watchdog_min' in user_data and "shutdown -h now' EXIT" in user_data
     assert "timeout --kill-after=6 " in user_data  # a third of the 20 s finish margin
-    assert " torch==2.13.0 " in user_data and " dagster-pipes==" in user_data
+    assert "torch==" not in user_data and " dagster-pipes==" in user_data  # torch comes with the image
     assert "-m crpbot_assets.launchers.ec2_job crpbot_assets.training.pipes_main" in user_data
     assert "{{" not in user_data
 
@@ -597,7 +605,7 @@ def test_interruption_inside_run_instances_still_terminates(aws, dagster_instanc
     """The instance exists but the RunInstances response never reached the client: the job tag finds it."""
     from dagster._core.errors import DagsterExecutionInterruptedError
 
-    from crpbot_assets.launchers.ec2 import PipesEC2Client
+    from crpbot_assets.launchers.ec2_pipes import PipesEC2Client
 
     ec2 = boto3.client("ec2", region_name="us-east-1")
 
@@ -619,3 +627,95 @@ def test_interruption_inside_run_instances_still_terminates(aws, dagster_instanc
     launched = aws.ec2.describe_instances(Filters=[{"Name": "tag:dagster/run-id", "Values": [result.run_id]}])
     states = [i["State"]["Name"] for r in launched["Reservations"] for i in r["Instances"]]
     assert states == ["terminated"]
+
+
+# --- a range of jobs: one launch ------------------------------------------------------------------------------
+
+
+def _range_jobs(dataset_bytes: bytes, n: int, epochs: int = 1) -> list[TrainingJob]:
+    """n jobs over two copies of the dataset (two "folds"), models content-addressed by their fingerprint."""
+    for fold in (0, 1):
+        Storage(DATA).write_bytes(f"walk_forward_datasets/BTC-USD/fold{fold}.parquet", dataset_bytes)
+    return [
+        TrainingJob(
+            id=f"BTC-USD|fold{k % 2}|seed{k // 2}",
+            dataset_uri=f"{DATA}/walk_forward_datasets/BTC-USD/fold{k % 2}.parquet",
+            model_uri=f"{DATA}/walk_forward_models/BTC-USD/fp{k}.pt",
+            fingerprint=f"fp{k}",
+            config={**TINY_MODEL, "epochs": epochs, "patience": epochs, "seed": k // 2},
+            symbol="BTC-USD",
+        )
+        for k in range(n)
+    ]
+
+
+def _run_range(
+    aws, instance, tmp_path, scenario: str, jobs, delivered: list, interrupt_after: int | None = None
+):
+    sim = SimulatedInstance(aws, tmp_path / f"instance-{scenario}", scenario)
+    sim.start()
+
+    @dg.asset
+    def folds(context: dg.AssetExecutionContext, training_launcher: EC2TrainingLauncher):
+        def commit(result):
+            delivered.append(result)
+            if len(delivered) == interrupt_after:  # the run is cancelled mid-range
+                os.kill(os.getpid(), signal.SIGINT)
+
+        return dg.MaterializeResult(metadata={"jobs": len(training_launcher.run_jobs(context, jobs, commit))})
+
+    launcher = _launcher(aws, gpu_concurrency=1, jobs_max_runtime_s=300)
+    result = dg.materialize(
+        [folds], instance=instance, raise_on_error=False, resources={"training_launcher": launcher}
+    )
+    sim.stopped.set()
+    sim.join(timeout=120)
+    assert sim.error is None, sim.error
+    return result, sim
+
+
+def _all_instances(aws) -> list[str]:
+    return _instances(aws.ec2, LIVE_STATES + ["terminated", "shutting-down"])
+
+
+def _last_modified(aws, uri: str):
+    key = uri.split(f"{BUCKET}/", 1)[1]
+    return aws.s3.head_object(Bucket=BUCKET, Key=key)["LastModified"]
+
+
+def test_a_range_of_jobs_is_one_launch(aws, dagster_instance, tmp_path, dataset_bytes):
+    jobs = _range_jobs(dataset_bytes, 6)
+    delivered = []
+    result, sim = _run_range(aws, dagster_instance, tmp_path, "job", jobs, delivered)
+    assert result.success, _failure_message(result)
+    assert _all_instances(aws) == [sim.instance_id]  # one RunInstances for six trainings
+    assert sorted(r.job.id for r in delivered) == sorted(job.id for job in jobs)
+    assert all(read_result(job) is not None for job in jobs)
+    artifact = load_artifact(Storage(DATA).read_bytes("walk_forward_models/BTC-USD/fp5.pt"))
+    assert artifact["variants"]["with_sentiment"]["config"]["seed"] == 2
+    messages = _logs(dagster_instance, result.run_id)
+    assert "training 6 jobs in one launch" in messages
+    assert sum("with_sentiment epoch 1/1" in m for m in messages) == 6  # live from the instance
+    assert _state(aws, sim.instance_id) == "terminated"
+
+
+def test_a_range_cancelled_halfway_resumes_without_retraining(aws, dagster_instance, tmp_path, dataset_bytes):
+    jobs = _range_jobs(dataset_bytes, 6, epochs=4)  # slow enough that the cancellation comes mid-range
+    first = []
+    cancelled, sim = _run_range(
+        aws, dagster_instance, tmp_path / "a", "job-until-terminated", jobs, first, interrupt_after=1
+    )
+    assert not cancelled.success and _state(aws, sim.instance_id) == "terminated"
+    time.sleep(1)  # a request the killed job had already sent may still land in moto's S3
+    done = [job for job in jobs if read_result(job) is not None]
+    assert 1 <= len(done) < len(jobs) and {r.job.id for r in first} <= {job.id for job in done}
+    stamps = {job.id: _last_modified(aws, job.model_uri) for job in done}
+
+    second = []
+    resumed, sim2 = _run_range(aws, dagster_instance, tmp_path / "b", "job", jobs, second)
+    assert resumed.success, _failure_message(resumed)
+    assert len(_all_instances(aws)) == 2  # one launch per run
+    assert {r.job.id: r.reused for r in second} == {job.id: job in done for job in jobs}
+    assert {job.id: _last_modified(aws, job.model_uri) for job in done} == stamps  # not trained again
+    messages = _logs(dagster_instance, resumed.run_id)
+    assert f"training {len(jobs) - len(done)} jobs in one launch" in messages

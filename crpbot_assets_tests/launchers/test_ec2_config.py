@@ -4,25 +4,29 @@ estimate, launch validation, the GPU pool, prod binding."""
 import os
 import re
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import boto3
 import dagster as dg
 import pytest
+import torch
 
-from crpbot_assets.launchers.ec2 import (
-    DEFAULT_PRICES_PER_HOUR,
+from crpbot_assets.launchers.ec2_bootstrap import (
     MAX_USER_DATA_BYTES,
+    USER_DATA_TEMPLATE,
     WATCHDOG_AFTER_DEADLINE_S,
-    EC2LaunchSpec,
-    PipesEC2Client,
     build_bundle,
     default_requirements,
-    estimate_cost,
     extract_job_script,
     render_user_data,
+    user_data,
 )
+from crpbot_assets.launchers.ec2_cost import DEFAULT_PRICES_PER_HOUR, estimate_cost
+from crpbot_assets.launchers.ec2_image import SUPPORTED_FAMILIES
+from crpbot_assets.launchers.ec2_instances import EC2LaunchSpec, LaunchState
+from crpbot_assets.launchers.ec2_pipes import PipesEC2Client
 from crpbot_assets.resources import ec2_training_launcher
 from crpbot_assets.training.assets import GPU_POOL, lstm_model
 
@@ -40,12 +44,16 @@ def _client(region: str = "eu-west-1") -> PipesEC2Client:
 
 
 def _user_data(**spec) -> str:
-    return _client().user_data(
-        PIPES_ENV,
-        EC2LaunchSpec(image_id="ami-1", **spec),
-        "crpbot/ec2/bundles/ab/x.whl",
-        "crpbot/ec2/runs/r/j",
-        DEADLINE + 0.7,
+    return user_data(
+        USER_DATA_TEMPLATE,
+        launch=EC2LaunchSpec(image_id="ami-1", **spec),
+        region="eu-west-1",
+        pipes_env=PIPES_ENV,
+        bucket="crpbot-prod",
+        bundle_key="crpbot/ec2/bundles/ab/x.whl",
+        run_prefix="crpbot/ec2/runs/r/j",
+        deadline_epoch=DEADLINE + 0.7,
+        upload_interval_s=10.0,
     )
 
 
@@ -53,11 +61,13 @@ def test_rendered_user_data_is_valid_bash_with_every_value_quoted():
     user_data = _user_data(
         max_runtime_s=3600,
         job_env={"OMP_NUM_THREADS": "4", "NOTE": "a b; rm -rf /"},
-        pip_index_url="https://download.pytorch.org/whl/cu124",
-        requirements=("torch==2.13.0",),
+        pip_index_url="https://pypi.example/simple",
+        requirements=("polars==1.30.0", "dagster-pipes==1.13.27"),
     )
     assert subprocess.run(["bash", "-n"], input=user_data, text=True).returncode == 0
-    assert "--extra-index-url https://download.pytorch.org/whl/cu124 torch==2.13.0" in user_data
+    assert "- polars==1.30.0 dagster-pipes==1.13.27 <<'CRPBOT_PY'" in user_data
+    assert '--target "$CRPBOT_HOME/site" --index-url https://pypi.example/simple $missing' in user_data
+    assert "torch==" not in user_data  # torch comes with the image, never from pip
     job = extract_job_script(user_data)
     assert "export NOTE='a b; rm -rf /'" in job and "export OMP_NUM_THREADS=4" in job
     assert "export DAGSTER_PIPES_CONTEXT=H4sIAAAA+context" in job
@@ -80,8 +90,11 @@ def test_one_time_budget_job_deadline_before_the_launchers_watchdog_after():
     assert 'timeout --kill-after=3 "$remaining"' in short
 
 
-def _run_bootstrap(tmp_path, nvidia_smi: str, now: int, **spec) -> tuple[subprocess.CompletedProcess, str]:
-    """The rendered bootstrap under bash with stand-ins for `shutdown`, `nvidia-smi` and the clock."""
+def _run_bootstrap(
+    tmp_path, nvidia_smi: str, now: int, python: str = "exit 3", **spec
+) -> tuple[subprocess.CompletedProcess, str]:
+    """The rendered bootstrap under bash with stand-ins for `shutdown`, `nvidia-smi`, the clock and the image's
+    Python (`python`: its script body; every call is recorded in python.calls)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "shutdown.calls"
@@ -89,22 +102,25 @@ def _run_bootstrap(tmp_path, nvidia_smi: str, now: int, **spec) -> tuple[subproc
         "shutdown": f'echo "$*" >> {calls}',
         "date": f'if [ "$1" = +%s ]; then echo {now}; else /bin/date "$@"; fi',
         "nvidia-smi": nvidia_smi,
-        # the installs: stopped where they would begin
-        "python3": "echo 'crpbot test: installs reached' >&2; exit 3",
-        "apt-get": "echo 'crpbot test: installs reached' >&2; exit 3",
+        "image-python": f'echo "$*" >> {tmp_path / "python.calls"}\n{python}',
     }
     for name, body in stubs.items():
         (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
         (bin_dir / name).chmod(0o755)
-    user_data = _user_data(**spec).replace("/opt/crpbot", str(tmp_path / "opt"))
+    user_data = _user_data(python_bin=str(bin_dir / "image-python"), **spec)
     result = subprocess.run(
-        ["bash", "-c", user_data],
+        ["bash", "-c", user_data.replace("/opt/crpbot", str(tmp_path / "opt"))],
         env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=60,
     )
     return result, calls.read_text() if calls.exists() else ""
+
+
+def _python_calls(tmp_path) -> list[str]:
+    path = tmp_path / "python.calls"
+    return path.read_text().splitlines() if path.exists() else []
 
 
 def test_bootstrap_fails_at_once_when_the_gpu_cannot_be_driven(tmp_path):
@@ -115,16 +131,47 @@ def test_bootstrap_fails_at_once_when_the_gpu_cannot_be_driven(tmp_path):
         "crpbot: FATAL: nvidia-smi failed on EC2 g4dn.xlarge (ami-1, eu-west-1): NVIDIA-SMI has failed"
         in result.stdout
     )
-    assert "installs reached" not in result.stderr  # nothing was installed
+    assert _python_calls(tmp_path) == []  # nothing ran, nothing was installed
     # watchdog first: the deadline is 60 min away, plus 10 min; then the shutdown of the EXIT trap
     assert shutdowns.splitlines() == ["-h +70 crpbot watchdog: time budget spent", "-h now"]
 
 
-def test_bootstrap_goes_on_to_install_when_the_gpu_answers(tmp_path):
-    ok = 'echo "Tesla T4, 570.86.15"'
-    result, _ = _run_bootstrap(tmp_path, ok, DEADLINE - 3600, max_runtime_s=3600)
+def test_bootstrap_refuses_an_image_without_torch(tmp_path):
+    result, shutdowns = _run_bootstrap(tmp_path, 'echo "Tesla T4, 570.86.15"', DEADLINE - 3600)
     assert "crpbot: GPU Tesla T4, 570.86.15 on EC2 g4dn.xlarge (ami-1, eu-west-1)" in result.stdout
-    assert "installs reached" in result.stderr
+    assert result.returncode == 1
+    assert "lacks torch, numpy or boto3 (use a Deep Learning AMI with PyTorch)" in result.stdout
+    assert _python_calls(tmp_path) == ["-c import torch, numpy, boto3"]
+    assert shutdowns.splitlines()[-1] == "-h now"
+
+
+# The image's Python: this interpreter (torch, numpy, boto3, polars, pyarrow, dagster-pipes at the host's
+# versions), except that pip only records what it was asked and the job stops at its first download.
+IMAGE_PYTHON = f"""case "$*" in
+  "-m pip "*) exit 0 ;;
+  *download_file*) echo "crpbot test: the job started"; exit 3 ;;
+esac
+exec {sys.executable} "$@"
+"""
+
+
+def test_bootstrap_installs_nothing_on_an_image_that_has_every_package(tmp_path):
+    result, _ = _run_bootstrap(tmp_path, 'echo "Tesla T4, 570.86.15"', DEADLINE - 3600, IMAGE_PYTHON)
+    assert "crpbot: the image holds every package; nothing to install" in result.stdout
+    assert not any(" pip " in f" {call} " for call in _python_calls(tmp_path))
+    assert f"crpbot: torch {torch.__version__}" in result.stdout
+    assert "crpbot test: the job started" in (tmp_path / "opt" / "job.log").read_text()
+
+
+def test_bootstrap_installs_only_the_pinned_packages_the_image_lacks(tmp_path):
+    requirements = ("polars==0.0.1", *default_requirements()[1:])  # the image's polars is another version
+    result, _ = _run_bootstrap(
+        tmp_path, 'echo "Tesla T4, 570.86.15"', DEADLINE - 3600, IMAGE_PYTHON, requirements=requirements
+    )
+    assert "crpbot: installing what the image lacks: polars==0.0.1" in result.stdout
+    pip = [call for call in _python_calls(tmp_path) if call.startswith("-m pip install")]
+    assert pip[0] == f"-m pip install -q --no-deps --target {tmp_path / 'opt' / 'site'} polars==0.0.1"
+    assert not any("torch" in call for call in pip)
 
 
 def test_job_with_no_time_left_after_installs_reports_status_124(tmp_path):
@@ -184,22 +231,19 @@ def test_launch_spec_validation_names_the_problem():
 def test_iam_policy_launches_exactly_the_supported_families():
     import json
 
-    from crpbot_assets.launchers.ec2 import SUPPORTED_FAMILIES
-
     policy = json.loads((REPO / "deploy" / "iam" / "dagster-host-policy.json").read_text())
     launch = next(s for s in policy["Statement"] if s["Sid"] == "LaunchOnlyTaggedGpuInstances")
     assert launch["Condition"]["StringLike"]["ec2:InstanceType"] == [f"{f}.*" for f in SUPPORTED_FAMILIES]
     instance = json.loads((REPO / "deploy" / "iam" / "training-instance-policy.json").read_text())
     writes = next(s for s in instance["Statement"] if s["Action"] == "s3:PutObject")["Resource"]
-    assert "arn:aws:s3:::BUCKET/data/lstm_model_runs/*" in writes  # run-scoped models only:
+    assert "arn:aws:s3:::BUCKET/data/lstm_model_runs/*" in writes  # run-scoped models,
+    assert "arn:aws:s3:::BUCKET/data/walk_forward_models/*" in writes  # content-addressed fold models
     assert not any("data/lstm_model/" in r for r in writes)  # a job cannot write the promoted key
 
 
 def test_cost_metadata_names_the_price_region_and_what_it_excludes():
-    from crpbot_assets.launchers.ec2 import _Launch
-
     launch = EC2LaunchSpec(image_id="ami-1")
-    state = _Launch(job_id="j", instance_id="i-1", attempts=1)
+    state = LaunchState(job_id="j", instance_id="i-1", attempts=1)
     elsewhere = _client("eu-west-1")._metadata(launch, state, 1800, "b/x.whl", "p", [])
     assert elsewhere["ec2_estimated_cost_usd"].value == pytest.approx(0.263)
     assert elsewhere["ec2_cost_basis"] == (
@@ -220,10 +264,9 @@ def test_lstm_model_is_in_the_gpu_pool_sized_by_the_production_instance_config(t
         assert instance.event_log_storage.get_concurrency_info(GPU_POOL).slot_count == 1
 
 
-def test_remote_requirements_pin_this_hosts_versions_without_local_tags():
+def test_remote_requirements_pin_this_hosts_versions_and_leave_torch_to_the_image():
     requirements = dict(r.split("==") for r in default_requirements())
-    assert set(requirements) == {"torch", "numpy", "polars", "pyarrow", "dagster-pipes", "boto3"}
-    assert "+" not in requirements["torch"]
+    assert set(requirements) == {"polars", "pyarrow", "dagster-pipes"}
     assert requirements["dagster-pipes"] == dg.__version__
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from crpbot_assets.training.train import (
+    DEVICE_DEFAULTS,
     TrainConfig,
     adam_options,
     new_trainer,
@@ -69,3 +70,16 @@ def test_determinism_switch(monkeypatch):
     finally:
         set_deterministic(False)
     assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+
+
+def test_unset_batch_size_and_learning_rate_take_the_devices_defaults():
+    assert (TrainConfig().batch_size, TrainConfig().learning_rate) == (None, None)
+    assert TrainConfig().for_device("cpu") == TrainConfig(batch_size=1024, learning_rate=1e-3)
+    cuda = DEVICE_DEFAULTS["cuda"]
+    assert TrainConfig().for_device("cuda") == TrainConfig(**cuda)
+    assert cuda["batch_size"] > 1024 and cuda["learning_rate"] > 1e-3  # a larger batch, a scaled rate
+    assert TrainConfig(batch_size=64).for_device("cuda") == TrainConfig(
+        batch_size=64, learning_rate=cuda["learning_rate"]
+    )
+    _, _, optimizer, _ = new_trainer(4, TrainConfig(hidden_size=4, num_layers=1), None, torch.device("cpu"))
+    assert optimizer.defaults["lr"] == 1e-3

@@ -8,35 +8,17 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import dagster as dg
 import pytest
-import requests
-from moto.server import ThreadedMotoServer
 
 from crpbot_assets.common.settings import REPO_ROOT
-from crpbot_assets.launchers.ec2 import LAUNCHER_TAG
+from crpbot_assets.launchers.ec2_instances import LAUNCHER_TAG
 from crpbot_assets.launchers.sensors import ec2_orphan_sweeper, sweep
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def ec2(monkeypatch):
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_EC2", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    requests.post(f"http://{host}:{port}/moto-api/reset", timeout=10).raise_for_status()  # state is global
-    yield boto3.client("ec2")
-    server.stop()
+def ec2(moto):
+    return boto3.client("ec2")
 
 
 def launch(ec2, tags: dict[str, str], instance_type: str = "g4dn.xlarge") -> str:
