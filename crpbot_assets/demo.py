@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from textwrap import fill, indent
-from typing import NamedTuple, TextIO
+from typing import TextIO
 from urllib.parse import urlparse
 
 from crpbot_assets.common.settings import REPO_ROOT, local_storage_uri
@@ -61,15 +60,6 @@ def ui_commands(dagster_home: str) -> str:
 
 class DemoStepFailed(Exception):
     pass
-
-
-class Step(NamedTuple):
-    """One demo step: a run materializing `assets` with `tags` and `run_config`, shown as `title`."""
-
-    title: str
-    assets: list[str]
-    tags: dict | None = None
-    run_config: dict | None = None
 
 
 @contextmanager
@@ -140,65 +130,27 @@ class Demo:
         seconds = int(time.monotonic() - self.started)
         return f"{seconds // 60:02d}:{seconds % 60:02d}"
 
-    def _execute(self, step: Step):
-        import dagster as dg
-
-        return self.job.execute_in_process(
-            instance=self.instance,
-            asset_selection=[dg.AssetKey(a) for a in step.assets],
-            tags={**DEMO_RUN_TAGS, **(step.tags or {})},
-            run_config={**(step.run_config or {}), **CONSOLE_INFO},
-            raise_on_error=False,
-        )
-
-    def _failed(self, title: str, result) -> None:
-        self.say(f"  {_first_failure(result)}")
-        self.say(f"  run {result.run_id}: its events are in the UI and in {self.log_path}")
-        raise DemoStepFailed(title)
-
     def run(self, title: str, assets: list[str], tags: dict | None = None, run_config: dict | None = None):
         """Materialize `assets` in one run; DemoStepFailed (after printing the first error) when it fails."""
+        import dagster as dg
+
         started = time.monotonic()
         self.console.write(f"[{self.elapsed()}] {title} ... ")
         self.console.flush()
-        result = self._execute(Step(title, assets, tags, run_config))
+        result = self.job.execute_in_process(
+            instance=self.instance,
+            asset_selection=[dg.AssetKey(a) for a in assets],
+            tags={**DEMO_RUN_TAGS, **(tags or {})},
+            run_config={**(run_config or {}), **CONSOLE_INFO},
+            raise_on_error=False,
+        )
         if result.success:
             self.say(f"ok, {time.monotonic() - started:.0f} s")
             return result
         self.say("FAILED")
-        self._failed(title, result)
-
-    def run_together(self, *lanes: list[Step]) -> None:
-        """Lanes of steps at once, a thread each (a lane's steps in order): independent work that waits on
-        different APIs (their pools and rate limits), e.g. Reddit and Trends while candles fetch. One line per
-        step when it ends, stamped with its start; DemoStepFailed after every lane stopped, if a step failed."""
-        failures = []
-        lock = threading.Lock()
-
-        def lane(steps: list[Step]) -> None:
-            for step in steps:
-                start, started = self.elapsed(), time.monotonic()
-                try:
-                    result = self._execute(step)
-                except BaseException as exc:  # raised again in the demo's thread
-                    failures.append(exc)
-                    return
-                outcome = f"ok, {time.monotonic() - started:.0f} s" if result.success else "FAILED"
-                with lock:
-                    self.say(f"[{start}] {step.title} ... {outcome}")
-                if not result.success:
-                    failures.append((step.title, result))
-                    return
-
-        threads = [threading.Thread(target=lane, args=(steps,), daemon=True) for steps in lanes]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if failures and isinstance(failures[0], BaseException):
-            raise failures[0]
-        if failures:
-            self._failed(*failures[0])
+        self.say(f"  {_first_failure(result)}")
+        self.say(f"  run {result.run_id}: its events are in the UI and in {self.log_path}")
+        raise DemoStepFailed(title)
 
     def latest(self, asset: str, partition: str) -> dict:
         """Metadata values of the partition's latest materialization ({} when there is none)."""
@@ -266,9 +218,7 @@ def _materialize_window(demo: Demo, month_count: int, model_config: dict) -> tup
     from crpbot_assets.common.months import last_complete_months, month_key, month_start
     from crpbot_assets.common.partitions import symbol_month_key
 
-    now = datetime.now(UTC)
-    warm_up, *months = last_complete_months(month_count + 1, now)
-    current = month_start(now)
+    warm_up, *months = last_complete_months(month_count + 1, datetime.now(UTC))
     run = demo.run
 
     def symbol_months(first: datetime, last: datetime) -> dict:
@@ -276,28 +226,15 @@ def _materialize_window(demo: Demo, month_count: int, model_config: dict) -> tup
 
     window = f"{months[0]:%Y-%m}..{months[-1]:%Y-%m}"
     run("Fear & Greed index (whole history)", ["fear_greed_index"])
-    # Three APIs at once, each under its own pool and rate limit: Reddit and Trends (the months, then the month
-    # in progress, as the sensor and schedule keep it) while candles fetch.
-    window_tags, current_tags = (
+    run(
+        f"Reddit posts and Google Trends, {window}",
+        ["reddit_posts", "google_trends_hourly"],
         _range_tags(month_key(months[0]), month_key(months[-1])),
-        {"dagster/partition": month_key(current)},
     )
-    demo.run_together(
-        [
-            Step(
-                f"candles, {warm_up:%Y-%m}..{months[-1]:%Y-%m} x {len(SYMBOLS)} symbols (first month is warm-up)",
-                ["candles"],
-                symbol_months(warm_up, months[-1]),
-            )
-        ],
-        [
-            Step(f"Reddit posts, {window}", ["reddit_posts"], window_tags),
-            Step(f"month in progress {current:%Y-%m}: Reddit posts", ["reddit_posts"], current_tags),
-        ],
-        [
-            Step(f"Google Trends, {window}", ["google_trends_hourly"], window_tags),
-            Step(f"month in progress {current:%Y-%m}: Google Trends", ["google_trends_hourly"], current_tags),
-        ],
+    run(
+        f"candles, {warm_up:%Y-%m}..{months[-1]:%Y-%m} x {len(SYMBOLS)} symbols (first month is warm-up)",
+        ["candles"],
+        symbol_months(warm_up, months[-1]),
     )
     run(
         f"features and sentiment_features, {window} x {len(SYMBOLS)} symbols",
@@ -334,6 +271,12 @@ def _materialize_window(demo: Demo, month_count: int, model_config: dict) -> tup
 
     # The month in progress, as the schedules and sensors keep it once the daemon runs: the replay's Reddit
     # listings reach back only hours to days, so Reddit columns are filled here and null in past months.
+    current = month_start(datetime.now(UTC))
+    run(
+        f"month in progress {current:%Y-%m}: Reddit posts and Google Trends",
+        ["reddit_posts", "google_trends_hourly"],
+        {"dagster/partition": month_key(current)},
+    )
     run(
         f"month in progress {current:%Y-%m}: candles, features and sentiment_features x {len(SYMBOLS)} symbols",
         ["candles", "features", "reddit_hourly", "sentiment_features"],

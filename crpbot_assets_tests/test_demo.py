@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
-from crpbot_assets.demo import Demo, DemoStepFailed, Step, _print_results, console_and_log
+from crpbot_assets.demo import Demo, DemoStepFailed, _print_results, console_and_log
 from crpbot_assets.sentiment.assets import fear_greed_index
 from crpbot_assets.sentiment.resources import FearGreedResource
 from crpbot_assets.signals.gate import DEMO_RUN_TAG
@@ -72,30 +72,6 @@ def test_a_step_is_one_line_its_run_is_tagged_and_a_failure_names_the_error(
     written = log.read_text()
     assert "fear & greed: " in written and "Connection refused" in written  # Dagster's log of both runs
     assert "skipped" not in "".join(lines)
-
-
-def test_steps_run_together_print_a_line_each_and_a_failure_stops_the_demo(
-    tmp_path, capfd, replay_server, storage_resources, instance
-):
-    log = tmp_path / "demo.log"
-    with console_and_log(log) as console:
-        demo = Demo(console, log, _defs(replay_server.url, storage_resources), instance)
-        demo.run_together(
-            [Step("first", ["fear_greed_index"]), Step("then", ["fear_greed_index"])],
-            [Step("meanwhile", ["fear_greed_index"])],
-        )
-        broken = Demo(console, log, _defs("http://127.0.0.1:9", storage_resources), instance)
-        with pytest.raises(DemoStepFailed, match="unreachable"):
-            broken.run_together(
-                [Step("unreachable", ["fear_greed_index"]), Step("never run", ["fear_greed_index"])]
-            )
-    lines = capfd.readouterr().out.splitlines()
-    ok = sorted(line.split("] ")[1].split(" ... ")[0] for line in lines[:3] if line.endswith(" s"))
-    assert ok == ["first", "meanwhile", "then"] and lines.index(
-        [l for l in lines if "] then ... ok" in l][0]
-    ) > lines.index([l for l in lines if "] first ... ok" in l][0])
-    assert lines[3].endswith("] unreachable ... FAILED") and "127.0.0.1:9" in lines[4] and len(lines) == 6
-    assert len(instance.get_run_records()) == 4  # the failed lane stopped: "never run" did not
 
 
 def test_text_table_aligns_numbers_and_keeps_the_legend():
