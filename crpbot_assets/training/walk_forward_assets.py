@@ -12,12 +12,12 @@ there), with the serving code `signals` uses: M is one more out-of-sample month 
 Not recomputing: a fold's LSTM is stored under the hash of its training rows and settings
 (`walk_forward_models/<symbol>/<id>.pt`), the fold model under the hash of those models, the settings and the
 window's candles (`fold_models/<symbol>/<id>.pt`): re-runs and unchanged inputs reuse them. A range run
-(single-run backfill) trains every fold's jobs through one function, `train_folds`, then fits and commits the
-folds one partition at a time (`common/ranges.py`).
+(single-run backfill) trains every fold's jobs as ONE launch (`train_folds`: one subprocess, or one EC2 instance
+training several at a time on its GPU; a killed range's finished jobs are not trained again), then fits and
+commits the folds one partition at a time (`common/ranges.py`).
 """
 
 import hashlib
-import time
 from collections.abc import Mapping
 from typing import Optional
 
@@ -36,6 +36,7 @@ from crpbot_assets.common.ranges import run_partitions
 from crpbot_assets.common.resources import StorageResource
 from crpbot_assets.common.storage import Storage
 from crpbot_assets.common.symbols import HISTORY_START
+from crpbot_assets.launchers.jobs import JobResult, MultiJobLauncher
 from crpbot_assets.training import dataset as ds
 from crpbot_assets.training import decisions as dc
 from crpbot_assets.training import report_page as rp
@@ -47,10 +48,10 @@ from crpbot_assets.training.assets import (
     GPU_POOL,
     DatasetSettings,
     LstmConfig,
-    TrainingLauncher,
     _config_from,
 )
 from crpbot_assets.training.baselines import BaselineConfig
+from crpbot_assets.training.jobs import TrainingJob
 from crpbot_assets.training.train import TrainConfig
 
 GROUP = "walk_forward"
@@ -156,21 +157,22 @@ def read_fold(files: Storage, value: dict) -> dict:
 
 
 def train_folds(
-    context: dg.AssetExecutionContext, launcher: TrainingLauncher, jobs: list[dict]
-) -> list[dict]:
-    """Train every job of the run (one job = one LSTM seed of one fold: `extras` for the training entry point,
-    `label` for the log); returns each job's training metadata, in order. The one place a run's training is
-    launched: a launcher that trains many jobs at once replaces this body."""
-    results = []
-    for i, job in enumerate(jobs):
-        context.log.info(f"training {i + 1}/{len(jobs)}: {job['label']}")
-        started = time.perf_counter()
-        result = launcher.run(context, job["extras"]).get_materialize_result()
-        metadata = {
-            k: (v.value if isinstance(v, dg.MetadataValue) else v) for k, v in (result.metadata or {}).items()
-        }
-        results.append({**metadata, "seconds": round(time.perf_counter() - started, 1)})
-    return results
+    context: dg.AssetExecutionContext, launcher: MultiJobLauncher, jobs: list[TrainingJob]
+) -> dict[str, dict]:
+    """Train every job of the run (one job = one LSTM seed of one fold, both variants) as ONE launch: one
+    subprocess locally, one instance on EC2, several jobs at a time on a GPU (`launchers/jobs.py`). Jobs a
+    killed range finished are reused, not trained again. Returns {job id: its training metadata}."""
+    if not jobs:
+        return {}
+    delivered = []
+
+    def progress(result: JobResult) -> None:
+        delivered.append(result.job.id)
+        how = "done before, reused" if result.reused else f"{result.values.get('wall_seconds', 0):.0f} s"
+        context.log.info(f"trained {len(delivered)}/{len(jobs)}: {result.job.id} ({how})")
+
+    results = launcher.run_jobs(context, jobs, on_result=progress)
+    return {job_id: {**result.values, "reused": result.reused} for job_id, result in results.items()}
 
 
 def build_walk_forward_assets(
@@ -201,7 +203,7 @@ def build_walk_forward_assets(
         context: dg.AssetExecutionContext,
         config: FoldSettings,
         storage: StorageResource,
-        training_launcher: dg.ResourceParam[TrainingLauncher],
+        training_launcher: dg.ResourceParam[MultiJobLauncher],
         features: Mapping[str, pl.DataFrame],
         sentiment_features: Mapping[str, pl.DataFrame],
         candles: Mapping[str, pl.DataFrame],
@@ -214,7 +216,7 @@ def build_walk_forward_assets(
         shape_config = wf.WalkForwardConfig(window_months, retrain, config.val_fraction)
         model = config.model.model_dump()
         seed_models = [{**model, "seed": model["seed"] + k} for k in range(seeds)]
-        plans, jobs, queued = {}, [], set()
+        plans, jobs, job_keys, queued = {}, [], {}, set()
         for key in sorted(map(str, context.partition_keys)):  # 1: every fold's training rows, once
             symbol, month = split_key(key)
             fold = wf.plan_fold(month, shape_config, dataset_config)
@@ -239,27 +241,21 @@ def build_walk_forward_assets(
             if not files.exists(part_path):
                 files.write_with(part_path, lambda out, part=part: ds.write_parquet(part, out))
             model_ids = [wf.model_fingerprint(part, _identity_options(m)) for m in seed_models]
-            for k, (seed_model, model_id) in enumerate(zip(seed_models, model_ids)):
+            for seed_model, model_id in zip(seed_models, model_ids):
                 model_path = f"walk_forward_models/{symbol}/{model_id}.pt"
-                if (
-                    files.exists(model_path) or model_path in queued
-                ):  # stored, or a month of this run shares it
-                    context.log.info(f"{key}: seed {seed_model['seed']} already trained ({model_id}); reused")
+                if model_path in queued:  # a month of this run shares it (one fold a quarter)
                     continue
                 queued.add(model_path)
-                extras = {
-                    "symbol": symbol,
-                    "dataset_uri": files.uri(part_path),
-                    "model_uri": files.uri(model_path),
-                    "config": seed_model,
-                }
-                jobs.append(
-                    {
-                        "label": f"{key} seed {seed_model['seed']} ({k + 1}/{seeds})",
-                        "extras": extras,
-                        "key": key,
-                    }
+                job = TrainingJob(
+                    id=f"{key} seed {seed_model['seed']}",
+                    dataset_uri=files.uri(part_path),
+                    model_uri=files.uri(model_path),  # content-addressed: a late job writes only its own
+                    fingerprint=model_id,
+                    config=seed_model,
+                    symbol=symbol,
                 )
+                jobs.append(job)
+                job_keys[job.id] = key
             cuts = fold.cuts(dataset.frame["ts"].min())
             plans[key] = {
                 "fold": fold,
@@ -273,10 +269,11 @@ def build_walk_forward_assets(
                 "candles_id": wf.fingerprint(prices),
             }
             del dataset, part, prices
-        trained = train_folds(context, training_launcher, jobs)  # 2: every job of the run through one seam
+        trained = train_folds(context, training_launcher, jobs)  # 2: every job of the run as one launch
         seconds = {}
-        for job, result in zip(jobs, trained):
-            seconds[job["key"]] = seconds.get(job["key"], 0.0) + result["seconds"]
+        for job_id, result in trained.items():
+            key = job_keys[job_id]
+            seconds[key] = round(seconds.get(key, 0.0) + result.get("wall_seconds", 0.0), 1)
 
         def fit_one(key: str) -> dict:  # 3: baselines and rules per fold, committed one partition at a time
             symbol, month = split_key(key)

@@ -61,13 +61,16 @@ def planted(
     return candles, features.filter(pl.Series(keep))
 
 
-def hourly_sentiment(n_minutes: int, seed: int = 1, null_before_hours: int = 0) -> pl.DataFrame:
-    """Hourly rows (ts = end of hour) of the seven sentiment columns; nulls for the first hours if asked."""
+def hourly_sentiment(
+    n_minutes: int, seed: int = 1, null_before_hours: int = 0, start: datetime = START
+) -> pl.DataFrame:
+    """Hourly rows (ts = end of hour) of the seven sentiment columns from `start`; nulls for the first hours if
+    asked."""
     rng = np.random.default_rng(seed)
     hours = n_minutes // 60 + 2
     ts = pl.datetime_range(
-        START + timedelta(hours=1),
-        START + timedelta(hours=hours),
+        start + timedelta(hours=1),
+        start + timedelta(hours=hours),
         "1h",
         time_unit="us",
         time_zone="UTC",

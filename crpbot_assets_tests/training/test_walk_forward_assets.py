@@ -60,7 +60,8 @@ def test_fold_models_train_through_the_launcher_and_the_month_is_scored_by_its_o
     first = _folds(upstream, resources, instance)
     assert first.success
     logs = _logs(instance, first)
-    assert sum("training 1/2" in m or "training 2/2" in m for m in logs) == 2  # both folds, one seam
+    assert "training 2 jobs in one launch" in logs  # both folds, one launch
+    assert sum(m.startswith("trained ") and "reused" not in m for m in logs) == 2
     records = instance.fetch_materializations(dg.AssetKey("fold_model"), limit=10).records
     by_key = {}
     for r in records:
@@ -98,19 +99,23 @@ def test_fold_models_train_through_the_launcher_and_the_month_is_scored_by_its_o
     )
     summary = report.asset_materializations_for_node("walk_forward_report")[0].metadata
     for model in wf.TRADED_MODELS:
-        assert f"net return/{model}" in summary and f"max drawdown/{model}" in summary
-        assert f"turnover per day/{model}" in summary
-    assert {"ic/lstm", "ic/logit", "ic/lgbm", "ic/persist"} <= set(summary)
-    assert "| buy_and_hold |" in summary["trading comparison"].value
+        assert {f"net_return/{model}", f"max_drawdown/{model}", f"turnover/{model}"} <= set(summary)
+    assert {"ic/lstm", "ic/logit", "ic/lgbm", "ic/persist", "verdict", "report page"} <= set(summary)
+    assert "| buy and hold |" in summary["table"].value and "LSTM" in summary["verdict"].value
 
     # nothing changed upstream: every model is reused, nothing trains
     again = _folds(upstream, resources, instance)
     logs = _logs(instance, again)
-    assert not any("training 1/" in m for m in logs) and sum("already trained" in m for m in logs) == 2
+    assert "2 of 2 training jobs already done: not trained again" in logs
+    assert not any("in one launch" in m for m in logs)
     assert sum("already made; reused" in m for m in logs) == 2
     # a second seed: seed 0 is reused, only seed 1 of each fold trains
     two = _folds(upstream, resources, instance, SETTINGS.model_copy(update={"seeds": 2}))
     logs = _logs(instance, two)
-    assert sum("training " in m and "seed 1 (2/2)" in m for m in logs) == 2
+    assert (
+        "2 of 4 training jobs already done: not trained again" in logs
+        and "training 2 jobs in one launch" in logs
+    )
+    assert sum(m.startswith("trained ") and "seed 1 (" in m and "reused" not in m for m in logs) == 2
     value = files.read_json("fold_model/symbol=BTC-USD/month=2019-02-01.json")
     assert value["seeds"] == 2 and len(wf.load_fold(files.read_bytes(value["model_path"]))["lstm"]) == 2
