@@ -596,7 +596,9 @@ def test_local_uris_and_unsupported_types_are_refused_before_launch(aws):
     s3_extras = {**extras, "dataset_uri": f"s3://{BUCKET}/d.parquet"}
     with pytest.raises(ValueError, match=r"'p3.2xlarge' is not supported.*g4dn\.\*, g5\.\*"):
         _launcher(aws, instance_type="p3.2xlarge").run(None, s3_extras)
-    with pytest.raises(ValueError, match="config device='cpu', but EC2 GPU instances train on CUDA only"):
+    with pytest.raises(
+        ValueError, match="config device='cpu' in extras, but EC2 GPU instances train on CUDA only"
+    ):
         _launcher(aws, require_cuda=True).run(None, {**s3_extras, "config": {"device": "cpu"}})
     assert _instances(aws.ec2, LIVE_STATES + ["terminated", "shutting-down"]) == []
 
@@ -700,7 +702,7 @@ def test_a_range_of_jobs_is_one_launch(aws, dagster_instance, tmp_path, dataset_
 
 
 def test_a_range_cancelled_halfway_resumes_without_retraining(aws, dagster_instance, tmp_path, dataset_bytes):
-    jobs = _range_jobs(dataset_bytes, 6, epochs=4)  # slow enough that the cancellation comes mid-range
+    jobs = _range_jobs(dataset_bytes, 6, epochs=20)  # slow enough that the cancellation comes mid-range
     first = []
     cancelled, sim = _run_range(
         aws, dagster_instance, tmp_path / "a", "job-until-terminated", jobs, first, interrupt_after=1
