@@ -218,7 +218,9 @@ def _materialize_window(demo: Demo, month_count: int, model_config: dict) -> tup
     from crpbot_assets.common.months import last_complete_months, month_key, month_start
     from crpbot_assets.common.partitions import symbol_month_key
 
-    warm_up, *months = last_complete_months(month_count + 1, datetime.now(UTC))
+    now = datetime.now(UTC)
+    warm_up, *months = last_complete_months(month_count + 1, now)
+    current = month_start(now)
     run = demo.run
 
     def symbol_months(first: datetime, last: datetime) -> dict:
@@ -241,13 +243,12 @@ def _materialize_window(demo: Demo, month_count: int, model_config: dict) -> tup
         ["features", "reddit_hourly", "sentiment_features"],
         symbol_months(months[0], months[-1]),
     )
-    for symbol in SYMBOLS:
-        run(
-            f"training_dataset -> lstm_model -> model_evaluation, {symbol}",
-            ["training_dataset", "lstm_model", "model_evaluation"],
-            {"dagster/partition": symbol},
-            {"ops": {"lstm_model": {"config": model_config}, "training_dataset": {"config": DEMO_DATASET}}},
-        )
+    run(  # the research model: trained 70/15/15 on all months, never promoted (the fold models trade)
+        f"research model (never traded): training_dataset -> lstm_model -> model_evaluation, {SYMBOLS[0]}",
+        ["training_dataset", "lstm_model", "model_evaluation"],
+        {"dagster/partition": SYMBOLS[0]},
+        {"ops": {"lstm_model": {"config": model_config}, "training_dataset": {"config": DEMO_DATASET}}},
+    )
 
     fold_config = {
         "model": model_config,
@@ -256,9 +257,10 @@ def _materialize_window(demo: Demo, month_count: int, model_config: dict) -> tup
     }
     tested = [str(symbol_month_key(SYMBOLS[0], month)) for month in months[1:]]
     run(
-        f"fold_model, {SYMBOLS[0]} {months[1]:%Y-%m}..{months[-1]:%Y-%m} (each trained on the months before it)",
+        f"fold_model, {SYMBOLS[0]} {months[1]:%Y-%m}..{current:%Y-%m} (each trained on the months before it; "
+        f"{current:%Y-%m}'s trades live)",
         ["fold_model"],
-        _range_tags(tested[0], tested[-1]),
+        _range_tags(tested[0], str(symbol_month_key(SYMBOLS[0], current))),
         {"ops": {"fold_model": {"config": fold_config}}},
     )
     for key in tested:
@@ -271,7 +273,6 @@ def _materialize_window(demo: Demo, month_count: int, model_config: dict) -> tup
 
     # The month in progress, as the schedules and sensors keep it once the daemon runs: the replay's Reddit
     # listings reach back only hours to days, so Reddit columns are filled here and null in past months.
-    current = month_start(datetime.now(UTC))
     run(
         f"month in progress {current:%Y-%m}: Reddit posts and Google Trends",
         ["reddit_posts", "google_trends_hourly"],
@@ -283,7 +284,7 @@ def _materialize_window(demo: Demo, month_count: int, model_config: dict) -> tup
         symbol_months(current, current),
     )
 
-    _paper_trading_stretch(run, demo, months[-1])
+    _paper_trading_stretch(run, months[-1], current)
     return months[-1], current
 
 
@@ -299,13 +300,16 @@ def _live_stretch(demo: Demo, rest_url: str) -> None:
             rest_url,
             feed.url,
             minutes=LIVE_MINUTES,
+            symbols=[SYMBOLS[0]],  # the symbol whose fold model the demo promoted
             log_line=lambda line: demo.say(f"  {line}"),
         )
 
 
 def _print_results(demo: Demo, last_month: datetime, current: datetime) -> None:
     """The results as small tables, the way to the UI, and last the walk-forward verdict and its page."""
-    demo.table("Test segment per symbol (model_evaluation):", _evaluation_table(demo, SYMBOLS))
+    demo.table(
+        "Research model, test segment (model_evaluation; never traded):", _evaluation_table(demo, SYMBOLS[:1])
+    )
     _print_sentiment_coverage(demo, current)
     _print_paper_trading(demo, last_month)
     demo.say("\n" + ui_commands(demo.instance.root_directory))
@@ -384,26 +388,28 @@ def _print_sentiment_coverage(demo: Demo, month: datetime) -> None:
         Table(
             ("symbol", "hours so far", "Reddit posts (%)", "Fear & Greed (%)", "Google Trends (%)"),
             rows,
-            "Missing by the as-of rules (README, sentiment): Reddit counts from the oldest listed post on, Trends\n"
+            "Missing by the as-of rules (README, sentiment): Reddit counts from the oldest listed post on, Trends "
             "values from their retrieval on (hours fetched just now stay empty until the next refresh).",
         ),
     )
 
 
-def _paper_trading_stretch(run, demo: Demo, month: datetime) -> None:
-    """Promote BTC-USD's model with a permissive rule, then signals and paper trades on the month's last days."""
+def _paper_trading_stretch(run, month: datetime, current: datetime) -> None:
+    """Promote BTC-USD's fold models of `month` and of the month in progress (the live stretch trades it) with a
+    permissive rule, then signals and paper trades on `month`'s last days."""
     from crpbot_assets.common.months import month_end
     from crpbot_assets.common.partitions import symbol_month_key
 
     symbol = SYMBOLS[0]
     key = str(symbol_month_key(symbol, month))
     first_minute = (month_end(month) - timedelta(days=PAPER_DAYS)).isoformat()
-    run(
-        f"promoted_model, {key} (demo rule: {DEMO_PROMOTION})",
-        ["promoted_model"],
-        {"dagster/partition": key},
-        {"ops": {"promoted_model": {"config": DEMO_PROMOTION}}},
-    )
+    for promoted in (key, str(symbol_month_key(symbol, current))):
+        run(
+            f"promoted_model, {promoted} (demo rule: {DEMO_PROMOTION})",
+            ["promoted_model"],
+            {"dagster/partition": promoted},
+            {"ops": {"promoted_model": {"config": DEMO_PROMOTION}}},
+        )
     run(
         f"signals -> paper_trades -> paper_portfolio, {symbol}, the last {PAPER_DAYS} days of {month:%Y-%m}",
         ["signals", "paper_trades", "paper_portfolio"],
@@ -452,7 +458,7 @@ def _print_paper_trading(demo: Demo, month: datetime) -> None:
                     _percent(book["max_drawdown_month"]),
                 )
             ],
-            "costs: taker fees + half-spreads paid; the model was promoted on the demo's permissive rule, so\n"
+            "costs: taker fees + half-spreads paid; the model was promoted on the demo's permissive rule, so "
             "automation will not paper-trade it after the demo (promoted_model: demo_rule, signals/gate.py).",
         ),
     )
