@@ -25,16 +25,18 @@ only in rows 61 to 120 minutes back, so only a model that reads a window of more
 the drift before the hour's own prices reveal it. The gate benchmark (benchmarks/bench_gate.py) uses both.
 
 Probe lead (the "sequence" world; off by default; argument `probe_lead`, or CRPBOT_SYNTHETIC_PROBE_LEAD, a drift
-in units of the minute's volatility): a large trader's execution desk probes the book on the side of its parent
-order 30 minutes before working it, and that probe is the only trace. Each UTC quarter hour q holds a probe with
-chance PROBE_P (sign s = +-1, in one of its three 5-minute bars; `probes`): the bar's first four minutes move by
-s x PROBE_SIZE x sigma x (+1, -1, -1, +1), a whipsaw that ends where it started, and the 15 minutes of quarter
-q + 3 (minutes 1..15 after its start, the span a decision on the 15-minute grid holds) drift by s x L x sigma
-each. Every sum of returns or closes containing the four minutes cancels, the whipsaw's high and low reach
-+-PROBE_SIZE sigma whichever its sign, and every 5-minute (15-minute, hour) bar's close is unchanged: at a
-decision minute the probe lies 31 to 45 rows back, inside every 1-minute window of 50 rows or more and outside
-every shorter one, so no last-row feature of the catalogue carries its sign (up to EMA tails of order 1e-3 of
-it), while an LSTM reading 64 rows sees the four minutes' order.
+per minute in units of the symbol's typical minute volatility): a large trader's execution desk probes the book
+at the top of the hour on the side of its parent order and works the order in the hour's last quarter, and the
+probe is the only trace. Each UTC hour's first quarter holds a probe with chance PROBE_P (sign s = +-1, in one of
+its three 5-minute bars; `probes`): the bar's first four minutes move by s x PROBE_SIZE x sigma x (+1, -1, -1, +1),
+a whipsaw that ends where it started, and the 15 minutes from the start of the hour's last quarter (minutes
+:46..:00, the span a decision at :45 holds) drift by s x L x the typical minute volatility each. Every sum of
+returns or closes containing the four minutes cancels, the whipsaw's high and low reach +-PROBE_SIZE sigma
+whichever its sign, and every 5-minute (15-minute, hour) bar's close is unchanged: at the :45 decision the probe
+lies 31 to 45 rows back, inside every 1-minute window of 50 rows or more and outside every shorter one, so no
+last-row feature of the catalogue carries its sign (up to EMA tails of order 1e-3 of it), while an LSTM reading
+64 rows sees the four minutes' order. The drift accumulates on top of the daily bridge (`_probe_level`), so it
+adds volatility but no intraday trend (inside the bridge, each day's summed drift would become one).
 """
 
 from __future__ import annotations
@@ -116,8 +118,8 @@ def sentiment_lead_delay_setting(value: int | None = None) -> int:
 
 
 # --- probe lead (module docstring) ----------------------------------------------------------------------
-PROBE_P = 0.25  # chance a quarter hour holds a probe
-PROBE_SIZE = 3.0  # the whipsaw's step, in units of the minute's volatility
+PROBE_P = 0.5  # chance an hour holds a probe (12 a day on average)
+PROBE_SIZE = 4.0  # the whipsaw's step, in units of the minute's volatility
 PROBE_PATTERN = np.array([1.0, -1.0, -1.0, 1.0])
 PROBE_AHEAD = 3  # quarters from a probe to its drift
 
@@ -131,6 +133,7 @@ def probes(symbol: str, quarters: np.ndarray, seed: int = 0) -> tuple[np.ndarray
     for day in np.unique(days):
         rng = _rng(seed, symbol, 7, int(day))
         present, up, where = rng.random(96) < PROBE_P, rng.random(96) < 0.5, rng.integers(0, 3, 96)
+        present &= np.arange(96) % 4 == 0  # an hour's first quarter
         chosen = days == day
         offsets = quarters[chosen] - day * 96
         sign[chosen] = np.where(present, np.where(up, 1.0, -1.0), 0.0)[offsets]
@@ -138,19 +141,36 @@ def probes(symbol: str, quarters: np.ndarray, seed: int = 0) -> tuple[np.ndarray
     return sign, bar
 
 
-def _probe_steps(symbol: str, day_start: datetime, seed: int, lead: float, sigma: np.ndarray) -> np.ndarray:
-    """Each minute's added return of the day from `day_start` (UTC midnight): the day's probes and the drift of
-    probes three quarters earlier."""
+def _probe_whipsaws(symbol: str, day_start: datetime, seed: int) -> np.ndarray:
+    """Each minute's whipsaw return of the day from `day_start` (UTC midnight), in units of its volatility; every
+    whipsaw lies inside one 5-minute bar and sums to zero."""
     first_quarter = int(day_start.timestamp()) // 900
     sign, bar = probes(symbol, np.arange(first_quarter, first_quarter + 96), seed)
     added = np.zeros(MINUTES_PER_DAY)
     for q in np.flatnonzero(sign):
         start = 15 * q + 5 * bar[q]
-        added[start : start + 4] += sign[q] * PROBE_SIZE * PROBE_PATTERN
-    minute = np.arange(MINUTES_PER_DAY)
-    # minute k drifts with the probe of the quarter PROBE_AHEAD before the quarter of minute k - 1
-    drift_sign, _ = probes(symbol, first_quarter + (minute - 1) // 15 - PROBE_AHEAD, seed)
-    return (added + lead * drift_sign) * sigma
+        added[start : start + 4] = sign[q] * PROBE_SIZE * PROBE_PATTERN
+    return added
+
+
+@lru_cache(maxsize=4096)
+def _drift_signs(symbol: str, day_index: int, seed: int) -> np.ndarray:
+    """Each minute's drift sign of day `day_index` after listing: minute k drifts with the probe of the quarter
+    PROBE_AHEAD before the quarter of minute k - 1 (the span a decision at a quarter's start holds)."""
+    first_quarter = int((listed_at(symbol) + timedelta(days=day_index)).timestamp()) // 900
+    sign, _ = probes(symbol, first_quarter + (np.arange(MINUTES_PER_DAY) - 1) // 15 - PROBE_AHEAD, seed)
+    sign.flags.writeable = False
+    return sign
+
+
+def _probe_level(symbol: str, day_index: int, seed: int, lead: float) -> np.ndarray:
+    """The log-price shift the drift has accumulated since listing at the start of the day and after each of its
+    minutes. It rides on top of the daily bridge (not inside it, where it would turn each day's summed drift into
+    a predictable intraday trend), in units of the symbol's typical minute volatility."""
+    _, daily_vol, _ = PROFILES[symbol]
+    before = sum(float(_drift_signs(symbol, d, seed).sum()) for d in range(day_index))
+    scale = lead * daily_vol / np.sqrt(MINUTES_PER_DAY)
+    return scale * (before + np.concatenate([[0.0], np.cumsum(_drift_signs(symbol, day_index, seed))]))
 
 
 def probe_lead_setting(value: float | None = None) -> float:
@@ -186,16 +206,18 @@ def _day(
             symbol, listed_at(symbol) + timedelta(days=day_index), seed, sentiment_lead, sigma, delay
         )
     if probe_lead:
-        steps = steps + _probe_steps(
-            symbol, listed_at(symbol) + timedelta(days=day_index), seed, probe_lead, sigma
-        )
+        steps = steps + _probe_whipsaws(symbol, listed_at(symbol) + timedelta(days=day_index), seed) * sigma
     walk = np.cumsum(steps)
     target = anchors[day_index + 1] - anchors[day_index]
     bridge = (
         anchors[day_index] + walk - np.arange(1, MINUTES_PER_DAY + 1) / MINUTES_PER_DAY * (walk[-1] - target)
     )
+    start = anchors[day_index]
+    if probe_lead:
+        level = _probe_level(symbol, day_index, seed, probe_lead)
+        start, bridge = start + level[0], bridge + level[1:]
     close = np.exp(bridge)
-    open_ = np.concatenate([[np.exp(anchors[day_index])], close[:-1]])
+    open_ = np.concatenate([[np.exp(start)], close[:-1]])
     wick = np.exp(np.abs(rng.normal(0, 1, (2, MINUTES_PER_DAY))) * sigma * 0.6)
     high = np.maximum(open_, close) * wick[0]
     low = np.minimum(open_, close) / wick[1]
