@@ -8,10 +8,11 @@ their clients; `crpbot_assets/replay/world.py`) of one kind:
   (the LSTM) knows the drift of an hour before its prices show it;
 - level: lead L = 4 without delay: the last row's search interest carries it, so logistic regression and
   LightGBM see it as well as the LSTM (an honest gate then promotes nothing: the LSTM does not beat them);
-- sequence: no sentiment lead; the probe lead (`replay/synthetic.py`): a four-minute whipsaw whose order (up
-  first or down first) sets the sign of a drift of 1.5 volatilities a minute over the 15-minute span decided 30
-  minutes after the probe's quarter hour; at a decision minute the probe lies 31-45 rows back, and no last-row
-  feature carries its sign (sums over it cancel, its high and low are symmetric, bar closes are unchanged).
+- sequence: no sentiment lead; the probe lead (`replay/synthetic.py`): in half the hours a four-minute whipsaw
+  in the hour's first quarter, whose order (up first or down first) sets the sign of a drift of 1.5 typical
+  minute volatilities a minute over the hour's last quarter (the span the :45 decision holds); at that decision
+  the probe lies 31-45 rows back and no last-row feature carries its sign (sums over it cancel, its high and low
+  are symmetric, bar closes are unchanged): only a model reading the sequence can know the drift.
 On each world the whole procedure runs with the assets' pure functions (`training/procedure.py`): for each of
 the test months 2019-03..05 a fold model (trained on the 2 months before, purge, inputs that varied, the LSTM
 through the training job's entry point, logit and LightGBM on the same rows, every decision rule fitted on the
