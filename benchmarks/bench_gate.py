@@ -7,7 +7,12 @@ their clients; `crpbot_assets/replay/world.py`) of one kind:
 - memory: lead L = 4 delayed one hour (`replay/synthetic.py`): only a model reading more than 60 rows back
   (the LSTM) knows the drift of an hour before its prices show it;
 - level: lead L = 4 without delay: the last row's search interest carries it, so logistic regression and
-  LightGBM see it as well as the LSTM (an honest gate then promotes nothing: the LSTM does not beat them).
+  LightGBM see it as well as the LSTM (an honest gate then promotes nothing: the LSTM does not beat them);
+- sequence: no sentiment lead; the probe lead (`replay/synthetic.py`): in half the hours a four-minute whipsaw
+  in the hour's first quarter, whose order (up first or down first) sets the sign of a drift of 1.5 typical
+  minute volatilities a minute over the hour's last quarter (the span the :45 decision holds); at that decision
+  the probe lies 31-45 rows back and no last-row feature carries its sign (sums over it cancel, its high and low
+  are symmetric, bar closes are unchanged): only a model reading the sequence can know the drift.
 On each world the whole procedure runs with the assets' pure functions (`training/procedure.py`): for each of
 the test months 2019-03..05 a fold model (trained on the 2 months before, purge, inputs that varied, the LSTM
 through the training job's entry point, logit and LightGBM on the same rows, every decision rule fitted on the
@@ -44,7 +49,8 @@ from crpbot_assets.training import procedure
 from crpbot_assets.training import verdict as vd
 
 SYMBOL = "BTC-USD"
-KINDS = {"off": (0.0, 0), "memory": (4.0, 1), "level": (4.0, 0)}  # (lead strength L, delay in hours)
+# (sentiment lead strength L, its delay in hours, probe lead: drift per minute in volatilities)
+KINDS = {"off": (0.0, 0, 0.0), "memory": (4.0, 1, 0.0), "level": (4.0, 0, 0.0), "sequence": (0.0, 0, 1.5)}
 DATA = (datetime(2018, 12, 15, tzinfo=UTC), datetime(2019, 6, 1, tzinfo=UTC))
 TEST_MONTHS = [datetime(2019, m, 1, tzinfo=UTC) for m in (3, 4, 5)]
 GATE_MONTH = "2019-06"
@@ -54,9 +60,10 @@ RULE = PromotionRule()
 
 def run_world(kind: str, seed: int, config: procedure.ProcedureConfig = CONFIG) -> dict:
     """The procedure, the gate and the trading comparison on one world."""
-    lead, delay = KINDS[kind]
+    lead, delay, probe = KINDS[kind]
     os.environ[synthetic.SENTIMENT_LEAD_ENV] = str(lead)
     os.environ[synthetic.SENTIMENT_LEAD_DELAY_ENV] = str(delay)
+    os.environ[synthetic.PROBE_LEAD_ENV] = str(probe)
     started = time.perf_counter()
     candles, features, sentiment = world(SYMBOL, *DATA, seed)
     frames, folds = procedure.record(features, sentiment, candles, TEST_MONTHS, config, SYMBOL)
@@ -71,6 +78,7 @@ def run_world(kind: str, seed: int, config: procedure.ProcedureConfig = CONFIG) 
         "world": seed,
         "lead": lead,
         "delay": delay,
+        "probe": probe,
         "promoted": decision.passed,
         "reason": decision.reason,
         "lower_bound": decision.details["lower_bound"],
@@ -121,8 +129,14 @@ def summary(lines: list[dict]) -> str:
         cost = np.array([r["lstm_cost_per_month"] for r in chosen])
         fees = [r["lstm_break_even_fee_bps"] for r in chosen if np.isfinite(r["lstm_break_even_fee_bps"])]
         trading_months = sum(rule["lstm"][0] is not None for r in chosen for rule in r["rules"].values())
+        probe = chosen[0].get("probe", 0.0)
+        label = (
+            f"probe {probe:g} sigma/min"
+            if probe
+            else f"L = {chosen[0]['lead']:g}, delay {chosen[0]['delay']} h"
+        )
         rows.append(
-            f"| {kind} (L = {chosen[0]['lead']:g}, delay {chosen[0]['delay']} h) | {n} | {k}/{n} = {k / n:.0%} | "
+            f"| {kind} ({label}) | {n} | {k}/{n} = {k / n:.0%} | "
             f"[{low:.1%}, {high:.1%}] | {cost.mean():.2%} (max {cost.max():.2%}) | {net.mean():+.2%} "
             f"[{net.min():+.2%}, {net.max():+.2%}] | {np.median(fees) if fees else float('nan'):.1f} | "
             f"{trading_months}/{3 * n} months |"

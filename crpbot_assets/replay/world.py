@@ -23,7 +23,8 @@ from crpbot_assets.sentiment.trends import COLUMNS, KEYWORDS, as_of_hour_ends
 
 def world(symbol: str, start: datetime, end: datetime, seed: int = 0):
     """(candles, features, sentiment_features) of [start, end) in the world of `seed` (the sentiment lead and
-    its delay as set by CRPBOT_SYNTHETIC_SENTIMENT_LEAD and CRPBOT_SYNTHETIC_SENTIMENT_LEAD_DELAY)."""
+    its delay as set by CRPBOT_SYNTHETIC_SENTIMENT_LEAD and CRPBOT_SYNTHETIC_SENTIMENT_LEAD_DELAY, the probe lead
+    by CRPBOT_SYNTHETIC_PROBE_LEAD)."""
     candles = synthetic.candles(symbol, start, end, seed)
     features = compute_features(candles).drop_nulls()  # rows whose lookback is unmet are dropped, as upstream
     hours = hour_ends(start, end)
