@@ -155,6 +155,7 @@ exec {sys.executable} "$@"
 """
 
 
+@pytest.mark.slow  # runs the bootstrap script and the image's python (imports torch): ~2.5 s
 def test_bootstrap_installs_nothing_on_an_image_that_has_every_package(tmp_path):
     result, _ = _run_bootstrap(tmp_path, 'echo "Tesla T4, 570.86.15"', DEADLINE - 3600, IMAGE_PYTHON)
     assert "crpbot: the image holds every package; nothing to install" in result.stdout
@@ -163,6 +164,7 @@ def test_bootstrap_installs_nothing_on_an_image_that_has_every_package(tmp_path)
     assert "crpbot test: the job started" in (tmp_path / "opt" / "job.log").read_text()
 
 
+@pytest.mark.slow  # runs the bootstrap script and the image's python (imports torch): ~2.5 s
 def test_bootstrap_installs_only_the_pinned_packages_the_image_lacks(tmp_path):
     requirements = ("polars==0.0.1", *default_requirements()[1:])  # the image's polars is another version
     result, _ = _run_bootstrap(
