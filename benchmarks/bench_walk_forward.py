@@ -222,8 +222,7 @@ def main() -> None:
     print(f"folds per hour as measured (capped epochs and windows): {args.folds * 3600 / total_wall:.1f}")
 
     # the projection: full 12-month folds at 15 epochs (early stopping usually ends sooner: an upper bound)
-    scale = FULL_WINDOW_MONTHS / args.window_months
-    full_train, full_val = len(fold_windows(first, "train")) * scale, val_windows * scale
+    full_train, full_val = full_fold_windows(first_test, dataset_config)
     per_epoch_s = full_train / train_rate + full_val / val_rate
     training_h = FULL_FOLDS * FULL_SEEDS * FULL_VARIANTS * FULL_EPOCHS * per_epoch_s / busy / 3600
     cpu_h = (
@@ -239,6 +238,16 @@ def main() -> None:
     )
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB (this process)")
     shutil.rmtree(work, ignore_errors=True)
+
+
+def full_fold_windows(test: datetime, dataset_config: DatasetConfig) -> tuple[int, int]:
+    """(training, validation) windows of a full 12-month fold for `test`, counted on its dataset (no training):
+    the purge gaps are fixed lengths, so a shorter measured window does not scale to it."""
+    config = wf.WalkForwardConfig(window_months=FULL_WINDOW_MONTHS)
+    candles, features, sentiment = world(wf.shift_months(test, -FULL_WINDOW_MONTHS), test)
+    fold = wf.plan_fold(test, config, dataset_config)
+    dataset = wf.fold_dataset(features, sentiment, candles, fold, dataset_config, "BTC-USD", with_test=False)
+    return len(fold_windows(dataset, "train")), len(fold_windows(dataset, "val"))
 
 
 def fold_windows(dataset, split: str) -> list:
