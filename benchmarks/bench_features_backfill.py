@@ -19,11 +19,8 @@ Not included: the daemon's tick and a run launcher's process start (a few second
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +48,7 @@ from crpbot_assets.features.assets import features  # noqa: E402
 from crpbot_assets.features.compute import features_for_month  # noqa: E402
 from crpbot_assets.features.definitions import defs as features_defs  # noqa: E402
 from crpbot_assets.replay import synthetic  # noqa: E402
+from crpbot_assets_tests.postgres_server import USER, throwaway_postgres  # noqa: E402
 
 warnings.filterwarnings("ignore")
 CANDLES = dg.AssetSpec("candles", partitions_def=symbol_month_partitions)
@@ -119,61 +117,20 @@ def range_timings(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]
     return {}  # code without that line
 
 
-def _pg_bin(name: str) -> str:
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None)
-    if not found:
-        raise SystemExit(f"--instance postgres needs PostgreSQL's {name} (Debian package postgresql)")
-    return found
-
-
 @contextmanager
 def postgres_instance():
     """A Dagster instance on a throw-away PostgreSQL server on loopback (deploy/dagster.yaml's storage)."""
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    data = Path(tempfile.mkdtemp(prefix="crpbot-bench-pg-"))
-    if as_user:
-        shutil.chown(data, "postgres", "postgres")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    db = str(data / "db")
-    subprocess.run(
-        [*as_user, _pg_bin("initdb"), "-D", db, "-U", "dagster", "--auth=trust"],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            *as_user,
-            _pg_bin("pg_ctl"),
-            "-D",
-            db,
-            "-l",
-            str(data / "log"),
-            "-w",
-            "start",
-            "-o",
-            f"-p {port} -k {data} -h 127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
     postgres = {
         "hostname": "127.0.0.1",
-        "port": port,
-        "username": "dagster",
+        "username": USER,
         "password": "unused-with-trust",
         "db_name": "postgres",
         "scheme": "postgresql+psycopg2",
     }
-    try:
-        with dg.instance_for_test(overrides={"storage": {"postgres": {"postgres_db": postgres}}}) as instance:
+    with throwaway_postgres("crpbot-bench-pg-") as port:
+        overrides = {"storage": {"postgres": {"postgres_db": {**postgres, "port": port}}}}
+        with dg.instance_for_test(overrides=overrides) as instance:
             yield instance
-    finally:
-        subprocess.run(
-            [*as_user, _pg_bin("pg_ctl"), "-D", db, "-m", "immediate", "stop"], capture_output=True
-        )
-        shutil.rmtree(data, ignore_errors=True)
 
 
 def load() -> str:

@@ -1,72 +1,25 @@
 """deploy/: the production dagster.yaml runs against a real Postgres (started here) with compute logs on S3 (moto),
 and the IAM policies are well-formed and cover what the launcher calls."""
 
-import glob
 import json
-import os
 import shutil
-import socket
-import subprocess
-import tempfile
 from pathlib import Path
 
 import boto3
 import dagster as dg
 import pytest
 
+from crpbot_assets_tests.postgres_server import throwaway_postgres
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 
 
-def _pg_bin(name: str) -> str:
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None)
-    assert found, f"PostgreSQL's {name} is needed for this test (Debian package postgresql)"
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def postgres():
-    """A throw-away PostgreSQL server on loopback (run as the postgres user when we are root)."""
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    data = Path(tempfile.mkdtemp(prefix="crpbot-pg-"))
-    if as_user:
-        shutil.chown(data, "postgres", "postgres")
-    port = _free_port()
-    subprocess.run(
-        [*as_user, _pg_bin("initdb"), "-D", str(data / "db"), "-U", "dagster", "--auth=trust"],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            *as_user,
-            _pg_bin("pg_ctl"),
-            "-D",
-            str(data / "db"),
-            "-l",
-            str(data / "log"),
-            "-w",
-            "start",
-            "-o",
-            f"-p {port} -k {data} -h 127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
+    """A throw-away PostgreSQL server on loopback; its port."""
+    with throwaway_postgres() as port:
         yield port
-    finally:
-        subprocess.run(
-            [*as_user, _pg_bin("pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
-            capture_output=True,
-        )
-        shutil.rmtree(data, ignore_errors=True)
 
 
 @dg.asset
