@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -93,6 +94,15 @@ def fold(features) -> bytes:
 @pytest.fixture(scope="session")
 def decisive_fold(features) -> bytes:
     return live_fold(features, seed=1, decisive=True)
+
+
+def wait_for(predicate, timeout_s: float, what: str) -> None:
+    """Poll `predicate` every 50 ms; AssertionError naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
 
 
 class World:

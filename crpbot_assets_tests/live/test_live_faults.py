@@ -4,7 +4,6 @@ silent feed, the feed gone (connections refused), and a model promoted while it 
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -14,18 +13,10 @@ from crpbot_assets.candles.client import CandlesClient
 from crpbot_assets.live.ledger import read_records
 from crpbot_assets.live.service import LiveService
 from crpbot_assets.replay.coinbase_ws import CoinbaseFeed
-from crpbot_assets_tests.live.conftest import ORIGIN, World, promote
+from crpbot_assets_tests.live.conftest import ORIGIN, World, promote, wait_for
 
 pytestmark = pytest.mark.slow
 SYMBOLS = ["BTC-USD", "ETH-USD"]
-
-
-def wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def decisions(service: LiveService) -> list[dict]:

@@ -17,7 +17,7 @@ import pytest
 from crpbot_assets.live.clock import CLOCK_ENV
 from crpbot_assets.live.ledger import ForwardLedger
 from crpbot_assets.replay import synthetic
-from crpbot_assets_tests.live.conftest import ORIGIN, World, promote
+from crpbot_assets_tests.live.conftest import ORIGIN, World, promote, wait_for
 
 pytestmark = pytest.mark.slow
 SYMBOLS = ["BTC-USD", "SOL-USD"]
@@ -39,14 +39,6 @@ def start(world: World, tmp: Path, hook: str | None = None, *extra: str) -> subp
         env["CRPBOT_LIVE_TEST_HOOK"] = hook
     log = open(tmp / "live.log", "a")
     return subprocess.Popen(live_command(world, tmp, *extra), env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def kill(process: subprocess.Popen) -> None:
