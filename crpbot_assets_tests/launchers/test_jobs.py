@@ -38,15 +38,23 @@ def datasets(tmp_path_factory) -> list[str]:
     return paths
 
 
-def _jobs(datasets: list[str], models: Path, n: int, ablation: bool = False) -> list[TrainingJob]:
-    """n jobs over the datasets: fold x seed, models under `models`."""
+def _jobs(
+    datasets: list[str], models: Path, n: int, ablation: bool = False, epochs: int = 1
+) -> list[TrainingJob]:
+    """n jobs over the datasets: fold x seed, models under `models`, `epochs` each (no early stop)."""
     return [
         TrainingJob(
             id=f"BTC-USD|fold{k % 2}|seed{k // 2}",
             dataset_uri=datasets[k % 2],
             model_uri=str(models / f"fold{k % 2}-seed{k // 2}.pt"),
             fingerprint=f"fp-{k}",
-            config={**TINY, "seed": k // 2, "sentiment_ablation": ablation},
+            config={
+                **TINY,
+                "epochs": epochs,
+                "patience": epochs,
+                "seed": k // 2,
+                "sentiment_ablation": ablation,
+            },
             symbol="BTC-USD",
         )
         for k in range(n)
@@ -155,7 +163,7 @@ def test_local_launcher_trains_every_job_in_one_subprocess(datasets, tmp_path, i
 
 @pytest.mark.slow
 def test_a_range_killed_halfway_resumes_without_retraining(datasets, tmp_path, instance):
-    jobs = _jobs(datasets, tmp_path, 6)
+    jobs = _jobs(datasets, tmp_path, 6, epochs=20)  # slow enough that the kill lands mid-range
     launcher = LocalTrainingLauncher(concurrency=1)
     first = []  # the training process is SIGKILLed as soon as the first result is delivered
     killed = dg.materialize(
