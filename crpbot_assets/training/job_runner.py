@@ -133,17 +133,13 @@ def _one_at_a_time(jobs, stager: Stager, report: Report, log, require_cuda) -> l
         for i, job in enumerate(jobs):
             loading, upcoming = upcoming, prefetch.submit(load, jobs[i + 1]) if i + 1 < len(jobs) else None
             started = time.perf_counter()
-            try:
+
+            def train(job=job, loading=loading) -> dict:
                 path, dataset = loading.result()
-                record = train_job(job, path, require_cuda, log, dataset)
-                del dataset
-            except Exception as exc:  # noqa: BLE001 - reported; the other jobs go on
-                failed.append(job.id)
-                log(f"[{job.id}] failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
-                report(job, None, f"{type(exc).__name__}: {exc}")
-            else:
-                log(f"[{job.id}] done in {time.perf_counter() - started:.1f}s")
-                report(job, record, None)
+                return train_job(job, path, require_cuda, log, dataset)
+
+            try:
+                _report_outcome(job, started, train, report, log, failed)
             finally:
                 stager.release(job.dataset_uri)
     return failed
@@ -197,17 +193,22 @@ def _several_at_a_time(jobs, stager: Stager, report: Report, log, require_cuda, 
                     continue  # a staging future: picked up above
                 job, started = running.pop(future)
                 stager.release(job.dataset_uri)
-                try:
-                    record = future.result()
-                except Exception as exc:  # noqa: BLE001 - reported; the other jobs go on
-                    failed.append(job.id)
-                    log(f"[{job.id}] failed: {type(exc).__name__}: {exc}")
-                    report(job, None, f"{type(exc).__name__}: {exc}")
-                else:
-                    log(f"[{job.id}] done in {time.perf_counter() - started:.1f}s")
-                    report(job, record, None)
+                _report_outcome(job, started, future.result, report, log, failed)
     _drain(log_queue, log)
     return failed
+
+
+def _report_outcome(job: TrainingJob, started: float, result, report: Report, log, failed: list[str]) -> None:
+    """Report the job's result record (`result()`), or its failure (added to `failed`); the other jobs go on."""
+    try:
+        record = result()
+    except Exception as exc:  # noqa: BLE001 - reported; the other jobs go on
+        failed.append(job.id)
+        log(f"[{job.id}] failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        report(job, None, f"{type(exc).__name__}: {exc}")
+    else:
+        log(f"[{job.id}] done in {time.perf_counter() - started:.1f}s")
+        report(job, record, None)
 
 
 def _drain(log_queue, log) -> None:
