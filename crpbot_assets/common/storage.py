@@ -7,7 +7,7 @@ another host sharing the disk). A live writer's file survives. S3 puts are atomi
 
 `CRPBOT_STORAGE_TEST_HOOK` (tests only) stops a write at a chosen point so kill tests are deterministic:
 `<stage>:<action>:<path substring>`, stage `mid-write` (half the bytes in the temporary file) or `after-write`
-(renamed into place), action `pause` (touch the file named by `CRPBOT_STORAGE_TEST_SIGNAL`, then sleep until
+(renamed into place), action `pause` (write its pid to the file named by `CRPBOT_STORAGE_TEST_SIGNAL`, then sleep until
 killed) or `enospc` (raise OSError(ENOSPC) as the OS does, without a file name: a full disk).
 
 A failed local write raises the OS's error (same errno and type) naming the file it was writing.
@@ -58,8 +58,10 @@ def _test_hook(stage: str, relative: str) -> None:
     if action == "enospc":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     if action == "pause":
-        with open(os.environ[TEST_SIGNAL_ENV], "w") as signal_file:
+        signal_path = os.environ[TEST_SIGNAL_ENV]  # renamed into place: once it exists, it holds the pid
+        with open(f"{signal_path}.part", "w") as signal_file:
             signal_file.write(f"{stage} {relative} pid {os.getpid()}\n")
+        os.replace(f"{signal_path}.part", signal_path)
         while True:
             time.sleep(60)
     raise ValueError(f"{TEST_HOOK_ENV}={spec!r}: action must be pause or enospc")
