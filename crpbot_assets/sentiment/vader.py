@@ -1,7 +1,8 @@
 """VADER compound scores from nltk, offline: the lexicon comes from the vaderSentiment wheel, never a download.
 
 nltk 3.10 loads lexicons only through `nltk.data.path` (absolute paths are refused as unsafe), so the
-vaderSentiment package folder is added to that path and `vader_lexicon.txt` is loaded from it.
+vaderSentiment package folder is added to that path and `vader_lexicon.txt` is loaded from it. nltk is imported
+on first use: importing it pulls in scipy.stats (~0.5 s), which every process loading the definitions would pay.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import importlib.util
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nltk.data
-from nltk.sentiment.vader import SentimentIntensityAnalyzer
+if TYPE_CHECKING:
+    from nltk.sentiment.vader import SentimentIntensityAnalyzer
 
 LEXICON = "vader_lexicon.txt"
 
@@ -35,6 +37,9 @@ def lexicon_dir() -> Path:
 @lru_cache(maxsize=1)
 def analyzer() -> SentimentIntensityAnalyzer:
     """nltk's SentimentIntensityAnalyzer on the packaged lexicon."""
+    import nltk.data
+    from nltk.sentiment.vader import SentimentIntensityAnalyzer
+
     folder = str(lexicon_dir())
     if folder not in nltk.data.path:
         nltk.data.path.insert(0, folder)
