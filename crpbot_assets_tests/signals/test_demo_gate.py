@@ -4,6 +4,7 @@ demo run unless the model also passes the configured gate (signals/gate.py), and
 months before it where the LSTM loses to the baselines, so the configured gate fails and the demo's passes."""
 
 from datetime import timedelta
+from functools import cache
 
 import dagster as dg
 import polars as pl
@@ -22,14 +23,19 @@ from crpbot_assets_tests.signals.test_end_to_end import (
 )
 
 MARCH_KEY = str(symbol_month_key(SYMBOL, MARCH))
-FEATURES = {days: march_features(march_candles(until=MARCH + timedelta(days=days))) for days in (1, 2)}
 KNOWN = {"days": 1}  # the features known now: March's first day, then two
 RECORD_MONTHS = ("2023-12-01", "2024-01-01", "2024-02-01")
 
 
+@cache
+def known_features(days: int) -> pl.DataFrame:
+    """March's features through its first `days` days (built on first use, not at import)."""
+    return march_features(march_candles(until=MARCH + timedelta(days=days)))
+
+
 @dg.asset(name="features", partitions_def=symbol_month_partitions)
 def features_stand_in() -> pl.DataFrame:
-    return FEATURES[KNOWN["days"]]
+    return known_features(KNOWN["days"])
 
 
 ASSETS = [fold_model_stand_in, predictions_stand_in, promoted_model, features_stand_in, SENTIMENT, signals]
@@ -54,21 +60,21 @@ def _meta(result, asset: str) -> dict:
     return {k: v.value for k, v in event.metadata.items()}
 
 
-def test_a_demo_promotion_is_labelled_and_scores_only_in_demo_runs(storage_resources, instance):
+def test_a_demo_promotion_is_labelled_and_scores_only_in_demo_runs(storage_resources, memory_instance):
     resources = storage_resources
     KNOWN["days"] = 1
     WORLD.update(fold=0, record="lost")  # the LSTM loses each month: the configured gate fails
     for month in RECORD_MONTHS:
         _run(
-            instance,
+            memory_instance,
             resources,
             ["walk_forward_predictions"],
             dg.MultiPartitionKey({"symbol": SYMBOL, "month": month}),
         )
-    _run(instance, resources, ["fold_model", "features"], MARCH_KEY)
+    _run(memory_instance, resources, ["fold_model", "features"], MARCH_KEY)
 
     demo_rule = {"ops": {"promoted_model": {"config": DEMO_PROMOTION}}}
-    result = _run(instance, resources, ["promoted_model"], MARCH_KEY, DEMO_RUN_TAGS, demo_rule)
+    result = _run(memory_instance, resources, ["promoted_model"], MARCH_KEY, DEMO_RUN_TAGS, demo_rule)
     promoted = _meta(result, "promoted_model")
     (check,) = result.get_asset_check_evaluations()  # the check ran with the asset: the asset shows it
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN and check.partition == MARCH_KEY
@@ -77,19 +83,21 @@ def test_a_demo_promotion_is_labelled_and_scores_only_in_demo_runs(storage_resou
     assert promoted["demo_rule"] is True and promoted["passes_configured_gate"] is False
     assert "2023-12..2024-02" in promoted["configured_gate_reason"]  # the configured rule's three months
 
-    in_demo = _meta(_run(instance, resources, ["signals"], MARCH_KEY, DEMO_RUN_TAGS), "signals")
+    in_demo = _meta(_run(memory_instance, resources, ["signals"], MARCH_KEY, DEMO_RUN_TAGS), "signals")
     assert in_demo["model_version"] == promoted["model_version"] and "latest_score" in in_demo
-    assert in_demo["new_signals"] == FEATURES[1].height - 9  # every complete 10-minute window
+    assert in_demo["new_signals"] == known_features(1).height - 9  # every complete 10-minute window
 
     KNOWN["days"] = 2  # after the demo, automation's run (no demo tag) on new minutes: refused, flat
-    _run(instance, resources, ["features"], MARCH_KEY)
-    after_demo = _meta(_run(instance, resources, ["signals"], MARCH_KEY), "signals")
+    _run(memory_instance, resources, ["features"], MARCH_KEY)
+    after_demo = _meta(_run(memory_instance, resources, ["signals"], MARCH_KEY), "signals")
     assert after_demo["status"].startswith(f"model {promoted['model_version']} was promoted by crpbot-demo")
-    new_minutes = FEATURES[2].filter(pl.col("ts") > FEATURES[1]["ts"].max())["ts"]
+    new_minutes = known_features(2).filter(pl.col("ts") > known_features(1)["ts"].max())["ts"]
     assert after_demo["new_signals"] == (new_minutes.dt.minute() % 15 == 0).sum() > 0  # flat decisions
     assert after_demo["model_version"] == "none" and "latest_score" not in after_demo
 
-    configured = _run(instance, resources, ["promoted_model"], MARCH_KEY)  # the configured rule replaces it
+    configured = _run(
+        memory_instance, resources, ["promoted_model"], MARCH_KEY
+    )  # the configured rule replaces it
     assert _meta(configured, "promoted_model")["status"] == "demoted"
     (check,) = configured.get_asset_check_evaluations()
     assert check.passed

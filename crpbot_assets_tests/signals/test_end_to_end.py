@@ -10,6 +10,7 @@ every baseline after costs (the default gate passes) or loses (it fails)."""
 
 import hashlib
 from datetime import timedelta
+from functools import cache
 
 import dagster as dg
 import numpy as np
@@ -34,7 +35,6 @@ from crpbot_assets_tests.signals.test_promotion_alerts import record
 CLOCK = [(MARCH + timedelta(days=4, hours=6)).timestamp()]
 MARCH_KEY = symbol_month_key(SYMBOL, MARCH)
 FEB_KEY = symbol_month_key(SYMBOL, FEB)
-FOLDS = {seed: wf.save_fold(make_fold(march_features(march_candles()), seed)) for seed in (0, 1)}
 RECORD = {
     "won": record(0.004, months=("2023-12", "2024-01", "2024-02")),
     "lost": record(-0.004, months=("2023-12", "2024-01", "2024-02")),
@@ -42,10 +42,16 @@ RECORD = {
 WORLD = {"fold": 0, "record": "won"}  # what the stand-ins produce next
 
 
+@cache
+def fold_bytes(seed: int) -> bytes:
+    """A real fold artifact on March's features (trained on first use, not at import: every worker imports)."""
+    return wf.save_fold(make_fold(march_features(march_candles()), seed))
+
+
 @dg.asset(name="fold_model", partitions_def=symbol_month_partitions)
 def fold_model_stand_in(context: dg.AssetExecutionContext, storage: StorageResource) -> dict:
     symbol, month = split_key(context.partition_key)
-    data = FOLDS[WORLD["fold"]]
+    data = fold_bytes(WORLD["fold"])
     version = hashlib.sha256(data).hexdigest()[:12]
     path = fold_model_path(symbol, version)
     storage.storage.write_bytes(path, data)
@@ -107,23 +113,23 @@ def _record(resources, instance, assets=ASSETS) -> None:
         )
 
 
-def test_signals_and_paper_trades_follow_the_replay_clock(server, storage_resources, instance):
+def test_signals_and_paper_trades_follow_the_replay_clock(server, storage_resources, memory_instance):
     resources = {**storage_resources, "coinbase": fast_coinbase(server)}
     files = storage_resources["storage"].storage
-    _run(["candles"], FEB_KEY, resources, instance)
+    _run(["candles"], FEB_KEY, resources, memory_instance)
     _run(
-        ["features"], FEB_KEY, resources, instance
+        ["features"], FEB_KEY, resources, memory_instance
     )  # warms up March's first windows (no January: fewer rows)
     WORLD.update(fold=0, record="won")
-    _record(resources, instance)
-    _run(["fold_model"], MARCH_KEY, resources, instance)
-    promoted = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance), "promoted_model")
+    _record(resources, memory_instance)
+    _run(["fold_model"], MARCH_KEY, resources, memory_instance)
+    promoted = _meta(_run(["promoted_model"], MARCH_KEY, resources, memory_instance), "promoted_model")
     assert promoted["status"] == "promoted" and promoted["fold_month"] == "2024-03"
     assert promoted["judged_months"] == "2023-12, 2024-01, 2024-02" and promoted["lower_bound"] > 0
     stored_fold = files.read_json(f"fold_model/symbol={SYMBOL}/month=2024-03-01.json")
     assert promoted["model_version"] == stored_fold["model_version"]
 
-    first = _tick(resources, instance)
+    first = _tick(resources, memory_instance)
     stored_signals = files.read_parquet("signals/symbol=BTC-USD/month=2024-03-01.parquet")
     month_features = files.read_parquet("features/symbol=BTC-USD/month=2024-03-01.parquet")
     # a signal for every feature minute with a complete window (sequence_length 10: February rows fill it)
@@ -139,7 +145,7 @@ def test_signals_and_paper_trades_follow_the_replay_clock(server, storage_resour
     assert first["paper_trades"]["new_trades"] > 0
 
     CLOCK[0] += 3 * 3600  # three hours later
-    second = _tick(resources, instance)
+    second = _tick(resources, memory_instance)
     later_signals = files.read_parquet("signals/symbol=BTC-USD/month=2024-03-01.parquet")
     later_features = files.read_parquet("features/symbol=BTC-USD/month=2024-03-01.parquet")
     new = later_signals.filter(pl.col("ts") > stored_signals["ts"].max())
@@ -174,7 +180,7 @@ def test_signals_and_paper_trades_follow_the_replay_clock(server, storage_resour
 
     # re-running the tick changes nothing
     portfolio = files.read_parquet("paper_portfolio/symbol=BTC-USD/month=2024-03-01.parquet")
-    again = _tick(resources, instance)
+    again = _tick(resources, memory_instance)
     assert again["signals"]["new_signals"] == 0 and again["paper_trades"]["new_trades"] == 0
     assert files.read_parquet("signals/symbol=BTC-USD/month=2024-03-01.parquet").equals(later_signals)
     assert files.read_parquet("paper_trades/symbol=BTC-USD/month=2024-03-01.parquet").equals(ledger)
@@ -182,11 +188,11 @@ def test_signals_and_paper_trades_follow_the_replay_clock(server, storage_resour
 
     # demoted (the record now says the LSTM loses): signals turn to flat decisions, the ledger closes
     WORLD.update(record="lost")
-    _record(resources, instance)
-    demoted = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance), "promoted_model")
+    _record(resources, memory_instance)
+    demoted = _meta(_run(["promoted_model"], MARCH_KEY, resources, memory_instance), "promoted_model")
     assert demoted["status"] == "demoted" and demoted["previous_model_version"] == promoted["model_version"]
     CLOCK[0] += 3600
-    flat = _tick(resources, instance)
+    flat = _tick(resources, memory_instance)
     assert flat["signals"]["status"].startswith("no promoted model (flat)")
     assert flat["signals"]["model_version"] == "none" and flat["signals"]["latest_position"] == 0
     closed = files.read_parquet("paper_trades/symbol=BTC-USD/month=2024-03-01.parquet")
@@ -195,26 +201,26 @@ def test_signals_and_paper_trades_follow_the_replay_clock(server, storage_resour
         assert closed["model_version"][-1] == "none"
 
 
-def test_promotion_replacement_and_demotion_are_recorded(storage_resources, instance):
+def test_promotion_replacement_and_demotion_are_recorded(storage_resources, memory_instance):
     resources = storage_resources
     WORLD.update(fold=0, record="won")
-    _record(resources, instance, GATE)
-    _run(["fold_model"], MARCH_KEY, resources, instance, GATE)
-    first = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance, GATE), "promoted_model")
-    again = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance, GATE), "promoted_model")
+    _record(resources, memory_instance, GATE)
+    _run(["fold_model"], MARCH_KEY, resources, memory_instance, GATE)
+    first = _meta(_run(["promoted_model"], MARCH_KEY, resources, memory_instance, GATE), "promoted_model")
+    again = _meta(_run(["promoted_model"], MARCH_KEY, resources, memory_instance, GATE), "promoted_model")
     assert first["status"] == "promoted" and again["status"] == "kept"
     assert again["model_version"] == again["previous_model_version"] == first["model_version"]
     WORLD.update(fold=1)  # the fold is remade (other weights): the new version replaces the old one
-    _run(["fold_model"], MARCH_KEY, resources, instance, GATE)
-    replaced = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance, GATE), "promoted_model")
+    _run(["fold_model"], MARCH_KEY, resources, memory_instance, GATE)
+    replaced = _meta(_run(["promoted_model"], MARCH_KEY, resources, memory_instance, GATE), "promoted_model")
     assert replaced["status"] == "promoted" and replaced["previous_model_version"] == first["model_version"]
     assert replaced["model_version"] != first["model_version"]
     WORLD.update(record="lost")  # the record now says the LSTM loses: demoted, the replaced version recorded
-    _record(resources, instance, GATE)
-    demoted = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance, GATE), "promoted_model")
+    _record(resources, memory_instance, GATE)
+    demoted = _meta(_run(["promoted_model"], MARCH_KEY, resources, memory_instance, GATE), "promoted_model")
     assert demoted["status"] == "demoted" and demoted["model_version"] == ""
     assert demoted["previous_model_version"] == replaced["model_version"] and demoted["gate_passed"] is False
-    again = _meta(_run(["promoted_model"], MARCH_KEY, resources, instance, GATE), "promoted_model")
+    again = _meta(_run(["promoted_model"], MARCH_KEY, resources, memory_instance, GATE), "promoted_model")
     assert again["status"] == "none promoted" and again["previous_model_version"] == ""
 
 

@@ -51,62 +51,64 @@ def test_the_stall_limit_comes_from_the_candles_schedule_and_the_environment(mon
     assert alert_config().stall_minutes() == 5
 
 
-def test_a_stall_after_the_limit_alerts_once_turns_the_check_red_then_green(instance):
+def test_a_stall_after_the_limit_alerts_once_turns_the_check_red_then_green(memory_instance):
     arrived = datetime.now(UTC)
     newest = arrived.replace(second=0, microsecond=0) - timedelta(minutes=1)
     key = f"{month_key(arrived)}|BTC-USD"
-    _report(instance, "promoted_model", key, model_version="v1")
-    _report(instance, "signals", key, latest_signal_ts=str(newest - timedelta(minutes=60)))
-    messages, events, cursor = _tick(instance, None, arrived + timedelta(minutes=1))  # first sight
+    _report(memory_instance, "promoted_model", key, model_version="v1")
+    _report(memory_instance, "signals", key, latest_signal_ts=str(newest - timedelta(minutes=60)))
+    messages, events, cursor = _tick(memory_instance, None, arrived + timedelta(minutes=1))  # first sight
     assert messages == [] and events == []
-    _report(instance, "candles", key, last_ts=str(newest))  # an hourly batch arrives
-    (record,) = instance.fetch_materializations(dg.AssetKey("candles"), limit=1).records
+    _report(memory_instance, "candles", key, last_ts=str(newest))  # an hourly batch arrives
+    (record,) = memory_instance.fetch_materializations(dg.AssetKey("candles"), limit=1).records
 
     at_limit = datetime.fromtimestamp(record.timestamp, UTC) + timedelta(minutes=75)
-    messages, events, cursor = _tick(instance, cursor, at_limit)
+    messages, events, cursor = _tick(memory_instance, cursor, at_limit)
     assert messages == [] and events == []  # the batch is not older than the limit yet
-    messages, events, cursor = _tick(instance, cursor, at_limit + timedelta(milliseconds=1))
+    messages, events, cursor = _tick(memory_instance, cursor, at_limit + timedelta(milliseconds=1))
     (message,) = messages
     assert "signals stalled" in message and "over 75 minutes ago" in message
     observation = next(e for e in events if isinstance(e, dg.AssetObservation))
     assert observation.asset_key == dg.AssetKey("signals") and observation.partition == key
-    assert _keep_up(instance) == [False]
-    messages, events, cursor = _tick(instance, cursor, at_limit + timedelta(minutes=5))
+    assert _keep_up(memory_instance) == [False]
+    messages, events, cursor = _tick(memory_instance, cursor, at_limit + timedelta(minutes=5))
     assert messages == [] and events == []  # the same stall: reported once
 
-    _report(instance, "signals", key, latest_signal_ts=str(newest))  # signals catch up
-    messages, events, cursor = _tick(instance, cursor, at_limit + timedelta(minutes=6))
-    assert messages == [] and _keep_up(instance) == [False, True]
-    _report(instance, "promoted_model", key, model_version="v2")
-    messages, _, cursor = _tick(instance, cursor, at_limit + timedelta(minutes=7))
+    _report(memory_instance, "signals", key, latest_signal_ts=str(newest))  # signals catch up
+    messages, events, cursor = _tick(memory_instance, cursor, at_limit + timedelta(minutes=6))
+    assert messages == [] and _keep_up(memory_instance) == [False, True]
+    _report(memory_instance, "promoted_model", key, model_version="v2")
+    messages, _, cursor = _tick(memory_instance, cursor, at_limit + timedelta(minutes=7))
     assert messages == ["BTC-USD: promoted model changed from v1 to v2"]
     assert set(json.loads(cursor)["seen"]) >= {"BTC-USD"}
 
 
-def test_start_up_reports_the_state_as_a_check_but_no_alert(instance):
+def test_start_up_reports_the_state_as_a_check_but_no_alert(memory_instance):
     now = datetime.now(UTC)
     key = f"{month_key(now)}|BTC-USD"
-    _report(instance, "promoted_model", key, model_version="v1")
-    _report(instance, "candles", key, last_ts=str(now - timedelta(minutes=1)))
-    _report(instance, "paper_portfolio", key, drawdown=-0.3)
-    messages, events, _ = _tick(instance, None, now + timedelta(hours=2))  # stalled and deep in drawdown
+    _report(memory_instance, "promoted_model", key, model_version="v1")
+    _report(memory_instance, "candles", key, last_ts=str(now - timedelta(minutes=1)))
+    _report(memory_instance, "paper_portfolio", key, drawdown=-0.3)
+    messages, events, _ = _tick(
+        memory_instance, None, now + timedelta(hours=2)
+    )  # stalled and deep in drawdown
     assert messages == [] and not any(isinstance(e, dg.AssetObservation) for e in events)
-    assert _keep_up(instance) == [False]
+    assert _keep_up(memory_instance) == [False]
 
 
-def test_a_demo_only_promotion_is_not_a_traded_model(instance):
+def test_a_demo_only_promotion_is_not_a_traded_model(memory_instance):
     now = datetime.now(UTC)
     key = f"{month_key(now)}|BTC-USD"
     demo = {"demo_rule": True, "passes_configured_gate": False, "configured_gate_reason": "1 of 3 months"}
-    _report(instance, "promoted_model", key, model_version="v1", **demo)
-    _report(instance, "candles", key, last_ts=str(now - timedelta(minutes=1)))
-    _, events, cursor = _tick(instance, None, now + timedelta(minutes=1))
-    _, events, cursor = _tick(instance, cursor, now + timedelta(hours=2))
+    _report(memory_instance, "promoted_model", key, model_version="v1", **demo)
+    _report(memory_instance, "candles", key, last_ts=str(now - timedelta(minutes=1)))
+    _, events, cursor = _tick(memory_instance, None, now + timedelta(minutes=1))
+    _, events, cursor = _tick(memory_instance, cursor, now + timedelta(hours=2))
     assert events == [] and json.loads(cursor)["seen"]["BTC-USD"]["model_version"] is None
 
 
-def test_the_sensor_definition_returns_its_tick(instance):
-    result = paper_trading_alerts(dg.build_sensor_context(instance=instance))
+def test_the_sensor_definition_returns_its_tick(memory_instance):
+    result = paper_trading_alerts(dg.build_sensor_context(instance=memory_instance))
     assert result.skip_reason.skip_message == "all clear" and result.asset_events == []
     assert set(json.loads(result.cursor)) == {"seen", "stalled_symbols"}
 
@@ -114,7 +116,7 @@ def test_the_sensor_definition_returns_its_tick(instance):
 DRAWDOWN: dict[str, float] = {}  # the stand-in portfolio's drawdown per partition
 
 
-def test_the_drawdown_check_runs_with_paper_portfolio_at_the_limit(instance):
+def test_the_drawdown_check_runs_with_paper_portfolio_at_the_limit(memory_instance):
     @dg.asset(name="paper_portfolio", partitions_def=symbol_month_partitions)
     def portfolio_stand_in(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         return dg.MaterializeResult(metadata={"drawdown": DRAWDOWN[context.partition_key]})
@@ -123,7 +125,7 @@ def test_the_drawdown_check_runs_with_paper_portfolio_at_the_limit(instance):
     for key, drawdown in (("2024-03-01|BTC-USD", -0.1), ("2024-03-01|ETH-USD", -0.0999)):
         DRAWDOWN[key] = drawdown
         result = dg.materialize(
-            [portfolio_stand_in, paper_drawdown_within_limit], partition_key=key, instance=instance
+            [portfolio_stand_in, paper_drawdown_within_limit], partition_key=key, instance=memory_instance
         )
         (check,) = result.get_asset_check_evaluations()
         outcomes[key] = check.passed

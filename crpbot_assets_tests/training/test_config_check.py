@@ -128,27 +128,35 @@ def _failure(result) -> str:
 @pytest.mark.parametrize(
     "field, value, why", DAGSTER_BAD_FIELDS, ids=[f"{f}={v!r}" for f, v, _ in DAGSTER_BAD_FIELDS]
 )
-def test_bad_field_fails_lstm_model_before_the_launcher(storage_resources, instance, field, value, why):
-    _record_dataset(instance, storage_resources["storage"], "ETH-USD", train_rows=5000, val_rows=900)
-    result = _materialize(instance, storage_resources["storage"], "ETH-USD", **{field: value})
+def test_bad_field_fails_lstm_model_before_the_launcher(
+    storage_resources, memory_instance, field, value, why
+):
+    _record_dataset(memory_instance, storage_resources["storage"], "ETH-USD", train_rows=5000, val_rows=900)
+    result = _materialize(memory_instance, storage_resources["storage"], "ETH-USD", **{field: value})
     assert not result.success and CALLS == []
     message = _failure(result)
     assert "lstm_model ETH-USD: invalid training config" in message
     assert f"{field} = {value!r}: " in message and why in message
 
 
-def test_sequence_length_beyond_the_dataset_fails_before_the_launcher(storage_resources, instance):
+def test_sequence_length_beyond_the_dataset_fails_before_the_launcher(storage_resources, memory_instance):
     storage = storage_resources["storage"]
     _record_dataset(
-        instance, storage, "BTC-USD", train_rows=9000, val_rows=700, test_rows=650, max_sequence_length=240
+        memory_instance,
+        storage,
+        "BTC-USD",
+        train_rows=9000,
+        val_rows=700,
+        test_rows=650,
+        max_sequence_length=240,
     )
-    assert dataset_limits(instance, "BTC-USD") == DataLimits(240, 650, "test")
-    result = _materialize(instance, storage, "BTC-USD", sequence_length=651)
+    assert dataset_limits(memory_instance, "BTC-USD") == DataLimits(240, 650, "test")
+    result = _materialize(memory_instance, storage, "BTC-USD", sequence_length=651)
     assert not result.success and CALLS == []
     assert "sequence_length = 651: must be <= the rows available, 650 labelled rows in the test split" in (
         _failure(result)
     )
     # The control: a config that fits reaches the launcher, once.
-    result = _materialize(instance, storage, "BTC-USD", sequence_length=60)
+    result = _materialize(memory_instance, storage, "BTC-USD", sequence_length=60)
     assert not result.success and len(CALLS) == 1 and CALLS[0]["config"]["sequence_length"] == 60
     assert "RecordingLauncher: launched" in _failure(result)

@@ -90,8 +90,8 @@ def _materialize_report(tmp_path, storage_resources, instance) -> tuple[dict, st
     return {k: v.value for k, v in meta.items()}, urlparse(meta["report page"].value).path
 
 
-def test_walk_forward_report_writes_its_page_beside_its_file(tmp_path, storage_resources, instance):
-    meta, path = _materialize_report(tmp_path, storage_resources, instance)
+def test_walk_forward_report_writes_its_page_beside_its_file(tmp_path, storage_resources, memory_instance):
+    meta, path = _materialize_report(tmp_path, storage_resources, memory_instance)
     files = storage_resources["storage"].storage
     assert path == str((tmp_path / "data" / page_path("BTC-USD")).resolve())
     stored = files.read_json(
