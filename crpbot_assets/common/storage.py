@@ -7,8 +7,8 @@ another host sharing the disk). A live writer's file survives. S3 puts are atomi
 
 `CRPBOT_STORAGE_TEST_HOOK` (tests only) stops a write at a chosen point so kill tests are deterministic:
 `<stage>:<action>:<path substring>`, stage `mid-write` (half the bytes in the temporary file) or `after-write`
-(renamed into place), action `pause` (write its pid to the file named by `CRPBOT_STORAGE_TEST_SIGNAL`, then sleep until
-killed) or `enospc` (raise OSError(ENOSPC) as the OS does, without a file name: a full disk).
+(renamed into place), action `pause` (write its pid to the file named by `CRPBOT_STORAGE_TEST_SIGNAL`, then
+sleep until killed) or `enospc` (raise OSError(ENOSPC) as the OS does, without a file name: a full disk).
 
 A failed local write raises the OS's error (same errno and type) naming the file it was writing.
 """

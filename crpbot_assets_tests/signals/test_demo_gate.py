@@ -95,9 +95,8 @@ def test_a_demo_promotion_is_labelled_and_scores_only_in_demo_runs(storage_resou
     assert after_demo["new_signals"] == (new_minutes.dt.minute() % 15 == 0).sum() > 0  # flat decisions
     assert after_demo["model_version"] == "none" and "latest_score" not in after_demo
 
-    configured = _run(
-        memory_instance, resources, ["promoted_model"], MARCH_KEY
-    )  # the configured rule replaces it
+    # the configured rule replaces it
+    configured = _run(memory_instance, resources, ["promoted_model"], MARCH_KEY)
     assert _meta(configured, "promoted_model")["status"] == "demoted"
     (check,) = configured.get_asset_check_evaluations()
     assert check.passed

@@ -89,9 +89,8 @@ def test_start_up_reports_the_state_as_a_check_but_no_alert(memory_instance):
     _report(memory_instance, "promoted_model", key, model_version="v1")
     _report(memory_instance, "candles", key, last_ts=str(now - timedelta(minutes=1)))
     _report(memory_instance, "paper_portfolio", key, drawdown=-0.3)
-    messages, events, _ = _tick(
-        memory_instance, None, now + timedelta(hours=2)
-    )  # stalled and deep in drawdown
+    # stalled and deep in drawdown
+    messages, events, _ = _tick(memory_instance, None, now + timedelta(hours=2))
     assert messages == [] and not any(isinstance(e, dg.AssetObservation) for e in events)
     assert _keep_up(memory_instance) == [False]
 
